@@ -1,0 +1,41 @@
+#pragma once
+// Strict JSON <-> config-struct helpers. Configs reject unknown keys (a typo such as "lerning_rate"
+// must not silently fall back to a default) and report the dotted path of the offending key.
+
+#include <initializer_list>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "moejet/core/error.h"
+
+namespace moejet {
+
+using json = nlohmann::json;
+
+/// Throws ConfigError naming `path.key` for any key of `j` not in `known`.
+void check_known_keys(const json& j, std::initializer_list<const char*> known, const std::string& path);
+
+/// Reads `j[key]` into `out` when present; wraps type errors into ConfigError naming `path.key`.
+template <class T>
+void read_key(const json& j, const char* key, T& out, const std::string& path) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    return;
+  }
+  try {
+    out = it->get<T>();
+  } catch (const json::exception& e) {
+    throw ConfigError(fmt::format(
+        "config '{}{}': expected {}, got {} ({})", path.empty() ? "" : path + ".", key,
+        json(T{}).type_name(), it->type_name(), it->dump()));
+  }
+}
+
+/// Parses a JSON file; errors name the file and the parser's position.
+json read_json_file(const std::string& path);
+
+/// Writes `j` (pretty-printed) atomically.
+void write_json_file(const std::string& path, const json& j);
+
+}  // namespace moejet

@@ -1,0 +1,29 @@
+#pragma once
+// What the process computes with: libtorch version, the BLAS that libblas.so.3 resolves to, and
+// thread counts. Debian's libtorch calls whatever libblas.so.3 the alternatives system points at;
+// on a bare Debian that is the reference BLAS, about 70x slower than OpenBLAS, so moejet reports
+// it at start-up and warns.
+
+#include <string>
+
+#include <torch/types.h>
+
+namespace moejet {
+
+struct SystemInfo {
+  std::string torch_version;
+  std::string blas;       ///< "OpenBLAS", "reference BLAS", "MKL", "BLIS", or the library path.
+  std::string blas_path;  ///< Resolved path of the loaded BLAS library ("" if none found).
+  bool reference_blas = false;
+  int torch_threads = 1;
+  int blas_threads = -1;  ///< -1 when the BLAS does not tell.
+  bool cuda_available = false;
+  std::string summary() const;
+};
+
+SystemInfo system_info();
+
+/// Parses "cpu", "cuda", "cuda:1"; throws ConfigError for unknown or unavailable devices.
+torch::Device parse_device(const std::string& name);
+
+}  // namespace moejet

@@ -1,0 +1,84 @@
+#pragma once
+// Per-sample image transforms and batch-level mixing, configured by AugmentConfig (which
+// round-trips to JSON under the "augment" key of a training config). Transforms are deterministic
+// given a seed: the loader seeds each sample's generator from (seed, epoch, index), so a resumed run
+// sees exactly the augmentations an uninterrupted one would, whatever the thread scheduling.
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "moejet/core/json_util.h"
+
+namespace moejet::data {
+
+using Rng = std::mt19937_64;
+
+struct AugmentConfig {
+  int64_t image_size = 0;                ///< output side; 0 = keep the data set's size
+  // Train-time geometry.
+  bool random_resized_crop = false;      ///< timm's RandomResizedCrop; otherwise resize only
+  double rrc_scale_min = 0.08, rrc_scale_max = 1.0;
+  double rrc_ratio_min = 3.0 / 4.0, rrc_ratio_max = 4.0 / 3.0;
+  int64_t random_crop_padding = 0;       ///< pad-and-crop (CIFAR/MNIST style), when > 0
+  double hflip = 0.0;                    ///< probability of a horizontal flip
+  std::string randaugment;               ///< timm-style "rand-m9-n2-mstd0.5"; "" = off
+  double random_erasing = 0.0;           ///< probability (timm's reprob)
+  // Eval-time geometry: resize shorter side to image_size / crop_pct, then centre crop.
+  double crop_pct = 1.0;
+  std::string interpolation = "bilinear";  ///< "bilinear" or "bicubic" or "nearest"
+  // Normalisation (per channel; a single value is broadcast). Empty = data-set defaults (0.5/0.5).
+  std::vector<double> mean, std;
+  // Batch mixing (timm's Mixup): applied by the trainer on whole batches.
+  double mixup_alpha = 0.0;
+  double cutmix_alpha = 0.0;
+  double mix_prob = 1.0;                 ///< probability a batch is mixed at all
+  double mix_switch_prob = 0.5;          ///< probability of cutmix instead of mixup when both on
+};
+
+void to_json(json& j, const AugmentConfig& c);
+/// Strict: unknown keys throw ConfigError naming `path`.
+void from_json_checked(const json& j, AugmentConfig& c, const std::string& path);
+
+/// uint8 [C, H, W] -> float [C, H, W] (normalised); must be thread-safe and reentrant.
+using Transform = std::function<torch::Tensor(const torch::Tensor& image, Rng& rng)>;
+
+/// Training pipeline: geometry (RRC or resize, pad-crop), flip, RandAugment, to float, normalise,
+/// random erasing — the order timm's create_transform uses.
+Transform make_train_transform(const AugmentConfig& config, int64_t channels);
+/// Eval pipeline: resize + centre crop, to float, normalise.
+Transform make_eval_transform(const AugmentConfig& config, int64_t channels);
+
+// Single transforms, exposed for tests and custom pipelines. All take/return [C, H, W].
+torch::Tensor resize(const torch::Tensor& img, int64_t h, int64_t w, const std::string& interpolation);
+torch::Tensor center_crop(const torch::Tensor& img, int64_t h, int64_t w);
+torch::Tensor random_resized_crop(const torch::Tensor& img, int64_t size, double scale_min,
+                                  double scale_max, double ratio_min, double ratio_max,
+                                  const std::string& interpolation, Rng& rng);
+torch::Tensor pad_random_crop(const torch::Tensor& img, int64_t padding, Rng& rng);
+torch::Tensor hflip(const torch::Tensor& img);
+/// uint8 in, uint8 out. `spec` as timm's rand_augment_transform ("rand-m9-n2-mstd0.5").
+torch::Tensor rand_augment(const torch::Tensor& img, const std::string& spec, Rng& rng);
+torch::Tensor normalize(const torch::Tensor& img_float01, const std::vector<double>& mean,
+                        const std::vector<double>& std);
+/// In-place-style random erasing on a normalised float image (timm's RandomErasing, mode 'pixel').
+torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng);
+
+/// Mixup / CutMix over a batch (timm's Mixup, mode 'batch'). `labels` int64 [B] become soft
+/// targets [B, num_classes] with label smoothing folded in (timm's mixup_target).
+struct MixResult {
+  torch::Tensor images;   ///< float [B, C, H, W]
+  torch::Tensor targets;  ///< float [B, num_classes], rows sum to 1
+  double lambda = 1.0;
+};
+MixResult mix_batch(const torch::Tensor& images, const torch::Tensor& labels, int64_t num_classes,
+                    const AugmentConfig& config, double label_smoothing, Rng& rng);
+
+/// Smoothed one-hot targets: (1 - s) on the label, s / K spread uniformly (timm convention).
+torch::Tensor smooth_one_hot(const torch::Tensor& labels, int64_t num_classes, double smoothing);
+
+}  // namespace moejet::data

@@ -1,0 +1,74 @@
+#pragma once
+// Image-classification data sets. A Dataset is random access: get(i) returns the i-th image as a
+// uint8 [C, H, W] tensor with its class label. Readers exist for IDX (MNIST / Fashion-MNIST, gzipped
+// or not), CIFAR-10/100 binary, STL-10 binary and image folders (one sub-folder per class, JPEG/PNG).
+// open_dataset() resolves a spec string such as "fashion-mnist", "cifar10:/path" or
+// "folder:/path/train" so that configs and the CLI name data sets the same way.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace moejet::data {
+
+struct Sample {
+  torch::Tensor image;  ///< uint8 [C, H, W]
+  int64_t label = -1;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual size_t size() const = 0;
+  /// Thread-safe: called concurrently by the loader's workers.
+  virtual Sample get(size_t index) const = 0;
+  virtual int64_t num_classes() const = 0;
+  /// Class names in label order; "0", "1", ... when the format has none.
+  virtual std::vector<std::string> class_names() const;
+  /// Channels of every image (1 or 3).
+  virtual int64_t channels() const = 0;
+  /// Labels of all samples in order (used for stratified subsets and class filtering).
+  virtual std::vector<int64_t> labels() const;
+  /// Human-readable description for logs ("fashion-mnist train: 60000 images, 10 classes").
+  virtual std::string describe() const = 0;
+};
+
+using DatasetPtr = std::shared_ptr<const Dataset>;
+
+/// IDX image file (magic 0x00000803, uint8) + IDX label file (0x00000801); .gz accepted.
+DatasetPtr open_idx(const std::string& images_path, const std::string& labels_path,
+                    std::vector<std::string> class_names = {});
+
+/// CIFAR binary batches: `dir` holds data_batch_{1..5}.bin/test_batch.bin (CIFAR-10,
+/// `fine_labels` ignored) or train.bin/test.bin (CIFAR-100, fine labels). batches.meta.txt /
+/// fine_label_names.txt give class names when present.
+DatasetPtr open_cifar10(const std::string& dir, bool train);
+DatasetPtr open_cifar100(const std::string& dir, bool train);
+
+/// STL-10 binary: train_X.bin/train_y.bin or test_X.bin/test_y.bin (96x96x3, column-major images,
+/// labels 1..10), class_names.txt when present.
+DatasetPtr open_stl10(const std::string& dir, bool train);
+
+/// Image folder: dir/<class>/<image>.{jpg,jpeg,png,bmp}; classes sorted by name (as torchvision's
+/// ImageFolder). Images are decoded on access; `channels` forces 1 or 3 channels (0 = from the
+/// first image).
+DatasetPtr open_image_folder(const std::string& dir, int channels = 0);
+
+/// Resolves a data set spec: "fashion-mnist" / "mnist" (Debian's dataset packages under
+/// /usr/share/datasets, or MOEJET_DATA_DIR), "idx:<dir>", "cifar10:<dir>", "cifar100:<dir>",
+/// "stl10:<dir>", "folder:<dir>" (the split's sub-folder `train`/`test` is used when it exists).
+/// `split` is "train" or "test".
+DatasetPtr open_dataset(const std::string& spec, const std::string& split);
+
+/// A view on a subset of another data set (indices into it), optionally relabelling classes.
+/// Used for upstream/downstream class splits and for holding out validation data.
+DatasetPtr subset(DatasetPtr base, std::vector<size_t> indices, std::string description);
+
+/// Keeps only samples whose label is in `classes`, relabelled to 0..classes.size()-1 in the
+/// order given.
+DatasetPtr filter_classes(DatasetPtr base, const std::vector<int64_t>& classes);
+
+}  // namespace moejet::data
