@@ -63,6 +63,24 @@ torch::Tensor pad_random_crop(const torch::Tensor& img, int64_t padding, Rng& rn
 torch::Tensor hflip(const torch::Tensor& img);
 /// uint8 in, uint8 out. `spec` as timm's rand_augment_transform ("rand-m9-n2-mstd0.5").
 torch::Tensor rand_augment(const torch::Tensor& img, const std::string& spec, Rng& rng);
+/// A parsed RandAugment spec: timm's rand_augment_transform grammar "rand-<section>-..." with
+/// sections m<int> (magnitude, default 10), n<int> (ops per image, 2), mstd<float> (magnitude
+/// noise; > 100 = uniform in [0, m]), mmax<int> (magnitude clip, 10), inc<0|1> (the *Increasing
+/// op variants, as timm's "inc1"), p<float> (probability each chosen op is applied, 0.5).
+struct RandAugmentSpec {
+  int magnitude = 10;
+  int num_layers = 2;
+  double magnitude_std = 0.0;
+  double magnitude_max = 10.0;
+  bool increasing = false;
+  double prob = 0.5;
+};
+/// Throws ConfigError listing the accepted sections when `spec` is malformed.
+RandAugmentSpec parse_rand_augment(const std::string& spec);
+/// As rand_augment(img, spec-string, rng); `fill` (0..255, one value or one per channel) paints
+/// the pixels rotate/shear/translate uncover (timm uses the normalisation mean).
+torch::Tensor rand_augment(const torch::Tensor& img, const RandAugmentSpec& spec, Rng& rng,
+                           const std::vector<double>& fill = {128.0});
 torch::Tensor normalize(const torch::Tensor& img_float01, const std::vector<double>& mean,
                         const std::vector<double>& std);
 /// In-place-style random erasing on a normalised float image (timm's RandomErasing, mode 'pixel').

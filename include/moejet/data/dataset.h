@@ -41,6 +41,9 @@ using DatasetPtr = std::shared_ptr<const Dataset>;
 /// IDX image file (magic 0x00000803, uint8) + IDX label file (0x00000801); .gz accepted.
 DatasetPtr open_idx(const std::string& images_path, const std::string& labels_path,
                     std::vector<std::string> class_names = {});
+/// As above, with the name describe() starts with ("fashion-mnist train"); "" = the image file.
+DatasetPtr open_idx(const std::string& images_path, const std::string& labels_path,
+                    std::vector<std::string> class_names, const std::string& description);
 
 /// CIFAR binary batches: `dir` holds data_batch_{1..5}.bin/test_batch.bin (CIFAR-10,
 /// `fine_labels` ignored) or train.bin/test.bin (CIFAR-100, fine labels). batches.meta.txt /
@@ -62,6 +65,11 @@ DatasetPtr open_image_folder(const std::string& dir, int channels = 0);
 /// "stl10:<dir>", "folder:<dir>" (the split's sub-folder `train`/`test` is used when it exists).
 /// `split` is "train" or "test".
 DatasetPtr open_dataset(const std::string& spec, const std::string& split);
+
+/// An in-memory data set over `images` uint8 [N, C, H, W] and `labels` (N values in
+/// [0, class_names.size())). The fixed-size readers build on it; so can tests and tools.
+DatasetPtr make_memory_dataset(torch::Tensor images, std::vector<int64_t> labels,
+                               std::vector<std::string> class_names, std::string description);
 
 /// A view on a subset of another data set (indices into it), optionally relabelling classes.
 /// Used for upstream/downstream class splits and for holding out validation data.

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -28,6 +29,14 @@ struct LoaderOptions {
   int prefetch = 4;      ///< batches in flight per worker
   uint64_t seed = 0;
 };
+
+/// Seed of the augmentation generator for dataset sample `index` in `epoch` (splitmix64-mixed, so
+/// nearby indices and epochs get unrelated streams).
+uint64_t sample_seed(uint64_t seed, int64_t epoch, uint64_t index);
+
+/// The order in which an epoch visits the data set: a Fisher-Yates permutation drawn from
+/// std::mt19937_64(seed * 1000003 + epoch) when `shuffle`, else 0..size-1.
+std::vector<size_t> epoch_order(size_t size, uint64_t seed, int64_t epoch, bool shuffle);
 
 class Loader {
  public:

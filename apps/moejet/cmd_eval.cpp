@@ -1,0 +1,106 @@
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "moejet/core/error.h"
+#include "moejet/core/system.h"
+#include "moejet/data/loader.h"
+#include "moejet/eval/evaluate.h"
+#include "moejet/io/checkpoint_file.h"
+#include "moejet/models/vit.h"
+#include "moejet/train/checkpoint.h"
+#include "moejet/train/trainer.h"
+
+namespace moejet::cli {
+
+namespace {
+
+struct EvalArgs {
+  std::string checkpoint, model, data = "fashion-mnist", split = "test", out, device = "cpu";
+  std::vector<int64_t> classes;
+  std::vector<std::string> sets;
+  int64_t batch_size = 256, limit = 0;
+  int workers = 2;
+  double crop_pct = 1.0;
+  bool quiet = false;
+};
+
+}  // namespace
+
+Runner add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* sub = app.add_subcommand("eval", "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix");
+  sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("-m,--model", a->model,
+                  "model preset or JSON (needed when the checkpoint carries no moejet config)");
+  sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
+  sub->add_option("--data", a->data, "data set spec")->capture_default_str();
+  sub->add_option("--split", a->split, "split to evaluate")->capture_default_str();
+  sub->add_option("--classes", a->classes, "evaluate only these classes (relabelled in order)");
+  sub->add_option("--limit", a->limit, "at most this many images (class-stratified)");
+  sub->add_option("--batch-size", a->batch_size)->capture_default_str();
+  sub->add_option("--workers", a->workers)->capture_default_str();
+  sub->add_option("--crop-pct", a->crop_pct, "eval resize = img_size / crop_pct, then centre crop")
+      ->capture_default_str();
+  sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_option("-o,--out", a->out, "write eval.json and confusion.csv into this directory");
+  sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
+  return [a]() {
+    auto device = parse_device(a->device);
+    io::Metadata meta;
+    auto state = io::read_checkpoint(a->checkpoint, &meta);
+    json model_json = a->model.empty() ? train::model_config_from_metadata(meta) : load_model_json(a->model);
+    check<ConfigError>(!model_json.is_null(),
+                       "{}: no moejet model config in the checkpoint; pass --model PRESET_OR_JSON",
+                       a->checkpoint);
+    apply_overrides(model_json, a->sets);
+    auto cfg = models::vit_config_from_json(model_json);
+    models::VisionTransformer model(cfg);
+    spdlog::info("load {}: {}", a->checkpoint, train::load_vit_weights(*model, a->checkpoint, false));
+    model->to(device);
+    model->eval();
+
+    train::DataConfig dc;
+    dc.dataset = a->data;
+    dc.classes = a->classes;
+    auto ds = train::open_split(dc, a->split, a->limit, 0);
+    check<ConfigError>(ds->num_classes() == cfg.num_classes,
+                       "{} has {} classes but the model has {} outputs", ds->describe(),
+                       ds->num_classes(), cfg.num_classes);
+    data::AugmentConfig aug;
+    aug.image_size = cfg.img_size;
+    aug.crop_pct = a->crop_pct;
+    data::LoaderOptions lo;
+    lo.batch_size = a->batch_size;
+    lo.shuffle = false;
+    lo.drop_last = false;
+    lo.num_workers = a->workers;
+    data::Loader loader(ds, data::make_eval_transform(aug, ds->channels()), lo);
+    auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader,
+                            cfg.num_classes, device, !a->quiet);
+    auto names = ds->class_names();
+    auto acc = r.per_class_accuracy();
+    fmt::print("{}: {} images, top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}\n", ds->describe(), r.count,
+               r.top1, r.top5, r.loss);
+    for (size_t c = 0; c < acc.size(); ++c) {
+      fmt::print("  {:>3} {:<20} {:6.2f}%\n", c, c < names.size() ? names[c] : "", acc[c]);
+    }
+    if (!a->out.empty()) {
+      json j = r.to_json(names);
+      j["checkpoint"] = a->checkpoint;
+      j["data"] = a->data;
+      j["split"] = a->split;
+      write_json_file(a->out + "/eval.json", j);
+      eval::write_confusion_csv(a->out + "/confusion.csv", r.confusion, names);
+      spdlog::info("wrote {}/eval.json and {}/confusion.csv", a->out, a->out);
+    }
+    return 0;
+  };
+}
+
+}  // namespace moejet::cli

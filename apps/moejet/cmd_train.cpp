@@ -1,0 +1,73 @@
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "moejet/core/error.h"
+#include "moejet/train/trainer.h"
+
+namespace moejet::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> sets;
+  std::string out, init, device, data;
+  int64_t epochs = 0, batch_size = 0, max_steps = -1, stop_after_epochs = 0;
+  double lr = 0;
+  int64_t seed = -1;
+  int workers = -1;
+  bool resume = false, quiet = false;
+};
+
+}  // namespace
+
+Runner add_train_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  auto* sub = app.add_subcommand("train", "train or fine-tune a model from a JSON config");
+  sub->add_option("-c,--config", args->config, "training config JSON (see configs/)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--set", args->sets,
+                  "override a config value, e.g. --set optim.lr=5e-4 --set model.depth=6");
+  sub->add_option("-o,--out", args->out, "run directory (train.out_dir)");
+  sub->add_option("--init", args->init, "initialise from a checkpoint (timm or moejet layout)");
+  sub->add_option("--data", args->data, "data set spec (data.dataset), e.g. fashion-mnist, folder:DIR");
+  sub->add_option("--epochs", args->epochs, "train.epochs");
+  sub->add_option("--batch-size", args->batch_size, "train.batch_size");
+  sub->add_option("--lr", args->lr, "optim.lr (peak)");
+  sub->add_option("--seed", args->seed, "train.seed");
+  sub->add_option("--device", args->device, "cpu, cuda or cuda:N");
+  sub->add_option("--workers", args->workers, "data.num_workers");
+  sub->add_option("--max-steps", args->max_steps, "stop after this many optimizer steps");
+  sub->add_option("--stop-after-epochs", args->stop_after_epochs,
+                  "stop resumably after N epochs of this invocation (time-sliced jobs)");
+  sub->add_flag("--resume", args->resume, "continue from <out>/last.safetensors + last.state.pt");
+  sub->add_flag("-q,--quiet", args->quiet, "no progress bars");
+  return [args]() {
+    json j = args->config.empty() ? json::object() : read_json_file(args->config);
+    std::vector<std::string> sets = args->sets;
+    auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
+    if (!args->out.empty()) set("train.out_dir", args->out);
+    if (!args->init.empty()) set("train.init", args->init);
+    if (!args->data.empty()) set("data.dataset", args->data);
+    if (!args->device.empty()) set("train.device", args->device);
+    if (args->epochs > 0) set("train.epochs", args->epochs);
+    if (args->batch_size > 0) set("train.batch_size", args->batch_size);
+    if (args->lr > 0) set("optim.lr", args->lr);
+    if (args->seed >= 0) set("train.seed", args->seed);
+    if (args->workers >= 0) set("data.num_workers", args->workers);
+    if (args->max_steps >= 0) set("train.max_steps", args->max_steps);
+    apply_overrides(j, sets);
+    auto config = train::train_config_from_json(j);
+    train::TrainOptions options;
+    options.resume = args->resume;
+    options.show_progress = !args->quiet;
+    options.stop_after_epochs = args->stop_after_epochs;
+    auto result = train::run_training(config, options);
+    spdlog::info("done: {} steps, final top1 {:.2f}%, best top1 {:.2f}%, {:.1f} train img/s; run in {}",
+                 result.steps, result.final_top1, result.best_top1, result.train_images_per_second,
+                 result.out_dir);
+    return 0;
+  };
+}
+
+}  // namespace moejet::cli

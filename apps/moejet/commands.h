@@ -1,0 +1,29 @@
+#pragma once
+// Subcommands of the moejet CLI. Each registers its flags on a CLI11 subcommand and returns the
+// function to run once parsing succeeded.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "moejet/core/json_util.h"
+
+namespace moejet::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_train_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
+Runner add_info_command(CLI::App& app);
+
+/// Applies "a.b.c=value" overrides to a JSON config; the value is parsed as JSON when it can be
+/// (numbers, booleans, lists) and taken as a string otherwise.
+void apply_overrides(json& config, const std::vector<std::string>& overrides);
+
+/// Loads a model config: a preset name, a JSON file with a model object, or a full training
+/// config (its "model" section).
+json load_model_json(const std::string& spec);
+
+}  // namespace moejet::cli

@@ -1,0 +1,52 @@
+#pragma once
+// Classification evaluation: top-1/top-5 accuracy, mean loss, per-class accuracy and the
+// confusion matrix (rows = true class, columns = predicted). The confusion matrix is what the
+// Mobile V-MoE recipe clusters into super-classes, so it is saved as both CSV and JSON.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "moejet/core/json_util.h"
+#include "moejet/data/loader.h"
+
+namespace moejet::eval {
+
+struct EvalResult {
+  int64_t count = 0;
+  double top1 = 0.0;  ///< percent
+  double top5 = 0.0;  ///< percent (top-k with k = min(5, classes))
+  double loss = 0.0;  ///< mean cross-entropy (no smoothing)
+  torch::Tensor confusion;  ///< int64 [K, K]
+  std::vector<double> per_class_accuracy() const;  ///< percent; NaN for classes without samples
+  json to_json(const std::vector<std::string>& class_names) const;
+};
+
+/// Accumulates predictions batch by batch.
+class ConfusionAccumulator {
+ public:
+  explicit ConfusionAccumulator(int64_t num_classes);
+  /// logits [B, K], labels int64 [B]
+  void add(const torch::Tensor& logits, const torch::Tensor& labels);
+  EvalResult result() const;
+
+ private:
+  int64_t k_;
+  int64_t count_ = 0, correct1_ = 0, correct5_ = 0;
+  double loss_sum_ = 0.0;
+  torch::Tensor confusion_;
+};
+
+using ForwardFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+/// Runs `forward` (already in eval mode) over one epoch of `loader` without gradients.
+EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes,
+                    torch::Device device, bool show_progress = true);
+
+/// Writes the confusion matrix as CSV with class names as header/first column (atomic).
+void write_confusion_csv(const std::string& path, const torch::Tensor& confusion,
+                         const std::vector<std::string>& class_names);
+
+}  // namespace moejet::eval

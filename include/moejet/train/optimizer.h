@@ -1,0 +1,57 @@
+#pragma once
+// Optimizer construction with timm's parameter-group rules: no weight decay on 1-D parameters
+// (norms, biases) and on the model's no_weight_decay() names (tokens, position embeddings), and
+// layer-wise learning-rate decay (scale = layer_decay ^ (num_layers - 1 - layer_id)), so that the
+// embeddings of a pre-trained checkpoint move least and the head most.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "moejet/train/train_config.h"
+
+namespace moejet::train {
+
+struct ParamGroupInfo {
+  double lr_scale = 1.0;
+  double weight_decay = 0.0;
+  std::vector<std::string> names;
+};
+
+struct OptimizerBundle {
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::vector<ParamGroupInfo> groups;  ///< same order as optimizer->param_groups()
+  /// Sets every group's lr to lr * its scale.
+  void set_lr(double lr);
+};
+
+struct ParamGroupRules {
+  std::function<int64_t(const std::string&)> layer_id;  ///< null = one layer
+  int64_t num_layers = 1;
+  std::vector<std::string> no_weight_decay;
+};
+
+/// Groups `named_params` (only those requiring grad) by (layer, decay) and builds the optimizer.
+OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
+                               const OptimConfig& config, const ParamGroupRules& rules);
+
+/// Per-optimizer-step learning rate: linear warm-up from warmup_lr, then cosine to min_lr (or
+/// constant), as timm's CosineLRScheduler with t_in_epochs=False.
+class LrSchedule {
+ public:
+  LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps);
+  double at(int64_t step) const;
+  int64_t total_steps() const {
+    return total_;
+  }
+
+ private:
+  OptimConfig config_;
+  int64_t total_, warmup_;
+};
+
+}  // namespace moejet::train

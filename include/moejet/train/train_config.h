@@ -1,0 +1,73 @@
+#pragma once
+// The experiment config of `moejet train`: one JSON file with sections "model", "data",
+// "augment", "optim" and "train", each a small struct with in-class defaults. Parsing is strict
+// (unknown keys are errors naming their dotted path); CLI flags override individual values after
+// the file is read; the resolved config is written next to the run's checkpoints.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moejet/core/json_util.h"
+#include "moejet/data/augment.h"
+#include "moejet/models/vit_config.h"
+
+namespace moejet::train {
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  ///< spec for data::open_dataset
+  std::string train_split = "train";
+  std::string eval_split = "test";
+  /// Keep only these classes (relabelled 0..K-1 in this order); empty = all.
+  std::vector<int64_t> classes;
+  /// Use at most this many training images (a seeded, class-stratified subset); 0 = all.
+  int64_t train_limit = 0;
+  int64_t eval_limit = 0;
+  int num_workers = 2;
+};
+
+struct OptimConfig {
+  std::string opt = "adamw";          ///< "adamw" or "sgd"
+  double lr = 1e-3;                   ///< peak learning rate (after warm-up)
+  double weight_decay = 0.05;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double momentum = 0.9;              ///< SGD only
+  double layer_decay = 1.0;           ///< layer-wise lr decay (timm's --layer-decay); 1 = off
+  double clip_grad = 0.0;             ///< max global grad norm; 0 = off
+  std::string sched = "cosine";       ///< "cosine" or "constant"
+  double warmup_epochs = 0.0;
+  double warmup_lr = 1e-6;
+  double min_lr = 1e-6;
+};
+
+struct TrainLoopConfig {
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  int64_t accum_steps = 1;            ///< gradient accumulation: optimizer step every N batches
+  double label_smoothing = 0.1;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+  int threads = 0;                    ///< intra-op threads; 0 = libtorch's default
+  std::string init;                   ///< checkpoint to initialise from (timm layout or moejet)
+  bool init_drop_head = true;         ///< drop head.* of `init` if its class count differs
+  std::string out_dir = "runs/train";
+  int64_t log_every = 50;             ///< optimizer steps between train-metric lines
+  int64_t eval_every = 1;             ///< epochs between evaluations
+  int64_t max_steps = 0;              ///< stop after this many optimizer steps (0 = all epochs)
+};
+
+struct TrainConfig {
+  models::VitConfig model;
+  DataConfig data;
+  data::AugmentConfig augment;
+  OptimConfig optim;
+  TrainLoopConfig train;
+
+  /// Throws ConfigError for inconsistent values (naming the field).
+  void validate() const;
+};
+
+json to_json(const TrainConfig& c);
+TrainConfig train_config_from_json(const json& j);
+
+}  // namespace moejet::train

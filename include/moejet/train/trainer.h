@@ -1,0 +1,49 @@
+#pragma once
+// The training loop behind `moejet train`: builds data, model and optimizer from a TrainConfig,
+// optionally initialises from a checkpoint, trains with mixed/smoothed soft targets, gradient
+// accumulation and clipping under the lr schedule, evaluates every eval_every epochs, logs JSON
+// lines to <out_dir>/metrics.jsonl and checkpoints every epoch. A NaN/inf loss stops the run
+// with an error and leaves the last good checkpoint in place.
+
+#include <functional>
+#include <string>
+
+#include "moejet/data/dataset.h"
+#include "moejet/models/vit.h"
+#include "moejet/train/train_config.h"
+
+namespace moejet::train {
+
+struct TrainOptions {
+  bool resume = false;        ///< continue from <out_dir>/last.* if present
+  bool show_progress = true;
+  /// Stop (resumably) after this many epochs of this invocation; 0 = run to the end. For
+  /// time-sliced or pre-emptible jobs: the schedule stays that of the full run.
+  int64_t stop_after_epochs = 0;
+};
+
+struct TrainResult {
+  double final_top1 = 0.0;
+  double best_top1 = 0.0;
+  int64_t steps = 0;
+  int64_t epochs_run = 0;
+  double train_images_per_second = 0.0;
+  std::string out_dir;
+};
+
+TrainResult run_training(const TrainConfig& config, const TrainOptions& options = {});
+
+/// One split of the configured data set with class filtering and a seeded, class-stratified
+/// limit applied.
+data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
+                            uint64_t seed);
+
+/// Loads weights into `model` from a timm-layout or moejet checkpoint (pos_embed resampled,
+/// head dropped when `drop_head` and its shape differs). Returns the load report summary.
+std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
+                             bool drop_head);
+
+/// Soft-target cross-entropy: mean over the batch of -sum_k t_k log softmax(z)_k.
+torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
+
+}  // namespace moejet::train

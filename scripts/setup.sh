@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything moejet needs on Debian 12 (idempotent: apt runs only when something is
+# missing), builds it, and with --main runs the main job on the embedded default data set.
+#
+#   scripts/setup.sh          install + build
+#   scripts/setup.sh --main   install + build + main job (see README)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config
+  libtorch-dev libopenblas0-pthread           # libtorch + a fast BLAS (the reference one is ~70x slower)
+  libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev
+  libstb-dev libmetis-dev                     # image decoding, graph partitioning
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  dataset-fashion-mnist                       # the embedded default data set
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# libtorch calls whatever libblas.so.3 resolves to; make sure it is OpenBLAS.
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)
+if [[ "$blas" != *openblas* ]] && [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO update-alternatives --set libblas.so.3-x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 || true
+fi
+
+BUILD_DIR=${MOEJET_BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)"
+
+if [[ "${1:-}" == "--main" ]]; then
+  exec scripts/main_job.sh
+fi

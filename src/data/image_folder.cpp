@@ -1,0 +1,145 @@
+// torchvision-style ImageFolder: root/<class>/**/<image>, classes and files in sorted order, so
+// labels match what torchvision assigns to the same tree. Images are decoded on access with
+// stb_image (JPEG, PNG, BMP, PNM, TGA, GIF).
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "moejet/core/error.h"
+#include "moejet/data/dataset.h"
+#include "stb_image.h"
+
+namespace moejet::data {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const char* const kExts[] = {".jpg", ".jpeg", ".png", ".bmp", ".ppm",
+                                      ".pgm", ".pnm",  ".tga", ".gif"};
+  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
+}
+
+/// stb's channel count -> ours: grey(+alpha) -> 1, RGB(A) -> 3.
+int64_t channels_for(int comp) {
+  return comp <= 2 ? 1 : 3;
+}
+
+class ImageFolderDataset final : public Dataset {
+ public:
+  ImageFolderDataset(std::string root, std::vector<std::string> classes,
+                     std::vector<std::string> files, std::vector<int64_t> labels, int channels)
+      : root_(std::move(root)),
+        classes_(std::move(classes)),
+        files_(std::move(files)),
+        labels_(std::move(labels)),
+        channels_(channels) {}
+
+  size_t size() const override {
+    return files_.size();
+  }
+  Sample get(size_t index) const override {
+    check<DataError>(index < files_.size(), "{}: index {} out of range (size {})", root_, index,
+                     files_.size());
+    const std::string& path = files_[index];
+    int w = 0, h = 0, comp = 0;
+    stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &comp, channels_);
+    if (pixels == nullptr) {
+      const char* why = stbi_failure_reason();
+      throw DataError(
+          fmt::format("{}: cannot decode image ({})", path, why ? why : "unknown reason"));
+    }
+    auto hwc = torch::from_blob(pixels, {h, w, channels_}, torch::kByte);
+    // clone(), not contiguous(): for one channel the permuted view already counts as contiguous
+    // and would still point into the buffer freed below.
+    auto chw = hwc.permute({2, 0, 1}).clone(torch::MemoryFormat::Contiguous);
+    stbi_image_free(pixels);
+    return {chw, labels_[index]};
+  }
+  int64_t num_classes() const override {
+    return static_cast<int64_t>(classes_.size());
+  }
+  std::vector<std::string> class_names() const override {
+    return classes_;
+  }
+  int64_t channels() const override {
+    return channels_;
+  }
+  std::vector<int64_t> labels() const override {
+    return labels_;
+  }
+  std::string describe() const override {
+    return fmt::format("image folder {}: {} images, {} classes, {} channel(s)", root_,
+                       files_.size(), classes_.size(), channels_);
+  }
+
+ private:
+  std::string root_;
+  std::vector<std::string> classes_;
+  std::vector<std::string> files_;
+  std::vector<int64_t> labels_;
+  int channels_;
+};
+
+}  // namespace
+
+DatasetPtr open_image_folder(const std::string& dir, int channels) {
+  check<ConfigError>(channels == 0 || channels == 1 || channels == 3,
+                     "image folder {}: channels must be 0 (auto), 1 or 3, got {}", dir, channels);
+  std::error_code ec;
+  check<DataError>(fs::is_directory(dir, ec), "{}: image folder not found", dir);
+
+  std::vector<std::string> classes;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_directory()) {
+      classes.push_back(entry.path().filename().string());
+    }
+  }
+  std::sort(classes.begin(), classes.end());
+  check<DataError>(!classes.empty(), "{}: image folder has no class sub-folders", dir);
+
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    const fs::path class_dir = fs::path(dir) / classes[c];
+    // (folder, file name) pairs: sorting them reproduces torchvision's sorted(os.walk(...)) order,
+    // where a folder's own files come before those of its sub-folders.
+    std::vector<std::pair<std::string, std::string>> class_files;
+    for (const auto& entry : fs::recursive_directory_iterator(
+             class_dir, fs::directory_options::follow_directory_symlink)) {
+      if (entry.is_regular_file() && is_image_file(entry.path())) {
+        class_files.emplace_back(entry.path().parent_path().string(),
+                                 entry.path().filename().string());
+      }
+    }
+    check<DataError>(!class_files.empty(),
+                     "{}: class folder has no images (.jpg .jpeg .png .bmp .ppm .pgm .pnm .tga "
+                     ".gif)",
+                     class_dir.string());
+    std::sort(class_files.begin(), class_files.end());
+    for (const auto& [folder, name] : class_files) {
+      files.push_back((fs::path(folder) / name).string());
+      labels.push_back(static_cast<int64_t>(c));
+    }
+  }
+
+  if (channels == 0) {
+    int w = 0, h = 0, comp = 0;
+    check<DataError>(stbi_info(files[0].c_str(), &w, &h, &comp) == 1,
+                     "{}: cannot decode image header ({})", files[0],
+                     stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    channels = static_cast<int>(channels_for(comp));
+  }
+  return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files),
+                                              std::move(labels), channels);
+}
+
+}  // namespace moejet::data

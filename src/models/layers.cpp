@@ -1,0 +1,62 @@
+#include "moejet/models/layers.h"
+
+#include <torch/torch.h>
+
+namespace moejet::models {
+
+namespace F = torch::nn::functional;
+
+Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
+  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+}
+
+torch::Tensor Mlp::forward(const torch::Tensor& x) {
+  auto h = torch::gelu(fc1(x));
+  if (drop > 0) {
+    h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
+  }
+  h = fc2(h);
+  if (drop > 0) {
+    h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
+  }
+  return h;
+}
+
+double Mlp::macs(int64_t tokens) const {
+  return 2.0 * static_cast<double>(tokens) * static_cast<double>(fc1->weight.size(0)) *
+         static_cast<double>(fc1->weight.size(1));
+}
+
+torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
+  if (p <= 0.0 || !training) {
+    return x;
+  }
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  auto keep = torch::empty(shape, x.options()).bernoulli_(1.0 - p);
+  return x * keep.div_(1.0 - p);
+}
+
+LayerScaleImpl::LayerScaleImpl(int64_t dim, double init_values) {
+  gamma = register_parameter("gamma", torch::full({dim}, init_values));
+}
+
+torch::Tensor LayerScaleImpl::forward(const torch::Tensor& x) {
+  return x * gamma;
+}
+
+void trunc_normal_(torch::Tensor& t, double std) {
+  torch::NoGradGuard guard;
+  // Resample-free inverse-CDF truncation, as torch.nn.init.trunc_normal_ does, in absolute
+  // bounds [-2, 2] (timm calls it with std=.02, so the bounds are effectively +-100 std).
+  double a = -2.0, b = 2.0;
+  auto norm_cdf = [](double x) { return (1. + std::erf(x / std::sqrt(2.))) / 2.; };
+  double l = norm_cdf(a / std), u = norm_cdf(b / std);
+  t.uniform_(2 * l - 1, 2 * u - 1);
+  t.erfinv_();
+  t.mul_(std * std::sqrt(2.));
+  t.clamp_(a, b);
+}
+
+}  // namespace moejet::models

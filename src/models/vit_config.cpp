@@ -1,0 +1,130 @@
+#include "moejet/models/vit_config.h"
+
+#include <map>
+
+namespace moejet::models {
+
+void VitConfig::validate() const {
+  check<ConfigError>(img_size > 0 && patch_size > 0, "model: img_size ({}) and patch_size ({}) must be positive",
+                     img_size, patch_size);
+  check<ConfigError>(img_size % patch_size == 0,
+                     "model: img_size {} is not a multiple of patch_size {}", img_size, patch_size);
+  check<ConfigError>(in_chans > 0, "model.in_chans: must be positive, got {}", in_chans);
+  check<ConfigError>(num_classes >= 0, "model.num_classes: must be >= 0, got {}", num_classes);
+  check<ConfigError>(embed_dim > 0 && depth >= 0, "model: embed_dim ({}) and depth ({}) invalid",
+                     embed_dim, depth);
+  check<ConfigError>(num_heads > 0 && embed_dim % num_heads == 0,
+                     "model.num_heads: {} does not divide embed_dim {}", num_heads, embed_dim);
+  check<ConfigError>(mlp_ratio > 0, "model.mlp_ratio: must be positive, got {}", mlp_ratio);
+  check<ConfigError>(global_pool == "token" || global_pool == "avg",
+                     "model.global_pool: expected \"token\" or \"avg\", got \"{}\"", global_pool);
+  check<ConfigError>(global_pool != "token" || class_token,
+                     "model: global_pool \"token\" needs class_token = true");
+  check<ConfigError>(fc_norm == "auto" || fc_norm == "true" || fc_norm == "false",
+                     "model.fc_norm: expected \"auto\", \"true\" or \"false\", got \"{}\"", fc_norm);
+  for (double p : {drop_rate, pos_drop_rate, attn_drop_rate, proj_drop_rate, drop_path_rate}) {
+    check<ConfigError>(p >= 0.0 && p < 1.0, "model: drop rates must be in [0, 1), got {}", p);
+  }
+}
+
+void to_json(json& j, const VitConfig& c) {
+  j = json{{"img_size", c.img_size},         {"patch_size", c.patch_size},
+           {"in_chans", c.in_chans},         {"num_classes", c.num_classes},
+           {"embed_dim", c.embed_dim},       {"depth", c.depth},
+           {"num_heads", c.num_heads},       {"mlp_ratio", c.mlp_ratio},
+           {"qkv_bias", c.qkv_bias},         {"class_token", c.class_token},
+           {"global_pool", c.global_pool},   {"fc_norm", c.fc_norm},
+           {"init_values", c.init_values},   {"drop_rate", c.drop_rate},
+           {"pos_drop_rate", c.pos_drop_rate}, {"attn_drop_rate", c.attn_drop_rate},
+           {"proj_drop_rate", c.proj_drop_rate}, {"drop_path_rate", c.drop_path_rate},
+           {"norm_eps", c.norm_eps}};
+}
+
+VitConfig vit_config_from_json(const json& j, const std::string& path) {
+  check_known_keys(j,
+                   {"preset", "img_size", "patch_size", "in_chans", "num_classes", "embed_dim",
+                    "depth", "num_heads", "mlp_ratio", "qkv_bias", "class_token", "global_pool",
+                    "fc_norm", "init_values", "drop_rate", "pos_drop_rate", "attn_drop_rate",
+                    "proj_drop_rate", "drop_path_rate", "norm_eps"},
+                   path);
+  VitConfig c;
+  if (j.contains("preset")) {
+    c = vit_preset(j.at("preset").get<std::string>());
+  }
+  read_key(j, "img_size", c.img_size, path);
+  read_key(j, "patch_size", c.patch_size, path);
+  read_key(j, "in_chans", c.in_chans, path);
+  read_key(j, "num_classes", c.num_classes, path);
+  read_key(j, "embed_dim", c.embed_dim, path);
+  read_key(j, "depth", c.depth, path);
+  read_key(j, "num_heads", c.num_heads, path);
+  read_key(j, "mlp_ratio", c.mlp_ratio, path);
+  read_key(j, "qkv_bias", c.qkv_bias, path);
+  read_key(j, "class_token", c.class_token, path);
+  read_key(j, "global_pool", c.global_pool, path);
+  if (j.contains("fc_norm") && j.at("fc_norm").is_boolean()) {
+    c.fc_norm = j.at("fc_norm").get<bool>() ? "true" : "false";
+  } else {
+    read_key(j, "fc_norm", c.fc_norm, path);
+  }
+  read_key(j, "init_values", c.init_values, path);
+  read_key(j, "drop_rate", c.drop_rate, path);
+  read_key(j, "pos_drop_rate", c.pos_drop_rate, path);
+  read_key(j, "attn_drop_rate", c.attn_drop_rate, path);
+  read_key(j, "proj_drop_rate", c.proj_drop_rate, path);
+  read_key(j, "drop_path_rate", c.drop_path_rate, path);
+  read_key(j, "norm_eps", c.norm_eps, path);
+  c.validate();
+  return c;
+}
+
+namespace {
+
+VitConfig make(int64_t patch, int64_t dim, int64_t depth, int64_t heads, int64_t img = 224) {
+  VitConfig c;
+  c.patch_size = patch;
+  c.embed_dim = dim;
+  c.depth = depth;
+  c.num_heads = heads;
+  c.img_size = img;
+  return c;
+}
+
+const std::map<std::string, VitConfig>& presets() {
+  static const std::map<std::string, VitConfig> table = {
+      {"vit_tiny_patch16_224", make(16, 192, 12, 3)},
+      {"vit_tiny_patch16_384", make(16, 192, 12, 3, 384)},
+      {"vit_small_patch16_224", make(16, 384, 12, 6)},
+      {"vit_small_patch32_224", make(32, 384, 12, 6)},
+      {"vit_small_patch16_384", make(16, 384, 12, 6, 384)},
+      {"vit_base_patch16_224", make(16, 768, 12, 12)},
+      {"vit_base_patch32_224", make(32, 768, 12, 12)},
+      {"vit_base_patch16_384", make(16, 768, 12, 12, 384)},
+      {"vit_large_patch16_224", make(16, 1024, 24, 16)},
+  };
+  return table;
+}
+
+}  // namespace
+
+VitConfig vit_preset(const std::string& name) {
+  auto it = presets().find(name);
+  if (it == presets().end()) {
+    std::string names;
+    for (const auto& kv : presets()) {
+      names += (names.empty() ? "" : ", ") + kv.first;
+    }
+    throw ConfigError(fmt::format("unknown model preset '{}' (known: {})", name, names));
+  }
+  return it->second;
+}
+
+std::vector<std::string> vit_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& kv : presets()) {
+    names.push_back(kv.first);
+  }
+  return names;
+}
+
+}  // namespace moejet::models

@@ -1,0 +1,88 @@
+#include "moejet/train/checkpoint.h"
+
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "moejet/core/error.h"
+#include "moejet/core/fs.h"
+#include "moejet/io/checkpoint_file.h"
+
+namespace moejet::train {
+
+void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
+                           const json& model_config, const TrainState& state) {
+  io::Metadata meta{{"moejet.format_version", kFormatVersion},
+                    {kModelConfigKey, model_config.dump()},
+                    {"moejet.epoch", std::to_string(state.epoch)},
+                    {"moejet.step", std::to_string(state.step)}};
+  io::write_safetensors(path, io::module_state_dict(model), meta);
+}
+
+void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer,
+                      const TrainState& state) {
+  torch::serialize::OutputArchive archive;
+  torch::serialize::OutputArchive opt_archive;
+  optimizer.save(opt_archive);
+  archive.write("optimizer", opt_archive);
+  archive.write("epoch", torch::tensor(state.epoch));
+  archive.write("batch", torch::tensor(state.batch));
+  archive.write("step", torch::tensor(state.step));
+  archive.write("best_top1", torch::tensor(state.best_top1, torch::kDouble));
+  auto gen = at::detail::getDefaultCPUGenerator();
+  torch::Tensor rng;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng = gen.get_state();
+  }
+  archive.write("cpu_rng", rng);
+  write_atomic(path, [&](std::ostream& out) { archive.save_to(out); });
+}
+
+TrainState load_train_state(const std::string& path, torch::optim::Optimizer& optimizer) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(fmt::format("{}: cannot read training state: {}", path,
+                                      e.what_without_backtrace()));
+  }
+  TrainState s;
+  try {
+    torch::serialize::InputArchive opt_archive;
+    archive.read("optimizer", opt_archive);
+    optimizer.load(opt_archive);
+    torch::Tensor t;
+    archive.read("epoch", t);
+    s.epoch = t.item<int64_t>();
+    archive.read("batch", t);
+    s.batch = t.item<int64_t>();
+    archive.read("step", t);
+    s.step = t.item<int64_t>();
+    archive.read("best_top1", t);
+    s.best_top1 = t.item<double>();
+    torch::Tensor rng;
+    archive.read("cpu_rng", rng);
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(fmt::format(
+        "{}: training state does not match this model/optimizer: {}", path, e.what_without_backtrace()));
+  }
+  return s;
+}
+
+json model_config_from_metadata(const io::Metadata& metadata) {
+  auto it = metadata.find(kModelConfigKey);
+  if (it == metadata.end()) {
+    return json();
+  }
+  try {
+    return json::parse(it->second);
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("checkpoint metadata '{}': invalid JSON: {}", kModelConfigKey, e.what()));
+  }
+}
+
+}  // namespace moejet::train

@@ -1,0 +1,304 @@
+#include "moejet/train/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include <torch/torch.h>
+
+#include "moejet/core/error.h"
+#include "moejet/core/fs.h"
+#include "moejet/core/progress.h"
+#include "moejet/core/system.h"
+#include "moejet/data/loader.h"
+#include "moejet/eval/evaluate.h"
+#include "moejet/io/checkpoint_file.h"
+#include "moejet/models/vit_checkpoint.h"
+#include "moejet/train/checkpoint.h"
+#include "moejet/train/metrics_log.h"
+#include "moejet/train/optimizer.h"
+
+namespace moejet::train {
+
+namespace fs = std::filesystem;
+
+data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
+                            uint64_t seed) {
+  auto ds = data::open_dataset(config.dataset, split);
+  if (!config.classes.empty()) {
+    for (int64_t c : config.classes) {
+      check<ConfigError>(c >= 0 && c < ds->num_classes(),
+                         "config 'data.classes': class {} out of range for {} ({} classes)", c,
+                         config.dataset, ds->num_classes());
+    }
+    ds = data::filter_classes(ds, config.classes);
+  }
+  if (limit > 0 && static_cast<size_t>(limit) < ds->size()) {
+    // Seeded shuffle, then at most ceil(limit / K) per class: a small subset keeps the class
+    // balance of the full split.
+    std::vector<size_t> order(ds->size());
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(seed * 7919 + 17);
+    std::shuffle(order.begin(), order.end(), rng);
+    auto labels = ds->labels();
+    const int64_t k = std::max<int64_t>(ds->num_classes(), 1);
+    const int64_t per_class = (limit + k - 1) / k;
+    std::map<int64_t, int64_t> taken;
+    std::vector<size_t> chosen;
+    for (size_t i : order) {
+      if (static_cast<int64_t>(chosen.size()) >= limit) {
+        break;
+      }
+      if (taken[labels[i]]++ < per_class) {
+        chosen.push_back(i);
+      }
+    }
+    std::sort(chosen.begin(), chosen.end());
+    ds = data::subset(ds, chosen, fmt::format("{} ({} of {} images)", ds->describe(), chosen.size(), ds->size()));
+  }
+  return ds;
+}
+
+std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
+                             bool drop_head) {
+  io::Metadata meta;
+  auto state = io::read_checkpoint(path, &meta);
+  std::vector<std::string> notes;
+  state = models::filter_vit_checkpoint(state, model.config, "bicubic", &notes);
+  io::LoadOptions opts;
+  if (drop_head) {
+    opts.drop_on_mismatch = {"head."};
+  }
+  auto report = io::load_state_dict(model, state, opts, path);
+  std::string summary = report.summary();
+  for (const auto& n : notes) {
+    summary += "\n  " + n;
+  }
+  return summary;
+}
+
+torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return -(targets * torch::log_softmax(logits, -1)).sum(-1).mean();
+}
+
+namespace {
+
+struct RunPaths {
+  std::string dir, last, best, state, metrics, config, eval;
+  explicit RunPaths(const std::string& d)
+      : dir(d),
+        last(d + "/last.safetensors"),
+        best(d + "/best.safetensors"),
+        state(d + "/last.state.pt"),
+        metrics(d + "/metrics.jsonl"),
+        config(d + "/config.json"),
+        eval(d + "/eval.json") {}
+};
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options) {
+  TrainConfig cfg = cfg_in;
+  cfg.validate();
+  const auto& tc = cfg.train;
+  if (tc.threads > 0) {
+    torch::set_num_threads(tc.threads);
+  }
+  torch::Device device = parse_device(tc.device);
+  torch::manual_seed(tc.seed);
+
+  // Data.
+  auto train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.train_limit, tc.seed);
+  auto eval_ds = open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
+  spdlog::info("train data: {}", train_ds->describe());
+  spdlog::info("eval data: {}", eval_ds->describe());
+  check<ConfigError>(cfg.model.num_classes == train_ds->num_classes(),
+                     "config 'model.num_classes' is {} but the training data has {} classes",
+                     cfg.model.num_classes, train_ds->num_classes());
+  check<ConfigError>(cfg.model.in_chans == train_ds->channels(),
+                     "config 'model.in_chans' is {} but the training images have {} channels",
+                     cfg.model.in_chans, train_ds->channels());
+  if (cfg.augment.image_size == 0) {
+    cfg.augment.image_size = cfg.model.img_size;
+  }
+  check<ConfigError>(cfg.augment.image_size == cfg.model.img_size,
+                     "config 'augment.image_size' ({}) differs from 'model.img_size' ({})",
+                     cfg.augment.image_size, cfg.model.img_size);
+  const int64_t K = cfg.model.num_classes;
+
+  data::LoaderOptions lo;
+  lo.batch_size = tc.batch_size;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.num_workers = cfg.data.num_workers;
+  lo.seed = tc.seed;
+  data::Loader train_loader(train_ds, data::make_train_transform(cfg.augment, train_ds->channels()), lo);
+  data::LoaderOptions elo = lo;
+  elo.batch_size = std::max<int64_t>(tc.batch_size, 256);
+  elo.shuffle = false;
+  elo.drop_last = false;
+  data::Loader eval_loader(eval_ds, data::make_eval_transform(cfg.augment, eval_ds->channels()), elo);
+  const int64_t batches = train_loader.batches_per_epoch();
+  check<ConfigError>(batches > 0, "training set has {} images, fewer than one batch of {}",
+                     train_ds->size(), tc.batch_size);
+
+  // Model.
+  models::VisionTransformer model(cfg.model);
+  if (!tc.init.empty()) {
+    spdlog::info("init from {}: {}", tc.init, load_vit_weights(*model, tc.init, tc.init_drop_head));
+  }
+  model->to(device);
+  spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model) / 1e6);
+
+  // Optimizer and schedule (per optimizer step).
+  ParamGroupRules rules;
+  rules.layer_id = [&](const std::string& n) { return model->layer_id(n); };
+  rules.num_layers = model->num_layers();
+  rules.no_weight_decay = model->no_weight_decay();
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : model->named_parameters()) {
+    named.emplace_back(item.key(), item.value());
+  }
+  auto opt = make_optimizer(named, cfg.optim, rules);
+  const int64_t steps_per_epoch = (batches + tc.accum_steps - 1) / tc.accum_steps;
+  int64_t total_steps = steps_per_epoch * tc.epochs;
+  if (tc.max_steps > 0) {
+    total_steps = std::min(total_steps, tc.max_steps);
+  }
+  LrSchedule schedule(cfg.optim, total_steps,
+                      static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch)));
+
+  RunPaths paths(tc.out_dir);
+  fs::create_directories(paths.dir);
+  TrainState state;
+  if (options.resume && file_exists(paths.state) && file_exists(paths.last)) {
+    io::Metadata meta;
+    auto weights = io::read_checkpoint(paths.last, &meta);
+    io::load_state_dict(*model, weights, {}, paths.last);
+    state = load_train_state(paths.state, *opt.optimizer);
+    check<CheckpointError>(meta.count("moejet.step") && std::stoll(meta.at("moejet.step")) == state.step,
+                           "{}: weights are from step {} but {} is from step {}; refusing to mix them",
+                           paths.last, meta.count("moejet.step") ? meta.at("moejet.step") : "?",
+                           paths.state, state.step);
+    spdlog::info("resumed from {} at epoch {}, batch {}, step {}", paths.last, state.epoch,
+                 state.batch, state.step);
+  } else if (options.resume) {
+    spdlog::warn("--resume: no checkpoint in {}, starting from scratch", paths.dir);
+  }
+  write_json_file(paths.config, to_json(cfg));
+  MetricsLog log(paths.metrics, options.resume ? state.step : -1);
+  const json model_json = cfg.model;
+
+  TrainResult result;
+  result.out_dir = paths.dir;
+  result.best_top1 = state.best_top1;
+  double images_seen = 0, train_seconds = 0;
+
+  auto do_eval = [&](int64_t epoch) {
+    model->eval();
+    auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, eval_loader,
+                            K, device, options.show_progress);
+    model->train();
+    log.write({{"event", "eval"}, {"epoch", epoch}, {"step", state.step}, {"top1", r.top1},
+               {"top5", r.top5}, {"loss", r.loss}, {"count", r.count}});
+    spdlog::info("epoch {} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}", epoch, r.top1, r.top5, r.loss);
+    result.final_top1 = r.top1;
+    return r;
+  };
+
+  bool stop = state.step >= total_steps;
+  model->train();
+  for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
+    train_loader.start_epoch(epoch, state.batch);
+    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), batches - state.batch, "batch");
+    double window_loss = 0;
+    int64_t window_n = 0;
+    double window_images = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    auto window_t0 = t0;
+    int64_t next_batch = state.batch;
+    data::Batch batch;
+    opt.optimizer->zero_grad();
+    while (!stop && train_loader.next(batch)) {
+      // Mixing draws come from (seed, epoch, batch) so a resumed run repeats them exactly.
+      data::Rng mix_rng(tc.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL +
+                        static_cast<uint64_t>(batch.index));
+      auto mixed = data::mix_batch(batch.images, batch.labels, K, cfg.augment, tc.label_smoothing, mix_rng);
+      auto logits = model->forward(mixed.images.to(device));
+      auto loss = soft_target_cross_entropy(logits, mixed.targets.to(device));
+      double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        throw Error(fmt::format(
+            "training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
+            "is {} (try a lower optim.lr or optim.clip_grad)",
+            loss_value, epoch, batch.index, state.step,
+            file_exists(paths.last) ? paths.last : std::string("<none yet>")));
+      }
+      (tc.accum_steps > 1 ? loss / static_cast<double>(tc.accum_steps) : loss).backward();
+      window_loss += loss_value;
+      window_n += 1;
+      window_images += static_cast<double>(batch.images.size(0));
+      images_seen += static_cast<double>(batch.images.size(0));
+      next_batch = batch.index + 1;
+      if (next_batch % tc.accum_steps == 0 || next_batch == batches) {
+        const double lr = schedule.at(state.step);
+        opt.set_lr(lr);
+        if (cfg.optim.clip_grad > 0) {
+          torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.optim.clip_grad);
+        }
+        opt.optimizer->step();
+        opt.optimizer->zero_grad();
+        state.step += 1;
+        if (state.step % tc.log_every == 0) {
+          auto now = std::chrono::steady_clock::now();
+          double secs = std::chrono::duration<double>(now - window_t0).count();
+          log.write({{"event", "train"}, {"epoch", epoch}, {"step", state.step},
+                     {"loss", window_loss / window_n}, {"lr", lr},
+                     {"img_per_s", secs > 0 ? window_images / secs : 0.0}});
+          window_loss = 0;
+          window_n = 0;
+          window_images = 0;
+          window_t0 = now;
+        }
+        stop = state.step >= total_steps;
+      }
+      progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", loss_value, schedule.at(state.step)));
+    }
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.finish();
+    const bool epoch_done = next_batch >= batches;
+    state.epoch = epoch_done ? epoch + 1 : epoch;
+    state.batch = epoch_done ? 0 : next_batch;
+    result.epochs_run += 1;
+    if ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop) {
+      auto r = do_eval(epoch);
+      if (r.top1 > state.best_top1) {
+        state.best_top1 = r.top1;
+        save_model_checkpoint(paths.best, *model, model_json, state);
+      }
+      write_json_file(paths.eval, r.to_json(eval_ds->class_names()));
+    }
+    // State first: a crash between the two renames leaves a state newer than the weights, which
+    // resume detects by the step mismatch instead of silently mixing them.
+    save_train_state(paths.state, *opt.optimizer, state);
+    save_model_checkpoint(paths.last, *model, model_json, state);
+    if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
+      spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result.epochs_run);
+      break;
+    }
+  }
+  result.best_top1 = state.best_top1;
+  result.steps = state.step;
+  result.train_images_per_second = train_seconds > 0 ? images_seen / train_seconds : 0.0;
+  log.write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
+             {"final_top1", result.final_top1}, {"train_img_per_s", result.train_images_per_second}});
+  return result;
+}
+
+}  // namespace moejet::train

@@ -1,0 +1,118 @@
+// End-to-end tests of the moejet binary: exit codes, messages and files a user sees.
+
+#include <cstdio>
+#include <fstream>
+
+#include "moejet/core/fs.h"
+#include "moejet/core/json_util.h"
+#include "test_util.h"
+
+using namespace moejet;
+
+namespace {
+
+struct RunResult {
+  int code;
+  std::string output;
+};
+
+RunResult run(const std::string& args) {
+  std::string cmd = std::string(MOEJET_BINARY) + " " + args + " 2>&1";
+  RunResult r{-1, ""};
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) {
+    return r;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) {
+    r.output.append(buf, n);
+  }
+  int status = pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& sub) {
+  return s.find(sub) != std::string::npos;
+}
+
+}  // namespace
+
+TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
+  auto r = run("info --model vit_tiny_patch16_224");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Param (M)  5.72")) << r.output;
+  EXPECT_TRUE(contains(r.output, "FLOPs (G)  1.25")) << r.output;
+  EXPECT_TRUE(contains(r.output, "BLAS")) << r.output;  // the start-up line reports the BLAS
+  auto j = run("--log-level error info --model vit_small_patch16_224 --set num_classes=10 --json");
+  ASSERT_EQ(j.code, 0) << j.output;
+  auto parsed = json::parse(j.output);
+  EXPECT_EQ(parsed["model"]["num_classes"], 10);
+  EXPECT_GT(parsed["params"].get<int64_t>(), 21000000);
+}
+
+TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
+  moejet::testing::TempDir dir;
+  {
+    std::ofstream(dir.file("bad.json")) << R"({"optim": {"lerning_rate": 0.1}})";
+  }
+  auto r = run("train --config " + dir.file("bad.json"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "optim.lerning_rate")) << r.output;
+
+  {
+    std::ofstream(dir.file("broken.json")) << R"({"optim": )";
+  }
+  r = run("train --config " + dir.file("broken.json"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "broken.json")) << r.output;
+
+  {
+    std::ofstream(dir.file("junk.safetensors")) << "this is not a checkpoint";
+  }
+  r = run("eval " + dir.file("junk.safetensors") + " --model vit_tiny_patch16_224");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "junk.safetensors")) << r.output;
+
+  r = run("info --model vit_gigantic");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "vit_gigantic")) << r.output;
+}
+
+TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
+  moejet::testing::TempDir dir;
+  const std::string out = dir.file("run");
+  auto r = run(
+      "train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" +
+      " --out " + out +
+      " --epochs 1 --set data.train_limit=256 --set data.eval_limit=200 --set model.depth=1"
+      " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (auto f : {"last.safetensors", "best.safetensors", "last.state.pt", "metrics.jsonl",
+                 "config.json", "eval.json"}) {
+    EXPECT_TRUE(file_exists(out + "/" + f)) << f;
+  }
+  auto resolved = read_json_file(out + "/config.json");
+  EXPECT_EQ(resolved["model"]["embed_dim"], 32);
+  EXPECT_EQ(resolved["train"]["epochs"], 1);
+
+  r = run("eval " + out + "/best.safetensors --limit 200 -q --out " + out + "/eval_cli");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "top1")) << r.output;
+  EXPECT_TRUE(contains(r.output, "Ankle boot")) << r.output;  // per-class lines carry class names
+  auto ev = read_json_file(out + "/eval_cli/eval.json");
+  EXPECT_EQ(ev["count"], 200);
+  EXPECT_EQ(ev["confusion"].size(), 10u);
+  int64_t total = 0;
+  for (auto& row : ev["confusion"]) {
+    for (auto& v : row) {
+      total += v.get<int64_t>();
+    }
+  }
+  EXPECT_EQ(total, 200);
+  std::ifstream csv(out + "/eval_cli/confusion.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_TRUE(contains(header, "\"T-shirt/top\"")) << header;
+}

@@ -1,0 +1,270 @@
+// Training: schedule, parameter groups, soft-target loss, config parsing, metrics log,
+// checkpoint round trip, exact resume and the NaN guard.
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "moejet/core/fs.h"
+#include "moejet/io/checkpoint_file.h"
+#include "moejet/models/vit.h"
+#include "moejet/train/checkpoint.h"
+#include "moejet/train/metrics_log.h"
+#include "moejet/train/optimizer.h"
+#include "moejet/train/trainer.h"
+#include "test_util.h"
+
+using namespace moejet;
+using namespace moejet::train;
+
+TEST(LrSchedule, LinearWarmupThenCosineToMinLr) {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.warmup_lr = 0.0;
+  o.min_lr = 0.1;
+  LrSchedule s(o, 110, 10);
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(5), 0.5);
+  EXPECT_DOUBLE_EQ(s.at(10), 1.0);
+  EXPECT_NEAR(s.at(60), 0.55, 1e-12);  // halfway through the cosine: (1 + 0.1) / 2
+  EXPECT_NEAR(s.at(110), 0.1, 1e-12);
+  for (int64_t t = 11; t <= 110; ++t) {
+    EXPECT_LE(s.at(t), s.at(t - 1) + 1e-15) << t;  // monotone after warm-up
+  }
+  o.sched = "constant";
+  LrSchedule c(o, 100, 0);
+  EXPECT_DOUBLE_EQ(c.at(0), 1.0);
+  EXPECT_DOUBLE_EQ(c.at(99), 1.0);
+}
+
+TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
+  models::VitConfig c;
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.in_chans = 1;
+  c.num_classes = 3;
+  c.embed_dim = 8;
+  c.depth = 2;
+  c.num_heads = 2;
+  models::VisionTransformer m(c);
+  OptimConfig o;
+  o.weight_decay = 0.05;
+  o.layer_decay = 0.5;
+  ParamGroupRules rules;
+  rules.layer_id = [&](const std::string& n) { return m->layer_id(n); };
+  rules.num_layers = m->num_layers();
+  rules.no_weight_decay = m->no_weight_decay();
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& p : m->named_parameters()) {
+    named.emplace_back(p.key(), p.value());
+  }
+  auto bundle = make_optimizer(named, o, rules);
+  std::map<std::string, std::pair<double, double>> seen;  // name -> (wd, lr scale)
+  size_t total = 0;
+  for (auto& g : bundle.groups) {
+    for (auto& n : g.names) {
+      seen[n] = {g.weight_decay, g.lr_scale};
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, named.size());
+  EXPECT_EQ(seen["blocks.0.norm1.weight"].first, 0.0);
+  EXPECT_EQ(seen["blocks.0.attn.qkv.bias"].first, 0.0);
+  EXPECT_EQ(seen["pos_embed"].first, 0.0);
+  EXPECT_EQ(seen["cls_token"].first, 0.0);
+  EXPECT_EQ(seen["blocks.0.attn.qkv.weight"].first, 0.05);
+  EXPECT_EQ(seen["head.weight"].first, 0.05);
+  // depth 2 -> 4 layer ids; head at the top (scale 1), block 1 at 0.5, block 0 at 0.25, stem 0.125.
+  EXPECT_DOUBLE_EQ(seen["head.weight"].second, 1.0);
+  EXPECT_DOUBLE_EQ(seen["blocks.1.mlp.fc1.weight"].second, 0.5);
+  EXPECT_DOUBLE_EQ(seen["blocks.0.mlp.fc1.weight"].second, 0.25);
+  EXPECT_DOUBLE_EQ(seen["patch_embed.proj.weight"].second, 0.125);
+  bundle.set_lr(2.0);
+  for (size_t i = 0; i < bundle.groups.size(); ++i) {
+    EXPECT_DOUBLE_EQ(bundle.optimizer->param_groups()[i].options().get_lr(), 2.0 * bundle.groups[i].lr_scale);
+  }
+}
+
+TEST(Loss, SoftTargetCrossEntropyMatchesCrossEntropyAndSmoothing) {
+  auto logits = torch::randn({6, 4});
+  auto labels = torch::tensor({0, 1, 2, 3, 0, 1});
+  auto onehot = torch::one_hot(labels, 4).to(torch::kFloat);
+  auto ce = torch::nn::functional::cross_entropy(logits, labels);
+  EXPECT_NEAR(soft_target_cross_entropy(logits, onehot).item<double>(), ce.item<double>(), 1e-6);
+  // Label smoothing 0.1 as torch's CrossEntropyLoss(label_smoothing=0.1).
+  auto smooth = onehot * 0.9 + 0.1 / 4;
+  auto ref = torch::nn::functional::cross_entropy(
+      logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
+  EXPECT_NEAR(soft_target_cross_entropy(logits, smooth).item<double>(), ref.item<double>(), 1e-6);
+}
+
+TEST(TrainConfigJson, RoundTripsAndNamesUnknownKeys) {
+  TrainConfig c;
+  c.model.num_classes = 10;
+  c.optim.lr = 3e-4;
+  c.data.classes = {1, 2};
+  c.augment.hflip = 0.5;
+  json j = to_json(c);
+  EXPECT_EQ(to_json(train_config_from_json(j)), j);
+  json bad = j;
+  bad["optim"]["lerning_rate"] = 1;
+  try {
+    train_config_from_json(bad);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.lerning_rate"), std::string::npos) << e.what();
+  }
+  json neg = j;
+  neg["optim"]["lr"] = -1;
+  EXPECT_THROW(train_config_from_json(neg), ConfigError);
+  json type = j;
+  type["train"]["epochs"] = "ten";
+  try {
+    train_config_from_json(type);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.epochs"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MetricsLog, ResumeDropsLinesBeyondTheCheckpointStep) {
+  moejet::testing::TempDir dir;
+  auto path = dir.file("m.jsonl");
+  {
+    MetricsLog log(path);
+    for (int s = 1; s <= 5; ++s) {
+      log.write({{"event", "train"}, {"step", s}});
+    }
+  }
+  {
+    MetricsLog log(path, 3);
+    log.write({{"event", "train"}, {"step", 4}, {"again", true}});
+  }
+  std::ifstream in(path);
+  std::vector<json> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(json::parse(line));
+  }
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[3]["step"], 4);
+  EXPECT_TRUE(lines[3]["again"].get<bool>());
+}
+
+namespace {
+
+// A tiny but complete config: real Fashion-MNIST (a stratified subset), augmentation with random
+// crops, flips and mixup, drop path (uses the torch RNG), AdamW with warm-up and cosine.
+TrainConfig tiny_config(const std::string& out) {
+  TrainConfig c;
+  c.model.img_size = 28;
+  c.model.patch_size = 7;
+  c.model.in_chans = 1;
+  c.model.num_classes = 10;
+  c.model.embed_dim = 16;
+  c.model.depth = 2;
+  c.model.num_heads = 2;
+  c.model.drop_path_rate = 0.1;
+  c.data.train_limit = 192;
+  c.data.eval_limit = 100;
+  c.data.num_workers = 2;
+  c.augment.random_crop_padding = 2;
+  c.augment.hflip = 0.5;
+  c.augment.mixup_alpha = 0.2;
+  c.optim.lr = 2e-3;
+  c.optim.warmup_epochs = 1;
+  c.train.epochs = 3;
+  c.train.batch_size = 32;
+  c.train.accum_steps = 2;
+  c.optim.clip_grad = 1.0;
+  c.train.out_dir = out;
+  c.train.log_every = 1;
+  return c;
+}
+
+bool have_fashion_mnist() {
+  try {
+    data::open_dataset("fashion-mnist", "test");
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  moejet::testing::TempDir dir;
+  TrainOptions quiet;
+  quiet.show_progress = false;
+  torch::manual_seed(123);  // the trainer must not depend on the global seed before it
+  auto full = run_training(tiny_config(dir.file("full")), quiet);
+  EXPECT_EQ(full.steps, 3 * 3);  // 6 batches / accum 2 = 3 steps per epoch
+
+  TrainOptions part = quiet;
+  part.stop_after_epochs = 1;
+  torch::manual_seed(999);
+  auto first = run_training(tiny_config(dir.file("split")), part);
+  EXPECT_EQ(first.steps, 3);
+  TrainOptions resume = quiet;
+  resume.resume = true;
+  torch::manual_seed(4242);  // a resumed process starts with some other RNG state
+  auto second = run_training(tiny_config(dir.file("split")), resume);
+  EXPECT_EQ(second.steps, 9);
+
+  auto a = io::read_safetensors(dir.file("full/last.safetensors"));
+  auto b = io::read_safetensors(dir.file("split/last.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) {
+    EXPECT_TRUE(item.value().equal(b[item.key()])) << item.key();
+  }
+  EXPECT_DOUBLE_EQ(full.final_top1, second.final_top1);
+  for (auto f : {"best.safetensors", "last.state.pt", "metrics.jsonl", "config.json", "eval.json"}) {
+    EXPECT_TRUE(file_exists(dir.file(std::string("full/") + f))) << f;
+  }
+  // The weights carry their config: a checkpoint alone rebuilds the model.
+  io::Metadata meta;
+  io::read_safetensors(dir.file("full/last.safetensors"), &meta);
+  auto cfg = models::vit_config_from_json(model_config_from_metadata(meta));
+  EXPECT_EQ(cfg.embed_dim, 16);
+}
+
+TEST(Trainer, NanLossStopsWithAClearErrorAndKeepsTheLastGoodCheckpoint) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  moejet::testing::TempDir dir;
+  TrainOptions opts;
+  opts.show_progress = false;
+  opts.stop_after_epochs = 1;
+  auto cfg = tiny_config(dir.file("run"));
+  run_training(cfg, opts);
+  auto before = read_file_bytes(dir.file("run/last.safetensors"));
+  cfg.optim.lr = 1e38;
+  cfg.optim.clip_grad = 0;
+  cfg.optim.warmup_epochs = 0;
+  opts.resume = true;
+  opts.stop_after_epochs = 0;
+  try {
+    run_training(cfg, opts);
+    FAIL() << "expected the NaN guard to stop training";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("loss is"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("last.safetensors"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file_bytes(dir.file("run/last.safetensors")), before);
+}
+
+TEST(Trainer, ClassCountMismatchIsAConfigError) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  moejet::testing::TempDir dir;
+  auto cfg = tiny_config(dir.file("run"));
+  cfg.model.num_classes = 7;
+  EXPECT_THROW(run_training(cfg, {}), ConfigError);
+}
