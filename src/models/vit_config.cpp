@@ -25,6 +25,7 @@ void VitConfig::validate() const {
   for (double p : {drop_rate, pos_drop_rate, attn_drop_rate, proj_drop_rate, drop_path_rate}) {
     check<ConfigError>(p >= 0.0 && p < 1.0, "model: drop rates must be in [0, 1), got {}", p);
   }
+  moe.validate(depth);
 }
 
 void to_json(json& j, const VitConfig& c) {
@@ -38,6 +39,9 @@ void to_json(json& j, const VitConfig& c) {
            {"pos_drop_rate", c.pos_drop_rate}, {"attn_drop_rate", c.attn_drop_rate},
            {"proj_drop_rate", c.proj_drop_rate}, {"drop_path_rate", c.drop_path_rate},
            {"norm_eps", c.norm_eps}};
+  if (c.moe.enabled()) {
+    j["moe"] = c.moe;
+  }
 }
 
 VitConfig vit_config_from_json(const json& j, const std::string& path) {
@@ -45,7 +49,7 @@ VitConfig vit_config_from_json(const json& j, const std::string& path) {
                    {"preset", "img_size", "patch_size", "in_chans", "num_classes", "embed_dim",
                     "depth", "num_heads", "mlp_ratio", "qkv_bias", "class_token", "global_pool",
                     "fc_norm", "init_values", "drop_rate", "pos_drop_rate", "attn_drop_rate",
-                    "proj_drop_rate", "drop_path_rate", "norm_eps"},
+                    "proj_drop_rate", "drop_path_rate", "norm_eps", "moe"},
                    path);
   VitConfig c;
   if (j.contains("preset")) {
@@ -74,6 +78,9 @@ VitConfig vit_config_from_json(const json& j, const std::string& path) {
   read_key(j, "proj_drop_rate", c.proj_drop_rate, path);
   read_key(j, "drop_path_rate", c.drop_path_rate, path);
   read_key(j, "norm_eps", c.norm_eps, path);
+  if (j.contains("moe") && !j.at("moe").is_null()) {
+    c.moe = moe::moe_config_from_json(j.at("moe"), path + ".moe");
+  }
   c.validate();
   return c;
 }

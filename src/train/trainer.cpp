@@ -101,6 +101,27 @@ struct RunPaths {
         eval(d + "/eval.json") {}
 };
 
+json moe_stats_json(
+    const std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>>& layers) {
+  json out = json::array();
+  for (const auto& [block, layer] : layers) {
+    const auto& st = layer->last_stats;
+    json j = {{"block", block}, {"kind", layer->kind()}, {"dispatch_entropy", st.dispatch_entropy}};
+    if (st.expert_load.defined() && st.expert_load.numel() > 0) {
+      auto load = st.expert_load.to(torch::kDouble);
+      const double mean = load.mean().item<double>();
+      j["load_max_over_mean"] = load.max().item<double>() / mean;
+      j["load_min_over_mean"] = load.min().item<double>() / mean;
+      j["load_cv"] = load.numel() > 1 ? load.std().item<double>() / mean : 0.0;
+    }
+    if (layer->kind() == "topk") {
+      j["dropped_fraction"] = st.dropped_fraction;
+    }
+    out.push_back(j);
+  }
+  return out;
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options) {
@@ -212,12 +233,13 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     return r;
   };
 
+  Progress::set_quiet(!options.show_progress);
   bool stop = state.step >= total_steps;
   model->train();
   for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
     train_loader.start_epoch(epoch, state.batch);
     Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), batches - state.batch, "batch");
-    double window_loss = 0;
+    double window_loss = 0, window_aux = 0;
     int64_t window_n = 0;
     double window_images = 0;
     auto t0 = std::chrono::steady_clock::now();
@@ -230,8 +252,24 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       data::Rng mix_rng(tc.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL +
                         static_cast<uint64_t>(batch.index));
       auto mixed = data::mix_batch(batch.images, batch.labels, K, cfg.augment, tc.label_smoothing, mix_rng);
+      // Routing statistics cost a few reductions per MoE layer: only on steps that log them.
+      const bool log_step = (state.step + 1) % tc.log_every == 0;
+      for (auto& entry : model->moe_layer_list) {
+        entry.second->collect_stats = log_step;
+      }
       auto logits = model->forward(mixed.images.to(device));
       auto loss = soft_target_cross_entropy(logits, mixed.targets.to(device));
+      torch::Tensor aux;
+      for (auto& entry : model->moe_layer_list) {
+        const auto& a = entry.second->last_aux_loss;
+        if (a.defined()) {
+          aux = aux.defined() ? aux + a : a;
+        }
+      }
+      if (aux.defined()) {
+        window_aux += aux.item<double>();
+        loss = loss + aux;
+      }
       double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         throw Error(fmt::format(
@@ -258,9 +296,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
         if (state.step % tc.log_every == 0) {
           auto now = std::chrono::steady_clock::now();
           double secs = std::chrono::duration<double>(now - window_t0).count();
-          log.write({{"event", "train"}, {"epoch", epoch}, {"step", state.step},
-                     {"loss", window_loss / window_n}, {"lr", lr},
-                     {"img_per_s", secs > 0 ? window_images / secs : 0.0}});
+          json record = {{"event", "train"}, {"epoch", epoch}, {"step", state.step},
+                         {"loss", window_loss / window_n}, {"lr", lr},
+                         {"img_per_s", secs > 0 ? window_images / secs : 0.0}};
+          if (!model->moe_layer_list.empty()) {
+            record["aux_loss"] = window_aux / window_n;
+            record["moe"] = moe_stats_json(model->moe_layer_list);
+          }
+          log.write(record);
+          window_aux = 0;
           window_loss = 0;
           window_n = 0;
           window_images = 0;

@@ -16,6 +16,7 @@
 #include <torch/nn/modules/normalization.h>
 
 #include "moejet/models/layers.h"
+#include "moejet/moe/moe_layer.h"
 #include "moejet/models/vit_config.h"
 
 namespace moejet::models {
@@ -90,6 +91,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::nn::LayerNorm fc_norm{nullptr};
   torch::nn::Linear head{nullptr};              // null when num_classes == 0
   std::vector<Block> block_list;
+  /// (block index, layer) of every MoE block, in depth order.
+  std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>> moe_layer_list;
 
  private:
   void init_weights();

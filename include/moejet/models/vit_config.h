@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moejet/core/json_util.h"
+#include "moejet/moe/moe_config.h"
 
 namespace moejet::models {
 
@@ -34,6 +35,8 @@ struct VitConfig {
   double proj_drop_rate = 0.0;
   double drop_path_rate = 0.0;        ///< stochastic depth, linearly increasing over blocks
   double norm_eps = 1e-6;
+  /// Which blocks' MLPs are MoE layers, and which kind (see moe/moe_config.h); off by default.
+  moe::MoeConfig moe;
 
   int64_t grid_size() const {
     return img_size / patch_size;

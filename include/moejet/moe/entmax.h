@@ -1,0 +1,21 @@
+#pragma once
+// 1.5-entmax (Peters, Niculae & Martins, "Sparse Sequence-to-Sequence Models", ACL 2019): the
+// mapping y = argmax_{p in simplex} <p, x> + H_1.5(p) with the Tsallis entropy of alpha = 1.5,
+// whose solution is y_i = [x_i / 2 - tau]_+^2 with tau chosen so that y sums to one. It sits
+// between softmax (alpha = 1, dense) and sparsemax (alpha = 2): smooth almost everywhere, yet it
+// assigns exact zeros to low scores. SpheroMoE uses it for the combine weights (token <- slot
+// outputs) so that each token draws on a few slots instead of a softmax's thin smear over all of
+// them — a sparse combine that sharpens expert specialisation; the MoE Jetpack authors' code uses
+// the `entmax` package's entmax15 there, and this is its exact sort-based algorithm and gradient.
+
+#include <torch/types.h>
+
+#include <cstdint>
+
+namespace moejet::moe {
+
+/// Exact 1.5-entmax of `x` along `dim` (any dim; float or double; CPU or CUDA). Differentiable
+/// through a custom backward: dx = g * (dy - <dy, g> / sum(g)) with g = sqrt(y).
+torch::Tensor entmax15(const torch::Tensor& x, int64_t dim = -1);
+
+}  // namespace moejet::moe

@@ -1,0 +1,30 @@
+#pragma once
+// A group of E expert MLPs of equal hidden size evaluated together: fc1 weight [E, H, D], bias
+// [E, H], fc2 weight [E, D, H], bias [E, D] — each expert is a timm Mlp (fc1 -> GELU -> fc2),
+// and all of them run as two batched GEMMs over the expert dimension (baddbmm), never a loop of
+// per-expert matmuls. Core and universal experts of SpheroMoE's dual path are two such groups.
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace moejet::moe {
+
+class ExpertMlpImpl : public torch::nn::Module {
+ public:
+  /// `drop` is dropout after the activation and after fc2 (MoE Jetpack's expert dropout).
+  ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop = 0.0);
+  /// x [E, T, D] (T tokens or slots per expert) -> [E, T, D].
+  torch::Tensor forward(const torch::Tensor& x);
+  /// Multiply-accumulates for `tokens_per_expert` rows through every expert.
+  double macs(double tokens_per_expert) const;
+
+  int64_t num_experts, dim, hidden;
+  double drop;
+  // Registered as "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias" via two holder modules so
+  // the keys read like a dense Mlp's with a leading expert dimension.
+  torch::Tensor fc1_weight, fc1_bias, fc2_weight, fc2_bias;
+};
+TORCH_MODULE(ExpertMlp);
+
+}  // namespace moejet::moe

@@ -1,0 +1,62 @@
+#pragma once
+// Which blocks of a ViT are MoE and with what layer: the "moe" object of a model config.
+//
+//   "moe": {"type": "sphero", "layers": [6, 7, 8, 9, 10, 11],
+//           "core_experts": 98, "universal_experts": 196, "slots_per_expert": 1,
+//           "core_mlp_ratio": 4.0, "universal_mlp_ratio": 1.0}
+//
+// `layers` are 0-based block indices, as in the state-dict keys (blocks.6 .. blocks.11 are the
+// paper's "blocks 7 to 12 of 12"); "last": L is shorthand for the last L blocks. type "soft" is
+// Soft MoE (Puigcerver et al.), "sphero" is MoE Jetpack's SpheroMoE with the adaptive dual path,
+// "topk" is V-MoE token-choice routing.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moejet/core/json_util.h"
+
+namespace moejet::moe {
+
+struct MoeConfig {
+  std::string type = "none";        ///< "none", "soft", "sphero", "topk"
+  std::vector<int64_t> layers;      ///< 0-based block indices
+  int64_t last = 0;                 ///< alternative to `layers`: the last N blocks
+  // Soft MoE and top-k: one expert group.
+  int64_t num_experts = 8;
+  double mlp_ratio = 4.0;           ///< expert hidden = embed_dim * mlp_ratio
+  int64_t slots_per_expert = 1;     ///< soft / sphero
+  bool normalize = true;            ///< soft: Soft MoE's l2 normalisation of tokens and phi
+  // SpheroMoE dual path.
+  int64_t core_experts = 0;
+  int64_t universal_experts = 0;
+  double core_mlp_ratio = 4.0;
+  double universal_mlp_ratio = 1.0; ///< MoE Jetpack default: a quarter of the core hidden size
+  bool slot_layernorm = true;
+  bool offset_scale = false;
+  std::string combine = "entmax15"; ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
+  double temperature_init = 0.5;
+  double noise_mult = -1.0;         ///< < 0: 1 / (number of experts), as the released config
+  bool noise_in_eval = false;       ///< the authors' code adds the noise in eval too
+  // Regularisation (MoE Jetpack's "MoE regularisation").
+  double expert_drop = 0.0;         ///< dropout inside experts
+  double expert_drop_path = 0.0;    ///< drop path on expert outputs, rising linearly over MoE blocks
+  // Top-k token choice (V-MoE).
+  int64_t top_k = 2;
+  double capacity_factor = 1.0;
+  double router_noise = 0.0;
+  double aux_loss_weight = 0.01;
+  bool batch_priority = false;
+
+  bool enabled() const {
+    return type != "none";
+  }
+  /// The resolved block indices for a model of `depth` blocks.
+  std::vector<int64_t> block_indices(int64_t depth) const;
+  void validate(int64_t depth) const;
+};
+
+void to_json(json& j, const MoeConfig& c);
+MoeConfig moe_config_from_json(const json& j, const std::string& path);
+
+}  // namespace moejet::moe

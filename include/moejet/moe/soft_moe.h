@@ -1,0 +1,55 @@
+#pragma once
+// Soft MoE (Puigcerver et al., "From Sparse to Soft Mixtures of Experts", ICLR 2024). Each of the
+// E experts owns S slots with learnable queries phi [E, S, D]. Logits are token-slot dot products
+// [B, N, E*S]; dispatch weights are a softmax over the tokens (each slot is a convex combination
+// of the image's tokens), combine weights a softmax over the slots (each output token is a convex
+// combination of the slot outputs). With `normalize`, tokens and phi are L2-normalised and phi
+// scaled by a learnable scalar, as the paper recommends for large D. Fully differentiable, no
+// token dropping, and each image's output depends only on its own tokens.
+
+#include <memory>
+
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include "moejet/moe/expert_mlp.h"
+#include "moejet/moe/moe_layer.h"
+
+namespace moejet::moe {
+
+struct SoftMoeOptions {
+  int64_t dim = 0;
+  int64_t hidden = 0;
+  int64_t num_experts = 8;
+  int64_t slots_per_expert = 1;
+  bool normalize = true;
+  double expert_drop = 0.0;
+};
+
+class SoftMoe : public MoeLayer {
+ public:
+  explicit SoftMoe(const SoftMoeOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) override;  ///< [B, N, D] -> [B, N, D]
+  double macs(int64_t tokens) const override;
+  std::string kind() const override {
+    return "soft";
+  }
+
+  SoftMoeOptions options;
+  torch::Tensor phi;    ///< [E, S, D]
+  torch::Tensor scale;  ///< scalar, when normalize
+  ExpertMlp experts{nullptr};
+};
+
+/// Shared by Soft MoE and SpheroMoE: slots = dispatch^T x, then the expert groups, then combine.
+/// dispatch, combine [B, N, M]; x [B, N, D]; `groups` split the M = sum(E_g * S) slots in order.
+/// Returns y [B, N, D]; `drop_path` > 0 drops whole expert outputs per image in training.
+torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
+                         const torch::Tensor& combine, const std::vector<ExpertMlp>& groups,
+                         int64_t slots_per_expert, double drop_path, bool training);
+
+/// Routing statistics from dispatch/combine weights [B, N, E*S].
+RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,
+                                int64_t num_experts);
+
+}  // namespace moejet::moe

@@ -1,0 +1,74 @@
+#pragma once
+// SpheroMoE (MoE Jetpack, NeurIPS 2024): Soft-MoE slot routing on the hypersphere with an
+// adaptive dual path. Tokens (keys) are L2-normalised along D; the slot queries phi [E, S, D]
+// pass through a LayerNorm (the released configs' slot_layernorm) and are L2-normalised, so the
+// logits are cosine similarities in [-1, 1]. Two learnable temperatures (dispatch and combine,
+// init 0.5) sharpen them; a small Gaussian noise (noise_mult, default 1/E as in the released
+// ViT-T config) is added to both in training. Dispatch = softmax over tokens; combine = entmax-1.5
+// over all slots (the authors' code; sparse) or softmax (Soft MoE).
+//
+// Dual path: the first `core_experts` experts are large (hidden core_hidden), the remaining
+// `universal_experts` small (hidden universal_hidden, a quarter by default). Both groups read
+// their slots from the same dispatch and their outputs are concatenated along the slot axis
+// before one combine step, so every token mixes both paths. The paper's V-JetMoE-T uses 98 core
+// + 196 universal experts with one slot each in blocks 7-12.
+//
+// Choices where paper and code are silent or differ, each a config option:
+// - noise only in training (`noise_in_eval` restores the authors' always-on noise);
+// - temperatures are clamped below at 1e-2 so a learnt temperature cannot divide by ~0;
+// - expert drop path drops one expert's outputs for one image (mask [B, E]), rising linearly
+//   over the MoE blocks as the released config's drop path does.
+
+#include <memory>
+
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include "moejet/moe/expert_mlp.h"
+#include "moejet/moe/moe_layer.h"
+
+namespace moejet::moe {
+
+struct SpheroMoeOptions {
+  int64_t dim = 0;
+  int64_t core_experts = 1;
+  int64_t core_hidden = 0;
+  int64_t universal_experts = 0;
+  int64_t universal_hidden = 0;
+  int64_t slots_per_expert = 1;
+  bool slot_layernorm = true;
+  bool offset_scale = false;          ///< learnable per-channel affine on keys and on phi
+  double temperature_init = 0.5;
+  double noise_mult = -1.0;           ///< < 0: 1 / (core + universal experts)
+  bool noise_in_eval = false;
+  std::string combine = "entmax15";   ///< or "softmax"
+  double expert_drop = 0.0;
+  double expert_drop_path = 0.0;
+  double eps = 1e-6;
+};
+
+class SpheroMoe : public MoeLayer {
+ public:
+  explicit SpheroMoe(const SpheroMoeOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) override;  ///< [B, N, D] -> [B, N, D]
+  double macs(int64_t tokens) const override;
+  std::string kind() const override {
+    return "sphero";
+  }
+  int64_t num_experts() const {
+    return options.core_experts + options.universal_experts;
+  }
+  /// Unit-norm keys [B, N, D] and queries [E*S, D] (exposed for tests and analysis).
+  torch::Tensor keys(const torch::Tensor& x) const;
+  torch::Tensor queries() const;
+
+  SpheroMoeOptions options;
+  torch::Tensor phi;                      ///< [E, S, D], orthogonal init
+  torch::nn::LayerNorm slot_norm{nullptr};
+  torch::Tensor dispatch_temperature, combine_temperature;  ///< scalars
+  torch::Tensor key_scale, key_offset, phi_scale, phi_offset;  ///< [D], when offset_scale
+  ExpertMlp core{nullptr};
+  ExpertMlp universal{nullptr};           ///< null without universal experts
+};
+
+}  // namespace moejet::moe

@@ -1,0 +1,119 @@
+#include "moejet/moe/moe_config.h"
+
+#include <algorithm>
+
+namespace moejet::moe {
+
+std::vector<int64_t> MoeConfig::block_indices(int64_t depth) const {
+  if (!enabled()) {
+    return {};
+  }
+  if (!layers.empty()) {
+    auto out = layers;
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::vector<int64_t> out;
+  for (int64_t i = std::max<int64_t>(depth - last, 0); i < depth; ++i) {
+    out.push_back(i);
+  }
+  return out;
+}
+
+void MoeConfig::validate(int64_t depth) const {
+  check<ConfigError>(type == "none" || type == "soft" || type == "sphero" || type == "topk",
+                     "model.moe.type: expected none, soft, sphero or topk, got \"{}\"", type);
+  if (!enabled()) {
+    return;
+  }
+  check<ConfigError>(layers.empty() || last == 0, "model.moe: give either 'layers' or 'last', not both");
+  check<ConfigError>(!layers.empty() || last > 0, "model.moe: 'layers' or 'last' must name at least one block");
+  for (int64_t i : layers) {
+    check<ConfigError>(i >= 0 && i < depth, "model.moe.layers: block {} out of range for depth {}", i, depth);
+  }
+  check<ConfigError>(last <= depth, "model.moe.last: {} exceeds depth {}", last, depth);
+  check<ConfigError>(slots_per_expert > 0, "model.moe.slots_per_expert: must be > 0");
+  check<ConfigError>(mlp_ratio > 0 && core_mlp_ratio > 0 && universal_mlp_ratio > 0,
+                     "model.moe: mlp ratios must be > 0");
+  check<ConfigError>(expert_drop >= 0 && expert_drop < 1 && expert_drop_path >= 0 && expert_drop_path < 1,
+                     "model.moe: expert_drop and expert_drop_path must be in [0, 1)");
+  if (type == "sphero") {
+    check<ConfigError>(core_experts > 0, "model.moe.core_experts: SpheroMoE needs at least one core expert");
+    check<ConfigError>(universal_experts >= 0, "model.moe.universal_experts: must be >= 0");
+    check<ConfigError>(combine == "entmax15" || combine == "softmax",
+                       "model.moe.combine: expected entmax15 or softmax, got \"{}\"", combine);
+    check<ConfigError>(temperature_init > 0, "model.moe.temperature_init: must be > 0");
+  } else {
+    check<ConfigError>(num_experts > 0, "model.moe.num_experts: must be > 0");
+  }
+  if (type == "topk") {
+    check<ConfigError>(top_k >= 1 && top_k <= num_experts,
+                       "model.moe.top_k: must be in [1, num_experts={}], got {}", num_experts, top_k);
+  }
+}
+
+void to_json(json& j, const MoeConfig& c) {
+  j = json{{"type", c.type},
+           {"layers", c.layers},
+           {"last", c.last},
+           {"num_experts", c.num_experts},
+           {"mlp_ratio", c.mlp_ratio},
+           {"slots_per_expert", c.slots_per_expert},
+           {"normalize", c.normalize},
+           {"core_experts", c.core_experts},
+           {"universal_experts", c.universal_experts},
+           {"core_mlp_ratio", c.core_mlp_ratio},
+           {"universal_mlp_ratio", c.universal_mlp_ratio},
+           {"slot_layernorm", c.slot_layernorm},
+           {"offset_scale", c.offset_scale},
+           {"combine", c.combine},
+           {"temperature_init", c.temperature_init},
+           {"noise_mult", c.noise_mult},
+           {"noise_in_eval", c.noise_in_eval},
+           {"expert_drop", c.expert_drop},
+           {"expert_drop_path", c.expert_drop_path},
+           {"top_k", c.top_k},
+           {"capacity_factor", c.capacity_factor},
+           {"router_noise", c.router_noise},
+           {"aux_loss_weight", c.aux_loss_weight},
+           {"batch_priority", c.batch_priority}};
+}
+
+MoeConfig moe_config_from_json(const json& j, const std::string& path) {
+  check_known_keys(j,
+                   {"type", "layers", "last", "num_experts", "mlp_ratio", "slots_per_expert",
+                    "normalize", "core_experts", "universal_experts", "core_mlp_ratio",
+                    "universal_mlp_ratio", "slot_layernorm", "offset_scale", "combine",
+                    "temperature_init", "noise_mult", "noise_in_eval", "expert_drop",
+                    "expert_drop_path", "top_k", "capacity_factor", "router_noise",
+                    "aux_loss_weight", "batch_priority"},
+                   path);
+  MoeConfig c;
+  read_key(j, "type", c.type, path);
+  read_key(j, "layers", c.layers, path);
+  read_key(j, "last", c.last, path);
+  read_key(j, "num_experts", c.num_experts, path);
+  read_key(j, "mlp_ratio", c.mlp_ratio, path);
+  read_key(j, "slots_per_expert", c.slots_per_expert, path);
+  read_key(j, "normalize", c.normalize, path);
+  read_key(j, "core_experts", c.core_experts, path);
+  read_key(j, "universal_experts", c.universal_experts, path);
+  read_key(j, "core_mlp_ratio", c.core_mlp_ratio, path);
+  read_key(j, "universal_mlp_ratio", c.universal_mlp_ratio, path);
+  read_key(j, "slot_layernorm", c.slot_layernorm, path);
+  read_key(j, "offset_scale", c.offset_scale, path);
+  read_key(j, "combine", c.combine, path);
+  read_key(j, "temperature_init", c.temperature_init, path);
+  read_key(j, "noise_mult", c.noise_mult, path);
+  read_key(j, "noise_in_eval", c.noise_in_eval, path);
+  read_key(j, "expert_drop", c.expert_drop, path);
+  read_key(j, "expert_drop_path", c.expert_drop_path, path);
+  read_key(j, "top_k", c.top_k, path);
+  read_key(j, "capacity_factor", c.capacity_factor, path);
+  read_key(j, "router_noise", c.router_noise, path);
+  read_key(j, "aux_loss_weight", c.aux_loss_weight, path);
+  read_key(j, "batch_priority", c.batch_priority, path);
+  return c;
+}
+
+}  // namespace moejet::moe

@@ -1,0 +1,64 @@
+#include "moejet/moe/moe_factory.h"
+
+#include "moejet/core/error.h"
+#include "moejet/moe/soft_moe.h"
+#include "moejet/moe/sphero_moe.h"
+#include "moejet/moe/topk_moe.h"
+
+namespace moejet::moe {
+
+namespace {
+int64_t hidden_of(int64_t dim, double ratio) {
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(dim) * ratio));
+}
+}  // namespace
+
+std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_t position,
+                                         int64_t count) {
+  if (c.type == "soft") {
+    SoftMoeOptions o;
+    o.dim = dim;
+    o.hidden = hidden_of(dim, c.mlp_ratio);
+    o.num_experts = c.num_experts;
+    o.slots_per_expert = c.slots_per_expert;
+    o.normalize = c.normalize;
+    o.expert_drop = c.expert_drop;
+    return std::make_shared<SoftMoe>(o);
+  }
+  if (c.type == "sphero") {
+    SpheroMoeOptions o;
+    o.dim = dim;
+    o.core_experts = c.core_experts;
+    o.core_hidden = hidden_of(dim, c.core_mlp_ratio);
+    o.universal_experts = c.universal_experts;
+    o.universal_hidden = hidden_of(dim, c.universal_mlp_ratio);
+    o.slots_per_expert = c.slots_per_expert;
+    o.slot_layernorm = c.slot_layernorm;
+    o.offset_scale = c.offset_scale;
+    o.temperature_init = c.temperature_init;
+    o.noise_mult = c.noise_mult;
+    o.noise_in_eval = c.noise_in_eval;
+    o.combine = c.combine;
+    o.expert_drop = c.expert_drop;
+    // Rises linearly 0 -> expert_drop_path over the MoE blocks, as the released config.
+    o.expert_drop_path = count > 1 ? c.expert_drop_path * static_cast<double>(position) / (count - 1)
+                                   : c.expert_drop_path;
+    return std::make_shared<SpheroMoe>(o);
+  }
+  if (c.type == "topk") {
+    TopKMoeOptions o;
+    o.dim = dim;
+    o.hidden = hidden_of(dim, c.mlp_ratio);
+    o.num_experts = c.num_experts;
+    o.k = c.top_k;
+    o.capacity_factor = c.capacity_factor;
+    o.noise_std = c.router_noise;
+    o.aux_loss_weight = c.aux_loss_weight;
+    o.expert_drop = c.expert_drop;
+    o.batch_priority = c.batch_priority;
+    return std::make_shared<TopKMoe>(o);
+  }
+  throw ConfigError(fmt::format("model.moe.type: no MoE layer of type \"{}\"", c.type));
+}
+
+}  // namespace moejet::moe

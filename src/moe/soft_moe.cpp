@@ -1,0 +1,86 @@
+#include "moejet/moe/soft_moe.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+namespace moejet::moe {
+
+torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
+                         const torch::Tensor& combine, const std::vector<ExpertMlp>& groups,
+                         int64_t S, double drop_path, bool training) {
+  const int64_t B = x.size(0), D = x.size(2);
+  // Slots are dispatch-weighted sums of the raw tokens: [B, M, N] x [B, N, D] -> [B, M, D].
+  auto slots = torch::bmm(dispatch.transpose(1, 2), x);
+  std::vector<torch::Tensor> outs;
+  int64_t offset = 0, total_experts = 0;
+  for (auto g : groups) {  // holders are shared pointers; forward is non-const
+    const int64_t E = g->num_experts, M = E * S;
+    // [B, E, S, D] -> [E, B*S, D]: one batched GEMM per layer of the group's MLP.
+    auto s = slots.narrow(1, offset, M).reshape({B, E, S, D}).permute({1, 0, 2, 3}).reshape({E, B * S, D});
+    auto o = g->forward(s);
+    outs.push_back(o.view({E, B, S, D}).permute({1, 0, 2, 3}).reshape({B, M, D}));
+    offset += M;
+    total_experts += E;
+  }
+  TORCH_INTERNAL_ASSERT(offset == dispatch.size(2), "soft_route: groups cover ", offset, " of ",
+                        dispatch.size(2), " slots");
+  auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
+  if (training && drop_path > 0) {
+    auto keep = torch::empty({B, total_experts, 1, 1}, x.options()).bernoulli_(1.0 - drop_path);
+    out = (out.view({B, total_experts, S, D}) * keep.div_(1.0 - drop_path)).view({B, total_experts * S, D});
+  }
+  return torch::bmm(combine, out);
+}
+
+RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,
+                                int64_t num_experts) {
+  torch::NoGradGuard ng;
+  RoutingStats st;
+  auto mass = combine.detach().sum(std::vector<int64_t>{0, 1}).view({num_experts, -1}).sum(1);
+  st.expert_load = (mass / mass.sum().clamp_min(1e-12)).to(torch::kCPU, torch::kFloat);
+  auto d = dispatch.detach();
+  st.dispatch_entropy = (-(d * d.clamp_min(1e-12).log()).sum(1)).mean().item<double>();
+  return st;
+}
+
+SoftMoe::SoftMoe(const SoftMoeOptions& o) : options(o) {
+  TORCH_CHECK(o.dim > 0 && o.hidden > 0 && o.num_experts > 0 && o.slots_per_expert > 0,
+              "SoftMoe: invalid options dim=", o.dim, " hidden=", o.hidden, " experts=",
+              o.num_experts, " slots=", o.slots_per_expert);
+  phi = register_parameter("phi", torch::randn({o.num_experts, o.slots_per_expert, o.dim}) *
+                                      (1.0 / std::sqrt(static_cast<double>(o.dim))));
+  if (o.normalize) {
+    scale = register_parameter("scale", torch::ones({}));
+  }
+  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop));
+}
+
+torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "SoftMoe: expected [B, N, ", options.dim,
+              "], got ", x.sizes());
+  auto q = phi.reshape({-1, options.dim});  // [M, D]
+  auto k = x;
+  if (options.normalize) {
+    k = torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+    q = torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(-1)) * scale;
+  }
+  auto logits = torch::matmul(k, q.t());  // [B, N, M]
+  auto dispatch = torch::softmax(logits, 1);
+  auto combine = torch::softmax(logits, 2);
+  auto y = soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training());
+  last_aux_loss = torch::zeros({}, x.options());
+  if (collect_stats) {
+    last_stats = soft_routing_stats(dispatch, combine, options.num_experts);
+  }
+  return y;
+}
+
+double SoftMoe::macs(int64_t tokens) const {
+  const double N = static_cast<double>(tokens), D = static_cast<double>(options.dim);
+  const double M = static_cast<double>(options.num_experts * options.slots_per_expert);
+  // logits + slots + combine, then every slot through its expert.
+  return 3.0 * N * M * D + experts->macs(static_cast<double>(options.slots_per_expert));
+}
+
+}  // namespace moejet::moe

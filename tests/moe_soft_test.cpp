@@ -1,0 +1,213 @@
+// Soft MoE and SpheroMoE: shapes, double-precision gradient checks, batch/token permutation
+// properties, unit-norm projections, and their integration into the ViT (keys, counts, JSON).
+
+#include <torch/torch.h>
+
+#include "moejet/io/state_dict.h"
+#include "moejet/moe/soft_moe.h"
+#include "moejet/moe/sphero_moe.h"
+#include "moejet/models/vit.h"
+#include "test_util.h"
+
+using namespace moejet;
+using namespace moejet::moe;
+
+namespace {
+
+SpheroMoeOptions small_sphero(const std::string& combine = "entmax15") {
+  SpheroMoeOptions o;
+  o.dim = 6;
+  o.core_experts = 2;
+  o.core_hidden = 8;
+  o.universal_experts = 3;
+  o.universal_hidden = 4;
+  o.slots_per_expert = 2;
+  o.noise_mult = 0.0;
+  o.combine = combine;
+  return o;
+}
+
+SoftMoeOptions small_soft() {
+  SoftMoeOptions o;
+  o.dim = 6;
+  o.hidden = 8;
+  o.num_experts = 3;
+  o.slots_per_expert = 2;
+  return o;
+}
+
+// Central differences of sum(w * f(t)) with respect to every element of `t`, against autograd.
+::testing::AssertionResult grad_check(torch::Tensor t, const std::function<torch::Tensor()>& f,
+                                      double tol = 1e-6) {
+  torch::manual_seed(7);
+  auto w = torch::randn_like(f().detach());
+  auto loss = (f() * w).sum();
+  auto g = torch::autograd::grad({loss}, {t})[0];
+  torch::NoGradGuard ng;
+  auto flat = t.view(-1);  // parameters and inputs here are contiguous
+  const double h = 1e-6;
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    double orig = flat[i].item<double>();
+    flat[i] = orig + h;
+    double up = (f() * w).sum().item<double>();
+    flat[i] = orig - h;
+    double down = (f() * w).sum().item<double>();
+    flat[i] = orig;
+    double num = (up - down) / (2 * h);
+    double ana = g.reshape(-1)[i].item<double>();
+    if (std::abs(num - ana) > tol * std::max(1.0, std::abs(num))) {
+      return ::testing::AssertionFailure() << "element " << i << ": numeric " << num << " vs autograd " << ana;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+TEST(SoftMoe, ShapesStatsAndDoubleGradient) {
+  SoftMoe layer(small_soft());
+  layer.to(torch::kDouble);
+  layer.eval();
+  auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
+  auto y = layer.forward(x);
+  EXPECT_EQ(y.sizes(), x.sizes());
+  EXPECT_NEAR(layer.last_stats.expert_load.sum().item<double>(), 1.0, 1e-6);
+  EXPECT_EQ(layer.last_stats.expert_load.numel(), 3);
+  EXPECT_TRUE(grad_check(x, [&] { return layer.forward(x); }));
+  EXPECT_TRUE(grad_check(layer.phi, [&] { return layer.forward(x); }));
+  EXPECT_TRUE(grad_check(layer.experts->fc1_weight, [&] { return layer.forward(x); }));
+}
+
+TEST(SpheroMoe, DoubleGradientThroughEntmaxAndBothPaths) {
+  for (std::string combine : {"entmax15", "softmax"}) {
+    SpheroMoe layer(small_sphero(combine));
+    layer.to(torch::kDouble);
+    layer.eval();
+    auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
+    EXPECT_EQ(layer.forward(x).sizes(), x.sizes());
+    EXPECT_TRUE(grad_check(x, [&] { return layer.forward(x); })) << combine;
+    EXPECT_TRUE(grad_check(layer.phi, [&] { return layer.forward(x); })) << combine;
+    EXPECT_TRUE(grad_check(layer.dispatch_temperature, [&] { return layer.forward(x); })) << combine;
+    EXPECT_TRUE(grad_check(layer.combine_temperature, [&] { return layer.forward(x); })) << combine;
+    EXPECT_TRUE(grad_check(layer.universal->fc2_weight, [&] { return layer.forward(x); })) << combine;
+  }
+}
+
+TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
+  auto o = small_sphero();
+  o.offset_scale = true;
+  SpheroMoe layer(o);
+  auto x = torch::randn({3, 7, 6}) * 5;
+  auto kn = layer.keys(x).norm(2, -1);
+  auto qn = layer.queries().norm(2, -1);
+  EXPECT_TRUE(moejet::testing::all_close(kn, torch::ones_like(kn), 1e-5, 1e-6));
+  EXPECT_TRUE(moejet::testing::all_close(qn, torch::ones_like(qn), 1e-5, 1e-6));
+  EXPECT_EQ(qn.numel(), (2 + 3) * 2);
+}
+
+TEST(SlotMoe, BatchPermutationEquivarianceAndTokenOrder) {
+  torch::manual_seed(3);
+  SoftMoe soft(small_soft());
+  SpheroMoe sphero(small_sphero());
+  for (MoeLayer* layer : std::vector<MoeLayer*>{&soft, &sphero}) {
+    layer->eval();
+    torch::NoGradGuard ng;
+    auto x = torch::randn({4, 5, 6});
+    auto y = layer->forward(x);
+    // Permuting the batch permutes the outputs: images never see each other.
+    auto bperm = torch::tensor({2, 0, 3, 1});
+    EXPECT_TRUE(moejet::testing::all_close(layer->forward(x.index_select(0, bperm)), y.index_select(0, bperm)))
+        << layer->kind();
+    // Permuting the tokens of an image permutes its outputs (slots are order-free averages), so
+    // the pooled per-image output is invariant to token order.
+    auto tperm = torch::tensor({4, 2, 0, 1, 3});
+    auto yt = layer->forward(x.index_select(1, tperm));
+    EXPECT_TRUE(moejet::testing::all_close(yt, y.index_select(1, tperm))) << layer->kind();
+    EXPECT_TRUE(moejet::testing::all_close(yt.mean(1), y.mean(1))) << layer->kind();
+  }
+}
+
+TEST(SpheroMoe, NoiseOnlyInTrainingUnlessAsked) {
+  auto o = small_sphero();
+  o.noise_mult = 0.5;
+  SpheroMoe layer(o);
+  torch::NoGradGuard ng;
+  auto x = torch::randn({2, 5, 6});
+  layer.eval();
+  EXPECT_TRUE(layer.forward(x).equal(layer.forward(x)));
+  layer.train();
+  EXPECT_FALSE(layer.forward(x).equal(layer.forward(x)));
+}
+
+TEST(VitMoe, PaperConfigHasThePapersParameterCountAndTimmStyleKeys) {
+  // V-JetMoE-T: ViT-T with SpheroMoE in blocks 7-12, 98 core (hidden 768) + 196 universal
+  // (hidden 192) experts, one slot each: 265 M parameters in the paper.
+  auto cfg = models::vit_preset("vit_tiny_patch16_224");
+  cfg.global_pool = "avg";
+  cfg.class_token = false;
+  cfg.moe.type = "sphero";
+  cfg.moe.layers = {6, 7, 8, 9, 10, 11};
+  cfg.moe.core_experts = 98;
+  cfg.moe.universal_experts = 196;
+  cfg.moe.core_mlp_ratio = 4.0;
+  cfg.moe.universal_mlp_ratio = 1.0;
+  models::VisionTransformer m(cfg);
+  EXPECT_NEAR(models::count_parameters(*m) / 1e6, 265.4, 0.1);
+  auto sd = io::module_state_dict(*m);
+  EXPECT_EQ(sd["blocks.6.mlp.core.fc1.weight"].sizes(), (std::vector<int64_t>{98, 768, 192}));
+  EXPECT_EQ(sd["blocks.11.mlp.universal.fc2.weight"].sizes(), (std::vector<int64_t>{196, 192, 192}));
+  EXPECT_EQ(sd["blocks.6.mlp.phi"].sizes(), (std::vector<int64_t>{294, 1, 192}));
+  EXPECT_TRUE(sd.contains("blocks.5.mlp.fc1.weight"));  // dense blocks keep timm's keys
+  EXPECT_FALSE(sd.contains("blocks.6.mlp.fc1.weight"));
+  ASSERT_EQ(m->moe_layer_list.size(), 6u);
+  EXPECT_EQ(m->moe_layer_list.front().first, 6);
+  double macs = 0;
+  for (auto& kv : m->macs_by_layer()) {
+    macs += kv.second;
+  }
+  EXPECT_NEAR(macs / 1e9, 1.36, 0.02);  // near-dense FLOPs (dense ViT-T: 1.25 G)
+  json j = cfg;
+  auto back = models::vit_config_from_json(j);
+  EXPECT_EQ(json(back), j);
+  EXPECT_EQ(back.moe.block_indices(12), (std::vector<int64_t>{6, 7, 8, 9, 10, 11}));
+}
+
+TEST(VitMoe, ForwardBackwardWithEachLayerTypeAndConfigErrors) {
+  for (std::string type : {"soft", "sphero", "topk"}) {
+    models::VitConfig c;
+    c.img_size = 28;
+    c.patch_size = 7;
+    c.in_chans = 1;
+    c.num_classes = 10;
+    c.embed_dim = 16;
+    c.depth = 3;
+    c.num_heads = 2;
+    c.moe.type = type;
+    c.moe.last = 2;
+    c.moe.num_experts = 4;
+    c.moe.core_experts = 2;
+    c.moe.universal_experts = 4;
+    models::VisionTransformer m(c);
+    auto out = m->forward(torch::randn({3, 1, 28, 28}));
+    EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 10}));
+    out.sum().backward();
+    for (auto& p : m->named_parameters()) {
+      ASSERT_TRUE(p.value().grad().defined()) << type << " " << p.key();
+    }
+    EXPECT_EQ(m->moe_layer_list.size(), 2u);
+    EXPECT_EQ(m->moe_layer_list[0].first, 1);
+  }
+  models::VitConfig bad;
+  bad.depth = 4;
+  bad.moe.type = "sphero";
+  bad.moe.layers = {7};
+  bad.moe.core_experts = 2;
+  EXPECT_THROW(bad.validate(), ConfigError);
+  json j = {{"moe", {{"type", "sphero"}, {"core_experts", 2}, {"last", 1}, {"core_expert", 3}}}};
+  try {
+    models::vit_config_from_json(j);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.moe.core_expert"), std::string::npos) << e.what();
+  }
+}
