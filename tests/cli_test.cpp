@@ -116,3 +116,31 @@ TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   std::getline(csv, header);
   EXPECT_TRUE(contains(header, "\"T-shirt/top\"")) << header;
 }
+
+TEST(Cli, TrainsViTsWithSpheroMoeSoftMoeAndTopKBlocksAndLogsRouting) {
+  moejet::testing::TempDir dir;
+  for (std::string name : {"vit_fmnist_sphero", "vit_fmnist_softmoe", "vit_fmnist_topk"}) {
+    const std::string out = dir.file(name);
+    auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/" + name + ".json" +
+                 " --out " + out +
+                 " --epochs 1 --set data.train_limit=256 --set data.eval_limit=100 --set model.embed_dim=32"
+                 " --set model.num_heads=2 --set train.log_every=1 --batch-size 64");
+    ASSERT_EQ(r.code, 0) << name << "\n" << r.output;
+    std::ifstream log(out + "/metrics.jsonl");
+    std::string line;
+    bool saw_routing = false;
+    while (std::getline(log, line)) {
+      auto j = json::parse(line);
+      if (j["event"] == "train") {
+        ASSERT_TRUE(j.contains("moe")) << line;
+        ASSERT_EQ(j["moe"].size(), 3u) << line;
+        EXPECT_GE(j["moe"][0]["load_max_over_mean"].get<double>(), 1.0) << line;
+        saw_routing = true;
+      }
+    }
+    EXPECT_TRUE(saw_routing) << name;
+    // The saved config carries the MoE layout, so eval rebuilds the MoE model from the file.
+    r = run("eval " + out + "/last.safetensors --limit 100 -q");
+    ASSERT_EQ(r.code, 0) << r.output;
+  }
+}

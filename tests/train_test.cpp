@@ -10,6 +10,7 @@
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/checkpoint.h"
+#include "moejet/train/fused_adamw.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
 #include "moejet/train/trainer.h"
@@ -267,4 +268,41 @@ TEST(Trainer, ClassCountMismatchIsAConfigError) {
   auto cfg = tiny_config(dir.file("run"));
   cfg.model.num_classes = 7;
   EXPECT_THROW(run_training(cfg, {}), ConfigError);
+}
+
+TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
+  torch::manual_seed(0);
+  auto make = [] {
+    return std::vector<torch::Tensor>{torch::randn({300, 7}).requires_grad_(),
+                                      torch::randn({5}).requires_grad_(),
+                                      torch::randn({4, 6}).t().requires_grad_()};  // non-contiguous
+  };
+  auto a = make();
+  std::vector<torch::Tensor> b;
+  for (auto& t : a) {
+    b.push_back(t.detach().clone().requires_grad_());
+  }
+  auto opts = torch::optim::AdamWOptions(3e-3).weight_decay(0.05).betas({0.9, 0.99});
+  FusedAdamW fused(a, opts);
+  torch::optim::AdamW ref(b, opts);
+  for (int s = 0; s < 6; ++s) {
+    auto grads = std::vector<torch::Tensor>{torch::randn({300, 7}), torch::randn({5}), torch::randn({6, 4})};
+    for (size_t i = 0; i < a.size(); ++i) {
+      a[i].mutable_grad() = grads[i].clone();
+      b[i].mutable_grad() = grads[i].clone();
+    }
+    fused.step();
+    ref.step();
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(moejet::testing::all_close(a[i].detach(), b[i].detach(), 1e-5, 1e-6)) << i;
+  }
+  // A state saved by the fused optimizer loads into torch's AdamW and continues identically.
+  moejet::testing::TempDir dir;
+  torch::save(fused, dir.file("opt.pt"));
+  torch::optim::AdamW reloaded(a, opts);
+  torch::load(reloaded, dir.file("opt.pt"));
+  auto& st = static_cast<torch::optim::AdamWParamState&>(
+      *reloaded.state().at(c10::guts::to_string(a[0].unsafeGetTensorImpl())));
+  EXPECT_EQ(st.step(), 6);
 }

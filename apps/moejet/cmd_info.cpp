@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "commands.h"
@@ -62,6 +63,20 @@ Runner add_info_command(CLI::App& app) {
                cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_classes);
     fmt::print("tokens     {} ({} patches + {} prefix)\n", cfg.num_patches() + cfg.num_prefix_tokens(),
                cfg.num_patches(), cfg.num_prefix_tokens());
+    if (cfg.moe.enabled()) {
+      const auto& m = cfg.moe;
+      auto blocks = m.block_indices(cfg.depth);
+      std::string experts =
+          m.type == "sphero"
+              ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
+                            m.core_experts, static_cast<int64_t>(cfg.embed_dim * m.core_mlp_ratio),
+                            m.universal_experts, static_cast<int64_t>(cfg.embed_dim * m.universal_mlp_ratio),
+                            m.slots_per_expert)
+              : fmt::format("{} experts (hidden {}){}", m.num_experts,
+                            static_cast<int64_t>(cfg.embed_dim * m.mlp_ratio),
+                            m.type == "topk" ? fmt::format(", top-{}", m.top_k) : "");
+      fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type, fmt::join(blocks, ","), experts);
+    }
     fmt::print("Param (M)  {:.2f}\n", params / 1e6);
     fmt::print("FLOPs (G)  {:.3f}   (multiply-accumulates per image, fvcore convention)\n", macs / 1e9);
     if (a->layers) {

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/train/fused_adamw.h"
+
 namespace moejet::train {
 
 void OptimizerBundle::set_lr(double lr) {
@@ -49,7 +51,7 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
     bundle.groups.push_back(entry.first);
   }
   if (config.opt == "adamw") {
-    bundle.optimizer = std::make_unique<torch::optim::AdamW>(
+    bundle.optimizer = std::make_unique<FusedAdamW>(
         groups, torch::optim::AdamWOptions(config.lr).betas({config.beta1, config.beta2}).eps(config.eps));
   } else {
     bundle.optimizer = std::make_unique<torch::optim::SGD>(

@@ -1,0 +1,140 @@
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "moejet/core/error.h"
+#include "moejet/core/system.h"
+#include "moejet/models/vit.h"
+#include "moejet/train/optimizer.h"
+#include "moejet/train/trainer.h"
+
+namespace moejet::cli {
+
+namespace {
+
+struct BenchArgs {
+  std::vector<std::string> models{"configs/paper/vit_tiny.json", "configs/paper/vjetmoe_tiny.json"};
+  std::vector<std::string> sets;
+  int64_t batch = 32, steps = 5, warmup = 1;
+  std::string device = "cpu", out;
+};
+
+// One model under test: a full training step (forward, backward, AdamW with the trainer's
+// parameter groups) on a fixed random batch.
+struct Subject {
+  std::string name;
+  models::VitConfig cfg;
+  models::VisionTransformer model{nullptr};
+  train::OptimizerBundle opt;
+  torch::Tensor x, y;
+  std::vector<double> seconds;
+
+  void step(torch::Device device) {
+    auto t0 = std::chrono::steady_clock::now();
+    opt.optimizer->zero_grad();
+    auto loss = train::soft_target_cross_entropy(model->forward(x), y);
+    for (auto& entry : model->moe_layer_list) {
+      loss = loss + entry.second->last_aux_loss;
+    }
+    loss.backward();
+    opt.optimizer->step();
+    if (device.is_cuda()) {
+      torch::cuda::synchronize();
+    }
+    loss.item<float>();
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  double median() const {
+    auto s = seconds;
+    std::sort(s.begin(), s.end());
+    return s.empty() ? 0.0 : s[s.size() / 2];
+  }
+};
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* sub = app.add_subcommand(
+      "bench", "train-step time of models measured side by side in one run, with ratios to the first");
+  sub->add_option("-m,--models", a->models, "presets or model/train config JSON files")
+      ->capture_default_str();
+  sub->add_option("--set", a->sets, "override applied to every model config, e.g. --set img_size=112");
+  sub->add_option("--batch", a->batch)->capture_default_str();
+  sub->add_option("--steps", a->steps, "timed steps per model (interleaved)")->capture_default_str();
+  sub->add_option("--warmup", a->warmup)->capture_default_str();
+  sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_option("-o,--out", a->out, "also write the JSON result to this file");
+  return [a]() {
+    auto device = parse_device(a->device);
+    std::vector<Subject> subjects;
+    for (const auto& spec : a->models) {
+      Subject s;
+      s.name = spec;
+      json mj = load_model_json(spec);
+      apply_overrides(mj, a->sets);
+      s.cfg = models::vit_config_from_json(mj);
+      torch::manual_seed(0);
+      s.model = models::VisionTransformer(s.cfg);
+      s.model->to(device);
+      s.model->train();
+      for (auto& entry : s.model->moe_layer_list) {
+        entry.second->collect_stats = false;
+      }
+      train::ParamGroupRules rules;
+      auto* m = s.model.get();
+      rules.layer_id = [m](const std::string& n) { return m->layer_id(n); };
+      rules.num_layers = m->num_layers();
+      rules.no_weight_decay = m->no_weight_decay();
+      std::vector<std::pair<std::string, torch::Tensor>> named;
+      for (auto& p : m->named_parameters()) {
+        named.emplace_back(p.key(), p.value());
+      }
+      s.opt = train::make_optimizer(named, train::OptimConfig{}, rules);
+      s.x = torch::randn({a->batch, s.cfg.in_chans, s.cfg.img_size, s.cfg.img_size}, device);
+      s.y = torch::softmax(torch::randn({a->batch, s.cfg.num_classes}, device), 1);
+      spdlog::info("{}: {:.2f} M params", spec, models::count_parameters(*s.model) / 1e6);
+      subjects.push_back(std::move(s));
+    }
+    for (auto& s : subjects) {
+      for (int64_t i = 0; i < a->warmup; ++i) {
+        s.step(device);
+      }
+      s.seconds.clear();
+    }
+    // Interleaved so that machine noise (other load, thermal state) hits every model alike.
+    for (int64_t i = 0; i < a->steps; ++i) {
+      for (auto& s : subjects) {
+        s.step(device);
+      }
+    }
+    auto info = system_info();
+    json result = {{"device", a->device}, {"batch", a->batch}, {"steps", a->steps},
+                   {"system", info.summary()}, {"models", json::array()}};
+    const double base = subjects.front().median();
+    fmt::print("{:<40} {:>10} {:>10} {:>10} {:>8}\n", "model", "Param (M)", "step (s)", "img/s", "ratio");
+    for (auto& s : subjects) {
+      double med = s.median();
+      double macs = 0;
+      for (auto& kv : s.model->macs_by_layer()) {
+        macs += kv.second;
+      }
+      json row = {{"model", s.name}, {"params", models::count_parameters(*s.model)}, {"flops", macs},
+                  {"step_seconds_median", med}, {"img_per_s", a->batch / med},
+                  {"ratio_to_first", med / base}, {"step_seconds", s.seconds}};
+      result["models"].push_back(row);
+      fmt::print("{:<40} {:>10.2f} {:>10.3f} {:>10.1f} {:>8.3f}\n", s.name,
+                 models::count_parameters(*s.model) / 1e6, med, a->batch / med, med / base);
+    }
+    if (!a->out.empty()) {
+      write_json_file(a->out, result);
+    }
+    return 0;
+  };
+}
+
+}  // namespace moejet::cli

@@ -1,0 +1,92 @@
+#include "moejet/train/fused_adamw.h"
+
+#include <cmath>
+
+#include <ATen/Parallel.h>
+#include <c10/util/irange.h>
+#include <torch/torch.h>
+
+namespace moejet::train {
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    auto& opt = static_cast<torch::optim::AdamWOptions&>(group.options());
+    const double lr = opt.lr(), wd = opt.weight_decay(), eps = opt.eps();
+    const double beta1 = std::get<0>(opt.betas()), beta2 = std::get<1>(opt.betas());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) {
+        continue;
+      }
+      const auto& grad = p.grad();
+      TORCH_CHECK(!grad.is_sparse(), "FusedAdamW does not support sparse gradients");
+      const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      auto it = state_.find(key);
+      if (it == state_.end()) {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(0);
+        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        if (opt.amsgrad()) {
+          st->max_exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        }
+        it = state_.emplace(key, std::move(st)).first;
+      }
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      st.step(st.step() + 1);
+      const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(st.step()));
+      const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(st.step()));
+      const double step_size = lr / bc1;
+      auto& m = st.exp_avg();
+      auto& v = st.exp_avg_sq();
+      const bool fused = p.is_cpu() && p.scalar_type() == torch::kFloat && p.is_contiguous() &&
+                         grad.is_contiguous() && grad.scalar_type() == torch::kFloat &&
+                         m.is_contiguous() && v.is_contiguous() && !opt.amsgrad();
+      if (!fused) {
+        // Reference path, op for op as torch::optim::AdamW.
+        if (wd != 0) {
+          p.mul_(1 - lr * wd);
+        }
+        m.mul_(beta1).add_(grad, 1 - beta1);
+        v.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+        torch::Tensor denom;
+        if (opt.amsgrad()) {
+          auto& vmax = st.max_exp_avg_sq();
+          torch::max_out(vmax, v, vmax);
+          denom = (vmax.sqrt() / std::sqrt(bc2)).add_(eps);
+        } else {
+          denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
+        }
+        p.addcdiv_(m, denom, -step_size);
+        continue;
+      }
+      float* pp = p.data_ptr<float>();
+      const float* gp = grad.data_ptr<float>();
+      float* mp = m.data_ptr<float>();
+      float* vp = v.data_ptr<float>();
+      const float decay = static_cast<float>(1.0 - lr * wd);
+      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+      const float c1 = static_cast<float>(1.0 - beta1), c2 = static_cast<float>(1.0 - beta2);
+      const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+      const float feps = static_cast<float>(eps), fstep = static_cast<float>(step_size);
+      at::parallel_for(0, p.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const float g = gp[i];
+          const float mi = b1 * mp[i] + c1 * g;
+          const float vi = b2 * vp[i] + c2 * g * g;
+          mp[i] = mi;
+          vp[i] = vi;
+          pp[i] = pp[i] * decay - fstep * mi / (std::sqrt(vi) * inv_sqrt_bc2 + feps);
+        }
+      });
+    }
+  }
+  return loss;
+}
+
+}  // namespace moejet::train
