@@ -197,3 +197,13 @@ TEST(VitCheckpoint, PosEmbedResamplingKeepsPrefixAndInterpolatesGrid) {
   filtered = filter_vit_checkpoint(sd, c, "bicubic", &notes);
   EXPECT_EQ(filtered["pos_embed"].sizes(), (std::vector<int64_t>{1, 64, 3}));
 }
+
+TEST(VitModel, DropoutKeepsTheExpectationAndIsIdentityInEval) {
+  auto x = torch::ones({200000});
+  EXPECT_TRUE(models::dropout(x, 0.4, false).equal(x));
+  auto y = models::dropout(x, 0.4, true);
+  const double zero_frac = (y == 0).to(torch::kDouble).mean().item<double>();
+  EXPECT_NEAR(zero_frac, 0.4, 0.01);
+  EXPECT_NEAR(y.mean().item<double>(), 1.0, 0.01);
+  EXPECT_NEAR(y.max().item<double>(), 1.0 / 0.6, 1e-5);
+}

@@ -273,7 +273,8 @@ TEST(Trainer, ClassCountMismatchIsAConfigError) {
 TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
   torch::manual_seed(0);
   auto make = [] {
-    return std::vector<torch::Tensor>{torch::randn({300, 7}).requires_grad_(),
+    // The first is large enough to be split across threads.
+    return std::vector<torch::Tensor>{torch::randn({1100, 1000}).requires_grad_(),
                                       torch::randn({5}).requires_grad_(),
                                       torch::randn({4, 6}).t().requires_grad_()};  // non-contiguous
   };
@@ -286,7 +287,7 @@ TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
   FusedAdamW fused(a, opts);
   torch::optim::AdamW ref(b, opts);
   for (int s = 0; s < 6; ++s) {
-    auto grads = std::vector<torch::Tensor>{torch::randn({300, 7}), torch::randn({5}), torch::randn({6, 4})};
+    auto grads = std::vector<torch::Tensor>{torch::randn({1100, 1000}), torch::randn({5}), torch::randn({6, 4})};
     for (size_t i = 0; i < a.size(); ++i) {
       a[i].mutable_grad() = grads[i].clone();
       b[i].mutable_grad() = grads[i].clone();

@@ -35,7 +35,7 @@ struct Subject {
 
   void step(torch::Device device) {
     auto t0 = std::chrono::steady_clock::now();
-    opt.optimizer->zero_grad();
+    train::clear_grads(*opt.optimizer);
     auto loss = train::soft_target_cross_entropy(model->forward(x), y);
     for (auto& entry : model->moe_layer_list) {
       loss = loss + entry.second->last_aux_loss;

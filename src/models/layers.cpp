@@ -12,20 +12,21 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
 }
 
 torch::Tensor Mlp::forward(const torch::Tensor& x) {
-  auto h = torch::gelu(fc1(x));
-  if (drop > 0) {
-    h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
-  }
-  h = fc2(h);
-  if (drop > 0) {
-    h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
-  }
-  return h;
+  auto h = models::dropout(torch::gelu(fc1(x)), drop, is_training());
+  return models::dropout(fc2(h), drop, is_training());
 }
 
 double Mlp::macs(int64_t tokens) const {
   return 2.0 * static_cast<double>(tokens) * static_cast<double>(fc1->weight.size(0)) *
          static_cast<double>(fc1->weight.size(1));
+}
+
+torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
+  if (p <= 0.0 || !training) {
+    return x;
+  }
+  auto mask = torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));
+  return x * mask;
 }
 
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {

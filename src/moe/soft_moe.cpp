@@ -11,7 +11,7 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
                          int64_t S, double drop_path, bool training) {
   const int64_t B = x.size(0), D = x.size(2);
   // Slots are dispatch-weighted sums of the raw tokens: [B, M, N] x [B, N, D] -> [B, M, D].
-  auto slots = torch::bmm(dispatch.transpose(1, 2), x);
+  auto slots = torch::bmm(dispatch, x);
   std::vector<torch::Tensor> outs;
   int64_t offset = 0, total_experts = 0;
   for (auto g : groups) {  // holders are shared pointers; forward is non-const
@@ -23,8 +23,8 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
     offset += M;
     total_experts += E;
   }
-  TORCH_INTERNAL_ASSERT(offset == dispatch.size(2), "soft_route: groups cover ", offset, " of ",
-                        dispatch.size(2), " slots");
+  TORCH_INTERNAL_ASSERT(offset == dispatch.size(1), "soft_route: groups cover ", offset, " of ",
+                        dispatch.size(1), " slots");
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
   if (training && drop_path > 0) {
     auto keep = torch::empty({B, total_experts, 1, 1}, x.options()).bernoulli_(1.0 - drop_path);
@@ -40,7 +40,7 @@ RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tens
   auto mass = combine.detach().sum(std::vector<int64_t>{0, 1}).view({num_experts, -1}).sum(1);
   st.expert_load = (mass / mass.sum().clamp_min(1e-12)).to(torch::kCPU, torch::kFloat);
   auto d = dispatch.detach();
-  st.dispatch_entropy = (-(d * d.clamp_min(1e-12).log()).sum(1)).mean().item<double>();
+  st.dispatch_entropy = (-(d * d.clamp_min(1e-12).log()).sum(-1)).mean().item<double>();
   return st;
 }
 
@@ -66,7 +66,9 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
     q = torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(-1)) * scale;
   }
   auto logits = torch::matmul(k, q.t());  // [B, N, M]
-  auto dispatch = torch::softmax(logits, 1);
+  // Dispatch normalises over tokens: on a contiguous [B, M, N] copy that softmax (and its
+  // backward) runs along the last dim, several times faster than a strided one on CPU.
+  auto dispatch = torch::softmax(logits.transpose(1, 2).contiguous(), -1);
   auto combine = torch::softmax(logits, 2);
   auto y = soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training());
   last_aux_loss = torch::zeros({}, x.options());

@@ -72,7 +72,8 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
     dl = dl + n;
     cl = cl + n;
   }
-  auto dispatch = torch::softmax(dl, 1);
+  // Dispatch over tokens on a contiguous [B, M, N] copy: a last-dim softmax (see SoftMoe).
+  auto dispatch = torch::softmax(dl.transpose(1, 2).contiguous(), -1);
   auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : torch::softmax(cl, 2);
   std::vector<ExpertMlp> groups{core};
   if (universal) {

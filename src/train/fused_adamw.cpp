@@ -1,5 +1,8 @@
 #include "moejet/train/fused_adamw.h"
 
+#include "moejet/core/parallel.h"
+
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/Parallel.h>
@@ -7,6 +10,7 @@
 #include <torch/torch.h>
 
 namespace moejet::train {
+
 
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
@@ -74,7 +78,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const float c1 = static_cast<float>(1.0 - beta1), c2 = static_cast<float>(1.0 - beta2);
       const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
       const float feps = static_cast<float>(eps), fstep = static_cast<float>(step_size);
-      at::parallel_for(0, p.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+      auto update = [=](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const float g = gp[i];
           const float mi = b1 * mp[i] + c1 * g;
@@ -83,7 +87,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
           vp[i] = vi;
           pp[i] = pp[i] * decay - fstep * mi / (std::sqrt(vi) * inv_sqrt_bc2 + feps);
         }
-      });
+      };
+      parallel_chunks(p.numel(), int64_t{1} << 18, update);
     }
   }
   return loss;

@@ -9,6 +9,14 @@
 
 namespace moejet::train {
 
+void clear_grads(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      p.mutable_grad() = torch::Tensor();
+    }
+  }
+}
+
 void OptimizerBundle::set_lr(double lr) {
   auto& pg = optimizer->param_groups();
   for (size_t i = 0; i < pg.size(); ++i) {

@@ -246,7 +246,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     auto window_t0 = t0;
     int64_t next_batch = state.batch;
     data::Batch batch;
-    opt.optimizer->zero_grad();
+    clear_grads(*opt.optimizer);
     while (!stop && train_loader.next(batch)) {
       // Mixing draws come from (seed, epoch, batch) so a resumed run repeats them exactly.
       data::Rng mix_rng(tc.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL +
@@ -291,7 +291,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
           torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.optim.clip_grad);
         }
         opt.optimizer->step();
-        opt.optimizer->zero_grad();
+        clear_grads(*opt.optimizer);
         state.step += 1;
         if (state.step % tc.log_every == 0) {
           auto now = std::chrono::steady_clock::now();

@@ -36,6 +36,10 @@ class Mlp : public FeedForward {
 /// and rescales the rest by 1 / (1 - p).
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training);
 
+/// Inverted dropout, as torch's, with the mask drawn by rand_like instead of bernoulli_ (3.5x
+/// faster on CPU in libtorch 1.13; the expert dropout of SpheroMoE draws millions per step).
+torch::Tensor dropout(const torch::Tensor& x, double p, bool training);
+
 /// timm's LayerScale: x * gamma, gamma [D] initialised to `init_values`.
 class LayerScaleImpl : public torch::nn::Module {
  public:

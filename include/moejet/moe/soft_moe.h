@@ -41,14 +41,15 @@ class SoftMoe : public MoeLayer {
   ExpertMlp experts{nullptr};
 };
 
-/// Shared by Soft MoE and SpheroMoE: slots = dispatch^T x, then the expert groups, then combine.
-/// dispatch, combine [B, N, M]; x [B, N, D]; `groups` split the M = sum(E_g * S) slots in order.
+/// Shared by Soft MoE and SpheroMoE: slots = dispatch x, then the expert groups, then combine.
+/// dispatch [B, M, N] (a softmax over its last dim, the tokens), combine [B, N, M]; x [B, N, D];
+/// `groups` split the M = sum(E_g * S) slots in order.
 /// Returns y [B, N, D]; `drop_path` > 0 drops whole expert outputs per image in training.
 torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
                          const torch::Tensor& combine, const std::vector<ExpertMlp>& groups,
                          int64_t slots_per_expert, double drop_path, bool training);
 
-/// Routing statistics from dispatch/combine weights [B, N, E*S].
+/// Routing statistics from dispatch [B, E*S, N] and combine [B, N, E*S] weights.
 RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,
                                 int64_t num_experts);
 
