@@ -131,3 +131,19 @@ TEST(Entmax15, RejectsBadInput) {
 }
 
 }  // namespace
+
+TEST(Entmax15, CpuKernelAgreesWithTheGenericTensorOpsPath) {
+  // The row kernel (CPU) and the sort/cumsum path (other devices) must be the same function.
+  torch::manual_seed(11);
+  for (double scale : {0.1, 1.0, 4.0, 30.0}) {
+    auto x = torch::randn({7, 33, 5}, torch::kDouble) * scale;
+    for (int64_t dim : {0, 1, 2}) {
+      EXPECT_TRUE(moejet::testing::all_close(moejet::moe::entmax15(x, dim),
+                                             moejet::moe::entmax15_generic(x, dim), 1e-9, 1e-12))
+          << "scale " << scale << " dim " << dim;
+    }
+    auto xf = x.to(torch::kFloat);
+    EXPECT_TRUE(moejet::testing::all_close(moejet::moe::entmax15(xf, 1),
+                                           moejet::moe::entmax15_generic(xf, 1), 1e-5, 1e-6));
+  }
+}

@@ -72,34 +72,40 @@ torch::Tensor entmax15_cpu(const torch::Tensor& input, int64_t dim) {
   return y.transpose(dim, -1);
 }
 
+}  // namespace
+
+torch::Tensor entmax15_generic(const torch::Tensor& input, int64_t dim) {
+  dim = c10::maybe_wrap_dim(dim, input.dim());
+  // Shifting by the max leaves the result unchanged (tau absorbs it) and keeps squares finite.
+  auto x = (input - std::get<0>(input.max(dim, /*keepdim=*/true))) / 2;
+  auto sorted = std::get<0>(x.sort(dim, /*descending=*/true));
+  const int64_t n = x.size(dim);
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[dim] = n;
+  auto rho = torch::arange(1, n + 1, x.options()).view(shape);
+  auto mean = sorted.cumsum(dim) / rho;
+  auto mean_sq = (sorted * sorted).cumsum(dim) / rho;
+  // For support size rho, tau solves sum_{i<=rho} (z_i - tau)^2 = 1 in closed form; clamping
+  // the discriminant only affects sizes beyond the true support, which the test below rejects.
+  auto ss = rho * (mean_sq - mean * mean);
+  auto delta = ((1 - ss) / rho).clamp_min(0);
+  auto tau = mean - delta.sqrt();
+  auto support = (tau <= sorted).sum(dim, /*keepdim=*/true);
+  auto tau_star = tau.gather(dim, support - 1);
+  auto y = (x - tau_star).clamp_min(0).pow(2);
+  return y;
+}
+
+namespace {
+
 // The entmax package's Entmax15Function. The analytic Jacobian is cheaper and more accurate than
 // differentiating through sort/cumsum/gather, and matches the reference implementation exactly.
 struct Entmax15Function : public torch::autograd::Function<Entmax15Function> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
                                int64_t dim) {
-    if (input.is_cpu() && (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble)) {
-      auto y = entmax15_cpu(input, dim);
-      ctx->save_for_backward({y});
-      ctx->saved_data["dim"] = dim;
-      return y;
-    }
-    // Shifting by the max leaves the result unchanged (tau absorbs it) and keeps squares finite.
-    auto x = (input - std::get<0>(input.max(dim, /*keepdim=*/true))) / 2;
-    auto sorted = std::get<0>(x.sort(dim, /*descending=*/true));
-    const int64_t n = x.size(dim);
-    std::vector<int64_t> shape(x.dim(), 1);
-    shape[dim] = n;
-    auto rho = torch::arange(1, n + 1, x.options()).view(shape);
-    auto mean = sorted.cumsum(dim) / rho;
-    auto mean_sq = (sorted * sorted).cumsum(dim) / rho;
-    // For support size rho, tau solves sum_{i<=rho} (z_i - tau)^2 = 1 in closed form; clamping
-    // the discriminant only affects sizes beyond the true support, which the test below rejects.
-    auto ss = rho * (mean_sq - mean * mean);
-    auto delta = ((1 - ss) / rho).clamp_min(0);
-    auto tau = mean - delta.sqrt();
-    auto support = (tau <= sorted).sum(dim, /*keepdim=*/true);
-    auto tau_star = tau.gather(dim, support - 1);
-    auto y = (x - tau_star).clamp_min(0).pow(2);
+    const bool cpu_kernel = input.is_cpu() && (input.scalar_type() == torch::kFloat ||
+                                               input.scalar_type() == torch::kDouble);
+    auto y = cpu_kernel ? entmax15_cpu(input, dim) : entmax15_generic(input, dim);
     ctx->save_for_backward({y});
     ctx->saved_data["dim"] = dim;
     return y;

@@ -18,4 +18,8 @@ namespace moejet::moe {
 /// through a custom backward: dx = g * (dy - <dy, g> / sum(g)) with g = sqrt(y).
 torch::Tensor entmax15(const torch::Tensor& x, int64_t dim = -1);
 
+/// The forward in plain tensor ops (sort, cumsum, gather), used off the CPU; the CPU path is a
+/// row kernel over the candidates only. Exposed so tests can hold the two to each other.
+torch::Tensor entmax15_generic(const torch::Tensor& x, int64_t dim = -1);
+
 }  // namespace moejet::moe
