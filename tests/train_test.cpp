@@ -52,15 +52,8 @@ TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
   OptimConfig o;
   o.weight_decay = 0.05;
   o.layer_decay = 0.5;
-  ParamGroupRules rules;
-  rules.layer_id = [&](const std::string& n) { return m->layer_id(n); };
-  rules.num_layers = m->num_layers();
-  rules.no_weight_decay = m->no_weight_decay();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& p : m->named_parameters()) {
-    named.emplace_back(p.key(), p.value());
-  }
-  auto bundle = make_optimizer(named, o, rules);
+  auto bundle = make_vit_optimizer(*m, o);
+  size_t num_params = m->named_parameters().size();
   std::map<std::string, std::pair<double, double>> seen;  // name -> (wd, lr scale)
   size_t total = 0;
   for (auto& g : bundle.groups) {
@@ -69,7 +62,7 @@ TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
       ++total;
     }
   }
-  EXPECT_EQ(total, named.size());
+  EXPECT_EQ(total, num_params);
   EXPECT_EQ(seen["blocks.0.norm1.weight"].first, 0.0);
   EXPECT_EQ(seen["blocks.0.attn.qkv.bias"].first, 0.0);
   EXPECT_EQ(seen["pos_embed"].first, 0.0);

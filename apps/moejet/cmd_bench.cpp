@@ -85,16 +85,7 @@ Runner add_bench_command(CLI::App& app) {
       for (auto& entry : s.model->moe_layer_list) {
         entry.second->collect_stats = false;
       }
-      train::ParamGroupRules rules;
-      auto* m = s.model.get();
-      rules.layer_id = [m](const std::string& n) { return m->layer_id(n); };
-      rules.num_layers = m->num_layers();
-      rules.no_weight_decay = m->no_weight_decay();
-      std::vector<std::pair<std::string, torch::Tensor>> named;
-      for (auto& p : m->named_parameters()) {
-        named.emplace_back(p.key(), p.value());
-      }
-      s.opt = train::make_optimizer(named, train::OptimConfig{}, rules);
+      s.opt = train::make_vit_optimizer(*s.model, train::OptimConfig{});
       s.x = torch::randn({a->batch, s.cfg.in_chans, s.cfg.img_size, s.cfg.img_size}, device);
       s.y = torch::softmax(torch::randn({a->batch, s.cfg.num_classes}, device), 1);
       spdlog::info("{}: {:.2f} M params", spec, models::count_parameters(*s.model) / 1e6);

@@ -68,6 +68,19 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
   return bundle;
 }
 
+OptimizerBundle make_vit_optimizer(models::VisionTransformerImpl& model, const OptimConfig& config) {
+  ParamGroupRules rules;
+  rules.layer_id = [&model](const std::string& n) { return model.layer_id(n); };
+  rules.num_layers = model.num_layers();
+  rules.no_weight_decay = model.no_weight_decay();
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : model.named_parameters()) {
+    named.emplace_back(item.key(), item.value());
+  }
+  // The layer_id closure is only used while grouping, so holding `model` by reference is safe.
+  return make_optimizer(named, config, rules);
+}
+
 LrSchedule::LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps)
     : config_(config), total_(std::max<int64_t>(total_steps, 1)), warmup_(std::max<int64_t>(warmup_steps, 0)) {}
 

@@ -178,15 +178,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model) / 1e6);
 
   // Optimizer and schedule (per optimizer step).
-  ParamGroupRules rules;
-  rules.layer_id = [&](const std::string& n) { return model->layer_id(n); };
-  rules.num_layers = model->num_layers();
-  rules.no_weight_decay = model->no_weight_decay();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : model->named_parameters()) {
-    named.emplace_back(item.key(), item.value());
-  }
-  auto opt = make_optimizer(named, cfg.optim, rules);
+  auto opt = make_vit_optimizer(*model, cfg.optim);
   const int64_t steps_per_epoch = (batches + tc.accum_steps - 1) / tc.accum_steps;
   int64_t total_steps = steps_per_epoch * tc.epochs;
   if (tc.max_steps > 0) {

@@ -12,6 +12,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include "moejet/models/vit.h"
 #include "moejet/train/train_config.h"
 
 namespace moejet::train {
@@ -43,6 +44,9 @@ void clear_grads(torch::optim::Optimizer& optimizer);
 /// Groups `named_params` (only those requiring grad) by (layer, decay) and builds the optimizer.
 OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
                                const OptimConfig& config, const ParamGroupRules& rules);
+
+/// make_optimizer with a ViT's rules: its layer ids for layer decay and its no_weight_decay().
+OptimizerBundle make_vit_optimizer(models::VisionTransformerImpl& model, const OptimConfig& config);
 
 /// Per-optimizer-step learning rate: linear warm-up from warmup_lr, then cosine to min_lr (or
 /// constant), as timm's CosineLRScheduler with t_in_epochs=False.
