@@ -69,11 +69,11 @@ Runner add_info_command(CLI::App& app) {
       std::string experts =
           m.type == "sphero"
               ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
-                            m.core_experts, static_cast<int64_t>(cfg.embed_dim * m.core_mlp_ratio),
-                            m.universal_experts, static_cast<int64_t>(cfg.embed_dim * m.universal_mlp_ratio),
+                            m.core_experts, moe::expert_hidden(cfg.embed_dim, m.core_mlp_ratio),
+                            m.universal_experts, moe::expert_hidden(cfg.embed_dim, m.universal_mlp_ratio),
                             m.slots_per_expert)
               : fmt::format("{} experts (hidden {}){}", m.num_experts,
-                            static_cast<int64_t>(cfg.embed_dim * m.mlp_ratio),
+                            moe::expert_hidden(cfg.embed_dim, m.mlp_ratio),
                             m.type == "topk" ? fmt::format(", top-{}", m.top_k) : "");
       fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type, fmt::join(blocks, ","), experts);
     }

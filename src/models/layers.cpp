@@ -4,8 +4,6 @@
 
 namespace moejet::models {
 
-namespace F = torch::nn::functional;
-
 Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
   fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));

@@ -9,8 +9,6 @@
 
 namespace moejet::models {
 
-namespace F = torch::nn::functional;
-
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size) {
   proj = register_module(
       "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch_size).stride(patch_size)));
@@ -41,12 +39,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   auto attn = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1));
   attn = attn.softmax(-1);
   if (attn_drop > 0) {
-    attn = F::dropout(attn, F::DropoutFuncOptions().p(attn_drop).training(is_training()));
+    attn = models::dropout(attn, attn_drop, is_training());
   }
   auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, N, D});
   out = proj(out);
   if (proj_drop > 0) {
-    out = F::dropout(out, F::DropoutFuncOptions().p(proj_drop).training(is_training()));
+    out = models::dropout(out, proj_drop, is_training());
   }
   return out;
 }
@@ -151,7 +149,7 @@ torch::Tensor VisionTransformerImpl::embed(const torch::Tensor& images) {
   }
   x = x + pos_embed;
   if (config.pos_drop_rate > 0) {
-    x = F::dropout(x, F::DropoutFuncOptions().p(config.pos_drop_rate).training(is_training()));
+    x = models::dropout(x, config.pos_drop_rate, is_training());
   }
   return x;
 }
@@ -175,7 +173,7 @@ torch::Tensor VisionTransformerImpl::forward_head(const torch::Tensor& tokens, b
     x = fc_norm(x);
   }
   if (config.drop_rate > 0) {
-    x = F::dropout(x, F::DropoutFuncOptions().p(config.drop_rate).training(is_training()));
+    x = models::dropout(x, config.drop_rate, is_training());
   }
   if (pre_logits || !head) {
     return x;

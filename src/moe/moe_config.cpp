@@ -20,6 +20,10 @@ std::vector<int64_t> MoeConfig::block_indices(int64_t depth) const {
   return out;
 }
 
+int64_t expert_hidden(int64_t dim, double ratio) {
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(dim) * ratio));
+}
+
 void MoeConfig::validate(int64_t depth) const {
   check<ConfigError>(type == "none" || type == "soft" || type == "sphero" || type == "topk",
                      "model.moe.type: expected none, soft, sphero or topk, got \"{}\"", type);

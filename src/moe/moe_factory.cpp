@@ -7,18 +7,12 @@
 
 namespace moejet::moe {
 
-namespace {
-int64_t hidden_of(int64_t dim, double ratio) {
-  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(dim) * ratio));
-}
-}  // namespace
-
 std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_t position,
                                          int64_t count) {
   if (c.type == "soft") {
     SoftMoeOptions o;
     o.dim = dim;
-    o.hidden = hidden_of(dim, c.mlp_ratio);
+    o.hidden = expert_hidden(dim, c.mlp_ratio);
     o.num_experts = c.num_experts;
     o.slots_per_expert = c.slots_per_expert;
     o.normalize = c.normalize;
@@ -29,9 +23,9 @@ std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_
     SpheroMoeOptions o;
     o.dim = dim;
     o.core_experts = c.core_experts;
-    o.core_hidden = hidden_of(dim, c.core_mlp_ratio);
+    o.core_hidden = expert_hidden(dim, c.core_mlp_ratio);
     o.universal_experts = c.universal_experts;
-    o.universal_hidden = hidden_of(dim, c.universal_mlp_ratio);
+    o.universal_hidden = expert_hidden(dim, c.universal_mlp_ratio);
     o.slots_per_expert = c.slots_per_expert;
     o.slot_layernorm = c.slot_layernorm;
     o.offset_scale = c.offset_scale;
@@ -48,7 +42,7 @@ std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_
   if (c.type == "topk") {
     TopKMoeOptions o;
     o.dim = dim;
-    o.hidden = hidden_of(dim, c.mlp_ratio);
+    o.hidden = expert_hidden(dim, c.mlp_ratio);
     o.num_experts = c.num_experts;
     o.k = c.top_k;
     o.capacity_factor = c.capacity_factor;

@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/models/layers.h"
+
 namespace moejet::moe {
 
 torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
@@ -27,8 +29,9 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
                         dispatch.size(1), " slots");
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
   if (training && drop_path > 0) {
-    auto keep = torch::empty({B, total_experts, 1, 1}, x.options()).bernoulli_(1.0 - drop_path);
-    out = (out.view({B, total_experts, S, D}) * keep.div_(1.0 - drop_path)).view({B, total_experts * S, D});
+    // Viewed as [B*E, S, D], drop_path's per-row mask drops one expert's outputs for one image.
+    out = models::drop_path(out.view({B * total_experts, S, D}), drop_path, training)
+              .view({B, total_experts * S, D});
   }
   return torch::bmm(combine, out);
 }

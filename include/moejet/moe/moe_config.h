@@ -56,6 +56,9 @@ struct MoeConfig {
   void validate(int64_t depth) const;
 };
 
+/// Hidden size of an expert of width `dim` with MLP ratio `ratio` (at least 1).
+int64_t expert_hidden(int64_t dim, double ratio);
+
 void to_json(json& j, const MoeConfig& c);
 MoeConfig moe_config_from_json(const json& j, const std::string& path);
 
