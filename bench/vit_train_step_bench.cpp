@@ -7,12 +7,16 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "moejet/core/heap.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/trainer.h"
 
 using namespace moejet;
 
 namespace {
+
+// Same heap policy as the moejet commands, so that the figures match `moejet bench`.
+const bool kHeapKept = moejet::keep_freed_memory_in_process();
 
 void train_step_bench(benchmark::State& state, models::VitConfig cfg, int64_t batch) {
   torch::manual_seed(0);

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <sstream>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include "commands.h"
 #include "moejet/core/error.h"
+#include "moejet/core/fs.h"
 #include "moejet/core/system.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/optimizer.h"
@@ -20,7 +24,7 @@ struct BenchArgs {
   std::vector<std::string> models{"configs/paper/vit_tiny.json", "configs/paper/vjetmoe_tiny.json"};
   std::vector<std::string> sets;
   int64_t batch = 32, steps = 5, warmup = 1;
-  std::string device = "cpu", out;
+  std::string device = "cpu", out, trace_dir;
 };
 
 // One model under test: a full training step (forward, backward, AdamW with the trainer's
@@ -69,6 +73,9 @@ Runner add_bench_command(CLI::App& app) {
   sub->add_option("--warmup", a->warmup)->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
   sub->add_option("-o,--out", a->out, "also write the JSON result to this file");
+  sub->add_option("--trace", a->trace_dir,
+                  "after timing, profile one more step per model into DIR/<n>.trace.json "
+                  "(chrome://tracing / Perfetto)");
   return [a]() {
     auto device = parse_device(a->device);
     std::vector<Subject> subjects;
@@ -101,6 +108,20 @@ Runner add_bench_command(CLI::App& app) {
     for (int64_t i = 0; i < a->steps; ++i) {
       for (auto& s : subjects) {
         s.step(device);
+      }
+    }
+    if (!a->trace_dir.empty()) {
+      std::filesystem::create_directories(a->trace_dir);
+      for (size_t i = 0; i < subjects.size(); ++i) {
+        std::ostringstream trace;
+        {
+          torch::autograd::profiler::RecordProfile guard(trace);
+          subjects[i].step(device);
+        }
+        subjects[i].seconds.pop_back();  // a profiled step is slower; keep it out of the timing
+        auto path = (std::filesystem::path(a->trace_dir) / (std::to_string(i) + ".trace.json")).string();
+        write_atomic(path, [&](std::ostream& o) { o << trace.str(); });
+        spdlog::info("{}: one profiled step -> {}", subjects[i].name, path);
       }
     }
     auto info = system_info();

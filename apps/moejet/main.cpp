@@ -8,9 +8,11 @@
 
 #include "commands.h"
 #include "moejet/core/error.h"
+#include "moejet/core/heap.h"
 #include "moejet/core/system.h"
 
 int main(int argc, char** argv) {
+  moejet::keep_freed_memory_in_process();
   CLI::App app{"moejet: turn dense pretrained vision models into Mixture-of-Experts models and fine-tune them"};
   app.set_version_flag("--version", std::string("moejet ") + MOEJET_VERSION);
   app.require_subcommand(1);
