@@ -5,6 +5,7 @@
 
 #include "moejet/core/fs.h"
 #include "moejet/core/json_util.h"
+#include "moejet/io/checkpoint_file.h"
 #include "test_util.h"
 
 using namespace moejet;
@@ -162,4 +163,56 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
   auto trace = read_file_bytes(dir.file("trace/1.trace.json"));
   auto events = json::parse(std::string(trace.begin(), trace.end()));
   EXPECT_TRUE(contains(events.dump(), "aten::bmm"));
+}
+
+TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
+  moejet::testing::TempDir dir;
+  const std::string src = MOEJET_SOURCE_DIR;
+  const std::string small = " --set model.embed_dim=32 --set model.num_heads=2";
+  auto r = run("train -q --config " + src + "/configs/vit_fmnist.json --out " + dir.file("dense") +
+               " --epochs 1 --set data.train_limit=256 --set data.eval_limit=100 --batch-size 64" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string moe_small = " --set embed_dim=32 --set num_heads=2";
+  for (std::string method : {"copy", "random", "uniform", "graph", "importance"}) {
+    r = run("recycle -q --dense " + dir.file("dense/best.safetensors") + " --model " + src +
+            "/configs/vit_fmnist_sphero.json" + moe_small + " --method " + method +
+            " --images 64 --batch-size 32 --out " + dir.file(method + ".safetensors"));
+    ASSERT_EQ(r.code, 0) << method << "\n" << r.output;
+    auto report = read_json_file(dir.file(method + ".recycle.json"));
+    EXPECT_EQ(report["method"], method);
+    ASSERT_EQ(report["blocks"].size(), 3u);  // MoE blocks 3, 4, 5
+    auto core = report["blocks"][0]["groups"][0];
+    EXPECT_EQ(core["name"], "core");
+    EXPECT_EQ(core["units"].size(), 8u);
+    EXPECT_EQ(report["blocks"][0].contains("unit_importance"), method == "graph" || method == "importance");
+  }
+  // The recycled file carries the MoE config: info and train --init take it as it is.
+  r = run("info --checkpoint " + dir.file("importance.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "sphero")) << r.output;
+  r = run("train -q --config " + src + "/configs/vit_fmnist_sphero.json --init " +
+          dir.file("importance.safetensors") + " --out " + dir.file("ft") +
+          " --epochs 1 --max-steps 2 --set data.train_limit=128 --set data.eval_limit=64 --batch-size 64" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "loaded")) << r.output;
+
+  // Experts wider than the dense MLP: one error naming the tensor and sizes; nothing written.
+  r = run("recycle -q --dense " + dir.file("dense/best.safetensors") + " --model " + src +
+          "/configs/vit_fmnist_sphero.json" + moe_small + " --set moe.core_mlp_ratio=8 --method random --out " +
+          dir.file("wide.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "blocks.3.mlp.fc1.weight [128, 32] has only 128")) << r.output;
+  EXPECT_FALSE(file_exists(dir.file("wide.safetensors")));
+
+  // A dense checkpoint without the MLP weights.
+  auto state = io::read_checkpoint(dir.file("dense/best.safetensors"));
+  io::StateDict cut;
+  for (const auto& item : state) {
+    if (item.key().rfind("blocks.4.mlp.fc1.", 0) != 0) cut.insert(item.key(), item.value());
+  }
+  io::write_safetensors(dir.file("cut.safetensors"), cut);
+  r = run("recycle -q --dense " + dir.file("cut.safetensors") + " --model " + src +
+          "/configs/vit_fmnist_sphero.json" + moe_small + " --method copy --out " + dir.file("x.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "blocks.4.mlp.fc1.weight")) << r.output;
 }

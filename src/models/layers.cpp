@@ -10,7 +10,11 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
 }
 
 torch::Tensor Mlp::forward(const torch::Tensor& x) {
-  auto h = models::dropout(torch::gelu(fc1(x)), drop, is_training());
+  auto h = torch::gelu(fc1(x));
+  if (on_hidden) {
+    on_hidden(h);
+  }
+  h = models::dropout(h, drop, is_training());
   return models::dropout(fc2(h), drop, is_training());
 }
 

@@ -4,6 +4,8 @@
 // interface a block's "mlp" slot accepts, so an MoE layer can replace the dense MLP of any block
 // while the block and its state-dict keys stay the same.
 
+#include <functional>
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/dropout.h>
@@ -30,6 +32,9 @@ class Mlp : public FeedForward {
   torch::nn::Linear fc1{nullptr};
   torch::nn::Linear fc2{nullptr};
   double drop;
+  /// Observer of the hidden activations after GELU ([..., hidden], before dropout), like a torch
+  /// forward hook on timm's mlp.act: checkpoint recycling gathers unit statistics through it.
+  std::function<void(const torch::Tensor&)> on_hidden;
 };
 
 /// Stochastic depth per sample: zeroes a sample's residual branch with probability p in training

@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include "moejet/models/layers.h"
+#include "moejet/moe/expert_mlp.h"
 
 namespace moejet::moe {
 
@@ -31,6 +32,9 @@ class MoeLayer : public models::FeedForward {
   /// Collect routing statistics in forward (off in inference-only paths to save work).
   bool collect_stats = true;
   virtual std::string kind() const = 0;
+  /// The layer's batched expert MLPs under their module names ("experts", or "core" and
+  /// "universal"): what checkpoint recycling fills from a dense MLP.
+  virtual std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const = 0;
 };
 
 }  // namespace moejet::moe

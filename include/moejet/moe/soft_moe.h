@@ -34,6 +34,9 @@ class SoftMoe : public MoeLayer {
   std::string kind() const override {
     return "soft";
   }
+  std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const override {
+    return {{"experts", experts}};
+  }
 
   SoftMoeOptions options;
   torch::Tensor phi;    ///< [E, S, D]

@@ -55,6 +55,13 @@ class SpheroMoe : public MoeLayer {
   std::string kind() const override {
     return "sphero";
   }
+  std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const override {
+    std::vector<std::pair<std::string, ExpertMlp>> g{{"core", core}};
+    if (universal) {
+      g.emplace_back("universal", universal);
+    }
+    return g;
+  }
   int64_t num_experts() const {
     return options.core_experts + options.universal_experts;
   }

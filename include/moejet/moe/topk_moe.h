@@ -52,6 +52,9 @@ class TopKMoe : public MoeLayer {
   /// and the Mobile V-MoE paper's FLOP figures do not count them.
   double macs(int64_t tokens) const override;
   std::string kind() const override { return "topk"; }
+  std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const override {
+    return {{"experts", experts}};
+  }
   /// Capacity per expert and image for N tokens.
   int64_t capacity(int64_t tokens) const;
 

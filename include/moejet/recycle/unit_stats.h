@@ -1,0 +1,71 @@
+#pragma once
+// What checkpoint recycling knows about each hidden unit of a dense MLP: how strongly and how
+// often it fires after GELU on the user's data, and which units fire together. Gathered, as in the
+// MoE Jetpack code, by a hook on each MLP's activation while the dense model runs over a sample of
+// images: mean |a| ("l1"), mean a^2 ("l2"), firing frequency ("freq": share of tokens whose a is
+// above the layer's q-quantile) and the co-activation matrix (how often units i and j fire on the
+// same token), the graph that graph-partition recycling splits. The quantile is estimated once, on
+// the first batch of the sample, so that one pass over the data suffices.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "moejet/core/json_util.h"
+#include "moejet/data/augment.h"
+#include "moejet/data/dataset.h"
+#include "moejet/models/vit.h"
+
+namespace moejet::recycle {
+
+struct UnitStats {
+  torch::Tensor mean_abs;      ///< [H] E|a|
+  torch::Tensor mean_sq;       ///< [H] E[a^2]
+  torch::Tensor freq;          ///< [H] P(a > threshold)
+  torch::Tensor coactivation;  ///< [H, H] P(a_i > thr and a_j > thr); undefined if not gathered
+  double threshold = 0.0;      ///< activation level counted as firing
+  int64_t tokens = 0;          ///< tokens the statistics are over
+
+  /// The importance score named "l1", "l2" or "freq" ([H], >= 0).
+  torch::Tensor score(const std::string& kind) const;
+};
+
+/// Streaming accumulator over activations [..., H] (float, any device).
+class UnitStatsAccumulator {
+ public:
+  UnitStatsAccumulator(int64_t hidden, double quantile = 0.8, bool coactivation = true);
+  void add(const torch::Tensor& activations);
+  UnitStats finish() const;
+
+ private:
+  int64_t hidden_;
+  double quantile_;
+  bool coactivation_;
+  bool have_threshold_ = false;
+  double threshold_ = 0.0;
+  int64_t tokens_ = 0;
+  torch::Tensor sum_abs_, sum_sq_, count_, co_;
+};
+
+struct StatsOptions {
+  int64_t images = 2048;       ///< how many images of the data set to run
+  int64_t batch_size = 128;
+  double quantile = 0.8;       ///< firing threshold: this quantile of the layer's activations
+  bool coactivation = true;    ///< gather the [H, H] co-activation matrix (graph partitioning)
+  int num_workers = 2;
+  uint64_t seed = 0;           ///< which images (a seeded shuffle of the data set)
+  bool show_progress = true;
+};
+
+/// Runs `dense` (eval mode, no grad) over the first `images` of a seeded shuffle of `data` and
+/// returns the statistics of the MLP hidden units of each block in `blocks` (which must be dense
+/// MLP blocks). Throws ConfigError naming the block otherwise.
+std::map<int64_t, UnitStats> collect_unit_stats(models::VisionTransformerImpl& dense,
+                                                const std::vector<int64_t>& blocks,
+                                                data::DatasetPtr data, data::Transform transform,
+                                                const StatsOptions& options, torch::Device device);
+
+}  // namespace moejet::recycle

@@ -1,0 +1,252 @@
+// Checkpoint recycling: unit selection, METIS partitions, expert construction, statistics.
+
+#include <numeric>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "moejet/core/error.h"
+#include "moejet/data/dataset.h"
+#include "moejet/graph/partition.h"
+#include "moejet/io/state_dict.h"
+#include "moejet/models/vit.h"
+#include "moejet/moe/moe_layer.h"
+#include "moejet/recycle/recycle.h"
+#include "test_util.h"
+
+using namespace moejet;
+using namespace moejet::recycle;
+
+namespace {
+
+models::VitConfig tiny_dense() {
+  models::VitConfig c;
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.in_chans = 1;
+  c.num_classes = 3;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_ratio = 4.0;  // H = 64
+  c.class_token = false;
+  c.global_pool = "avg";
+  return c;
+}
+
+models::VitConfig tiny_moe(const std::string& type, int64_t experts, double ratio) {
+  auto c = tiny_dense();
+  c.moe.type = type;
+  c.moe.layers = {1};
+  if (type == "sphero") {
+    c.moe.core_experts = experts;
+    c.moe.universal_experts = 2 * experts;
+    c.moe.core_mlp_ratio = ratio;
+    c.moe.universal_mlp_ratio = ratio / 2;
+  } else {
+    c.moe.num_experts = experts;
+    c.moe.mlp_ratio = ratio;
+  }
+  return c;
+}
+
+moe::ExpertMlp group_of(models::VisionTransformerImpl& m, size_t g = 0) {
+  return m.moe_layer_list.at(0).second->expert_groups().at(g).second;
+}
+
+std::shared_ptr<models::Mlp> dense_mlp(models::VisionTransformerImpl& m, int64_t block) {
+  return std::dynamic_pointer_cast<models::Mlp>(m.block_list[block]->mlp);
+}
+
+}  // namespace
+
+TEST(UnitSelection, PartitionOfDisjointExpertsSumsToTheDenseMlp) {
+  torch::manual_seed(0);
+  models::VisionTransformer dense(tiny_dense());
+  for (auto method : {Method::Uniform, Method::Graph}) {
+    models::VisionTransformer moe(tiny_moe("soft", 4, 1.0));  // 4 experts x 16 of the 64 units
+    std::map<int64_t, UnitStats> stats;
+    if (method == Method::Graph) {
+      // Four cliques of 16 units: METIS must return them as the four parts.
+      auto co = torch::zeros({64, 64});
+      for (int64_t p = 0; p < 4; ++p) co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(1.0);
+      co += 0.01 * torch::rand({64, 64});
+      stats[1].coactivation = co;
+      stats[1].mean_abs = stats[1].mean_sq = stats[1].freq = torch::ones({64});
+    }
+    RecycleOptions o;
+    o.method = method;
+    o.rescale = false;
+    auto report = recycle_vit(*dense, *moe, stats, o);
+    auto units = report["blocks"][0]["groups"][0]["units"].get<std::vector<std::vector<int64_t>>>();
+    std::multiset<int64_t> all;
+    for (const auto& u : units) all.insert(u.begin(), u.end());
+    ASSERT_EQ(all.size(), 64u);
+    EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()).size(), 64u) << "experts overlap";
+
+    auto x = torch::randn({5, 16});
+    auto experts = group_of(*moe);
+    experts->eval();
+    auto y = experts->forward(x.unsqueeze(0).expand({4, 5, 16}).contiguous());  // [E, T, D]
+    auto mlp = dense_mlp(*dense, 1);
+    auto expected = mlp->forward(x);
+    // Every expert carries the whole fc2 bias once; the partial sums add up to the dense MLP.
+    auto sum = y.sum(0) - 3 * mlp->fc2->bias;
+    EXPECT_TRUE(moejet::testing::all_close(sum, expected, 1e-5, 1e-5)) << method_name(method);
+  }
+}
+
+TEST(UnitSelection, CopyMakesEveryExpertTheDenseMlpAndCopiesSharedWeights) {
+  torch::manual_seed(1);
+  models::VisionTransformer dense(tiny_dense());
+  models::VisionTransformer moe(tiny_moe("sphero", 2, 4.0));  // core experts: all 64 units
+  RecycleOptions o;
+  o.method = Method::Copy;
+  auto report = recycle_vit(*dense, *moe, {}, o);
+  auto x = torch::randn({3, 16});
+  auto core = group_of(*moe, 0);
+  core->eval();
+  auto y = core->forward(x.unsqueeze(0).expand({2, 3, 16}).contiguous());
+  auto expected = dense_mlp(*dense, 1)->forward(x);
+  for (int64_t e = 0; e < 2; ++e) {
+    EXPECT_TRUE(moejet::testing::all_close(y[e], expected, 1e-6, 1e-6));
+  }
+  EXPECT_EQ(report["blocks"][0]["groups"][0]["fc2_scale"].get<double>(), 1.0);
+  // Universal experts (32 of 64 units): the first 32 units, fc2 scaled by 64/32.
+  auto uni = group_of(*moe, 1);
+  auto w1 = dense_mlp(*dense, 1)->fc1->weight;
+  EXPECT_TRUE(torch::equal(uni->fc1_weight[3], w1.narrow(0, 0, 32)));
+  EXPECT_TRUE(torch::allclose(uni->fc2_weight[3], dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32) * 2.0));
+  // Everything outside the MoE MLP is the dense model's, including the dense block's MLP.
+  auto ds = io::module_state_dict(*dense), ms = io::module_state_dict(*moe);
+  for (const auto& item : ds) {
+    if (item.key().rfind("blocks.1.mlp.", 0) == 0) {
+      EXPECT_EQ(ms.find(item.key()), nullptr) << item.key();
+      continue;
+    }
+    ASSERT_NE(ms.find(item.key()), nullptr) << item.key();
+    EXPECT_TRUE(torch::equal(ms[item.key()], item.value())) << item.key();
+  }
+}
+
+TEST(UnitStats, ImportanceSamplingPicksTheUnitsThatFireOnACraftedInput) {
+  torch::manual_seed(2);
+  models::VisionTransformer dense(tiny_dense());
+  // Block 1's units fire (or not) regardless of the input: zero fc1 weights, a bias of +3 for
+  // the 16 chosen units and -6 (GELU ~ 0) for the rest.
+  std::vector<int64_t> live;
+  for (int64_t u = 0; u < 64; u += 4) live.push_back(u + (u / 4) % 4);
+  {
+    torch::NoGradGuard ng;
+    auto mlp = dense_mlp(*dense, 1);
+    mlp->fc1->weight.zero_();
+    mlp->fc1->bias.fill_(-6.0);
+    for (auto u : live) mlp->fc1->bias[u] = 3.0 + 0.01 * static_cast<double>(u);
+  }
+  auto images = torch::randint(0, 256, {40, 1, 8, 8}, torch::kUInt8);
+  auto data = data::make_memory_dataset(images, std::vector<int64_t>(40, 0), {"a", "b", "c"}, "crafted");
+  StatsOptions so;
+  so.images = 32;
+  so.batch_size = 8;
+  so.num_workers = 0;
+  so.show_progress = false;
+  so.quantile = 0.5;  // 48 of the 64 units are dead: the median activation is a dead one
+  auto stats = collect_unit_stats(*dense, {1}, data, data::make_eval_transform({}, 1), so, torch::kCPU);
+  ASSERT_EQ(stats.count(1), 1u);
+  EXPECT_EQ(stats[1].tokens, 32 * 4);
+  EXPECT_NEAR(stats[1].freq[live[0]].item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(stats[1].freq[1].item<double>(), 0.0, 1e-6);
+  EXPECT_FALSE(dense_mlp(*dense, 1)->on_hidden) << "the statistics hook must be removed";
+
+  for (bool topk : {true, false}) {
+    models::VisionTransformer moe(tiny_moe("soft", 3, 1.0));  // 3 experts x 16 units
+    RecycleOptions o;
+    o.method = Method::Importance;
+    o.importance_topk = topk;
+    auto report = recycle_vit(*dense, *moe, stats, o);
+    for (const auto& units : report["blocks"][0]["groups"][0]["units"]) {
+      EXPECT_EQ(units.get<std::vector<int64_t>>(), live) << "topk=" << topk;
+    }
+    EXPECT_NEAR(report["blocks"][0]["groups"][0]["importance_share"][0].get<double>(), 1.0, 1e-3);
+  }
+}
+
+TEST(UnitSelection, MethodsGiveDistinctSortedUnitsOfTheRightCount) {
+  SelectionInput in;
+  in.hidden = 96;
+  in.experts = 7;
+  in.units = 24;
+  in.seed = 3;
+  in.score = torch::rand({96});
+  in.coactivation = torch::rand({96, 96});
+  for (auto m : {Method::Copy, Method::Random, Method::Uniform, Method::Graph, Method::Importance}) {
+    auto units = select_units(m, in);
+    ASSERT_EQ(units.size(), 7u) << method_name(m);
+    for (const auto& u : units) {
+      ASSERT_EQ(u.size(), 24u) << method_name(m);
+      EXPECT_TRUE(std::is_sorted(u.begin(), u.end()));
+      EXPECT_EQ(std::set<int64_t>(u.begin(), u.end()).size(), 24u) << method_name(m);
+      EXPECT_GE(u.front(), 0);
+      EXPECT_LT(u.back(), 96);
+    }
+    if (m != Method::Copy) {
+      EXPECT_NE(units[0], units[1]) << method_name(m) << ": experts should differ";
+      EXPECT_NE(units[1], units[3]) << method_name(m) << ": experts should differ";
+    }
+    EXPECT_EQ(select_units(m, in), units) << method_name(m) << " is not reproducible";
+  }
+  in.units = 97;
+  EXPECT_THROW(select_units(Method::Random, in), ConfigError);
+  EXPECT_THROW(parse_method("louvain"), ConfigError);
+}
+
+TEST(GraphPartition, MetisPartsAreBalancedAndRecoverBlocks) {
+  torch::manual_seed(4);
+  auto a = torch::rand({200, 200});
+  auto part = graph::partition_graph(a, 8, 0);
+  std::vector<int64_t> sizes(8, 0);
+  for (auto p : part) sizes.at(p)++;
+  for (auto s : sizes) {
+    EXPECT_LE(s, 26);  // at most 3% (METIS' ufactor) above the 25 per part
+    EXPECT_GE(s, 20);
+  }
+  // Block-diagonal affinity (5 blocks of 6, shuffled): the blocks come back as the parts.
+  auto perm = torch::randperm(30, torch::kLong);
+  auto block = torch::zeros({30, 30});
+  for (int64_t i = 0; i < 30; ++i)
+    for (int64_t j = 0; j < 30; ++j)
+      if (perm[i].item<int64_t>() / 6 == perm[j].item<int64_t>() / 6) block[i][j] = 1.0;
+  auto p2 = graph::partition_graph(block + 0.01 * torch::rand({30, 30}), 5, 0);
+  EXPECT_LT(graph::edge_cut(block, p2), 1e-9);
+  EXPECT_THROW(graph::partition_graph(torch::rand({4, 5}), 2), ConfigError);
+  EXPECT_THROW(graph::partition_graph(torch::rand({4, 4}), 5), ConfigError);
+}
+
+TEST(Recycle, BadInputsGetClearErrors) {
+  models::VisionTransformer dense(tiny_dense());
+  {  // experts wider than the dense MLP
+    models::VisionTransformer moe(tiny_moe("soft", 2, 8.0));
+    RecycleOptions o;
+    o.method = Method::Random;
+    try {
+      recycle_vit(*dense, *moe, {}, o);
+      FAIL() << "expected an error";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("128 hidden units"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("blocks.1.mlp.fc1.weight [64, 16]"), std::string::npos) << e.what();
+    }
+  }
+  {  // importance without statistics
+    models::VisionTransformer moe(tiny_moe("soft", 2, 1.0));
+    EXPECT_THROW(recycle_vit(*dense, *moe, {}, RecycleOptions{}), ConfigError);
+  }
+  {  // a different width
+    auto c = tiny_moe("soft", 2, 1.0);
+    c.embed_dim = 32;
+    models::VisionTransformer moe(c);
+    RecycleOptions o;
+    o.method = Method::Copy;
+    EXPECT_THROW(recycle_vit(*dense, *moe, {}, o), Error);
+  }
+}
