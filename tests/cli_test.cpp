@@ -216,3 +216,49 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "blocks.4.mlp.fc1.weight")) << r.output;
 }
+
+TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
+  moejet::testing::TempDir dir;
+  const std::string src = MOEJET_SOURCE_DIR;
+  const std::string small = " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64"
+                            " --set data.train_limit=256 --set data.eval_limit=100";
+  auto r = run("train -q --config " + src + "/configs/vit_fmnist.json --out " + dir.file("dense") +
+               " --epochs 1" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("eval -q " + dir.file("dense/best.safetensors") + " --split train --limit 300 --out " + dir.file("ev"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("superclasses --confusion " + dir.file("ev/confusion.csv") + " --experts 5 --out " + dir.file("sc.json"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto sc = read_json_file(dir.file("sc.json"));
+  EXPECT_EQ(sc["superclass_of"].size(), 10u);
+  EXPECT_EQ(sc["groups"].size(), 5u);
+  EXPECT_TRUE(contains(sc.dump(), "Ankle boot")) << "class names come from the confusion file";
+
+  r = run("train -q --config " + src + "/configs/vit_fmnist_mobile_vmoe.json --out " + dir.file("mv") +
+          " --epochs 1 --set train.superclasses=" + dir.file("sc.json") + " --set train.log_every=1" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::ifstream log(dir.file("mv/metrics.jsonl"));
+  std::string line;
+  bool saw_router = false;
+  while (std::getline(log, line)) {
+    auto j = json::parse(line);
+    if (j["event"] == "eval") {
+      ASSERT_TRUE(j.contains("router_top1")) << line;
+      saw_router = true;
+    }
+  }
+  EXPECT_TRUE(saw_router);
+  // eval finds the super-classes in the checkpoint and reports the router's accuracy.
+  r = run("eval " + dir.file("mv/last.safetensors") + " --limit 100 -q");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "router (5-way super-classes): top1")) << r.output;
+
+  // Super-classes for another class count are refused before training starts.
+  {
+    std::ofstream(dir.file("bad.json")) << R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})";
+  }
+  r = run("train -q --config " + src + "/configs/vit_fmnist_mobile_vmoe.json --out " + dir.file("bad") +
+          " --epochs 1 --set train.superclasses=" + dir.file("bad.json") + small);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "has 3 classes but the model/data set has 10")) << r.output;
+}

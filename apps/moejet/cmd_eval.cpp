@@ -1,6 +1,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <optional>
 
 #include <torch/torch.h>
 
@@ -8,6 +9,7 @@
 #include "moejet/core/error.h"
 #include "moejet/core/system.h"
 #include "moejet/data/loader.h"
+#include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/vit.h"
@@ -19,7 +21,7 @@ namespace moejet::cli {
 namespace {
 
 struct EvalArgs {
-  std::string checkpoint, model, data = "fashion-mnist", split = "test", out, device = "cpu";
+  std::string checkpoint, model, data = "fashion-mnist", split = "test", out, device = "cpu", superclasses;
   std::vector<int64_t> classes;
   std::vector<std::string> sets;
   int64_t batch_size = 256, limit = 0;
@@ -48,6 +50,9 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("--crop-pct", a->crop_pct, "eval resize = img_size / crop_pct, then centre crop")
       ->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_option("--superclasses", a->superclasses,
+                  "Mobile V-MoE: super-class file for router accuracy (default: the one stored in "
+                  "the checkpoint by training)");
   sub->add_option("-o,--out", a->out, "write eval.json and confusion.csv into this directory");
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
@@ -81,12 +86,33 @@ Runner add_eval_command(CLI::App& app) {
     lo.drop_last = false;
     lo.num_workers = a->workers;
     data::Loader loader(ds, data::make_eval_transform(aug, ds->channels()), lo);
+    eval::RouterFn router;
+    torch::Tensor superclass_of;
+    if (model->router) {
+      std::optional<data::SuperClasses> sc;
+      if (!a->superclasses.empty()) {
+        sc = data::read_superclasses(a->superclasses, cfg.num_classes);
+      } else if (auto it = meta.find(train::kSuperclassesKey); it != meta.end()) {
+        sc = data::superclasses_from_json(json::parse(it->second), a->checkpoint);
+        sc->validate(a->checkpoint, cfg.num_classes);
+      }
+      if (sc) {
+        check<ConfigError>(sc->num_superclasses == cfg.moe.num_experts,
+                           "{} super-classes for a router over {} experts", sc->num_superclasses,
+                           cfg.moe.num_experts);
+        superclass_of = torch::tensor(sc->superclass_of, torch::kLong);
+        router = [&]() { return model->last_routing.logits; };
+      }
+    }
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader,
-                            cfg.num_classes, device, !a->quiet);
+                            cfg.num_classes, device, !a->quiet, router, superclass_of);
     auto names = ds->class_names();
     auto acc = r.per_class_accuracy();
     fmt::print("{}: {} images, top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}\n", ds->describe(), r.count,
                r.top1, r.top5, r.loss);
+    if (r.router_top1 >= 0) {
+      fmt::print("router ({}-way super-classes): top1 {:.2f}%\n", cfg.moe.num_experts, r.router_top1);
+    }
     for (size_t c = 0; c < acc.size(); ++c) {
       fmt::print("  {:>3} {:<20} {:6.2f}%\n", c, c < names.size() ? names[c] : "", acc[c]);
     }

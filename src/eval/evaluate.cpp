@@ -72,12 +72,19 @@ json EvalResult::to_json(const std::vector<std::string>& class_names) const {
     std::vector<int64_t> row(conf[r].data_ptr<int64_t>(), conf[r].data_ptr<int64_t>() + conf.size(1));
     cm.push_back(row);
   }
-  return {{"count", count},         {"top1", top1},     {"top5", top5}, {"loss", loss},
-          {"per_class_top1", per_class}, {"class_names", class_names}, {"confusion", cm}};
+  json j = {{"count", count},         {"top1", top1},     {"top5", top5}, {"loss", loss},
+            {"per_class_top1", per_class}, {"class_names", class_names}, {"confusion", cm}};
+  if (router_top1 >= 0) {
+    j["router_top1"] = router_top1;
+  }
+  return j;
 }
 
 EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes,
-                    torch::Device device, bool show_progress) {
+                    torch::Device device, bool show_progress, const RouterFn& router,
+                    const torch::Tensor& superclass_of) {
+  const bool measure_router = router && superclass_of.defined();
+  int64_t router_correct = 0, router_count = 0;
   torch::NoGradGuard no_grad;
   ConfusionAccumulator acc(num_classes);
   loader.start_epoch(0);
@@ -89,11 +96,20 @@ EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_
   while (loader.next(batch)) {
     auto logits = forward(batch.images.to(device));
     acc.add(logits, batch.labels);
+    if (measure_router) {
+      auto target = superclass_of.to(torch::kCPU).index_select(0, batch.labels.to(torch::kCPU));
+      auto pred = router().argmax(-1).to(torch::kCPU);
+      router_correct += pred.eq(target).sum().item<int64_t>();
+      router_count += target.size(0);
+    }
     if (progress) {
       progress->advance(1);
     }
   }
   auto r = acc.result();
+  if (measure_router && router_count > 0) {
+    r.router_top1 = 100.0 * static_cast<double>(router_correct) / static_cast<double>(router_count);
+  }
   if (progress) {
     progress->finish(fmt::format("top1 {:.2f}%", r.top1));
   }

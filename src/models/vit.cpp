@@ -6,6 +6,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/moe/moe_factory.h"
+#include "moejet/moe/per_image_moe.h"
 
 namespace moejet::models {
 
@@ -106,6 +107,17 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
     block_list[moe_blocks[i]]->set_mlp(layer);
     moe_layer_list.emplace_back(moe_blocks[i], layer);
   }
+  if (c.moe.type == "image") {
+    moe::ImageRouterOptions ro;
+    ro.dim = c.embed_dim;
+    ro.num_experts = c.moe.num_experts;
+    ro.k = c.moe.top_k;
+    ro.prefix_tokens = c.num_prefix_tokens();
+    ro.pool_class_token = c.global_pool == "token";
+    ro.noise_std = c.moe.router_noise;
+    ro.balance_loss_weight = c.moe.aux_loss_weight;
+    router = register_module("router", moe::ImageRouter(ro));
+  }
   auto ln = torch::nn::LayerNormOptions({c.embed_dim}).eps(c.norm_eps);
   if (c.use_fc_norm()) {
     fc_norm = register_module("fc_norm", torch::nn::LayerNorm(ln));
@@ -156,8 +168,17 @@ torch::Tensor VisionTransformerImpl::embed(const torch::Tensor& images) {
 
 torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& images) {
   auto x = embed(images);
-  for (auto& b : block_list) {
-    x = b(x);
+  const int64_t first_moe = moe_layer_list.empty() ? -1 : moe_layer_list.front().first;
+  for (int64_t i = 0; i < static_cast<int64_t>(block_list.size()); ++i) {
+    if (router && i == first_moe) {
+      last_routing = router(x);
+      bool first = true;
+      for (auto& entry : moe_layer_list) {
+        std::static_pointer_cast<moe::PerImageMoe>(entry.second)->set_routing(last_routing, first);
+        first = false;
+      }
+    }
+    x = block_list[i](x);
   }
   return norm ? norm(x) : x;
 }
@@ -215,6 +236,9 @@ std::vector<std::pair<std::string, double>> VisionTransformerImpl::macs_by_layer
     double attn = N * D * 3 * D + 2 * N * N * D + N * D * D;
     out.emplace_back(fmt::format("blocks.{}.attn", i), attn);
     out.emplace_back(fmt::format("blocks.{}.mlp", i), block_list[i]->mlp->macs(static_cast<int64_t>(N)));
+  }
+  if (router) {
+    out.emplace_back("router", D * static_cast<double>(config.moe.num_experts));
   }
   if (config.num_classes > 0) {
     out.emplace_back("head", D * static_cast<double>(config.num_classes));

@@ -68,6 +68,22 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
   return models::dropout(BatchedLinearFn::apply(h, fc2_weight, fc2_bias), drop, is_training());
 }
 
+torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor& expert_ids) {
+  TORCH_CHECK(expert_ids.dim() == 1 && x.dim() == 3 && x.size(0) == expert_ids.size(0) && x.size(2) == dim,
+              "ExpertMlp: expected x [A, T, ", dim, "] for A expert ids, got ", x.sizes(), " and ",
+              expert_ids.sizes());
+  if (expert_ids.size(0) == num_experts) {
+    auto all = torch::arange(num_experts, expert_ids.options());
+    if (expert_ids.equal(all)) {
+      return forward(x);
+    }
+  }
+  auto w1 = fc1_weight.index_select(0, expert_ids), b1 = fc1_bias.index_select(0, expert_ids);
+  auto w2 = fc2_weight.index_select(0, expert_ids), b2 = fc2_bias.index_select(0, expert_ids);
+  auto h = models::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
+  return models::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
+}
+
 double ExpertMlpImpl::macs(double tokens_per_expert) const {
   return 2.0 * tokens_per_expert * static_cast<double>(num_experts) * static_cast<double>(dim) *
          static_cast<double>(hidden);

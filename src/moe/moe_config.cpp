@@ -25,8 +25,8 @@ int64_t expert_hidden(int64_t dim, double ratio) {
 }
 
 void MoeConfig::validate(int64_t depth) const {
-  check<ConfigError>(type == "none" || type == "soft" || type == "sphero" || type == "topk",
-                     "model.moe.type: expected none, soft, sphero or topk, got \"{}\"", type);
+  check<ConfigError>(type == "none" || type == "soft" || type == "sphero" || type == "topk" || type == "image",
+                     "model.moe.type: expected none, soft, sphero, topk or image, got \"{}\"", type);
   if (!enabled()) {
     return;
   }
@@ -50,7 +50,7 @@ void MoeConfig::validate(int64_t depth) const {
   } else {
     check<ConfigError>(num_experts > 0, "model.moe.num_experts: must be > 0");
   }
-  if (type == "topk") {
+  if (type == "topk" || type == "image") {
     check<ConfigError>(top_k >= 1 && top_k <= num_experts,
                        "model.moe.top_k: must be in [1, num_experts={}], got {}", num_experts, top_k);
   }

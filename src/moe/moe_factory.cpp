@@ -1,6 +1,7 @@
 #include "moejet/moe/moe_factory.h"
 
 #include "moejet/core/error.h"
+#include "moejet/moe/per_image_moe.h"
 #include "moejet/moe/soft_moe.h"
 #include "moejet/moe/sphero_moe.h"
 #include "moejet/moe/topk_moe.h"
@@ -51,6 +52,15 @@ std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_
     o.expert_drop = c.expert_drop;
     o.batch_priority = c.batch_priority;
     return std::make_shared<TopKMoe>(o);
+  }
+  if (c.type == "image") {
+    PerImageMoeOptions o;
+    o.dim = dim;
+    o.hidden = expert_hidden(dim, c.mlp_ratio);
+    o.num_experts = c.num_experts;
+    o.k = c.top_k;
+    o.expert_drop = c.expert_drop;
+    return std::make_shared<PerImageMoe>(o);
   }
   throw ConfigError(fmt::format("model.moe.type: no MoE layer of type \"{}\"", c.type));
 }

@@ -11,11 +11,12 @@
 namespace moejet::train {
 
 void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
-                           const json& model_config, const TrainState& state) {
-  io::Metadata meta{{"moejet.format_version", kFormatVersion},
+                           const json& model_config, const TrainState& state, const io::Metadata& extra) {
+  io::Metadata meta = extra;
+  meta.insert({{"moejet.format_version", kFormatVersion},
                     {kModelConfigKey, model_config.dump()},
                     {"moejet.epoch", std::to_string(state.epoch)},
-                    {"moejet.step", std::to_string(state.step)}};
+                    {"moejet.step", std::to_string(state.step)}});
   io::write_safetensors(path, io::module_state_dict(model), meta);
 }
 

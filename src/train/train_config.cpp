@@ -76,13 +76,15 @@ json loop_to_json(const TrainLoopConfig& t) {
           {"out_dir", t.out_dir},
           {"log_every", t.log_every},
           {"eval_every", t.eval_every},
-          {"max_steps", t.max_steps}};
+          {"max_steps", t.max_steps},
+          {"superclasses", t.superclasses},
+          {"router_loss_weight", t.router_loss_weight}};
 }
 
 TrainLoopConfig loop_from_json(const json& j) {
   check_known_keys(j, {"epochs", "batch_size", "accum_steps", "label_smoothing", "seed", "device",
                        "threads", "init", "init_drop_head", "out_dir", "log_every", "eval_every",
-                       "max_steps"}, "train");
+                       "max_steps", "superclasses", "router_loss_weight"}, "train");
   TrainLoopConfig t;
   read_key(j, "epochs", t.epochs, "train");
   read_key(j, "batch_size", t.batch_size, "train");
@@ -97,6 +99,8 @@ TrainLoopConfig loop_from_json(const json& j) {
   read_key(j, "log_every", t.log_every, "train");
   read_key(j, "eval_every", t.eval_every, "train");
   read_key(j, "max_steps", t.max_steps, "train");
+  read_key(j, "superclasses", t.superclasses, "train");
+  read_key(j, "router_loss_weight", t.router_loss_weight, "train");
   return t;
 }
 
@@ -111,6 +115,10 @@ void TrainConfig::validate() const {
   check<ConfigError>(t.accum_steps > 0, "config 'train.accum_steps': must be > 0, got {}", t.accum_steps);
   check<ConfigError>(t.label_smoothing >= 0 && t.label_smoothing < 1,
                      "config 'train.label_smoothing': must be in [0, 1), got {}", t.label_smoothing);
+  check<ConfigError>(t.superclasses.empty() || model.moe.type == "image",
+                     "config 'train.superclasses' supervises Mobile V-MoE's per-image router: it needs "
+                     "model.moe.type \"image\", not \"{}\"", model.moe.type);
+  check<ConfigError>(t.router_loss_weight >= 0, "config 'train.router_loss_weight': must be >= 0");
   check<ConfigError>(t.log_every > 0 && t.eval_every > 0,
                      "config 'train.log_every'/'train.eval_every': must be > 0");
   check<ConfigError>(o.opt == "adamw" || o.opt == "sgd",

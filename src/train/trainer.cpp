@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include <torch/torch.h>
@@ -17,6 +18,7 @@
 #include "moejet/core/progress.h"
 #include "moejet/core/system.h"
 #include "moejet/data/loader.h"
+#include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/vit_checkpoint.h"
@@ -169,6 +171,28 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   check<ConfigError>(batches > 0, "training set has {} images, fewer than one batch of {}",
                      train_ds->size(), tc.batch_size);
 
+  // Mobile V-MoE router supervision.
+  std::optional<data::SuperClasses> superclasses;
+  io::Metadata checkpoint_extra;
+  if (!tc.superclasses.empty()) {
+    if (tc.superclasses == "random") {
+      superclasses = data::random_superclasses(K, cfg.model.moe.num_experts, tc.seed);
+    } else {
+      superclasses = data::read_superclasses(tc.superclasses, K);
+    }
+    superclasses->class_names = train_ds->class_names();
+    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe.num_experts,
+                       "{}: {} super-classes for a router over {} experts (model.moe.num_experts)",
+                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe.num_experts);
+    checkpoint_extra[kSuperclassesKey] = superclasses->to_json().dump();
+    spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc.superclasses, tc.router_loss_weight,
+                 superclasses->to_json()["groups"].dump());
+  }
+  const torch::Tensor superclass_matrix =
+      superclasses ? superclasses->matrix().to(device) : torch::Tensor();
+  const torch::Tensor superclass_of =
+      superclasses ? torch::tensor(superclasses->superclass_of, torch::kLong) : torch::Tensor();
+
   // Model.
   models::VisionTransformer model(cfg.model);
   if (!tc.init.empty()) {
@@ -215,12 +239,21 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
 
   auto do_eval = [&](int64_t epoch) {
     model->eval();
+    eval::RouterFn router;
+    if (model->router) {
+      router = [&]() { return model->last_routing.logits; };
+    }
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, eval_loader,
-                            K, device, options.show_progress);
+                            K, device, options.show_progress, router, superclass_of);
     model->train();
-    log.write({{"event", "eval"}, {"epoch", epoch}, {"step", state.step}, {"top1", r.top1},
-               {"top5", r.top5}, {"loss", r.loss}, {"count", r.count}});
-    spdlog::info("epoch {} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}", epoch, r.top1, r.top5, r.loss);
+    json record = {{"event", "eval"}, {"epoch", epoch}, {"step", state.step}, {"top1", r.top1},
+                   {"top5", r.top5}, {"loss", r.loss}, {"count", r.count}};
+    if (r.router_top1 >= 0) {
+      record["router_top1"] = r.router_top1;
+    }
+    log.write(record);
+    spdlog::info("epoch {} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch, r.top1, r.top5, r.loss,
+                 r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
     result.final_top1 = r.top1;
     return r;
   };
@@ -257,6 +290,12 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
         if (a.defined()) {
           aux = aux.defined() ? aux + a : a;
         }
+      }
+      if (superclasses && tc.router_loss_weight > 0) {
+        // Soft class targets (mixup, smoothing) map to soft super-class targets.
+        auto router_loss = soft_target_cross_entropy(model->last_routing.logits,
+                                                     mixed.targets.to(device).mm(superclass_matrix));
+        aux = aux.defined() ? aux + tc.router_loss_weight * router_loss : tc.router_loss_weight * router_loss;
       }
       if (aux.defined()) {
         window_aux += aux.item<double>();
@@ -316,14 +355,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       auto r = do_eval(epoch);
       if (r.top1 > state.best_top1) {
         state.best_top1 = r.top1;
-        save_model_checkpoint(paths.best, *model, model_json, state);
+        save_model_checkpoint(paths.best, *model, model_json, state, checkpoint_extra);
       }
       write_json_file(paths.eval, r.to_json(eval_ds->class_names()));
     }
     // State first: a crash between the two renames leaves a state newer than the weights, which
     // resume detects by the step mismatch instead of silently mixing them.
     save_train_state(paths.state, *opt.optimizer, state);
-    save_model_checkpoint(paths.last, *model, model_json, state);
+    save_model_checkpoint(paths.last, *model, model_json, state, checkpoint_extra);
     if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
       spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result.epochs_run);
       break;

@@ -20,6 +20,9 @@ struct EvalResult {
   double top5 = 0.0;  ///< percent (top-k with k = min(5, classes))
   double loss = 0.0;  ///< mean cross-entropy (no smoothing)
   torch::Tensor confusion;  ///< int64 [K, K]
+  /// Mobile V-MoE: accuracy (percent) of the per-image router on the E-way super-class task;
+  /// negative when not measured.
+  double router_top1 = -1.0;
   std::vector<double> per_class_accuracy() const;  ///< percent; NaN for classes without samples
   json to_json(const std::vector<std::string>& class_names) const;
 };
@@ -41,9 +44,15 @@ class ConfusionAccumulator {
 
 using ForwardFn = std::function<torch::Tensor(const torch::Tensor&)>;
 
-/// Runs `forward` (already in eval mode) over one epoch of `loader` without gradients.
+/// Router logits [B, E] of the forward just run (Mobile V-MoE), for router accuracy.
+using RouterFn = std::function<torch::Tensor()>;
+
+/// Runs `forward` (already in eval mode) over one epoch of `loader` without gradients. With
+/// `router` and `superclass_of` ([K] int64: the super-class of each class) it also measures the
+/// router's accuracy against the super-class of each label.
 EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes,
-                    torch::Device device, bool show_progress = true);
+                    torch::Device device, bool show_progress = true, const RouterFn& router = nullptr,
+                    const torch::Tensor& superclass_of = {});
 
 /// Writes the confusion matrix as CSV with class names as header/first column (atomic).
 void write_confusion_csv(const std::string& path, const torch::Tensor& confusion,

@@ -16,6 +16,7 @@
 #include <torch/nn/modules/normalization.h>
 
 #include "moejet/models/layers.h"
+#include "moejet/moe/image_router.h"
 #include "moejet/moe/moe_layer.h"
 #include "moejet/models/vit_config.h"
 
@@ -93,6 +94,10 @@ class VisionTransformerImpl : public torch::nn::Module {
   std::vector<Block> block_list;
   /// (block index, layer) of every MoE block, in depth order.
   std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>> moe_layer_list;
+  /// Mobile V-MoE's per-image router ("router.*"; moe.type == "image"), run on the tokens that
+  /// enter the first MoE block; its decision of the last forward is kept for losses and eval.
+  moe::ImageRouter router{nullptr};
+  moe::ImageRouting last_routing;
 
  private:
   void init_weights();

@@ -16,6 +16,9 @@ class ExpertMlpImpl : public torch::nn::Module {
   ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop = 0.0);
   /// x [E, T, D] (T tokens or slots per expert) -> [E, T, D].
   torch::Tensor forward(const torch::Tensor& x);
+  /// Only the experts listed in `expert_ids` ([A] int64): x [A, T, D] -> [A, T, D]. Experts not
+  /// listed are not touched (per-image routing runs just the chosen ones).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& expert_ids);
   /// Multiply-accumulates for `tokens_per_expert` rows through every expert.
   double macs(double tokens_per_expert) const;
 

@@ -19,7 +19,7 @@
 namespace moejet::moe {
 
 struct MoeConfig {
-  std::string type = "none";        ///< "none", "soft", "sphero", "topk"
+  std::string type = "none";        ///< "none", "soft", "sphero", "topk", "image" (Mobile V-MoE)
   std::vector<int64_t> layers;      ///< 0-based block indices
   int64_t last = 0;                 ///< alternative to `layers`: the last N blocks
   // Soft MoE and top-k: one expert group.
@@ -41,7 +41,8 @@ struct MoeConfig {
   // Regularisation (MoE Jetpack's "MoE regularisation").
   double expert_drop = 0.0;         ///< dropout inside experts
   double expert_drop_path = 0.0;    ///< drop path on expert outputs, rising linearly over MoE blocks
-  // Top-k token choice (V-MoE).
+  // Top-k token choice (V-MoE) and per-image routing (Mobile V-MoE: top_k of num_experts per
+  // image; router_noise and aux_loss_weight, a balance loss over images, apply to its router).
   int64_t top_k = 2;
   double capacity_factor = 1.0;
   double router_noise = 0.0;

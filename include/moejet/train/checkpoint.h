@@ -28,8 +28,12 @@ struct TrainState {
   double best_top1 = -1.0;  ///< best eval top-1 so far (percent)
 };
 
+inline constexpr const char* kSuperclassesKey = "moejet.superclasses";
+
+/// `extra` metadata entries are stored too (e.g. the super-classes a router was trained on).
 void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
-                           const json& model_config, const TrainState& state);
+                           const json& model_config, const TrainState& state,
+                           const io::Metadata& extra = {});
 
 void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer,
                       const TrainState& state);

@@ -54,6 +54,11 @@ struct TrainLoopConfig {
   int64_t log_every = 50;             ///< optimizer steps between train-metric lines
   int64_t eval_every = 1;             ///< epochs between evaluations
   int64_t max_steps = 0;              ///< stop after this many optimizer steps (0 = all epochs)
+  /// Mobile V-MoE router supervision (model.moe.type "image"): a super-class file (see
+  /// data/superclasses.h), "random" (a balanced random division seeded by `seed`, the paper's
+  /// baseline) or "" (end-to-end routing, no router loss).
+  std::string superclasses;
+  double router_loss_weight = 0.3;    ///< lambda in L = L_cls + lambda * CE(router, super-class)
 };
 
 struct TrainConfig {

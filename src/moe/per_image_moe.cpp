@@ -1,0 +1,83 @@
+#include "moejet/moe/per_image_moe.h"
+
+#include <algorithm>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace moejet::moe {
+
+PerImageMoe::PerImageMoe(const PerImageMoeOptions& o) : options(o) {
+  TORCH_CHECK(o.dim > 0 && o.hidden > 0 && o.num_experts > 0 && o.k >= 1 && o.k <= o.num_experts,
+              "PerImageMoe: invalid options dim=", o.dim, " hidden=", o.hidden, " experts=", o.num_experts,
+              " k=", o.k);
+  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop));
+}
+
+void PerImageMoe::set_routing(const ImageRouting& routing, bool report_aux_loss) {
+  routing_ = routing;
+  report_aux_loss_ = report_aux_loss;
+}
+
+torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "PerImageMoe: expected [B, N, ", options.dim,
+              "], got ", x.sizes());
+  TORCH_CHECK(routing_.experts.defined() && routing_.experts.size(0) == x.size(0),
+              "PerImageMoe: no routing for this batch (the model's router sets it before the MoE blocks)");
+  const int64_t B = x.size(0), N = x.size(1), D = x.size(2), k = routing_.experts.size(1);
+  const int64_t P = B * k;  // (image, choice) pairs, image-major
+  torch::Tensor active, slot, gather;
+  int64_t A = 0, cap = 0;
+  {
+    torch::NoGradGuard ng;
+    auto choice = routing_.experts.reshape({P}).to(torch::kCPU).contiguous();
+    const int64_t* c = choice.data_ptr<int64_t>();
+    // Active experts (ascending), and each pair's rank among the pairs of its expert: its slot
+    // in that expert's padded buffer.
+    std::vector<int64_t> count(options.num_experts, 0), index(options.num_experts, -1), ids;
+    for (int64_t p = 0; p < P; ++p) {
+      TORCH_CHECK(c[p] >= 0 && c[p] < options.num_experts, "PerImageMoe: expert id ", c[p], " out of range");
+      count[c[p]]++;
+    }
+    for (int64_t e = 0; e < options.num_experts; ++e) {
+      if (count[e] > 0) {
+        index[e] = A++;
+        ids.push_back(e);
+        cap = std::max(cap, count[e]);
+      }
+    }
+    std::vector<int64_t> fill(A, 0), slots(P), src(A * cap, B);  // B = the zero padding image
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t a = index[c[p]];
+      slots[p] = a * cap + fill[a]++;
+      src[slots[p]] = p / k;
+    }
+    active = torch::tensor(ids, torch::kLong);
+    slot = torch::tensor(slots, torch::kLong).to(x.device());
+    gather = torch::tensor(src, torch::kLong).to(x.device());
+    active = active.to(x.device());
+  }
+  auto padded = torch::cat({x, torch::zeros({1, N, D}, x.options())}, 0);
+  auto in = padded.index_select(0, gather).view({A, cap * N, D});
+  auto out = experts->forward(in, active).view({A * cap, N, D});
+  auto per_pair = out.index_select(0, slot).view({B, k, N, D});
+  auto y = (per_pair * routing_.weights.view({B, k, 1, 1}).to(x.scalar_type())).sum(1);
+
+  last_aux_loss = report_aux_loss_ ? routing_.aux_loss : torch::zeros({}, x.options());
+  if (collect_stats) {
+    torch::NoGradGuard ng;
+    auto load = torch::bincount(routing_.experts.reshape({P}).cpu(), {}, options.num_experts).to(torch::kDouble);
+    last_stats.expert_load = load / static_cast<double>(P);
+    auto g = torch::softmax(routing_.logits.detach(), -1);
+    last_stats.dispatch_entropy = -torch::xlogy(g, g).sum(-1).mean().to(torch::kDouble).item<double>();
+    last_stats.dropped_fraction = 0.0;
+  }
+  return y;
+}
+
+double PerImageMoe::macs(int64_t tokens) const {
+  return static_cast<double>(options.k) * experts->macs(static_cast<double>(tokens)) /
+         static_cast<double>(options.num_experts);
+}
+
+}  // namespace moejet::moe

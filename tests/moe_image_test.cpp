@@ -1,0 +1,129 @@
+// Mobile V-MoE: per-image routing and its MoE blocks.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "moejet/models/vit.h"
+#include "moejet/moe/per_image_moe.h"
+#include "moejet/train/trainer.h"
+#include "test_util.h"
+
+using namespace moejet;
+
+namespace {
+
+models::VitConfig mobile_vmoe(int64_t experts, int64_t k) {
+  models::VitConfig c;
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.in_chans = 1;
+  c.num_classes = 6;
+  c.embed_dim = 16;
+  c.depth = 3;
+  c.num_heads = 2;
+  c.class_token = false;
+  c.global_pool = "avg";
+  c.moe.type = "image";
+  c.moe.last = 2;
+  c.moe.num_experts = experts;
+  c.moe.top_k = k;
+  c.moe.mlp_ratio = 2.0;
+  c.moe.aux_loss_weight = 0.0;
+  return c;
+}
+
+}  // namespace
+
+TEST(PerImageMoe, EachImageUsesExactlyItsKExpertsInEveryMoeBlock) {
+  torch::manual_seed(0);
+  models::VisionTransformer m(mobile_vmoe(5, 2));
+  m->eval();
+  auto x = torch::randn({7, 1, 8, 8});
+  auto logits = m->forward(x);
+  const auto& r = m->last_routing;
+  ASSERT_EQ(r.experts.sizes(), (std::vector<int64_t>{7, 2}));
+  for (int64_t b = 0; b < 7; ++b) {
+    EXPECT_NE(r.experts[b][0].item<int64_t>(), r.experts[b][1].item<int64_t>());
+    // The chosen experts are the two largest gates, best first.
+    auto order = std::get<1>(torch::softmax(r.logits[b], 0).sort(0, true));
+    EXPECT_EQ(r.experts[b][0].item<int64_t>(), order[0].item<int64_t>());
+    EXPECT_EQ(r.experts[b][1].item<int64_t>(), order[1].item<int64_t>());
+  }
+  // The MoE block output equals sum_j gate_j * expert_j(x_b), image by image.
+  auto layer = std::dynamic_pointer_cast<moe::PerImageMoe>(m->moe_layer_list[0].second);
+  ASSERT_TRUE(layer);
+  auto tokens = torch::randn({7, 4, 16});
+  auto y = layer->forward(tokens);
+  for (int64_t b = 0; b < 7; ++b) {
+    auto expect = torch::zeros({4, 16});
+    for (int64_t j = 0; j < 2; ++j) {
+      auto ids = r.experts[b].narrow(0, j, 1);
+      expect += r.weights[b][j] * layer->experts->forward(tokens[b].unsqueeze(0), ids)[0];
+    }
+    EXPECT_TRUE(moejet::testing::all_close(y[b], expect, 1e-5, 1e-6)) << "image " << b;
+  }
+}
+
+TEST(PerImageMoe, ExpertsNoImageChoseAreNeverRead) {
+  torch::manual_seed(1);
+  models::VisionTransformer m(mobile_vmoe(6, 1));
+  m->eval();
+  auto x = torch::randn({1, 1, 8, 8});
+  m->forward(x);
+  const int64_t chosen = m->last_routing.experts[0][0].item<int64_t>();
+  {
+    torch::NoGradGuard ng;
+    for (auto& entry : m->moe_layer_list) {
+      auto g = entry.second->expert_groups()[0].second;
+      for (int64_t e = 0; e < 6; ++e) {
+        if (e != chosen) {
+          g->fc1_weight[e].fill_(std::numeric_limits<float>::quiet_NaN());
+          g->fc2_weight[e].fill_(std::numeric_limits<float>::quiet_NaN());
+        }
+      }
+    }
+  }
+  auto out = m->forward(x);
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << "a non-chosen expert was computed";
+  // A computed-then-discarded expert would still send 0 * NaN = NaN back into the tokens.
+  out.sum().backward();
+  EXPECT_TRUE(torch::isfinite(m->patch_embed->proj->weight.grad()).all().item<bool>());
+  // FLOPs per image count k of the E experts.
+  double moe_macs = 0;
+  for (auto& [name, macs] : m->macs_by_layer()) {
+    if (name == "blocks.2.mlp") moe_macs = macs;
+  }
+  EXPECT_DOUBLE_EQ(moe_macs, 2.0 * 4 * 16 * 32);  // tokens * D * H * 2 (fc1 + fc2), one expert
+}
+
+TEST(PerImageMoe, SuperClassLossTrainsTheRouter) {
+  torch::manual_seed(2);
+  models::VisionTransformer m(mobile_vmoe(3, 1));
+  m->train();
+  auto x = torch::randn({8, 1, 8, 8});
+  m->forward(x);
+  auto super_labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1}, torch::kLong);
+  auto loss = torch::nn::functional::cross_entropy(m->last_routing.logits, super_labels);
+  loss.backward();
+  ASSERT_TRUE(m->router->fc->weight.grad().defined());
+  EXPECT_GT(m->router->fc->weight.grad().abs().sum().item<double>(), 0.0);
+  // Gradients flow back through the dense blocks below the router too.
+  EXPECT_GT(m->block_list[0]->attn->qkv->weight.grad().abs().sum().item<double>(), 0.0);
+  // Classification loss alone also reaches the router, through the gate weights (end to end).
+  m->zero_grad();
+  auto logits = m->forward(x);
+  torch::nn::functional::cross_entropy(logits, torch::randint(0, 6, {8}, torch::kLong)).backward();
+  EXPECT_GT(m->router->fc->weight.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(PerImageMoe, BatchedRunMatchesImageByImage) {
+  torch::manual_seed(3);
+  models::VisionTransformer m(mobile_vmoe(4, 1));
+  m->eval();
+  auto x = torch::randn({5, 1, 8, 8});
+  auto all = m->forward(x);
+  for (int64_t b = 0; b < 5; ++b) {
+    auto one = m->forward(x.narrow(0, b, 1));
+    EXPECT_TRUE(moejet::testing::all_close(one[0], all[b], 1e-5, 1e-6)) << b;
+  }
+}
