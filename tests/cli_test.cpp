@@ -1,6 +1,8 @@
 // End-to-end tests of the moejet binary: exit codes, messages and files a user sees.
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "moejet/core/fs.h"
@@ -261,4 +263,68 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
           " --epochs 1 --set train.superclasses=" + dir.file("bad.json") + small);
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "has 3 classes but the model/data set has 10")) << r.output;
+}
+
+TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
+  // The main job (scripts/main_job.sh) on tiny versions of configs/main/*.json: seconds, not minutes.
+  moejet::testing::TempDir dir;
+  const std::string src = MOEJET_SOURCE_DIR;
+  std::filesystem::create_directories(dir.file("configs"));
+  for (std::string name : {"upstream_dense", "dense_scratch", "dense_finetune", "softmoe_scratch", "jetmoe", "mobile_vmoe"}) {
+    auto cfg = read_json_file(src + "/configs/main/" + name + ".json");
+    cfg["model"]["embed_dim"] = 32;
+    cfg["model"]["num_heads"] = 2;
+    cfg["data"]["train_limit"] = name == "upstream_dense" ? 512 : 128;
+    cfg["data"]["eval_limit"] = 64;
+    cfg["train"]["epochs"] = 2;
+    cfg["train"]["batch_size"] = 64;
+    cfg["train"]["log_every"] = 1;
+    write_json_file(dir.file("configs/" + name + ".json"), cfg);
+  }
+  const std::string build_dir = std::filesystem::path(MOEJET_BINARY).parent_path().parent_path().string();
+  const std::string cmd = "MOEJET_BUILD_DIR=" + build_dir + " MOEJET_MAIN_CONFIGS=" + dir.file("configs") +
+                          " MOEJET_RUNS=" + dir.file("runs") + " bash " + src + "/scripts/main_job.sh 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+
+  const std::string runs = dir.file("runs/main");
+  for (std::string f : {"upstream/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
+                        "init/mobile_vmoe.safetensors", "superclasses.json", "report/report.md",
+                        "report/accuracy.svg", "report/expert_load.svg"}) {
+    EXPECT_TRUE(file_exists(runs + "/" + f)) << f << "\n" << output;
+  }
+  for (std::string run : {"jetmoe", "dense_finetune", "dense_scratch", "softmoe_scratch", "mobile_vmoe"}) {
+    EXPECT_TRUE(file_exists(runs + "/" + run + "/best.safetensors")) << run;
+    std::ifstream log(runs + "/" + run + "/metrics.jsonl");
+    int evals = 0;
+    std::string line;
+    while (std::getline(log, line)) evals += json::parse(line)["event"] == "eval";
+    EXPECT_EQ(evals, 2) << run;
+  }
+  auto recycle_report = read_json_file(runs + "/init/jetmoe.recycle.json");
+  EXPECT_EQ(recycle_report["method"], "importance");
+  auto md_bytes = read_file_bytes(runs + "/report/report.md");
+  const std::string md(md_bytes.begin(), md_bytes.end());
+  for (std::string label : {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch",
+                            "Soft MoE, scratch", "Mobile V-MoE (recycled, super-classes)", "accuracy.svg",
+                            "expert_load.svg", "| sphero |", "Param (M)"}) {
+    EXPECT_TRUE(contains(md, label)) << label << "\n" << md;
+  }
+  auto svg = read_file_bytes(runs + "/report/accuracy.svg");
+  const std::string s(svg.begin(), svg.end());
+  EXPECT_EQ(std::count(s.begin(), s.end(), '\n') > 10, true);
+  EXPECT_TRUE(contains(s, "<polyline")) << s.substr(0, 300);
+  // A rerun reuses the upstream checkpoint instead of training it again.
+  pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  output.clear();
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << output;
+  EXPECT_TRUE(contains(output, "reusing")) << output;
 }

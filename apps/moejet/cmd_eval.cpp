@@ -22,7 +22,7 @@ namespace {
 
 struct EvalArgs {
   std::string checkpoint, model, data = "fashion-mnist", split = "test", out, device = "cpu", superclasses;
-  std::vector<int64_t> classes;
+  std::vector<int64_t> classes, range;
   std::vector<std::string> sets;
   int64_t batch_size = 256, limit = 0;
   int workers = 2;
@@ -45,6 +45,8 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("--split", a->split, "split to evaluate")->capture_default_str();
   sub->add_option("--classes", a->classes, "evaluate only these classes (relabelled in order)");
   sub->add_option("--limit", a->limit, "at most this many images (class-stratified)");
+  sub->add_option("--range", a->range, "only images START..END-1 of the split (as data.train_range)")
+      ->expected(2);
   sub->add_option("--batch-size", a->batch_size)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
   sub->add_option("--crop-pct", a->crop_pct, "eval resize = img_size / crop_pct, then centre crop")
@@ -73,6 +75,8 @@ Runner add_eval_command(CLI::App& app) {
     train::DataConfig dc;
     dc.dataset = a->data;
     dc.classes = a->classes;
+    dc.train_split = a->split;
+    dc.train_range = a->range;
     auto ds = train::open_split(dc, a->split, a->limit, 0);
     check<ConfigError>(ds->num_classes() == cfg.num_classes,
                        "{} has {} classes but the model has {} outputs", ds->describe(),

@@ -108,7 +108,9 @@ Runner add_recycle_command(CLI::App& app) {
 
     std::map<int64_t, recycle::UnitStats> stats;
     if (recycle::needs_stats(ro.method)) {
-      auto ds = train::open_split(tc.data, a->split, 0, tc.train.seed);
+      // The fine-tuning images themselves (range and limit of the training config apply).
+      auto ds = train::open_split(tc.data, a->split, a->split == tc.data.train_split ? tc.data.train_limit : 0,
+                                  tc.train.seed);
       spdlog::info("statistics: {} images of {}", std::min<int64_t>(a->images, ds->size()), ds->describe());
       recycle::StatsOptions so;
       so.images = a->images;

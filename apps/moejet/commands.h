@@ -20,6 +20,7 @@ Runner add_info_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_recycle_command(CLI::App& app);
 Runner add_superclasses_command(CLI::App& app);
+Runner add_report_command(CLI::App& app);
 
 /// Applies "a.b.c=value" overrides to a JSON config; the value is parsed as JSON when it can be
 /// (numbers, booleans, lists) and taken as a string otherwise.

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   std::vector<std::pair<CLI::App*, moejet::cli::Runner>> commands;
   for (auto add : {moejet::cli::add_train_command, moejet::cli::add_eval_command,
                    moejet::cli::add_info_command, moejet::cli::add_bench_command,
-                   moejet::cli::add_recycle_command, moejet::cli::add_superclasses_command}) {
+                   moejet::cli::add_recycle_command, moejet::cli::add_superclasses_command,
+                   moejet::cli::add_report_command}) {
     auto runner = add(app);
     commands.emplace_back(app.get_subcommands({}).back(), std::move(runner));
   }

@@ -59,7 +59,8 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
   lo.drop_on_mismatch = {"head."};
   auto report = io::load_state_dict(moe, shared, lo, "dense checkpoint");
   for (const auto& key : report.missing) {
-    check<CheckpointError>(under_moe(key) || key.rfind("head.", 0) == 0,
+    // New parameters: the MoE blocks' own, Mobile V-MoE's model-level router, a new head.
+    check<CheckpointError>(under_moe(key) || key.rfind("head.", 0) == 0 || key.rfind("router.", 0) == 0,
                            "recycling: the dense checkpoint lacks '{}', which the MoE model needs", key);
   }
 

@@ -8,12 +8,12 @@ json data_to_json(const DataConfig& d) {
   return {{"dataset", d.dataset},         {"train_split", d.train_split},
           {"eval_split", d.eval_split},   {"classes", d.classes},
           {"train_limit", d.train_limit}, {"eval_limit", d.eval_limit},
-          {"num_workers", d.num_workers}};
+          {"train_range", d.train_range}, {"num_workers", d.num_workers}};
 }
 
 DataConfig data_from_json(const json& j) {
   check_known_keys(j, {"dataset", "train_split", "eval_split", "classes", "train_limit",
-                       "eval_limit", "num_workers"}, "data");
+                       "eval_limit", "train_range", "num_workers"}, "data");
   DataConfig d;
   read_key(j, "dataset", d.dataset, "data");
   read_key(j, "train_split", d.train_split, "data");
@@ -21,6 +21,10 @@ DataConfig data_from_json(const json& j) {
   read_key(j, "classes", d.classes, "data");
   read_key(j, "train_limit", d.train_limit, "data");
   read_key(j, "eval_limit", d.eval_limit, "data");
+  read_key(j, "train_range", d.train_range, "data");
+  check<ConfigError>(d.train_range.empty() || (d.train_range.size() == 2 && d.train_range[0] >= 0 &&
+                                               d.train_range[0] < d.train_range[1]),
+                     "config 'data.train_range': expected [start, end) with 0 <= start < end");
   read_key(j, "num_workers", d.num_workers, "data");
   return d;
 }

@@ -33,6 +33,15 @@ namespace fs = std::filesystem;
 data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
                             uint64_t seed) {
   auto ds = data::open_dataset(config.dataset, split);
+  if (split == config.train_split && !config.train_range.empty()) {
+    const auto start = static_cast<size_t>(config.train_range[0]);
+    const auto end = std::min(static_cast<size_t>(config.train_range[1]), ds->size());
+    check<ConfigError>(start < end, "config 'data.train_range': [{}, {}) is empty for {} ({} images)", start,
+                       config.train_range[1], config.dataset, ds->size());
+    std::vector<size_t> idx(end - start);
+    std::iota(idx.begin(), idx.end(), start);
+    ds = data::subset(ds, std::move(idx), fmt::format("{} [{}, {})", ds->describe(), start, end));
+  }
   if (!config.classes.empty()) {
     for (int64_t c : config.classes) {
       check<ConfigError>(c >= 0 && c < ds->num_classes(),
@@ -115,6 +124,9 @@ json moe_stats_json(
       j["load_max_over_mean"] = load.max().item<double>() / mean;
       j["load_min_over_mean"] = load.min().item<double>() / mean;
       j["load_cv"] = load.numel() > 1 ? load.std().item<double>() / mean : 0.0;
+      // The share of each expert, for utilisation plots (4 decimals keep the lines short).
+      auto rounded = (load * 1e4).round().div(1e4).contiguous();
+      j["load"] = std::vector<double>(rounded.data_ptr<double>(), rounded.data_ptr<double>() + rounded.numel());
     }
     if (layer->kind() == "topk") {
       j["dropped_fraction"] = st.dropped_fraction;

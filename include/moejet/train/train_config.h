@@ -23,6 +23,9 @@ struct DataConfig {
   /// Use at most this many training images (a seeded, class-stratified subset); 0 = all.
   int64_t train_limit = 0;
   int64_t eval_limit = 0;
+  /// Only images [start, end) of the training split (before class filtering and the limit):
+  /// disjoint parts of one data set for upstream pre-training and downstream fine-tuning.
+  std::vector<int64_t> train_range;
   int num_workers = 2;
 };
 
