@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "moejet/core/fs.h"
+#include "moejet/data/superclasses.h"
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/checkpoint.h"
@@ -299,4 +300,22 @@ TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
   auto& st = static_cast<torch::optim::AdamWParamState&>(
       *reloaded.state().at(c10::guts::to_string(a[0].unsafeGetTensorImpl())));
   EXPECT_EQ(st.step(), 6);
+}
+
+TEST(Configs, EveryShippedConfigParsesAndValidates) {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(MOEJET_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    const std::string path = entry.path().string();
+    auto j = read_json_file(path);
+    if (path.find("/superclasses/") != std::string::npos) {
+      data::superclasses_from_json(j, path).validate(path);
+    } else if (j.contains("model")) {
+      EXPECT_NO_THROW(train::train_config_from_json(j).validate()) << path;
+    } else {
+      EXPECT_NO_THROW(models::vit_config_from_json(j).validate()) << path;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
 }
