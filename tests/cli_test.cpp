@@ -19,8 +19,8 @@ struct RunResult {
   std::string output;
 };
 
-RunResult run(const std::string& args) {
-  std::string cmd = std::string(MOEJET_BINARY) + " " + args + " 2>&1";
+RunResult run_shell(const std::string& command) {
+  std::string cmd = command + " 2>&1";
   RunResult r{-1, ""};
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) {
@@ -34,6 +34,10 @@ RunResult run(const std::string& args) {
   int status = pclose(pipe);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+RunResult run(const std::string& args) {
+  return run_shell(std::string(MOEJET_BINARY) + " " + args);
 }
 
 bool contains(const std::string& s, const std::string& sub) {
@@ -283,15 +287,10 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   }
   const std::string build_dir = std::filesystem::path(MOEJET_BINARY).parent_path().parent_path().string();
   const std::string cmd = "MOEJET_BUILD_DIR=" + build_dir + " MOEJET_MAIN_CONFIGS=" + dir.file("configs") +
-                          " MOEJET_RUNS=" + dir.file("runs") + " bash " + src + "/scripts/main_job.sh 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
-  const int status = pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+                          " MOEJET_RUNS=" + dir.file("runs") + " bash " + src + "/scripts/main_job.sh";
+  auto r = run_shell(cmd);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string output = r.output;
 
   const std::string runs = dir.file("runs/main");
   for (std::string f : {"upstream/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
@@ -321,10 +320,7 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   EXPECT_EQ(std::count(s.begin(), s.end(), '\n') > 10, true);
   EXPECT_TRUE(contains(s, "<polyline")) << s.substr(0, 300);
   // A rerun reuses the upstream checkpoint instead of training it again.
-  pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  output.clear();
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << output;
-  EXPECT_TRUE(contains(output, "reusing")) << output;
+  r = run_shell(cmd);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "reusing")) << r.output;
 }
