@@ -12,6 +12,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread           # libtorch + a fast BLAS (the reference one is ~70x slower)
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev
   libstb-dev libmetis-dev                     # image decoding, graph partitioning
+  libgloo-dev                                 # headers of c10d's Gloo backend (multi-process training)
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   dataset-fashion-mnist                       # the embedded default data set
 )

@@ -324,3 +324,50 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "reusing")) << r.output;
 }
+
+TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
+  moejet::testing::TempDir dir;
+  const std::string common = "train -q --config " + std::string(MOEJET_SOURCE_DIR) +
+                             "/configs/vit_fmnist.json --epochs 1 --max-steps 4 --workers 1"
+                             " --set data.train_limit=512 --set data.eval_limit=64 --set model.embed_dim=32"
+                             " --set model.num_heads=2 --set model.drop_path_rate=0 --set augment.hflip=0";
+  auto r = run(common + " --batch-size 64 --out " + dir.file("one"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run(common + " --batch-size 64 --out " + dir.file("two") + " --nproc 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  // The ranks agree with each other (checked by all-reduce at the epoch end) ...
+  std::ifstream log(dir.file("two/metrics.jsonl"));
+  std::string line;
+  bool synced = false;
+  while (std::getline(log, line)) {
+    auto j = json::parse(line);
+    if (j["event"] == "sync") {
+      EXPECT_EQ(j["world_size"], 2);
+      EXPECT_EQ(j["max_param_divergence"].get<double>(), 0.0) << line;
+      synced = true;
+    }
+  }
+  EXPECT_TRUE(synced);
+  // ... and with one process on the same global batch, to float tolerance.
+  auto a = io::read_checkpoint(dir.file("one/last.safetensors"));
+  auto b = io::read_checkpoint(dir.file("two/last.safetensors"));
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) {
+    ASSERT_NE(b.find(item.key()), nullptr) << item.key();
+    EXPECT_TRUE(moejet::testing::all_close(b[item.key()], item.value(), 1e-4, 1e-5)) << item.key();
+  }
+  // A global batch that does not split over the processes is refused.
+  r = run(common + " --out " + dir.file("odd") + " --nproc 2 --batch-size 63");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "must split evenly over 2 processes")) << r.output;
+}
+
+TEST(Cli, AMissingPeerEndsTheRunWithAClearErrorInsteadOfHanging) {
+  moejet::testing::TempDir dir;
+  // Rank 0 of 2 with no rank 1 anywhere: the rendezvous times out after 3 s.
+  auto r = run_shell("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29731 MOEJET_DIST_TIMEOUT=3 " +
+                     std::string(MOEJET_BINARY) + " train -q --config " + MOEJET_SOURCE_DIR +
+                     "/configs/vit_fmnist.json --epochs 1 --set data.train_limit=128 --out " + dir.file("x"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "distributed: rank 0/2")) << r.output;
+}

@@ -1,5 +1,7 @@
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+
 #include "commands.h"
 #include "moejet/core/error.h"
 #include "moejet/train/trainer.h"
@@ -15,7 +17,7 @@ struct TrainArgs {
   int64_t epochs = 0, batch_size = 0, max_steps = -1, stop_after_epochs = 0;
   double lr = 0;
   int64_t seed = -1;
-  int workers = -1;
+  int workers = -1, nproc = 1;
   bool resume = false, quiet = false;
 };
 
@@ -42,7 +44,13 @@ Runner add_train_command(CLI::App& app) {
                   "stop resumably after N epochs of this invocation (time-sliced jobs)");
   sub->add_flag("--resume", args->resume, "continue from <out>/last.safetensors + last.state.pt");
   sub->add_flag("-q,--quiet", args->quiet, "no progress bars");
+  sub->add_option("--nproc", args->nproc,
+                  "data-parallel over N local processes (c10d/Gloo); multi-machine jobs set RANK, "
+                  "WORLD_SIZE, MASTER_ADDR, MASTER_PORT as for torchrun");
   return [args]() {
+    if (args->nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
+      return launch_local_workers(args->nproc);
+    }
     json j = args->config.empty() ? json::object() : read_json_file(args->config);
     std::vector<std::string> sets = args->sets;
     auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
@@ -62,6 +70,10 @@ Runner add_train_command(CLI::App& app) {
     options.resume = args->resume;
     options.show_progress = !args->quiet;
     options.stop_after_epochs = args->stop_after_epochs;
+    options.dist = train::dist_config_from_env();
+    if (options.dist.rank > 0) {
+      spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
+    }
     auto result = train::run_training(config, options);
     spdlog::info("done: {} steps, final top1 {:.2f}%, best top1 {:.2f}%, {:.1f} train img/s; run in {}",
                  result.steps, result.final_top1, result.best_top1, result.train_images_per_second,

@@ -22,6 +22,12 @@ Runner add_recycle_command(CLI::App& app);
 Runner add_superclasses_command(CLI::App& app);
 Runner add_report_command(CLI::App& app);
 
+/// Remembers the process's command line (for --nproc, which re-executes it per worker).
+void set_command_line(int argc, char** argv);
+/// Starts `nproc` copies of this command as a local data-parallel job; returns the first
+/// failing worker's exit code (the others are then stopped), or 0.
+int launch_local_workers(int nproc);
+
 /// Applies "a.b.c=value" overrides to a JSON config; the value is parsed as JSON when it can be
 /// (numbers, booleans, lists) and taken as a string otherwise.
 void apply_overrides(json& config, const std::vector<std::string>& overrides);

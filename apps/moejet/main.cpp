@@ -13,6 +13,7 @@
 
 int main(int argc, char** argv) {
   moejet::keep_freed_memory_in_process();
+  moejet::cli::set_command_line(argc, argv);
   CLI::App app{"moejet: turn dense pretrained vision models into Mixture-of-Experts models and fine-tune them"};
   app.set_version_flag("--version", std::string("moejet ") + MOEJET_VERSION);
   app.require_subcommand(1);

@@ -91,8 +91,11 @@ struct Loader::Impl {
 
   Batch make_batch(int64_t k) const {
     const auto n = static_cast<int64_t>(order.size());
-    const int64_t begin = k * options.batch_size;
-    const int64_t end = std::min(begin + options.batch_size, n);
+    const int64_t global_begin = k * options.batch_size;
+    const int64_t global_end = std::min(global_begin + options.batch_size, n);
+    const int64_t per_shard = (global_end - global_begin + options.shards - 1) / options.shards;
+    const int64_t begin = std::min(global_begin + options.shard * per_shard, global_end);
+    const int64_t end = std::min(begin + per_shard, global_end);
     std::vector<torch::Tensor> images;
     std::vector<int64_t> labels;
     images.reserve(static_cast<size_t>(end - begin));
@@ -223,6 +226,11 @@ Loader::Loader(DatasetPtr dataset, Transform transform, LoaderOptions options)
   check<ConfigError>(dataset != nullptr, "loader: data set is null");
   check<ConfigError>(options.batch_size > 0, "loader: batch_size must be > 0, got {}",
                      options.batch_size);
+  check<ConfigError>(options.shards >= 1 && options.shard >= 0 && options.shard < options.shards,
+                     "loader: shard {} of {} is invalid", options.shard, options.shards);
+  check<ConfigError>(options.batch_size % options.shards == 0,
+                     "loader: the global batch {} does not split evenly over {} processes", options.batch_size,
+                     options.shards);
   check<ConfigError>(options.num_workers >= 0, "loader: num_workers must be >= 0, got {}",
                      options.num_workers);
   check<ConfigError>(options.prefetch >= 1, "loader: prefetch must be >= 1, got {}",

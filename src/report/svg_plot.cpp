@@ -57,7 +57,7 @@ std::string tick_label(double v) {
 
 struct Frame {
   double x0, x1, y0, y1;  // data range
-  int left = 64, right = 180, top = 36, bottom = 48, width, height;
+  int left = 64, right = 180, top = 36, bottom = 48, width = 0, height = 0;
   double px(double x) const { return left + (x - x0) / (x1 - x0) * (width - left - right); }
   double py(double y) const { return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom); }
 };

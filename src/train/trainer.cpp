@@ -147,6 +147,13 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   }
   torch::Device device = parse_device(tc.device);
   torch::manual_seed(tc.seed);
+  std::unique_ptr<Distributed> dist;
+  if (options.dist.enabled()) {
+    dist = std::make_unique<Distributed>(options.dist, device);
+    spdlog::info("distributed: rank {} of {} (c10d, {} per rank of the global batch {})", dist->rank(),
+                 dist->world_size(), tc.batch_size / dist->world_size(), tc.batch_size);
+  }
+  const bool main_rank = !dist || dist->is_main();
 
   // Data.
   auto train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.train_limit, tc.seed);
@@ -173,8 +180,17 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   lo.drop_last = true;
   lo.num_workers = cfg.data.num_workers;
   lo.seed = tc.seed;
+  if (dist) {
+    check<ConfigError>(tc.batch_size % dist->world_size() == 0,
+                       "config 'train.batch_size' ({}) is the global batch: it must split evenly over {} processes",
+                       tc.batch_size, dist->world_size());
+    lo.shard = dist->rank();
+    lo.shards = dist->world_size();
+  }
   data::Loader train_loader(train_ds, data::make_train_transform(cfg.augment, train_ds->channels()), lo);
   data::LoaderOptions elo = lo;
+  elo.shard = 0;  // rank 0 evaluates the whole eval set
+  elo.shards = 1;
   elo.batch_size = std::max<int64_t>(tc.batch_size, 256);
   elo.shuffle = false;
   elo.drop_last = false;
@@ -240,8 +256,20 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   } else if (options.resume) {
     spdlog::warn("--resume: no checkpoint in {}, starting from scratch", paths.dir);
   }
-  write_json_file(paths.config, to_json(cfg));
-  MetricsLog log(paths.metrics, options.resume ? state.step : -1);
+  if (dist) {
+    // Same init everywhere by seed; rank 0's weights (and resumed state) win regardless.
+    dist->broadcast(model->parameters());
+    dist->broadcast(model->buffers());
+    torch::manual_seed(tc.seed + static_cast<uint64_t>(dist->rank()));  // distinct dropout draws per rank
+  }
+  std::optional<MetricsLog> log_file;
+  if (main_rank) {
+    write_json_file(paths.config, to_json(cfg));
+    log_file.emplace(paths.metrics, options.resume ? state.step : -1);
+  }
+  auto log_write = [&](const json& record) {
+    if (log_file) log_file->write(record);
+  };
   const json model_json = cfg.model;
 
   TrainResult result;
@@ -263,14 +291,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     if (r.router_top1 >= 0) {
       record["router_top1"] = r.router_top1;
     }
-    log.write(record);
+    log_write(record);
     spdlog::info("epoch {} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch, r.top1, r.top5, r.loss,
                  r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
     result.final_top1 = r.top1;
     return r;
   };
 
-  Progress::set_quiet(!options.show_progress);
+  Progress::set_quiet(!options.show_progress || !main_rank);
   bool stop = state.step >= total_steps;
   model->train();
   for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
@@ -330,6 +358,9 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       if (next_batch % tc.accum_steps == 0 || next_batch == batches) {
         const double lr = schedule.at(state.step);
         opt.set_lr(lr);
+        if (dist) {
+          dist->average_gradients(model->parameters());
+        }
         if (cfg.optim.clip_grad > 0) {
           torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.optim.clip_grad);
         }
@@ -339,6 +370,12 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
         if (state.step % tc.log_every == 0) {
           auto now = std::chrono::steady_clock::now();
           double secs = std::chrono::duration<double>(now - window_t0).count();
+          if (dist) {  // the window's loss is the mean over all ranks, images their total
+            auto w = dist->sum(torch::tensor({window_loss, window_aux, window_images}, torch::kDouble));
+            window_loss = w[0].item<double>() / dist->world_size();
+            window_aux = w[1].item<double>() / dist->world_size();
+            window_images = w[2].item<double>();
+          }
           json record = {{"event", "train"}, {"epoch", epoch}, {"step", state.step},
                          {"loss", window_loss / window_n}, {"lr", lr},
                          {"img_per_s", secs > 0 ? window_images / secs : 0.0}};
@@ -346,7 +383,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
             record["aux_loss"] = window_aux / window_n;
             record["moe"] = moe_stats_json(model->moe_layer_list);
           }
-          log.write(record);
+          log_write(record);
           window_aux = 0;
           window_loss = 0;
           window_n = 0;
@@ -363,7 +400,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     state.epoch = epoch_done ? epoch + 1 : epoch;
     state.batch = epoch_done ? 0 : next_batch;
     result.epochs_run += 1;
-    if ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop) {
+    if (dist) {
+      // Replicas must agree after identical averaged updates; a drift means a broken setup.
+      const double drift = dist->max_divergence(model->parameters());
+      log_write({{"event", "sync"}, {"epoch", epoch}, {"step", state.step}, {"world_size", dist->world_size()},
+                 {"max_param_divergence", drift}});
+      check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift,
+                   state.step);
+    }
+    if (main_rank && ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
       auto r = do_eval(epoch);
       if (r.top1 > state.best_top1) {
         state.best_top1 = r.top1;
@@ -371,10 +416,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       }
       write_json_file(paths.eval, r.to_json(eval_ds->class_names()));
     }
-    // State first: a crash between the two renames leaves a state newer than the weights, which
-    // resume detects by the step mismatch instead of silently mixing them.
-    save_train_state(paths.state, *opt.optimizer, state);
-    save_model_checkpoint(paths.last, *model, model_json, state, checkpoint_extra);
+    if (main_rank) {
+      // State first: a crash between the two renames leaves a state newer than the weights, which
+      // resume detects by the step mismatch instead of silently mixing them.
+      save_train_state(paths.state, *opt.optimizer, state);
+      save_model_checkpoint(paths.last, *model, model_json, state, checkpoint_extra);
+    }
+    if (dist) {
+      dist->barrier();  // the others wait while rank 0 evaluates and writes
+    }
     if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
       spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result.epochs_run);
       break;
@@ -382,8 +432,10 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   }
   result.best_top1 = state.best_top1;
   result.steps = state.step;
-  result.train_images_per_second = train_seconds > 0 ? images_seen / train_seconds : 0.0;
-  log.write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
+  // Every rank loads its share of each global batch: the job's rate is world_size times ours.
+  const double world = dist ? static_cast<double>(dist->world_size()) : 1.0;
+  result.train_images_per_second = train_seconds > 0 ? world * images_seen / train_seconds : 0.0;
+  log_write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
              {"final_top1", result.final_top1}, {"train_img_per_s", result.train_images_per_second}});
   return result;
 }

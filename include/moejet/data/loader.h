@@ -28,6 +28,11 @@ struct LoaderOptions {
   int num_workers = 2;   ///< 0 = load on the calling thread
   int prefetch = 4;      ///< batches in flight per worker
   uint64_t seed = 0;
+  /// Data-parallel sharding: `batch_size` is the global batch, and shard r of `shards` yields
+  /// its r-th contiguous slice of every batch (batch_size must divide evenly). Every shard sees
+  /// the same order and sample seeds, so N shards together load exactly the 1-shard batches.
+  int shard = 0;
+  int shards = 1;
 };
 
 /// Seed of the augmentation generator for dataset sample `index` in `epoch` (splitmix64-mixed, so

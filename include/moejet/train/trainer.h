@@ -10,6 +10,7 @@
 
 #include "moejet/data/dataset.h"
 #include "moejet/models/vit.h"
+#include "moejet/train/distributed.h"
 #include "moejet/train/train_config.h"
 
 namespace moejet::train {
@@ -20,6 +21,9 @@ struct TrainOptions {
   /// Stop (resumably) after this many epochs of this invocation; 0 = run to the end. For
   /// time-sliced or pre-emptible jobs: the schedule stays that of the full run.
   int64_t stop_after_epochs = 0;
+  /// Data-parallel run (see distributed.h): train.batch_size is the global batch, split evenly
+  /// over the ranks; only rank 0 evaluates, logs and writes files.
+  DistConfig dist;
 };
 
 struct TrainResult {
