@@ -8,6 +8,7 @@
 #include "moejet/core/fs.h"
 #include "moejet/core/json_util.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/train/distributed.h"
 #include "test_util.h"
 
 using namespace moejet;
@@ -326,6 +327,7 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
 }
 
 TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
+  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
   moejet::testing::TempDir dir;
   const std::string common = "train -q --config " + std::string(MOEJET_SOURCE_DIR) +
                              "/configs/vit_fmnist.json --epochs 1 --max-steps 4 --workers 1"
@@ -363,6 +365,7 @@ TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
 }
 
 TEST(Cli, AMissingPeerEndsTheRunWithAClearErrorInsteadOfHanging) {
+  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
   moejet::testing::TempDir dir;
   // Rank 0 of 2 with no rank 1 anywhere: the rendezvous times out after 3 s.
   auto r = run_shell("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29731 MOEJET_DIST_TIMEOUT=3 " +
