@@ -103,8 +103,9 @@ TEST(TorchCheckpoint, ReadCheckpointDispatchesOnContent) {
   EXPECT_EQ(keys_of(torch_state), (std::vector<std::string>{"fc.weight", "fc.bias"}));
   EXPECT_TRUE(meta.empty());
 
-  StateDict st = read_checkpoint(
-      shared_dir() + "/fixtures/timm/vit_small_custom/vit_small_custom.safetensors", &meta);
+  const std::string fixture = shared_dir() + "/fixtures/timm/vit_small_custom/vit_small_custom.safetensors";
+  if (!moejet::file_exists(fixture)) GTEST_SKIP() << "no shared fixtures at " << fixture;
+  StateDict st = read_checkpoint(fixture, &meta);
   EXPECT_EQ(st.size(), 32u);
   EXPECT_EQ(st["pos_embed"].sizes(), (std::vector<int64_t>{1, 65, 64}));
 

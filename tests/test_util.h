@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <cstdlib>
 #include <string>
 
 namespace moejet::testing {
@@ -52,8 +53,10 @@ struct TempDir {
   }
 };
 
+/// ../shared beside the checkout (fixtures, CIFAR JPEGs); $MOEJET_SHARED_DIR overrides it.
 inline std::string shared_dir() {
-  return MOEJET_SHARED_DIR;
+  const char* env = std::getenv("MOEJET_SHARED_DIR");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string(MOEJET_SHARED_DIR);
 }
 inline std::string test_data_dir() {
   return MOEJET_TEST_DATA_DIR;

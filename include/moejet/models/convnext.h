@@ -1,0 +1,91 @@
+#pragma once
+// ConvNeXt (Liu et al. 2022), MoE Jetpack's second backbone, with timm's module tree and
+// state-dict keys so that timm checkpoints load as they are:
+//   stem.0 (4x4 stride-4 conv), stem.1 (LayerNorm2d);
+//   stages.N.downsample.{0: LayerNorm2d, 1: 2x2 stride-2 conv} for N >= 1;
+//   stages.N.blocks.M.{conv_dw (7x7 depthwise), norm, mlp.fc1, mlp.fc2, gamma};
+//   head.norm, head.fc (timm's head_norm_first=False: pool -> norm -> fc).
+// A block is x + drop_path(gamma * mlp(norm(dwconv(x)))) with norm and MLP in channels-last
+// layout, exactly as timm's conv_mlp=False path; LayerNorms use eps 1e-6. Presets follow timm:
+// atto, femto, pico, nano, tiny. The MoE variant (MLPs of chosen blocks as MoE layers over the
+// spatial positions) builds on this module tree.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include "moejet/core/json_util.h"
+#include "moejet/models/layers.h"
+
+namespace moejet::models {
+
+struct ConvNextConfig {
+  int64_t in_chans = 3;
+  int64_t num_classes = 1000;
+  int64_t img_size = 224;  ///< for FLOP counts only (the network takes any size divisible by 32)
+  std::vector<int64_t> depths{3, 3, 9, 3};
+  std::vector<int64_t> dims{96, 192, 384, 768};
+  double mlp_ratio = 4.0;
+  int64_t kernel_size = 7;
+  double ls_init_value = 1e-6;  ///< gamma init; 0 = no layer scale (no gamma keys)
+  double drop_path_rate = 0.0;
+  double drop_rate = 0.0;       ///< dropout before head.fc
+  double norm_eps = 1e-6;
+  void validate() const;
+};
+
+void to_json(json& j, const ConvNextConfig& c);
+/// Strict: unknown keys are errors naming the dotted path; "preset" starts from a timm variant.
+ConvNextConfig convnext_config_from_json(const json& j, const std::string& path = "model");
+/// convnext_atto, convnext_femto, convnext_pico, convnext_nano, convnext_tiny.
+ConvNextConfig convnext_preset(const std::string& name);
+
+/// LayerNorm over the channels of an NCHW tensor (timm's LayerNorm2d).
+class LayerNorm2dImpl : public torch::nn::Module {
+ public:
+  LayerNorm2dImpl(int64_t channels, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+  double eps;
+};
+TORCH_MODULE(LayerNorm2d);
+
+class ConvNextBlockImpl : public torch::nn::Module {
+ public:
+  ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate);
+  torch::Tensor forward(const torch::Tensor& x);  ///< [B, C, H, W] -> same
+  torch::nn::Conv2d conv_dw{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+  std::shared_ptr<FeedForward> mlp;  ///< a dense Mlp; MoE layers take its place
+  torch::Tensor gamma;               ///< [C], undefined without layer scale
+  double drop_path_rate;
+};
+TORCH_MODULE(ConvNextBlock);
+
+class ConvNextImpl : public torch::nn::Module {
+ public:
+  explicit ConvNextImpl(const ConvNextConfig& config);
+  torch::Tensor forward(const torch::Tensor& images);           ///< logits [B, num_classes]
+  torch::Tensor forward_features(const torch::Tensor& images);  ///< [B, C_last, H/32, W/32]
+  torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
+  /// Analytic multiply-accumulates per image at config.img_size, by component (fvcore convention).
+  std::vector<std::pair<std::string, double>> macs_by_layer() const;
+
+  ConvNextConfig config;
+  torch::nn::Sequential stem{nullptr};
+  torch::nn::ModuleList stages{nullptr};
+  std::vector<std::vector<ConvNextBlock>> blocks;  ///< [stage][block]
+  torch::nn::LayerNorm head_norm{nullptr};
+  torch::nn::Linear head_fc{nullptr};
+};
+TORCH_MODULE(ConvNext);
+
+}  // namespace moejet::models

@@ -1,0 +1,222 @@
+#include "moejet/models/convnext.h"
+
+#include <torch/torch.h>
+
+#include "moejet/core/error.h"
+
+namespace moejet::models {
+
+namespace F = torch::nn::functional;
+
+void ConvNextConfig::validate() const {
+  check<ConfigError>(depths.size() == 4 && dims.size() == 4,
+                     "model: ConvNeXt needs 4 stages (depths and dims of length 4), got {} and {}", depths.size(),
+                     dims.size());
+  for (size_t i = 0; i < 4; ++i) {
+    check<ConfigError>(depths[i] >= 1 && dims[i] >= 1, "model: stage {} has depth {} and dim {}", i, depths[i],
+                       dims[i]);
+  }
+  check<ConfigError>(in_chans > 0 && num_classes >= 0 && mlp_ratio > 0 && kernel_size % 2 == 1,
+                     "model: invalid ConvNeXt sizes (in_chans {}, num_classes {}, mlp_ratio {}, kernel {})", in_chans,
+                     num_classes, mlp_ratio, kernel_size);
+  check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple",
+                     img_size);
+}
+
+void to_json(json& j, const ConvNextConfig& c) {
+  j = json{{"arch", "convnext"},         {"in_chans", c.in_chans},         {"num_classes", c.num_classes},
+           {"img_size", c.img_size},     {"depths", c.depths},             {"dims", c.dims},
+           {"mlp_ratio", c.mlp_ratio},   {"kernel_size", c.kernel_size},   {"ls_init_value", c.ls_init_value},
+           {"drop_path_rate", c.drop_path_rate}, {"drop_rate", c.drop_rate}, {"norm_eps", c.norm_eps}};
+}
+
+ConvNextConfig convnext_preset(const std::string& name) {
+  ConvNextConfig c;
+  if (name == "convnext_atto") {
+    c.depths = {2, 2, 6, 2}, c.dims = {40, 80, 160, 320};
+  } else if (name == "convnext_femto") {
+    c.depths = {2, 2, 6, 2}, c.dims = {48, 96, 192, 384};
+  } else if (name == "convnext_pico") {
+    c.depths = {2, 2, 6, 2}, c.dims = {64, 128, 256, 512};
+  } else if (name == "convnext_nano") {
+    c.depths = {2, 2, 8, 2}, c.dims = {80, 160, 320, 640};
+  } else if (name == "convnext_tiny") {
+    c.depths = {3, 3, 9, 3}, c.dims = {96, 192, 384, 768};
+  } else {
+    throw ConfigError(fmt::format(
+        "unknown ConvNeXt preset '{}' (known: convnext_atto, convnext_femto, convnext_pico, convnext_nano, "
+        "convnext_tiny)",
+        name));
+  }
+  return c;
+}
+
+ConvNextConfig convnext_config_from_json(const json& j, const std::string& path) {
+  check_known_keys(j,
+                   {"arch", "preset", "in_chans", "num_classes", "img_size", "depths", "dims", "mlp_ratio",
+                    "kernel_size", "ls_init_value", "drop_path_rate", "drop_rate", "norm_eps"},
+                   path);
+  ConvNextConfig c;
+  if (j.contains("preset")) {
+    c = convnext_preset(j.at("preset").get<std::string>());
+  }
+  read_key(j, "in_chans", c.in_chans, path);
+  read_key(j, "num_classes", c.num_classes, path);
+  read_key(j, "img_size", c.img_size, path);
+  read_key(j, "depths", c.depths, path);
+  read_key(j, "dims", c.dims, path);
+  read_key(j, "mlp_ratio", c.mlp_ratio, path);
+  read_key(j, "kernel_size", c.kernel_size, path);
+  read_key(j, "ls_init_value", c.ls_init_value, path);
+  read_key(j, "drop_path_rate", c.drop_path_rate, path);
+  read_key(j, "drop_rate", c.drop_rate, path);
+  read_key(j, "norm_eps", c.norm_eps, path);
+  c.validate();
+  return c;
+}
+
+LayerNorm2dImpl::LayerNorm2dImpl(int64_t channels, double eps) : eps(eps) {
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+}
+
+torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
+  auto y = x.permute({0, 2, 3, 1});
+  y = F::layer_norm(y, F::LayerNormFuncOptions({weight.size(0)}).weight(weight).bias(bias).eps(eps));
+  return y.permute({0, 3, 1, 2});
+}
+
+ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate)
+    : drop_path_rate(drop_path_rate) {
+  conv_dw = register_module(
+      "conv_dw", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, dim, c.kernel_size).padding(c.kernel_size / 2).groups(dim)));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)));
+  auto m = std::make_shared<Mlp>(dim, static_cast<int64_t>(static_cast<double>(dim) * c.mlp_ratio));
+  mlp = register_module("mlp", m);
+  if (c.ls_init_value > 0) {
+    gamma = register_parameter("gamma", torch::full({dim}, c.ls_init_value));
+  }
+}
+
+torch::Tensor ConvNextBlockImpl::forward(const torch::Tensor& x) {
+  auto y = conv_dw(x).permute({0, 2, 3, 1});  // channels-last for the norm and the MLP
+  y = mlp->forward(norm(y));
+  if (gamma.defined()) {
+    y = y * gamma;
+  }
+  return x + drop_path(y.permute({0, 3, 1, 2}), drop_path_rate, is_training());
+}
+
+namespace {
+
+// One stage: "downsample" (absent in stage 0, as timm's Identity) and "blocks".
+struct StageImpl : torch::nn::Module {
+  torch::nn::Sequential downsample{nullptr};
+  torch::nn::Sequential blocks{nullptr};
+  torch::Tensor forward(torch::Tensor x) {
+    if (downsample) {
+      x = downsample->forward(x);
+    }
+    return blocks->forward(x);
+  }
+};
+TORCH_MODULE(Stage);
+
+struct HeadImpl : torch::nn::Module {};
+
+}  // namespace
+
+ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
+  c.validate();
+  stem = register_module("stem", torch::nn::Sequential(
+                                     torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_chans, c.dims[0], 4).stride(4)),
+                                     LayerNorm2d(c.dims[0], c.norm_eps)));
+  stages = register_module("stages", torch::nn::ModuleList());
+  int64_t total = 0;
+  for (auto d : c.depths) total += d;
+  int64_t index = 0;
+  blocks.resize(4);
+  for (int64_t s = 0; s < 4; ++s) {
+    Stage stage;
+    if (s > 0) {
+      stage->downsample = stage->register_module(
+          "downsample", torch::nn::Sequential(LayerNorm2d(c.dims[s - 1], c.norm_eps),
+                                              torch::nn::Conv2d(torch::nn::Conv2dOptions(c.dims[s - 1], c.dims[s], 2).stride(2))));
+    }
+    stage->blocks = stage->register_module("blocks", torch::nn::Sequential());
+    for (int64_t b = 0; b < c.depths[s]; ++b, ++index) {
+      // timm: drop-path rate rises linearly over all blocks of all stages.
+      const double dpr = total > 1 ? c.drop_path_rate * static_cast<double>(index) / static_cast<double>(total - 1) : 0.0;
+      ConvNextBlock block(c.dims[s], c, dpr);
+      stage->blocks->push_back(block);
+      blocks[s].push_back(block);
+    }
+    stages->push_back(stage);
+  }
+  auto head = register_module("head", std::make_shared<HeadImpl>());
+  head_norm = head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));
+  if (c.num_classes > 0) {
+    head_fc = head->register_module("fc", torch::nn::Linear(c.dims[3], c.num_classes));
+  }
+  // timm's _init_weights: trunc-normal(.02) conv and linear weights, zero biases.
+  torch::NoGradGuard ng;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      trunc_normal_(conv->weight, 0.02);
+      conv->bias.zero_();
+    } else if (auto* lin = m->as<torch::nn::Linear>()) {
+      trunc_normal_(lin->weight, 0.02);
+      lin->bias.zero_();
+    }
+  }
+}
+
+torch::Tensor ConvNextImpl::forward_features(const torch::Tensor& images) {
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == config.in_chans, "ConvNeXt: expected images [B, ",
+              config.in_chans, ", H, W], got ", images.sizes());
+  auto x = stem->forward(images);
+  for (auto& s : *stages) {
+    x = s->as<StageImpl>()->forward(x);
+  }
+  return x;
+}
+
+torch::Tensor ConvNextImpl::forward_head(const torch::Tensor& features, bool pre_logits) {
+  auto x = head_norm(features.mean({2, 3}));
+  if (config.drop_rate > 0) {
+    x = models::dropout(x, config.drop_rate, is_training());
+  }
+  return pre_logits || !head_fc ? x : head_fc(x);
+}
+
+torch::Tensor ConvNextImpl::forward(const torch::Tensor& images) {
+  return forward_head(forward_features(images));
+}
+
+std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const {
+  const auto& c = config;
+  std::vector<std::pair<std::string, double>> out;
+  double side = static_cast<double>(c.img_size) / 4.0;
+  out.emplace_back("stem", side * side * static_cast<double>(c.in_chans * c.dims[0] * 16));
+  for (int64_t s = 0; s < 4; ++s) {
+    const double C = static_cast<double>(c.dims[s]);
+    if (s > 0) {
+      side /= 2.0;
+      out.emplace_back(fmt::format("stages.{}.downsample", s),
+                       side * side * 4.0 * static_cast<double>(c.dims[s - 1]) * C);
+    }
+    const double hw = side * side;
+    for (int64_t b = 0; b < c.depths[s]; ++b) {
+      const double k = static_cast<double>(c.kernel_size);
+      out.emplace_back(fmt::format("stages.{}.blocks.{}.conv_dw", s, b), hw * C * k * k);
+      out.emplace_back(fmt::format("stages.{}.blocks.{}.mlp", s, b),
+                       blocks[s][b]->mlp->macs(static_cast<int64_t>(hw)));
+    }
+  }
+  if (c.num_classes > 0) {
+    out.emplace_back("head", static_cast<double>(c.dims[3] * c.num_classes));
+  }
+  return out;
+}
+
+}  // namespace moejet::models
