@@ -53,6 +53,10 @@ TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
   EXPECT_TRUE(contains(r.output, "Param (M)  5.72")) << r.output;
   EXPECT_TRUE(contains(r.output, "FLOPs (G)  1.25")) << r.output;
   EXPECT_TRUE(contains(r.output, "BLAS")) << r.output;  // the start-up line reports the BLAS
+  auto c = run("info --model convnext_tiny");
+  ASSERT_EQ(c.code, 0) << c.output;
+  EXPECT_TRUE(contains(c.output, "Param (M)  28.59")) << c.output;
+  EXPECT_TRUE(contains(c.output, "FLOPs (G)  4.456")) << c.output;  // fvcore: 4.47
   auto j = run("--log-level error info --model vit_small_patch16_224 --set num_classes=10 --json");
   ASSERT_EQ(j.code, 0) << j.output;
   auto parsed = json::parse(j.output);

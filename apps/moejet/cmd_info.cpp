@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "moejet/core/error.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/models/convnext.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/checkpoint.h"
 
@@ -18,6 +19,28 @@ struct InfoArgs {
   std::vector<std::string> sets;
   bool json_out = false, layers = false;
 };
+
+int print_convnext(const models::ConvNextConfig& cfg, bool json_out, bool layers) {
+  models::ConvNext model(cfg);
+  auto rows = model->macs_by_layer();
+  double macs = 0;
+  for (auto& r : rows) macs += r.second;
+  const int64_t params = models::count_parameters(*model);
+  if (json_out) {
+    json j = {{"model", json(cfg)}, {"params", params}, {"flops", macs}};
+    if (layers) j["flops_by_layer"] = rows;
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(cfg.depths, ","),
+             fmt::join(cfg.dims, ","), cfg.img_size, cfg.num_classes);
+  fmt::print("Param (M)  {:.2f}\n", params / 1e6);
+  fmt::print("FLOPs (G)  {:.3f}   (multiply-accumulates per image, fvcore convention)\n", macs / 1e9);
+  if (layers) {
+    for (auto& r : rows) fmt::print("  {:<28} {:10.2f} M\n", r.first, r.second / 1e6);
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -43,6 +66,9 @@ Runner add_info_command(CLI::App& app) {
       mj = load_model_json(a->model);
     }
     apply_overrides(mj, a->sets);
+    if (mj.value("arch", "vit") == "convnext") {
+      return print_convnext(models::convnext_config_from_json(mj), a->json_out, a->layers);
+    }
     auto cfg = models::vit_config_from_json(mj);
     models::VisionTransformer model(cfg);
     double macs = 0;

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
+#include "moejet/models/convnext.h"
 #include "moejet/models/vit_config.h"
 
 namespace moejet::cli {
@@ -41,6 +42,10 @@ void apply_overrides(json& config, const std::vector<std::string>& overrides) {
 
 json load_model_json(const std::string& spec) {
   if (!file_exists(spec)) {
+    if (spec.rfind("convnext_", 0) == 0) {
+      models::convnext_preset(spec);  // throws ConfigError listing known presets
+      return json{{"arch", "convnext"}, {"preset", spec}};
+    }
     models::vit_preset(spec);  // throws ConfigError listing known presets
     return json{{"preset", spec}};
   }
