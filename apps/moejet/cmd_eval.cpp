@@ -68,7 +68,7 @@ Runner add_eval_command(CLI::App& app) {
     apply_overrides(model_json, a->sets);
     auto cfg = models::vit_config_from_json(model_json);
     models::VisionTransformer model(cfg);
-    spdlog::info("load {}: {}", a->checkpoint, train::load_vit_weights(*model, a->checkpoint, false));
+    spdlog::info("load {}: {}", a->checkpoint, train::load_vit_weights(*model, std::move(state), a->checkpoint, false));
     model->to(device);
     model->eval();
 

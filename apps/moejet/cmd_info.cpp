@@ -1,5 +1,7 @@
 #include <spdlog/spdlog.h>
 
+#include <functional>
+
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
@@ -20,24 +22,31 @@ struct InfoArgs {
   bool json_out = false, layers = false;
 };
 
-int print_convnext(const models::ConvNextConfig& cfg, bool json_out, bool layers) {
-  models::ConvNext model(cfg);
-  auto rows = model->macs_by_layer();
+using LayerMacs = std::vector<std::pair<std::string, double>>;
+
+// The papers' columns for any architecture: one JSON object, or `describe`'s lines followed by
+// Param (M), FLOPs (G) and, with --layers, FLOPs per layer.
+int print_counts(const json& model, const LayerMacs& rows, int64_t params, const InfoArgs& a,
+                 const std::function<void()>& describe) {
   double macs = 0;
-  for (auto& r : rows) macs += r.second;
-  const int64_t params = models::count_parameters(*model);
-  if (json_out) {
-    json j = {{"model", json(cfg)}, {"params", params}, {"flops", macs}};
-    if (layers) j["flops_by_layer"] = rows;
+  for (const auto& r : rows) {
+    macs += r.second;
+  }
+  if (a.json_out) {
+    json j = {{"model", model}, {"params", params}, {"flops", macs}};
+    if (a.layers) {
+      j["flops_by_layer"] = rows;
+    }
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(cfg.depths, ","),
-             fmt::join(cfg.dims, ","), cfg.img_size, cfg.num_classes);
+  describe();
   fmt::print("Param (M)  {:.2f}\n", params / 1e6);
   fmt::print("FLOPs (G)  {:.3f}   (multiply-accumulates per image, fvcore convention)\n", macs / 1e9);
-  if (layers) {
-    for (auto& r : rows) fmt::print("  {:<28} {:10.2f} M\n", r.first, r.second / 1e6);
+  if (a.layers) {
+    for (const auto& r : rows) {
+      fmt::print("  {:<20} {:10.2f} M\n", r.first, r.second / 1e6);
+    }
   }
   return 0;
 }
@@ -67,50 +76,35 @@ Runner add_info_command(CLI::App& app) {
     }
     apply_overrides(mj, a->sets);
     if (mj.value("arch", "vit") == "convnext") {
-      return print_convnext(models::convnext_config_from_json(mj), a->json_out, a->layers);
+      auto cfg = models::convnext_config_from_json(mj);
+      models::ConvNext model(cfg);
+      return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
+        fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(cfg.depths, ","),
+                   fmt::join(cfg.dims, ","), cfg.img_size, cfg.num_classes);
+      });
     }
     auto cfg = models::vit_config_from_json(mj);
     models::VisionTransformer model(cfg);
-    double macs = 0;
-    auto rows = model->macs_by_layer();
-    for (auto& r : rows) {
-      macs += r.second;
-    }
-    int64_t params = models::count_parameters(*model);
-    if (a->json_out) {
-      json j = {{"model", json(cfg)}, {"params", params}, {"flops", macs}};
-      if (a->layers) {
-        j["flops_by_layer"] = rows;
+    return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
+      fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", cfg.embed_dim,
+                 cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_classes);
+      fmt::print("tokens     {} ({} patches + {} prefix)\n", cfg.num_patches() + cfg.num_prefix_tokens(),
+                 cfg.num_patches(), cfg.num_prefix_tokens());
+      if (cfg.moe.enabled()) {
+        const auto& m = cfg.moe;
+        auto blocks = m.block_indices(cfg.depth);
+        std::string experts =
+            m.type == "sphero"
+                ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
+                              m.core_experts, moe::expert_hidden(cfg.embed_dim, m.core_mlp_ratio),
+                              m.universal_experts, moe::expert_hidden(cfg.embed_dim, m.universal_mlp_ratio),
+                              m.slots_per_expert)
+                : fmt::format("{} experts (hidden {}){}", m.num_experts,
+                              moe::expert_hidden(cfg.embed_dim, m.mlp_ratio),
+                              m.type == "topk" ? fmt::format(", top-{}", m.top_k) : "");
+        fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type, fmt::join(blocks, ","), experts);
       }
-      fmt::print("{}\n", j.dump(2));
-      return 0;
-    }
-    fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", cfg.embed_dim,
-               cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_classes);
-    fmt::print("tokens     {} ({} patches + {} prefix)\n", cfg.num_patches() + cfg.num_prefix_tokens(),
-               cfg.num_patches(), cfg.num_prefix_tokens());
-    if (cfg.moe.enabled()) {
-      const auto& m = cfg.moe;
-      auto blocks = m.block_indices(cfg.depth);
-      std::string experts =
-          m.type == "sphero"
-              ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
-                            m.core_experts, moe::expert_hidden(cfg.embed_dim, m.core_mlp_ratio),
-                            m.universal_experts, moe::expert_hidden(cfg.embed_dim, m.universal_mlp_ratio),
-                            m.slots_per_expert)
-              : fmt::format("{} experts (hidden {}){}", m.num_experts,
-                            moe::expert_hidden(cfg.embed_dim, m.mlp_ratio),
-                            m.type == "topk" ? fmt::format(", top-{}", m.top_k) : "");
-      fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type, fmt::join(blocks, ","), experts);
-    }
-    fmt::print("Param (M)  {:.2f}\n", params / 1e6);
-    fmt::print("FLOPs (G)  {:.3f}   (multiply-accumulates per image, fvcore convention)\n", macs / 1e9);
-    if (a->layers) {
-      for (auto& r : rows) {
-        fmt::print("  {:<20} {:10.2f} M\n", r.first, r.second / 1e6);
-      }
-    }
-    return 0;
+    });
   };
 }
 

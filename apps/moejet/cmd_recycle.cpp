@@ -85,7 +85,7 @@ Runner add_recycle_command(CLI::App& app) {
     // The dense model: its own config from the checkpoint, or the one named, or the MoE model
     // without MoE.
     io::Metadata meta;
-    io::read_checkpoint(a->dense, &meta);
+    auto dense_state = io::read_checkpoint(a->dense, &meta);
     json dense_json = train::model_config_from_metadata(meta);
     if (!a->dense_model.empty()) {
       dense_json = load_model_json(a->dense_model);
@@ -96,7 +96,7 @@ Runner add_recycle_command(CLI::App& app) {
     auto dense_cfg = models::vit_config_from_json(dense_json, "dense model");
     check<ConfigError>(!dense_cfg.moe.enabled(), "{}: the dense checkpoint is already an MoE model", a->dense);
     models::VisionTransformer dense(dense_cfg);
-    spdlog::info("dense {}: {}", a->dense, train::load_vit_weights(*dense, a->dense, false));
+    spdlog::info("dense {}: {}", a->dense, train::load_vit_weights(*dense, std::move(dense_state), a->dense, false));
     dense->to(device);
 
     recycle::RecycleOptions ro;

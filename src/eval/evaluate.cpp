@@ -84,6 +84,7 @@ EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_
                     torch::Device device, bool show_progress, const RouterFn& router,
                     const torch::Tensor& superclass_of) {
   const bool measure_router = router && superclass_of.defined();
+  const torch::Tensor superclass_table = measure_router ? superclass_of.to(torch::kCPU) : torch::Tensor();
   int64_t router_correct = 0, router_count = 0;
   torch::NoGradGuard no_grad;
   ConfusionAccumulator acc(num_classes);
@@ -97,7 +98,7 @@ EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_
     auto logits = forward(batch.images.to(device));
     acc.add(logits, batch.labels);
     if (measure_router) {
-      auto target = superclass_of.to(torch::kCPU).index_select(0, batch.labels.to(torch::kCPU));
+      auto target = superclass_table.index_select(0, batch.labels.to(torch::kCPU));
       auto pred = router().argmax(-1).to(torch::kCPU);
       router_correct += pred.eq(target).sum().item<int64_t>();
       router_count += target.size(0);

@@ -13,11 +13,11 @@
 
 namespace moejet::io {
 
-namespace {
-
-std::string shape_str(const torch::Tensor& t) {
+std::string shape_string(const torch::Tensor& t) {
   return "[" + fmt::format("{}", fmt::join(t.sizes(), ", ")) + "]";
 }
+
+namespace {
 
 // PyTorch's state_dict() order: a module's own parameters, then its own buffers, then each child
 // in registration order. named_parameters() would list every parameter before any buffer, and
@@ -99,7 +99,7 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
         report.dropped.push_back(key);
       } else {
         report.shape_mismatch.push_back(fmt::format("{}: expected {}, got {}", key,
-                                                    shape_str(target), shape_str(*value)));
+                                                    shape_string(target), shape_string(*value)));
       }
       continue;
     }

@@ -59,13 +59,17 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, d
   models::trunc_normal_(fc2_weight, 0.02);
 }
 
+torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
+                                 const torch::Tensor& w2, const torch::Tensor& b2) {
+  // [E, T, D] -> [E, T, H] -> [E, T, D]; baddbmm fuses the bias add into the batched GEMM.
+  auto h = models::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
+  return models::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
+}
+
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 3 && x.size(0) == num_experts && x.size(2) == dim,
               "ExpertMlp: expected [", num_experts, ", T, ", dim, "], got ", x.sizes());
-  // [E, T, D] -> [E, T, H] -> [E, T, D]; baddbmm fuses the bias add into the batched GEMM.
-  auto h = BatchedLinearFn::apply(x, fc1_weight, fc1_bias);
-  h = models::dropout(torch::gelu(h), drop, is_training());
-  return models::dropout(BatchedLinearFn::apply(h, fc2_weight, fc2_bias), drop, is_training());
+  return run(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor& expert_ids) {
@@ -78,10 +82,8 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor
       return forward(x);
     }
   }
-  auto w1 = fc1_weight.index_select(0, expert_ids), b1 = fc1_bias.index_select(0, expert_ids);
-  auto w2 = fc2_weight.index_select(0, expert_ids), b2 = fc2_bias.index_select(0, expert_ids);
-  auto h = models::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
-  return models::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
+  return run(x, fc1_weight.index_select(0, expert_ids), fc1_bias.index_select(0, expert_ids),
+             fc2_weight.index_select(0, expert_ids), fc2_bias.index_select(0, expert_ids));
 }
 
 double ExpertMlpImpl::macs(double tokens_per_expert) const {

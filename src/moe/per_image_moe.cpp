@@ -52,10 +52,9 @@ torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
       slots[p] = a * cap + fill[a]++;
       src[slots[p]] = p / k;
     }
-    active = torch::tensor(ids, torch::kLong);
+    active = torch::tensor(ids, torch::kLong).to(x.device());
     slot = torch::tensor(slots, torch::kLong).to(x.device());
     gather = torch::tensor(src, torch::kLong).to(x.device());
-    active = active.to(x.device());
   }
   auto padded = torch::cat({x, torch::zeros({1, N, D}, x.options())}, 0);
   auto in = padded.index_select(0, gather).view({A, cap * N, D});

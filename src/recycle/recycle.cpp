@@ -17,10 +17,6 @@ bool needs_stats(Method method) {
 
 namespace {
 
-std::string shape_str(const torch::Tensor& t) {
-  return fmt::format("[{}]", fmt::join(t.sizes().begin(), t.sizes().end(), ", "));
-}
-
 // Seeds differ per block and group so that no two groups draw the same units by construction.
 uint64_t group_seed(uint64_t seed, int64_t block, size_t group) {
   return seed * 1000003ULL + static_cast<uint64_t>(block) * 101ULL + group;
@@ -98,11 +94,11 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
       check<CheckpointError>(group->dim == D,
                              "recycling: {} has width {} but the dense blocks.{}.mlp.fc1.weight is {} (width {}); "
                              "a wider dense checkpoint needs channel selection",
-                             key, group->dim, b, shape_str(w1), D);
+                             key, group->dim, b, io::shape_string(w1), D);
       check<ConfigError>(group->hidden <= H,
                          "recycling: {} experts need {} hidden units each ({}), but the dense "
                          "blocks.{}.mlp.fc1.weight {} has only {}",
-                         name, group->hidden, key, b, shape_str(w1), H);
+                         name, group->hidden, key, b, io::shape_string(w1), H);
       SelectionInput in;
       in.hidden = H;
       in.experts = group->num_experts;

@@ -142,13 +142,9 @@ void Distributed::average_gradients(const std::vector<torch::Tensor>& params, in
   collective(config_, "gradient all-reduce", [&] {
     for (auto& b : buckets) {
       if (b.empty()) continue;
-      std::vector<torch::Tensor> one{torch::cat(
-          [&] {
-            std::vector<torch::Tensor> v;
-            for (auto& g : b) v.push_back(g.reshape({-1}));
-            return v;
-          }(),
-          0)};
+      std::vector<torch::Tensor> pieces;
+      for (auto& g : b) pieces.push_back(g.reshape({-1}));
+      std::vector<torch::Tensor> one{torch::cat(pieces)};
       flats.push_back(one[0]);
       works.push_back(impl_->pg->allreduce(one));
     }

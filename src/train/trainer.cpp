@@ -78,15 +78,18 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
 
 std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
                              bool drop_head) {
-  io::Metadata meta;
-  auto state = io::read_checkpoint(path, &meta);
+  return load_vit_weights(model, io::read_checkpoint(path), path, drop_head);
+}
+
+std::string load_vit_weights(models::VisionTransformerImpl& model, io::StateDict state,
+                             const std::string& source, bool drop_head) {
   std::vector<std::string> notes;
   state = models::filter_vit_checkpoint(state, model.config, "bicubic", &notes);
   io::LoadOptions opts;
   if (drop_head) {
     opts.drop_on_mismatch = {"head."};
   }
-  auto report = io::load_state_dict(model, state, opts, path);
+  auto report = io::load_state_dict(model, state, opts, source);
   std::string summary = report.summary();
   for (const auto& n : notes) {
     summary += "\n  " + n;

@@ -20,6 +20,9 @@ using Metadata = std::map<std::string, std::string>;
 /// All parameters and buffers of `module` under their registered (timm-style) names, detached.
 StateDict module_state_dict(const torch::nn::Module& module);
 
+/// "[d0, d1, ...]": how shapes appear in load reports and error messages.
+std::string shape_string(const torch::Tensor& t);
+
 struct LoadOptions {
   /// Keys of the checkpoint that the model lacks are an error when true; reported otherwise.
   bool allow_unexpected = false;

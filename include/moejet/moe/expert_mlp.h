@@ -27,6 +27,10 @@ class ExpertMlpImpl : public torch::nn::Module {
   // Registered as "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias" via two holder modules so
   // the keys read like a dense Mlp's with a leading expert dimension.
   torch::Tensor fc1_weight, fc1_bias, fc2_weight, fc2_bias;
+
+ private:
+  torch::Tensor run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
+                    const torch::Tensor& w2, const torch::Tensor& b2);
 };
 TORCH_MODULE(ExpertMlp);
 

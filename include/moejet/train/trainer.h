@@ -9,6 +9,7 @@
 #include <string>
 
 #include "moejet/data/dataset.h"
+#include "moejet/io/state_dict.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/distributed.h"
 #include "moejet/train/train_config.h"
@@ -46,6 +47,10 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
 /// head dropped when `drop_head` and its shape differs). Returns the load report summary.
 std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
                              bool drop_head);
+/// The same for a state dict already read from `source` (callers that also need its metadata
+/// read the file once).
+std::string load_vit_weights(models::VisionTransformerImpl& model, io::StateDict state,
+                             const std::string& source, bool drop_head);
 
 /// Soft-target cross-entropy: mean over the batch of -sum_k t_k log softmax(z)_k.
 torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
