@@ -78,7 +78,7 @@ TEST(UnitSelection, PartitionOfDisjointExpertsSumsToTheDenseMlp) {
     RecycleOptions o;
     o.method = method;
     o.rescale = false;
-    auto report = recycle_vit(*dense, *moe, stats, o);
+    auto report = recycle_model(*dense, *moe, stats, o);
     auto units = report["blocks"][0]["groups"][0]["units"].get<std::vector<std::vector<int64_t>>>();
     std::multiset<int64_t> all;
     for (const auto& u : units) all.insert(u.begin(), u.end());
@@ -103,7 +103,7 @@ TEST(UnitSelection, CopyMakesEveryExpertTheDenseMlpAndCopiesSharedWeights) {
   models::VisionTransformer moe(tiny_moe("sphero", 2, 4.0));  // core experts: all 64 units
   RecycleOptions o;
   o.method = Method::Copy;
-  auto report = recycle_vit(*dense, *moe, {}, o);
+  auto report = recycle_model(*dense, *moe, {}, o);
   auto x = torch::randn({3, 16});
   auto core = group_of(*moe, 0);
   core->eval();
@@ -164,7 +164,7 @@ TEST(UnitStats, ImportanceSamplingPicksTheUnitsThatFireOnACraftedInput) {
     RecycleOptions o;
     o.method = Method::Importance;
     o.importance_topk = topk;
-    auto report = recycle_vit(*dense, *moe, stats, o);
+    auto report = recycle_model(*dense, *moe, stats, o);
     for (const auto& units : report["blocks"][0]["groups"][0]["units"]) {
       EXPECT_EQ(units.get<std::vector<int64_t>>(), live) << "topk=" << topk;
     }
@@ -230,7 +230,7 @@ TEST(Recycle, BadInputsGetClearErrors) {
     RecycleOptions o;
     o.method = Method::Random;
     try {
-      recycle_vit(*dense, *moe, {}, o);
+      recycle_model(*dense, *moe, {}, o);
       FAIL() << "expected an error";
     } catch (const ConfigError& e) {
       EXPECT_NE(std::string(e.what()).find("128 hidden units"), std::string::npos) << e.what();
@@ -239,7 +239,7 @@ TEST(Recycle, BadInputsGetClearErrors) {
   }
   {  // importance without statistics
     models::VisionTransformer moe(tiny_moe("soft", 2, 1.0));
-    EXPECT_THROW(recycle_vit(*dense, *moe, {}, RecycleOptions{}), ConfigError);
+    EXPECT_THROW(recycle_model(*dense, *moe, {}, RecycleOptions{}), ConfigError);
   }
   {  // a different width
     auto c = tiny_moe("soft", 2, 1.0);
@@ -247,6 +247,6 @@ TEST(Recycle, BadInputsGetClearErrors) {
     models::VisionTransformer moe(c);
     RecycleOptions o;
     o.method = Method::Copy;
-    EXPECT_THROW(recycle_vit(*dense, *moe, {}, o), Error);
+    EXPECT_THROW(recycle_model(*dense, *moe, {}, o), Error);
   }
 }

@@ -53,7 +53,7 @@ TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
   OptimConfig o;
   o.weight_decay = 0.05;
   o.layer_decay = 0.5;
-  auto bundle = make_vit_optimizer(*m, o);
+  auto bundle = make_optimizer(*m, o);
   size_t num_params = m->named_parameters().size();
   std::map<std::string, std::pair<double, double>> seen;  // name -> (wd, lr scale)
   size_t total = 0;
@@ -96,7 +96,7 @@ TEST(Loss, SoftTargetCrossEntropyMatchesCrossEntropyAndSmoothing) {
 
 TEST(TrainConfigJson, RoundTripsAndNamesUnknownKeys) {
   TrainConfig c;
-  c.model.num_classes = 10;
+  c.model.vit.num_classes = 10;
   c.optim.lr = 3e-4;
   c.data.classes = {1, 2};
   c.augment.hflip = 0.5;
@@ -153,14 +153,14 @@ namespace {
 // crops, flips and mixup, drop path (uses the torch RNG), AdamW with warm-up and cosine.
 TrainConfig tiny_config(const std::string& out) {
   TrainConfig c;
-  c.model.img_size = 28;
-  c.model.patch_size = 7;
-  c.model.in_chans = 1;
-  c.model.num_classes = 10;
-  c.model.embed_dim = 16;
-  c.model.depth = 2;
-  c.model.num_heads = 2;
-  c.model.drop_path_rate = 0.1;
+  c.model.vit.img_size = 28;
+  c.model.vit.patch_size = 7;
+  c.model.vit.in_chans = 1;
+  c.model.vit.num_classes = 10;
+  c.model.vit.embed_dim = 16;
+  c.model.vit.depth = 2;
+  c.model.vit.num_heads = 2;
+  c.model.vit.drop_path_rate = 0.1;
   c.data.train_limit = 192;
   c.data.eval_limit = 100;
   c.data.num_workers = 2;
@@ -260,7 +260,7 @@ TEST(Trainer, ClassCountMismatchIsAConfigError) {
   }
   moejet::testing::TempDir dir;
   auto cfg = tiny_config(dir.file("run"));
-  cfg.model.num_classes = 7;
+  cfg.model.vit.num_classes = 7;
   EXPECT_THROW(run_training(cfg, {}), ConfigError);
 }
 

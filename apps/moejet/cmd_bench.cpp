@@ -12,7 +12,7 @@
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/system.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/model_config.h"
 #include "moejet/train/optimizer.h"
 #include "moejet/train/trainer.h"
 
@@ -31,8 +31,7 @@ struct BenchArgs {
 // parameter groups) on a fixed random batch.
 struct Subject {
   std::string name;
-  models::VitConfig cfg;
-  models::VisionTransformer model{nullptr};
+  models::ModelPtr model;
   train::OptimizerBundle opt;
   torch::Tensor x, y;
   std::vector<double> seconds;
@@ -84,17 +83,17 @@ Runner add_bench_command(CLI::App& app) {
       s.name = spec;
       json mj = load_model_json(spec);
       apply_overrides(mj, a->sets);
-      s.cfg = models::vit_config_from_json(mj);
       torch::manual_seed(0);
-      s.model = models::VisionTransformer(s.cfg);
+      s.model = models::make_model(models::model_config_from_json(mj));
       s.model->to(device);
       s.model->train();
       for (auto& entry : s.model->moe_layer_list) {
         entry.second->collect_stats = false;
       }
-      s.opt = train::make_vit_optimizer(*s.model, train::OptimConfig{});
-      s.x = torch::randn({a->batch, s.cfg.in_chans, s.cfg.img_size, s.cfg.img_size}, device);
-      s.y = torch::softmax(torch::randn({a->batch, s.cfg.num_classes}, device), 1);
+      s.opt = train::make_optimizer(*s.model, train::OptimConfig{});
+      const int64_t size = s.model->image_size();
+      s.x = torch::randn({a->batch, s.model->in_chans(), size, size}, device);
+      s.y = torch::softmax(torch::randn({a->batch, s.model->num_classes()}, device), 1);
       spdlog::info("{}: {:.2f} M params", spec, models::count_parameters(*s.model) / 1e6);
       subjects.push_back(std::move(s));
     }

@@ -12,7 +12,7 @@
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/model_config.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/trainer.h"
 
@@ -66,9 +66,9 @@ Runner add_eval_command(CLI::App& app) {
                        "{}: no moejet model config in the checkpoint; pass --model PRESET_OR_JSON",
                        a->checkpoint);
     apply_overrides(model_json, a->sets);
-    auto cfg = models::vit_config_from_json(model_json);
-    models::VisionTransformer model(cfg);
-    spdlog::info("load {}: {}", a->checkpoint, train::load_vit_weights(*model, std::move(state), a->checkpoint, false));
+    auto cfg = models::model_config_from_json(model_json);
+    auto model = models::make_model(cfg);
+    spdlog::info("load {}: {}", a->checkpoint, train::load_model_weights(*model, std::move(state), a->checkpoint, false));
     model->to(device);
     model->eval();
 
@@ -78,11 +78,11 @@ Runner add_eval_command(CLI::App& app) {
     dc.train_split = a->split;
     dc.train_range = a->range;
     auto ds = train::open_split(dc, a->split, a->limit, 0);
-    check<ConfigError>(ds->num_classes() == cfg.num_classes,
+    check<ConfigError>(ds->num_classes() == cfg.num_classes(),
                        "{} has {} classes but the model has {} outputs", ds->describe(),
-                       ds->num_classes(), cfg.num_classes);
+                       ds->num_classes(), cfg.num_classes());
     data::AugmentConfig aug;
-    aug.image_size = cfg.img_size;
+    aug.image_size = cfg.img_size();
     aug.crop_pct = a->crop_pct;
     data::LoaderOptions lo;
     lo.batch_size = a->batch_size;
@@ -95,27 +95,27 @@ Runner add_eval_command(CLI::App& app) {
     if (model->router) {
       std::optional<data::SuperClasses> sc;
       if (!a->superclasses.empty()) {
-        sc = data::read_superclasses(a->superclasses, cfg.num_classes);
+        sc = data::read_superclasses(a->superclasses, cfg.num_classes());
       } else if (auto it = meta.find(train::kSuperclassesKey); it != meta.end()) {
         sc = data::superclasses_from_json(json::parse(it->second), a->checkpoint);
-        sc->validate(a->checkpoint, cfg.num_classes);
+        sc->validate(a->checkpoint, cfg.num_classes());
       }
       if (sc) {
-        check<ConfigError>(sc->num_superclasses == cfg.moe.num_experts,
+        check<ConfigError>(sc->num_superclasses == cfg.moe().num_experts,
                            "{} super-classes for a router over {} experts", sc->num_superclasses,
-                           cfg.moe.num_experts);
+                           cfg.moe().num_experts);
         superclass_of = torch::tensor(sc->superclass_of, torch::kLong);
         router = [&]() { return model->last_routing.logits; };
       }
     }
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader,
-                            cfg.num_classes, device, !a->quiet, router, superclass_of);
+                            cfg.num_classes(), device, !a->quiet, router, superclass_of);
     auto names = ds->class_names();
     auto acc = r.per_class_accuracy();
     fmt::print("{}: {} images, top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}\n", ds->describe(), r.count,
                r.top1, r.top5, r.loss);
     if (r.router_top1 >= 0) {
-      fmt::print("router ({}-way super-classes): top1 {:.2f}%\n", cfg.moe.num_experts, r.router_top1);
+      fmt::print("router ({}-way super-classes): top1 {:.2f}%\n", cfg.moe().num_experts, r.router_top1);
     }
     for (size_t c = 0; c < acc.size(); ++c) {
       fmt::print("  {:>3} {:<20} {:6.2f}%\n", c, c < names.size() ? names[c] : "", acc[c]);

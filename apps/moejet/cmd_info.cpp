@@ -8,8 +8,7 @@
 #include "commands.h"
 #include "moejet/core/error.h"
 #include "moejet/io/checkpoint_file.h"
-#include "moejet/models/convnext.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/model_config.h"
 #include "moejet/train/checkpoint.h"
 
 namespace moejet::cli {
@@ -75,35 +74,40 @@ Runner add_info_command(CLI::App& app) {
       mj = load_model_json(a->model);
     }
     apply_overrides(mj, a->sets);
-    if (mj.value("arch", "vit") == "convnext") {
-      auto cfg = models::convnext_config_from_json(mj);
-      models::ConvNext model(cfg);
-      return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
-        fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(cfg.depths, ","),
-                   fmt::join(cfg.dims, ","), cfg.img_size, cfg.num_classes);
-      });
-    }
-    auto cfg = models::vit_config_from_json(mj);
-    models::VisionTransformer model(cfg);
+    auto cfg = models::model_config_from_json(mj);
+    auto model = models::make_model(cfg);
     return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
-      fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", cfg.embed_dim,
-                 cfg.depth, cfg.num_heads, cfg.patch_size, cfg.img_size, cfg.num_classes);
-      fmt::print("tokens     {} ({} patches + {} prefix)\n", cfg.num_patches() + cfg.num_prefix_tokens(),
-                 cfg.num_patches(), cfg.num_prefix_tokens());
-      if (cfg.moe.enabled()) {
-        const auto& m = cfg.moe;
-        auto blocks = m.block_indices(cfg.depth);
-        std::string experts =
-            m.type == "sphero"
-                ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
-                              m.core_experts, moe::expert_hidden(cfg.embed_dim, m.core_mlp_ratio),
-                              m.universal_experts, moe::expert_hidden(cfg.embed_dim, m.universal_mlp_ratio),
-                              m.slots_per_expert)
-                : fmt::format("{} experts (hidden {}){}", m.num_experts,
-                              moe::expert_hidden(cfg.embed_dim, m.mlp_ratio),
-                              m.type == "topk" ? fmt::format(", top-{}", m.top_k) : "");
-        fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type, fmt::join(blocks, ","), experts);
+      if (cfg.is_vit()) {
+        const auto& v = cfg.vit;
+        fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", v.embed_dim, v.depth,
+                   v.num_heads, v.patch_size, v.img_size, v.num_classes);
+        fmt::print("tokens     {} ({} patches + {} prefix)\n", v.num_patches() + v.num_prefix_tokens(),
+                   v.num_patches(), v.num_prefix_tokens());
+      } else {
+        const auto& c = cfg.convnext;
+        fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(c.depths, ","),
+                   fmt::join(c.dims, ","), c.img_size, c.num_classes);
       }
+      const auto& m = cfg.moe();
+      if (!m.enabled()) {
+        return;
+      }
+      auto blocks = m.block_indices(model->num_blocks());
+      // Expert widths follow the block's token width (one width for ViT, the stage's for ConvNeXt).
+      const int64_t dim = model->block_dim(blocks.front());
+      std::string experts =
+          m.type == "sphero"
+              ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
+                            m.core_experts, moe::expert_hidden(dim, m.core_mlp_ratio), m.universal_experts,
+                            moe::expert_hidden(dim, m.universal_mlp_ratio), m.slots_per_expert)
+              : fmt::format("{} experts (hidden {}){}", m.num_experts, moe::expert_hidden(dim, m.mlp_ratio),
+                            m.type == "topk" || m.type == "image" ? fmt::format(", top-{}", m.top_k) : "");
+      std::vector<std::string> where;
+      for (auto b : blocks) {
+        where.push_back(cfg.is_vit() ? std::to_string(b) : fmt::format("{} ({})", b, model->mlp_key(b)));
+      }
+      fmt::print("moe        {} in blocks {} (0-based): {}{}\n", m.type, fmt::join(where, ", "), experts,
+                 cfg.is_vit() ? "" : fmt::format(" at width {}", dim));
     });
   };
 }

@@ -9,7 +9,7 @@
 #include "moejet/core/fs.h"
 #include "moejet/core/system.h"
 #include "moejet/io/checkpoint_file.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/model_config.h"
 #include "moejet/recycle/recycle.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/train_config.h"
@@ -80,7 +80,7 @@ Runner add_recycle_command(CLI::App& app) {
       tc.data.dataset = a->data;
     }
     const auto& moe_cfg = tc.model;
-    check<ConfigError>(moe_cfg.moe.enabled(), "{}: the model has no MoE blocks (model.moe.type is none)", a->model);
+    check<ConfigError>(moe_cfg.moe().enabled(), "{}: the model has no MoE blocks (model.moe.type is none)", a->model);
 
     // The dense model: its own config from the checkpoint, or the one named, or the MoE model
     // without MoE.
@@ -93,10 +93,10 @@ Runner add_recycle_command(CLI::App& app) {
       dense_json = model_json;
       dense_json.erase("moe");
     }
-    auto dense_cfg = models::vit_config_from_json(dense_json, "dense model");
-    check<ConfigError>(!dense_cfg.moe.enabled(), "{}: the dense checkpoint is already an MoE model", a->dense);
-    models::VisionTransformer dense(dense_cfg);
-    spdlog::info("dense {}: {}", a->dense, train::load_vit_weights(*dense, std::move(dense_state), a->dense, false));
+    auto dense_cfg = models::model_config_from_json(dense_json, "dense model");
+    check<ConfigError>(!dense_cfg.moe().enabled(), "{}: the dense checkpoint is already an MoE model", a->dense);
+    auto dense = models::make_model(dense_cfg);
+    spdlog::info("dense {}: {}", a->dense, train::load_model_weights(*dense, std::move(dense_state), a->dense, false));
     dense->to(device);
 
     recycle::RecycleOptions ro;
@@ -119,13 +119,13 @@ Runner add_recycle_command(CLI::App& app) {
       so.num_workers = a->workers;
       so.seed = a->seed;
       so.show_progress = !a->quiet;
-      stats = recycle::collect_unit_stats(*dense, moe_cfg.moe.block_indices(moe_cfg.depth), ds,
+      stats = recycle::collect_unit_stats(*dense, moe_cfg.moe().block_indices(dense->num_blocks()), ds,
                                           data::make_eval_transform(tc.augment, ds->channels()), so, device);
     }
     dense->to(torch::kCPU);
     torch::manual_seed(static_cast<int64_t>(a->seed));
-    models::VisionTransformer moe(moe_cfg);
-    auto report = recycle::recycle_vit(*dense, *moe, stats, ro);
+    auto moe = models::make_model(moe_cfg);
+    auto report = recycle::recycle_model(*dense, *moe, stats, ro);
     report["dense"] = a->dense;
     report["model"] = moe_cfg;
     report["statistics"] = {{"data", tc.data.dataset}, {"split", a->split},

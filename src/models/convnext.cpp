@@ -1,8 +1,11 @@
 #include "moejet/models/convnext.h"
 
+#include <regex>
+
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/moe/moe_factory.h"
 
 namespace moejet::models {
 
@@ -21,6 +24,24 @@ void ConvNextConfig::validate() const {
                      num_classes, mlp_ratio, kernel_size);
   check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple",
                      img_size);
+  moe.validate(total_blocks());
+}
+
+int64_t ConvNextConfig::total_blocks() const {
+  int64_t n = 0;
+  for (auto d : depths) n += d;
+  return n;
+}
+
+std::pair<int64_t, int64_t> ConvNextConfig::locate(int64_t block) const {
+  int64_t start = 0;
+  for (size_t s = 0; s < depths.size(); ++s) {
+    if (block < start + depths[s]) {
+      return {static_cast<int64_t>(s), block - start};
+    }
+    start += depths[s];
+  }
+  throw ConfigError(fmt::format("ConvNeXt block {} out of range (the model has {} blocks)", block, start));
 }
 
 void to_json(json& j, const ConvNextConfig& c) {
@@ -28,6 +49,9 @@ void to_json(json& j, const ConvNextConfig& c) {
            {"img_size", c.img_size},     {"depths", c.depths},             {"dims", c.dims},
            {"mlp_ratio", c.mlp_ratio},   {"kernel_size", c.kernel_size},   {"ls_init_value", c.ls_init_value},
            {"drop_path_rate", c.drop_path_rate}, {"drop_rate", c.drop_rate}, {"norm_eps", c.norm_eps}};
+  if (c.moe.enabled()) {
+    j["moe"] = c.moe;
+  }
 }
 
 ConvNextConfig convnext_preset(const std::string& name) {
@@ -54,7 +78,7 @@ ConvNextConfig convnext_preset(const std::string& name) {
 ConvNextConfig convnext_config_from_json(const json& j, const std::string& path) {
   check_known_keys(j,
                    {"arch", "preset", "in_chans", "num_classes", "img_size", "depths", "dims", "mlp_ratio",
-                    "kernel_size", "ls_init_value", "drop_path_rate", "drop_rate", "norm_eps"},
+                    "kernel_size", "ls_init_value", "drop_path_rate", "drop_rate", "norm_eps", "moe"},
                    path);
   ConvNextConfig c;
   if (j.contains("preset")) {
@@ -71,6 +95,9 @@ ConvNextConfig convnext_config_from_json(const json& j, const std::string& path)
   read_key(j, "drop_path_rate", c.drop_path_rate, path);
   read_key(j, "drop_rate", c.drop_rate, path);
   read_key(j, "norm_eps", c.norm_eps, path);
+  if (j.contains("moe")) {
+    c.moe = moe::moe_config_from_json(j.at("moe"), path + ".moe");
+  }
   c.validate();
   return c;
 }
@@ -86,6 +113,10 @@ torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
   return y.permute({0, 3, 1, 2});
 }
 
+void ConvNextBlockImpl::set_mlp(std::shared_ptr<FeedForward> new_mlp) {
+  mlp = replace_module("mlp", std::move(new_mlp));
+}
+
 ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate)
     : drop_path_rate(drop_path_rate) {
   conv_dw = register_module(
@@ -99,8 +130,10 @@ ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, doubl
 }
 
 torch::Tensor ConvNextBlockImpl::forward(const torch::Tensor& x) {
-  auto y = conv_dw(x).permute({0, 2, 3, 1});  // channels-last for the norm and the MLP
-  y = mlp->forward(norm(y));
+  auto y = norm(conv_dw(x).permute({0, 2, 3, 1}));  // channels-last for the norm and the MLP
+  // The MLP slot sees [B, H*W, C] tokens, as a ViT block's (MoE layers mix positions of an image).
+  const auto shape = y.sizes().vec();
+  y = mlp->forward(y.reshape({shape[0], shape[1] * shape[2], shape[3]})).view(shape);
   if (gamma.defined()) {
     y = y * gamma;
   }
@@ -113,12 +146,6 @@ namespace {
 struct StageImpl : torch::nn::Module {
   torch::nn::Sequential downsample{nullptr};
   torch::nn::Sequential blocks{nullptr};
-  torch::Tensor forward(torch::Tensor x) {
-    if (downsample) {
-      x = downsample->forward(x);
-    }
-    return blocks->forward(x);
-  }
 };
 TORCH_MODULE(Stage);
 
@@ -153,6 +180,25 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
     }
     stages->push_back(stage);
   }
+  const auto moe_blocks = c.moe.block_indices(total);
+  for (size_t i = 0; i < moe_blocks.size(); ++i) {
+    auto [s, b] = c.locate(moe_blocks[i]);
+    auto layer = moe::make_moe_layer(c.moe, c.dims[s], static_cast<int64_t>(i),
+                                     static_cast<int64_t>(moe_blocks.size()));
+    blocks[s][b]->set_mlp(layer);
+    moe_layer_list.emplace_back(moe_blocks[i], layer);
+  }
+  if (c.moe.type == "image") {
+    moe::ImageRouterOptions ro;
+    ro.dim = block_dim(moe_blocks.front());
+    ro.num_experts = c.moe.num_experts;
+    ro.k = c.moe.top_k;
+    ro.prefix_tokens = 0;
+    ro.pool_class_token = false;
+    ro.noise_std = c.moe.router_noise;
+    ro.balance_loss_weight = c.moe.aux_loss_weight;
+    router = register_module("router", moe::ImageRouter(ro));
+  }
   auto head = register_module("head", std::make_shared<HeadImpl>());
   head_norm = head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));
   if (c.num_classes > 0) {
@@ -175,8 +221,20 @@ torch::Tensor ConvNextImpl::forward_features(const torch::Tensor& images) {
   TORCH_CHECK(images.dim() == 4 && images.size(1) == config.in_chans, "ConvNeXt: expected images [B, ",
               config.in_chans, ", H, W], got ", images.sizes());
   auto x = stem->forward(images);
-  for (auto& s : *stages) {
-    x = s->as<StageImpl>()->forward(x);
+  const int64_t first_moe = moe_layer_list.empty() ? -1 : moe_layer_list.front().first;
+  int64_t index = 0;
+  for (size_t s = 0; s < stages->size(); ++s) {
+    auto* stage = (*stages)[s]->as<StageImpl>();
+    if (stage->downsample) {
+      x = stage->downsample->forward(x);
+    }
+    for (auto& block : blocks[s]) {
+      if (router && index == first_moe) {
+        route_images(x.flatten(2).transpose(1, 2));  // [B, H*W, C] positions as tokens
+      }
+      x = block(x);
+      ++index;
+    }
   }
   return x;
 }
@@ -191,6 +249,41 @@ torch::Tensor ConvNextImpl::forward_head(const torch::Tensor& features, bool pre
 
 torch::Tensor ConvNextImpl::forward(const torch::Tensor& images) {
   return forward_head(forward_features(images));
+}
+
+std::string ConvNextImpl::mlp_key(int64_t block) const {
+  auto [s, b] = config.locate(block);
+  return fmt::format("stages.{}.blocks.{}.mlp", s, b);
+}
+
+std::shared_ptr<FeedForward> ConvNextImpl::block_mlp(int64_t block) const {
+  auto [s, b] = config.locate(block);
+  return blocks[s][b]->mlp;
+}
+
+int64_t ConvNextImpl::block_dim(int64_t block) const {
+  return config.dims[config.locate(block).first];
+}
+
+int64_t ConvNextImpl::layer_id(const std::string& name) const {
+  static const std::regex block_re(R"(^stages\.(\d+)\.blocks\.(\d+)\.)");
+  static const std::regex down_re(R"(^stages\.(\d+)\.downsample\.)");
+  std::smatch m;
+  auto stage_start = [&](int64_t s) {
+    int64_t start = 0;
+    for (int64_t i = 0; i < s; ++i) start += config.depths[i];
+    return start;
+  };
+  if (std::regex_search(name, m, block_re)) {
+    return stage_start(std::stoll(m[1])) + std::stoll(m[2]) + 1;
+  }
+  if (std::regex_search(name, m, down_re)) {
+    return stage_start(std::stoll(m[1])) + 1;
+  }
+  if (name.rfind("stem", 0) == 0) {
+    return 0;
+  }
+  return config.total_blocks() + 1;
 }
 
 std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const {
@@ -212,6 +305,9 @@ std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const 
       out.emplace_back(fmt::format("stages.{}.blocks.{}.mlp", s, b),
                        blocks[s][b]->mlp->macs(static_cast<int64_t>(hw)));
     }
+  }
+  if (router) {
+    out.emplace_back("router", static_cast<double>(block_dim(moe_layer_list.front().first) * c.moe.num_experts));
   }
   if (c.num_classes > 0) {
     out.emplace_back("head", static_cast<double>(c.dims[3] * c.num_classes));

@@ -6,7 +6,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/moe/moe_factory.h"
-#include "moejet/moe/per_image_moe.h"
+#include "moejet/models/vit_checkpoint.h"
 
 namespace moejet::models {
 
@@ -171,12 +171,7 @@ torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& image
   const int64_t first_moe = moe_layer_list.empty() ? -1 : moe_layer_list.front().first;
   for (int64_t i = 0; i < static_cast<int64_t>(block_list.size()); ++i) {
     if (router && i == first_moe) {
-      last_routing = router(x);
-      bool first = true;
-      for (auto& entry : moe_layer_list) {
-        std::static_pointer_cast<moe::PerImageMoe>(entry.second)->set_routing(last_routing, first);
-        first = false;
-      }
+      route_images(x);
     }
     x = block_list[i](x);
   }
@@ -204,6 +199,20 @@ torch::Tensor VisionTransformerImpl::forward_head(const torch::Tensor& tokens, b
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   return forward_head(forward_features(images));
+}
+
+std::string VisionTransformerImpl::mlp_key(int64_t block) const {
+  return fmt::format("blocks.{}.mlp", block);
+}
+
+std::shared_ptr<FeedForward> VisionTransformerImpl::block_mlp(int64_t block) const {
+  TORCH_CHECK(block >= 0 && block < static_cast<int64_t>(block_list.size()), "block ", block, " out of range");
+  return block_list[block]->mlp;
+}
+
+io::StateDict VisionTransformerImpl::adapt_checkpoint(const io::StateDict& state,
+                                                      std::vector<std::string>* notes) const {
+  return filter_vit_checkpoint(state, config, "bicubic", notes);
 }
 
 std::vector<std::string> VisionTransformerImpl::no_weight_decay() const {
@@ -244,16 +253,6 @@ std::vector<std::pair<std::string, double>> VisionTransformerImpl::macs_by_layer
     out.emplace_back("head", D * static_cast<double>(config.num_classes));
   }
   return out;
-}
-
-int64_t count_parameters(const torch::nn::Module& module, bool trainable_only) {
-  int64_t n = 0;
-  for (const auto& p : module.parameters()) {
-    if (!trainable_only || p.requires_grad()) {
-      n += p.numel();
-    }
-  }
-  return n;
 }
 
 }  // namespace moejet::models

@@ -24,11 +24,13 @@ uint64_t group_seed(uint64_t seed, int64_t block, size_t group) {
 
 }  // namespace
 
-json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTransformerImpl& moe,
-                 const std::map<int64_t, UnitStats>& stats, const RecycleOptions& options) {
-  check<ConfigError>(dense.block_list.size() == moe.block_list.size(),
-                     "recycling: the dense model has {} blocks, the MoE model {}", dense.block_list.size(),
-                     moe.block_list.size());
+json recycle_model(const models::ImageClassifierImpl& dense, models::ImageClassifierImpl& moe,
+                   const std::map<int64_t, UnitStats>& stats, const RecycleOptions& options) {
+  check<ConfigError>(dense.arch() == moe.arch(), "recycling: the dense model is a {}, the MoE model a {}",
+                     dense.arch(), moe.arch());
+  check<ConfigError>(dense.num_blocks() == moe.num_blocks(),
+                     "recycling: the dense model has {} blocks, the MoE model {}", dense.num_blocks(),
+                     moe.num_blocks());
   check<ConfigError>(!moe.moe_layer_list.empty(), "recycling: the target model has no MoE blocks (model.moe)");
   torch::NoGradGuard ng;
 
@@ -36,7 +38,7 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
   // is reported key by key), the head only when its shape fits.
   std::set<std::string> moe_prefixes;
   for (const auto& entry : moe.moe_layer_list) {
-    moe_prefixes.insert(fmt::format("blocks.{}.mlp.", entry.first));
+    moe_prefixes.insert(moe.mlp_key(entry.first) + ".");
   }
   auto under_moe = [&](const std::string& key) {
     for (const auto& p : moe_prefixes) {
@@ -63,14 +65,15 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
   // 2. Experts from the dense MLPs.
   json blocks = json::array();
   for (const auto& [b, layer] : moe.moe_layer_list) {
-    auto mlp = std::dynamic_pointer_cast<models::Mlp>(dense.block_list[b]->mlp);
-    check<CheckpointError>(mlp != nullptr, "recycling: block {} of the dense model has no dense MLP", b);
+    const std::string mlp_key = dense.mlp_key(b);
+    auto mlp = std::dynamic_pointer_cast<models::Mlp>(dense.block_mlp(b));
+    check<CheckpointError>(mlp != nullptr, "recycling: {} of the dense model is not a dense MLP", mlp_key);
     const auto& w1 = mlp->fc1->weight;  // [H, D]
     const auto& b1 = mlp->fc1->bias;    // [H]
     const auto& w2 = mlp->fc2->weight;  // [D, H]
     const auto& b2 = mlp->fc2->bias;    // [D]
     check<CheckpointError>(w1.defined() && b1.defined() && w2.defined() && b2.defined(),
-                           "recycling: blocks.{}.mlp of the dense model lacks fc1/fc2 weights or biases", b);
+                           "recycling: {} of the dense model lacks fc1/fc2 weights or biases", mlp_key);
     const int64_t H = w1.size(0), D = w1.size(1);
     const UnitStats* st = nullptr;
     if (auto it = stats.find(b); it != stats.end()) {
@@ -79,7 +82,7 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
     check<ConfigError>(!needs_stats(options.method) || st != nullptr,
                        "recycling: method '{}' needs activation statistics of block {}", method_name(options.method),
                        b);
-    json jb = {{"block", b}, {"dense_hidden", H}, {"groups", json::array()}};
+    json jb = {{"block", b}, {"key", mlp_key}, {"dense_hidden", H}, {"groups", json::array()}};
     torch::Tensor importance;
     if (st != nullptr) {
       importance = st->score(options.score);
@@ -90,15 +93,15 @@ json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTrans
     }
     size_t gi = 0;
     for (const auto& [name, group] : layer->expert_groups()) {
-      const std::string key = fmt::format("blocks.{}.mlp.{}.fc1.weight", b, name);
+      const std::string key = fmt::format("{}.{}.fc1.weight", mlp_key, name);
       check<CheckpointError>(group->dim == D,
-                             "recycling: {} has width {} but the dense blocks.{}.mlp.fc1.weight is {} (width {}); "
+                             "recycling: {} has width {} but the dense {}.fc1.weight is {} (width {}); "
                              "a wider dense checkpoint needs channel selection",
-                             key, group->dim, b, io::shape_string(w1), D);
+                             key, group->dim, mlp_key, io::shape_string(w1), D);
       check<ConfigError>(group->hidden <= H,
                          "recycling: {} experts need {} hidden units each ({}), but the dense "
-                         "blocks.{}.mlp.fc1.weight {} has only {}",
-                         name, group->hidden, key, b, io::shape_string(w1), H);
+                         "{}.fc1.weight {} has only {}",
+                         name, group->hidden, key, mlp_key, io::shape_string(w1), H);
       SelectionInput in;
       in.hidden = H;
       in.experts = group->num_experts;

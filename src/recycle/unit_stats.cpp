@@ -81,7 +81,7 @@ UnitStats UnitStatsAccumulator::finish() const {
   return s;
 }
 
-std::map<int64_t, UnitStats> collect_unit_stats(models::VisionTransformerImpl& dense,
+std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense,
                                                 const std::vector<int64_t>& blocks,
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device) {
@@ -89,11 +89,11 @@ std::map<int64_t, UnitStats> collect_unit_stats(models::VisionTransformerImpl& d
   std::map<int64_t, UnitStatsAccumulator> acc;
   std::vector<std::shared_ptr<models::Mlp>> hooked;
   for (int64_t b : blocks) {
-    check<ConfigError>(b >= 0 && b < static_cast<int64_t>(dense.block_list.size()),
-                       "block {} is out of range for a dense model of {} blocks", b, dense.block_list.size());
-    auto mlp = std::dynamic_pointer_cast<models::Mlp>(dense.block_list[b]->mlp);
-    check<ConfigError>(mlp != nullptr, "block {} of the dense model has no dense MLP to gather statistics from",
-                       b);
+    check<ConfigError>(b >= 0 && b < dense.num_blocks(), "block {} is out of range for a dense model of {} blocks",
+                       b, dense.num_blocks());
+    auto mlp = std::dynamic_pointer_cast<models::Mlp>(dense.block_mlp(b));
+    check<ConfigError>(mlp != nullptr, "{} of the dense model is not a dense MLP to gather statistics from",
+                       dense.mlp_key(b));
     acc.emplace(b, UnitStatsAccumulator(mlp->fc1->weight.size(0), options.quantile, options.coactivation));
     auto* a = &acc.at(b);
     mlp->on_hidden = [a](const torch::Tensor& h) { a->add(h); };

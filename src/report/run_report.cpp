@@ -7,7 +7,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/model_config.h"
 #include "moejet/report/svg_plot.h"
 #include "moejet/train/train_config.h"
 
@@ -22,10 +22,10 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
   check<DataError>(file_exists(metrics_path), "{}: no metrics.jsonl", dir);
   auto cfg = train::train_config_from_json(read_json_file(config_path));
   r.init = cfg.train.init;
-  r.moe_kind = cfg.model.moe.enabled() ? cfg.model.moe.type : "";
+  r.moe_kind = cfg.model.moe().enabled() ? cfg.model.moe().type : "";
   {
     torch::NoGradGuard ng;
-    models::VisionTransformer model(cfg.model);
+    auto model = models::make_model(cfg.model);
     r.params = static_cast<double>(models::count_parameters(*model));
     for (const auto& kv : model->macs_by_layer()) {
       r.flops += kv.second;

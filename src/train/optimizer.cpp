@@ -68,7 +68,7 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
   return bundle;
 }
 
-OptimizerBundle make_vit_optimizer(models::VisionTransformerImpl& model, const OptimConfig& config) {
+OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config) {
   ParamGroupRules rules;
   rules.layer_id = [&model](const std::string& n) { return model.layer_id(n); };
   rules.num_layers = model.num_layers();

@@ -119,9 +119,9 @@ void TrainConfig::validate() const {
   check<ConfigError>(t.accum_steps > 0, "config 'train.accum_steps': must be > 0, got {}", t.accum_steps);
   check<ConfigError>(t.label_smoothing >= 0 && t.label_smoothing < 1,
                      "config 'train.label_smoothing': must be in [0, 1), got {}", t.label_smoothing);
-  check<ConfigError>(t.superclasses.empty() || model.moe.type == "image",
+  check<ConfigError>(t.superclasses.empty() || model.moe().type == "image",
                      "config 'train.superclasses' supervises Mobile V-MoE's per-image router: it needs "
-                     "model.moe.type \"image\", not \"{}\"", model.moe.type);
+                     "model.moe.type \"image\", not \"{}\"", model.moe().type);
   check<ConfigError>(t.router_loss_weight >= 0, "config 'train.router_loss_weight': must be >= 0");
   check<ConfigError>(t.log_every > 0 && t.eval_every > 0,
                      "config 'train.log_every'/'train.eval_every': must be > 0");
@@ -154,7 +154,7 @@ TrainConfig train_config_from_json(const json& j) {
   check_known_keys(j, {"model", "data", "augment", "optim", "train"}, "");
   TrainConfig c;
   if (j.contains("model")) {
-    c.model = models::vit_config_from_json(j.at("model"), "model");
+    c.model = models::model_config_from_json(j.at("model"), "model");
   }
   if (j.contains("data")) {
     c.data = data_from_json(j.at("data"));

@@ -21,7 +21,6 @@
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
-#include "moejet/models/vit_checkpoint.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
@@ -76,15 +75,15 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
   return ds;
 }
 
-std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
-                             bool drop_head) {
-  return load_vit_weights(model, io::read_checkpoint(path), path, drop_head);
+std::string load_model_weights(models::ImageClassifierImpl& model, const std::string& path,
+                               bool drop_head) {
+  return load_model_weights(model, io::read_checkpoint(path), path, drop_head);
 }
 
-std::string load_vit_weights(models::VisionTransformerImpl& model, io::StateDict state,
-                             const std::string& source, bool drop_head) {
+std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict state,
+                               const std::string& source, bool drop_head) {
   std::vector<std::string> notes;
-  state = models::filter_vit_checkpoint(state, model.config, "bicubic", &notes);
+  state = model.adapt_checkpoint(state, &notes);
   io::LoadOptions opts;
   if (drop_head) {
     opts.drop_on_mismatch = {"head."};
@@ -163,19 +162,19 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   auto eval_ds = open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
   spdlog::info("train data: {}", train_ds->describe());
   spdlog::info("eval data: {}", eval_ds->describe());
-  check<ConfigError>(cfg.model.num_classes == train_ds->num_classes(),
+  check<ConfigError>(cfg.model.num_classes() == train_ds->num_classes(),
                      "config 'model.num_classes' is {} but the training data has {} classes",
-                     cfg.model.num_classes, train_ds->num_classes());
-  check<ConfigError>(cfg.model.in_chans == train_ds->channels(),
+                     cfg.model.num_classes(), train_ds->num_classes());
+  check<ConfigError>(cfg.model.in_chans() == train_ds->channels(),
                      "config 'model.in_chans' is {} but the training images have {} channels",
-                     cfg.model.in_chans, train_ds->channels());
+                     cfg.model.in_chans(), train_ds->channels());
   if (cfg.augment.image_size == 0) {
-    cfg.augment.image_size = cfg.model.img_size;
+    cfg.augment.image_size = cfg.model.img_size();
   }
-  check<ConfigError>(cfg.augment.image_size == cfg.model.img_size,
+  check<ConfigError>(cfg.augment.image_size == cfg.model.img_size(),
                      "config 'augment.image_size' ({}) differs from 'model.img_size' ({})",
-                     cfg.augment.image_size, cfg.model.img_size);
-  const int64_t K = cfg.model.num_classes;
+                     cfg.augment.image_size, cfg.model.img_size());
+  const int64_t K = cfg.model.num_classes();
 
   data::LoaderOptions lo;
   lo.batch_size = tc.batch_size;
@@ -207,14 +206,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   io::Metadata checkpoint_extra;
   if (!tc.superclasses.empty()) {
     if (tc.superclasses == "random") {
-      superclasses = data::random_superclasses(K, cfg.model.moe.num_experts, tc.seed);
+      superclasses = data::random_superclasses(K, cfg.model.moe().num_experts, tc.seed);
     } else {
       superclasses = data::read_superclasses(tc.superclasses, K);
     }
     superclasses->class_names = train_ds->class_names();
-    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe.num_experts,
+    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe().num_experts,
                        "{}: {} super-classes for a router over {} experts (model.moe.num_experts)",
-                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe.num_experts);
+                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe().num_experts);
     checkpoint_extra[kSuperclassesKey] = superclasses->to_json().dump();
     spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc.superclasses, tc.router_loss_weight,
                  superclasses->to_json()["groups"].dump());
@@ -225,15 +224,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       superclasses ? torch::tensor(superclasses->superclass_of, torch::kLong) : torch::Tensor();
 
   // Model.
-  models::VisionTransformer model(cfg.model);
+  models::ModelPtr model = models::make_model(cfg.model);
   if (!tc.init.empty()) {
-    spdlog::info("init from {}: {}", tc.init, load_vit_weights(*model, tc.init, tc.init_drop_head));
+    spdlog::info("init from {}: {}", tc.init, load_model_weights(*model, tc.init, tc.init_drop_head));
   }
   model->to(device);
   spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model) / 1e6);
 
   // Optimizer and schedule (per optimizer step).
-  auto opt = make_vit_optimizer(*model, cfg.optim);
+  auto opt = make_optimizer(*model, cfg.optim);
   const int64_t steps_per_epoch = (batches + tc.accum_steps - 1) / tc.accum_steps;
   int64_t total_steps = steps_per_epoch * tc.epochs;
   if (tc.max_steps > 0) {

@@ -7,8 +7,14 @@
 //   head.norm, head.fc (timm's head_norm_first=False: pool -> norm -> fc).
 // A block is x + drop_path(gamma * mlp(norm(dwconv(x)))) with norm and MLP in channels-last
 // layout, exactly as timm's conv_mlp=False path; LayerNorms use eps 1e-6. Presets follow timm:
-// atto, femto, pico, nano, tiny. The MoE variant (MLPs of chosen blocks as MoE layers over the
-// spatial positions) builds on this module tree.
+// atto, femto, pico, nano, tiny.
+//
+// MoE variant: "moe" (moe/moe_config.h) turns the MLPs of chosen blocks into MoE layers whose
+// tokens are the block's H*W spatial positions, channels-last, so that Soft MoE / SpheroMoE slots
+// mix positions of one image as they mix ViT patches. `moe.layers` are flat block indices over
+// all stages in depth order (convnext_atto, depths 2-2-6-2: 4..9 are stage 2, 10..11 stage 3), and
+// each layer's experts have the width of their stage. Per-image routing ("image") routes on the
+// mean position entering the first MoE block.
 
 #include <cstdint>
 #include <string>
@@ -23,7 +29,9 @@
 #include <torch/nn/pimpl.h>
 
 #include "moejet/core/json_util.h"
+#include "moejet/models/classifier.h"
 #include "moejet/models/layers.h"
+#include "moejet/moe/moe_config.h"
 
 namespace moejet::models {
 
@@ -39,6 +47,10 @@ struct ConvNextConfig {
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;       ///< dropout before head.fc
   double norm_eps = 1e-6;
+  moe::MoeConfig moe;  ///< MoE blocks (flat indices, see above); off by default
+  int64_t total_blocks() const;
+  /// (stage, block within the stage) of flat block index i.
+  std::pair<int64_t, int64_t> locate(int64_t block) const;
   void validate() const;
 };
 
@@ -62,6 +74,8 @@ class ConvNextBlockImpl : public torch::nn::Module {
  public:
   ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate);
   torch::Tensor forward(const torch::Tensor& x);  ///< [B, C, H, W] -> same
+  /// Replaces the dense MLP (registered under the same name "mlp").
+  void set_mlp(std::shared_ptr<FeedForward> mlp);
   torch::nn::Conv2d conv_dw{nullptr};
   torch::nn::LayerNorm norm{nullptr};
   std::shared_ptr<FeedForward> mlp;  ///< a dense Mlp; MoE layers take its place
@@ -70,14 +84,40 @@ class ConvNextBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ConvNextBlock);
 
-class ConvNextImpl : public torch::nn::Module {
+class ConvNextImpl : public ImageClassifierImpl {
  public:
   explicit ConvNextImpl(const ConvNextConfig& config);
-  torch::Tensor forward(const torch::Tensor& images);           ///< logits [B, num_classes]
+  torch::Tensor forward(const torch::Tensor& images) override;  ///< logits [B, num_classes]
   torch::Tensor forward_features(const torch::Tensor& images);  ///< [B, C_last, H/32, W/32]
   torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
   /// Analytic multiply-accumulates per image at config.img_size, by component (fvcore convention).
-  std::vector<std::pair<std::string, double>> macs_by_layer() const;
+  std::vector<std::pair<std::string, double>> macs_by_layer() const override;
+  json config_json() const override {
+    return json(config);
+  }
+  std::string arch() const override {
+    return "convnext";
+  }
+  int64_t image_size() const override {
+    return config.img_size;
+  }
+  int64_t in_chans() const override {
+    return config.in_chans;
+  }
+  int64_t num_classes() const override {
+    return config.num_classes;
+  }
+  int64_t num_blocks() const override {
+    return config.total_blocks();
+  }
+  std::string mlp_key(int64_t block) const override;
+  std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
+  int64_t block_dim(int64_t block) const override;
+  /// timm's group_matcher: stem 0, each block (and its stage's downsample) in depth order, head last.
+  int64_t layer_id(const std::string& param_name) const override;
+  int64_t num_layers() const override {
+    return config.total_blocks() + 2;
+  }
 
   ConvNextConfig config;
   torch::nn::Sequential stem{nullptr};

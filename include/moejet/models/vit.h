@@ -15,9 +15,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include "moejet/models/classifier.h"
 #include "moejet/models/layers.h"
-#include "moejet/moe/image_router.h"
-#include "moejet/moe/moe_layer.h"
 #include "moejet/models/vit_config.h"
 
 namespace moejet::models {
@@ -59,12 +58,12 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-class VisionTransformerImpl : public torch::nn::Module {
+class VisionTransformerImpl : public ImageClassifierImpl {
  public:
   explicit VisionTransformerImpl(const VitConfig& config);
 
   /// [B, C, H, W] -> logits [B, num_classes] (or pooled features when num_classes == 0).
-  torch::Tensor forward(const torch::Tensor& images);
+  torch::Tensor forward(const torch::Tensor& images) override;
   /// [B, C, H, W] -> tokens after the final norm [B, prefix + N, D].
   torch::Tensor forward_features(const torch::Tensor& images);
   /// Pools tokens and applies fc_norm/dropout/head; pre_logits skips the head.
@@ -73,15 +72,40 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor embed(const torch::Tensor& images);
 
   /// Parameter names that timm exempts from weight decay (beyond 1-D parameters).
-  std::vector<std::string> no_weight_decay() const;
+  std::vector<std::string> no_weight_decay() const override;
   /// Layer id for layer-wise lr decay (timm's group_matcher): 0 = embeddings, i + 1 = block i,
   /// depth + 1 = final norm / head.
-  int64_t layer_id(const std::string& param_name) const;
-  int64_t num_layers() const {
+  int64_t layer_id(const std::string& param_name) const override;
+  int64_t num_layers() const override {
     return config.depth + 2;
   }
   /// Analytic multiply-accumulate count per image, by component.
-  std::vector<std::pair<std::string, double>> macs_by_layer() const;
+  std::vector<std::pair<std::string, double>> macs_by_layer() const override;
+  json config_json() const override {
+    return json(config);
+  }
+  std::string arch() const override {
+    return "vit";
+  }
+  int64_t image_size() const override {
+    return config.img_size;
+  }
+  int64_t in_chans() const override {
+    return config.in_chans;
+  }
+  int64_t num_classes() const override {
+    return config.num_classes;
+  }
+  int64_t num_blocks() const override {
+    return config.depth;
+  }
+  std::string mlp_key(int64_t block) const override;
+  std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
+  int64_t block_dim(int64_t) const override {
+    return config.embed_dim;
+  }
+  /// timm's checkpoint_filter_fn (see vit_checkpoint.h).
+  io::StateDict adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const override;
 
   VitConfig config;
   PatchEmbed patch_embed{nullptr};
@@ -92,19 +116,10 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::nn::LayerNorm fc_norm{nullptr};
   torch::nn::Linear head{nullptr};              // null when num_classes == 0
   std::vector<Block> block_list;
-  /// (block index, layer) of every MoE block, in depth order.
-  std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>> moe_layer_list;
-  /// Mobile V-MoE's per-image router ("router.*"; moe.type == "image"), run on the tokens that
-  /// enter the first MoE block; its decision of the last forward is kept for losses and eval.
-  moe::ImageRouter router{nullptr};
-  moe::ImageRouting last_routing;
 
  private:
   void init_weights();
 };
 TORCH_MODULE(VisionTransformer);
-
-/// Counts parameters (all, or only those requiring grad).
-int64_t count_parameters(const torch::nn::Module& module, bool trainable_only = false);
 
 }  // namespace moejet::models

@@ -1,6 +1,6 @@
 #pragma once
-// Checkpoint recycling (MoE Jetpack): the initial weights of an MoE ViT made from a dense ViT of
-// the same width. Everything outside the MoE blocks' MLPs (patch embedding, tokens, position
+// Checkpoint recycling (MoE Jetpack): the initial weights of an MoE model (ViT or ConvNeXt) made
+// from a dense model of the same architecture and width. Everything outside the MoE blocks' MLPs (patch embedding, tokens, position
 // embedding, attention, norms, dense MLPs, final norm and head) is copied; every expert of an MoE
 // block is cut from that block's dense MLP: fc1 rows and fc1 bias entries of the expert's units,
 // fc2 columns of the same units, fc2 bias copied whole (so that each expert alone is a "thinner"
@@ -19,7 +19,7 @@
 #include <string>
 
 #include "moejet/core/json_util.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/classifier.h"
 #include "moejet/recycle/unit_selection.h"
 #include "moejet/recycle/unit_stats.h"
 
@@ -39,7 +39,7 @@ bool needs_stats(Method method);
 /// Fills `moe` from `dense` as described above; `stats` must hold every MoE block when
 /// needs_stats(options.method). Throws CheckpointError / ConfigError naming the block, key and
 /// shapes when the two models do not fit. Returns the report.
-json recycle_vit(const models::VisionTransformerImpl& dense, models::VisionTransformerImpl& moe,
+json recycle_model(const models::ImageClassifierImpl& dense, models::ImageClassifierImpl& moe,
                  const std::map<int64_t, UnitStats>& stats, const RecycleOptions& options);
 
 }  // namespace moejet::recycle

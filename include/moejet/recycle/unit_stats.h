@@ -17,7 +17,7 @@
 #include "moejet/core/json_util.h"
 #include "moejet/data/augment.h"
 #include "moejet/data/dataset.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/classifier.h"
 
 namespace moejet::recycle {
 
@@ -63,7 +63,7 @@ struct StatsOptions {
 /// Runs `dense` (eval mode, no grad) over the first `images` of a seeded shuffle of `data` and
 /// returns the statistics of the MLP hidden units of each block in `blocks` (which must be dense
 /// MLP blocks). Throws ConfigError naming the block otherwise.
-std::map<int64_t, UnitStats> collect_unit_stats(models::VisionTransformerImpl& dense,
+std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense,
                                                 const std::vector<int64_t>& blocks,
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device);

@@ -12,7 +12,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
-#include "moejet/models/vit.h"
+#include "moejet/models/classifier.h"
 #include "moejet/train/train_config.h"
 
 namespace moejet::train {
@@ -45,8 +45,8 @@ void clear_grads(torch::optim::Optimizer& optimizer);
 OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
                                const OptimConfig& config, const ParamGroupRules& rules);
 
-/// make_optimizer with a ViT's rules: its layer ids for layer decay and its no_weight_decay().
-OptimizerBundle make_vit_optimizer(models::VisionTransformerImpl& model, const OptimConfig& config);
+/// make_optimizer with a model's rules: its layer ids for layer decay and its no_weight_decay().
+OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config);
 
 /// Per-optimizer-step learning rate: linear warm-up from warmup_lr, then cosine to min_lr (or
 /// constant), as timm's CosineLRScheduler with t_in_epochs=False.

@@ -10,7 +10,7 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/data/augment.h"
-#include "moejet/models/vit_config.h"
+#include "moejet/models/model_config.h"
 
 namespace moejet::train {
 
@@ -65,7 +65,7 @@ struct TrainLoopConfig {
 };
 
 struct TrainConfig {
-  models::VitConfig model;
+  models::ModelConfig model;
   DataConfig data;
   data::AugmentConfig augment;
   OptimConfig optim;

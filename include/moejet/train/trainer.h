@@ -10,7 +10,7 @@
 
 #include "moejet/data/dataset.h"
 #include "moejet/io/state_dict.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/classifier.h"
 #include "moejet/train/distributed.h"
 #include "moejet/train/train_config.h"
 
@@ -43,14 +43,15 @@ TrainResult run_training(const TrainConfig& config, const TrainOptions& options 
 data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
                             uint64_t seed);
 
-/// Loads weights into `model` from a timm-layout or moejet checkpoint (pos_embed resampled,
-/// head dropped when `drop_head` and its shape differs). Returns the load report summary.
-std::string load_vit_weights(models::VisionTransformerImpl& model, const std::string& path,
-                             bool drop_head);
+/// Loads weights into `model` from a timm-layout or moejet checkpoint (adapted by the model, e.g.
+/// ViT's pos_embed resampled; head dropped when `drop_head` and its shape differs). Returns the
+/// load report summary.
+std::string load_model_weights(models::ImageClassifierImpl& model, const std::string& path,
+                               bool drop_head);
 /// The same for a state dict already read from `source` (callers that also need its metadata
 /// read the file once).
-std::string load_vit_weights(models::VisionTransformerImpl& model, io::StateDict state,
-                             const std::string& source, bool drop_head);
+std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict state,
+                               const std::string& source, bool drop_head);
 
 /// Soft-target cross-entropy: mean over the batch of -sum_k t_k log softmax(z)_k.
 torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
