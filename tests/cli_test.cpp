@@ -8,6 +8,8 @@
 #include "moejet/core/fs.h"
 #include "moejet/core/json_util.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/io/state_dict.h"
+#include "moejet/models/vit.h"
 #include "moejet/train/distributed.h"
 #include "test_util.h"
 
@@ -195,7 +197,7 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
     auto core = report["blocks"][0]["groups"][0];
     EXPECT_EQ(core["name"], "core");
     EXPECT_EQ(core["units"].size(), 8u);
-    EXPECT_EQ(report["blocks"][0].contains("unit_importance"), method == "graph" || method == "importance");
+    EXPECT_EQ(core.contains("unit_importance"), method == "graph" || method == "importance");
   }
   // The recycled file carries the MoE config: info and train --init take it as it is.
   r = run("info --checkpoint " + dir.file("importance.safetensors"));
@@ -226,6 +228,85 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
           "/configs/vit_fmnist_sphero.json" + moe_small + " --method copy --out " + dir.file("x.safetensors"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "blocks.4.mlp.fc1.weight")) << r.output;
+}
+
+TEST(Cli, ConvNextDenseThenRecycledSpheroMoeOnFashionMnist) {
+  moejet::testing::TempDir dir;
+  const std::string src = MOEJET_SOURCE_DIR;
+  // A narrower atto so that the test stays quick; the shipped configs are the real ones.
+  const std::string small = " --set model.dims=[8,16,32,48]";
+  auto r = run("train -q --config " + src + "/configs/convnext_fmnist.json --out " + dir.file("dense") +
+               " --epochs 1 --set data.train_limit=128 --set data.eval_limit=64 --batch-size 32" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "final top1")) << r.output;
+  r = run("recycle -q --dense " + dir.file("dense/best.safetensors") + " --model " + src +
+          "/configs/convnext_fmnist_sphero.json --set dims=[8,16,32,48] --method importance --images 32 "
+          "--batch-size 16 --out " + dir.file("init.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto report = read_json_file(dir.file("init.recycle.json"));
+  ASSERT_EQ(report["blocks"].size(), 3u);
+  EXPECT_EQ(report["blocks"][0]["key"], "stages.2.blocks.3.mlp");
+  EXPECT_EQ(report["blocks"][0]["groups"][0]["dense_hidden"], 128);
+  EXPECT_EQ(report["blocks"][0]["groups"][1]["hidden"], 32);  // universal: ratio 1 of width 32
+  r = run("info --checkpoint " + dir.file("init.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "ConvNeXt") && contains(r.output, "stages.2.blocks.3.mlp")) << r.output;
+  r = run("train -q --config " + src + "/configs/convnext_fmnist_sphero.json --init " + dir.file("init.safetensors") +
+          " --out " + dir.file("ft") + " --epochs 1 --max-steps 2 --set data.train_limit=64 --set data.eval_limit=32 "
+          "--batch-size 32" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "loaded")) << r.output;
+  r = run("eval -q " + dir.file("ft/last.safetensors") + " --limit 32");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "top1")) << r.output;
+}
+
+TEST(Cli, VJetMoeTinyFromViTSmallCoreAndViTTinyDenseCheckpoints) {
+  // The authors' released init: dense parts and universal experts from a ViT-T, core experts
+  // from a ViT-S (384 channels, hidden 1536) with 192 channels and 768 units selected per expert.
+  // Both checkpoints are timm-layout files without moejet metadata, as timm writes them.
+  moejet::testing::TempDir dir;
+  const std::string src = MOEJET_SOURCE_DIR;
+  {
+    torch::NoGradGuard ng;
+    models::VisionTransformer small(models::vit_preset("vit_small_patch16_224"));
+    io::write_safetensors(dir.file("vit_s.safetensors"), io::module_state_dict(*small));
+    // ViT-T with the V-JetMoE-T head (avg pool + fc_norm, no class token).
+    auto t = models::vit_config_from_json(json{{"preset", "vit_tiny_patch16_224"}, {"global_pool", "avg"},
+                                               {"class_token", false}});
+    models::VisionTransformer tiny(t);
+    io::write_safetensors(dir.file("vit_t.safetensors"), io::module_state_dict(*tiny));
+  }
+  auto r = run("recycle -q --dense " + dir.file("vit_t.safetensors") + " --source core=" + dir.file("vit_s.safetensors") +
+               " --source-model core=vit_small_patch16_224 --model " + src +
+               "/configs/paper/vjetmoe_tiny_in1k.json --method uniform --out " + dir.file("vjetmoe_t.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto report = read_json_file(dir.file("vjetmoe_t.recycle.json"));
+  EXPECT_EQ(report["sources"]["core"]["width"], 384);
+  EXPECT_EQ(report["sources"]["core"]["channels"].size(), 192u);
+  EXPECT_FALSE(report["sources"]["dense"].contains("channels"));
+  ASSERT_EQ(report["blocks"].size(), 6u);  // blocks 7-12
+  auto core = report["blocks"][0]["groups"][0];
+  EXPECT_EQ(core["source"], dir.file("vit_s.safetensors"));
+  EXPECT_EQ(core["experts"], 98);
+  EXPECT_EQ(core["dense_hidden"], 1536);
+  EXPECT_EQ(core["units"][0].size(), 768u);
+  EXPECT_EQ(report["blocks"][0]["groups"][1]["experts"], 196);
+  EXPECT_EQ(report["blocks"][0]["groups"][1]["source"], dir.file("vit_t.safetensors"));
+  r = run("info --checkpoint " + dir.file("vjetmoe_t.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Param (M)  265.41")) << r.output;
+
+  // A ViT-S cannot give a ViT-S-wide model's experts from a ViT-T: one error, nothing written.
+  r = run("recycle -q --dense " + dir.file("vit_t.safetensors") + " --source core=" + dir.file("vit_t.safetensors") +
+          " --source-model core=vit_tiny_patch16_224 --model " + src +
+          "/configs/paper/vjetmoe_tiny_in1k.json --set embed_dim=384 --set num_heads=6 --method uniform --out " +
+          dir.file("bad.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, dir.file("vit_t.safetensors")) && contains(r.output, "[192, 3, 16, 16]") &&
+              contains(r.output, "[384, 3, 16, 16]"))
+      << r.output;
+  EXPECT_FALSE(file_exists(dir.file("bad.safetensors")));
 }
 
 TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {

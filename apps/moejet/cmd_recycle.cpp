@@ -21,7 +21,7 @@ namespace {
 
 struct RecycleArgs {
   std::string dense, dense_model, model, method = "importance", data, split = "train", out, report;
-  std::vector<std::string> sets;
+  std::vector<std::string> sets, group_sources, source_models;
   std::string score = "l1", device = "cpu";
   int64_t images = 2048, batch = 128;
   bool topk = false, no_rescale = false, quiet = false;
@@ -40,12 +40,18 @@ std::string default_report_path(const std::string& out) {
 Runner add_recycle_command(CLI::App& app) {
   auto a = std::make_shared<RecycleArgs>();
   auto* sub = app.add_subcommand(
-      "recycle", "build the initial weights of an MoE ViT from a dense checkpoint (checkpoint recycling)");
-  sub->add_option("--dense", a->dense, "dense checkpoint (moejet or timm safetensors / .pth)")->required();
+      "recycle", "build the initial weights of an MoE model from dense checkpoints (checkpoint recycling)");
+  sub->add_option("--dense", a->dense, "dense checkpoint (moejet or timm safetensors / .pth), equal or wider")->required();
   sub->add_option("--dense-model", a->dense_model,
                   "dense model config (preset or JSON) when the checkpoint does not carry one; "
                   "default: the MoE model without MoE blocks");
   sub->add_option("-m,--model", a->model, "MoE model: preset, model JSON or training config")->required();
+  sub->add_option("--source", a->group_sources,
+                  "GROUP=CHECKPOINT: take the experts of this group (core, universal, experts) from "
+                  "another dense checkpoint, of equal or larger width (channels are then selected)");
+  sub->add_option("--source-model", a->source_models,
+                  "GROUP=MODEL: the architecture of a --source checkpoint that carries no moejet config "
+                  "(preset such as vit_small_patch16_224, or JSON)");
   sub->add_option("--set", a->sets, "override of the MoE model config, e.g. --set moe.core_experts=4");
   sub->add_option("--method", a->method, "copy, random, uniform, graph or importance")
       ->capture_default_str()
@@ -79,25 +85,13 @@ Runner add_recycle_command(CLI::App& app) {
     if (!a->data.empty()) {
       tc.data.dataset = a->data;
     }
-    const auto& moe_cfg = tc.model;
-    check<ConfigError>(moe_cfg.moe().enabled(), "{}: the model has no MoE blocks (model.moe.type is none)", a->model);
-
-    // The dense model: its own config from the checkpoint, or the one named, or the MoE model
-    // without MoE.
-    io::Metadata meta;
-    auto dense_state = io::read_checkpoint(a->dense, &meta);
-    json dense_json = train::model_config_from_metadata(meta);
-    if (!a->dense_model.empty()) {
-      dense_json = load_model_json(a->dense_model);
-    } else if (dense_json.is_null()) {
-      dense_json = model_json;
-      dense_json.erase("moe");
+    if (tc.augment.image_size == 0) {  // as training does: the data at the model's input size
+      tc.augment.image_size = tc.model.img_size();
     }
-    auto dense_cfg = models::model_config_from_json(dense_json, "dense model");
-    check<ConfigError>(!dense_cfg.moe().enabled(), "{}: the dense checkpoint is already an MoE model", a->dense);
-    auto dense = models::make_model(dense_cfg);
-    spdlog::info("dense {}: {}", a->dense, train::load_model_weights(*dense, std::move(dense_state), a->dense, false));
-    dense->to(device);
+    const auto& moe_cfg = tc.model;
+
+    torch::manual_seed(static_cast<int64_t>(a->seed));
+    auto moe = models::make_model(moe_cfg);
 
     recycle::RecycleOptions ro;
     ro.method = recycle::parse_method(a->method);
@@ -106,26 +100,91 @@ Runner add_recycle_command(CLI::App& app) {
     ro.rescale = !a->no_rescale;
     ro.seed = a->seed;
 
-    std::map<int64_t, recycle::UnitStats> stats;
+    // The statistics data: the fine-tuning images themselves (range and limit of the training
+    // config apply), opened once for all sources.
+    data::DatasetPtr stats_data;
     if (recycle::needs_stats(ro.method)) {
-      // The fine-tuning images themselves (range and limit of the training config apply).
-      auto ds = train::open_split(tc.data, a->split, a->split == tc.data.train_split ? tc.data.train_limit : 0,
-                                  tc.train.seed);
-      spdlog::info("statistics: {} images of {}", std::min<int64_t>(a->images, ds->size()), ds->describe());
-      recycle::StatsOptions so;
-      so.images = a->images;
-      so.batch_size = a->batch;
-      so.coactivation = ro.method == recycle::Method::Graph;
-      so.num_workers = a->workers;
-      so.seed = a->seed;
-      so.show_progress = !a->quiet;
-      stats = recycle::collect_unit_stats(*dense, moe_cfg.moe().block_indices(dense->num_blocks()), ds,
-                                          data::make_eval_transform(tc.augment, ds->channels()), so, device);
+      stats_data = train::open_split(tc.data, a->split,
+                                     a->split == tc.data.train_split ? tc.data.train_limit : 0, tc.train.seed);
+      spdlog::info("statistics: {} images of {}", std::min<int64_t>(a->images, stats_data->size()),
+                   stats_data->describe());
     }
-    dense->to(torch::kCPU);
-    torch::manual_seed(static_cast<int64_t>(a->seed));
-    auto moe = models::make_model(moe_cfg);
-    auto report = recycle::recycle_model(*dense, *moe, stats, ro);
+    const auto moe_blocks = moe_cfg.moe().block_indices(moe->num_blocks());
+
+    // A source's model: its own config from the checkpoint, or the one named, or (dense source
+    // only) the MoE model without MoE. ViT sources run at the target's input size, their
+    // position embedding resampled as for fine-tuning.
+    std::vector<models::ModelPtr> models_held;
+    auto load_source = [&](const std::string& role, const std::string& path, const std::string& model_spec) {
+      io::Metadata meta;
+      auto state = io::read_checkpoint(path, &meta);
+      json mj = train::model_config_from_metadata(meta);
+      if (!model_spec.empty()) {
+        mj = load_model_json(model_spec);
+      } else if (mj.is_null()) {
+        check<ConfigError>(role == "dense",
+                           "{}: no moejet model config in this checkpoint; name its architecture with "
+                           "--source-model {}=PRESET_OR_JSON",
+                           path, role);
+        mj = model_json;
+        mj.erase("moe");
+      }
+      auto cfg = models::model_config_from_json(mj, role + " source model");
+      check<ConfigError>(!cfg.moe().enabled(), "{}: the {} source is already an MoE model", path, role);
+      if (cfg.is_vit() && moe_cfg.is_vit()) {
+        cfg.vit.img_size = moe_cfg.vit.img_size;
+      }
+      auto model = models::make_model(cfg);
+      spdlog::info("{} source {}: {}", role, path, train::load_model_weights(*model, std::move(state), path, false));
+      recycle::RecycleSource src;
+      src.name = path;
+      src.model = model.get();
+      if (stats_data) {
+        const bool wider = recycle::is_wider(*model, *moe);
+        // A wider dense source also narrows the dense MLPs of every block, so all need statistics.
+        std::vector<int64_t> blocks = moe_blocks;
+        if (wider && role == "dense") {
+          blocks.clear();
+          for (int64_t b = 0; b < model->num_blocks(); ++b) blocks.push_back(b);
+        }
+        recycle::StatsOptions so;
+        so.images = a->images;
+        so.batch_size = a->batch;
+        so.coactivation = ro.method == recycle::Method::Graph;
+        so.num_workers = a->workers;
+        so.seed = a->seed;
+        so.show_progress = !a->quiet;
+        model->to(device);
+        src.stats = recycle::collect_model_stats(*model, blocks, stats_data,
+                                                 data::make_eval_transform(tc.augment, stats_data->channels()), so,
+                                                 device, wider);
+        model->to(torch::kCPU);
+      }
+      models_held.push_back(model);
+      return src;
+    };
+    recycle::RecycleSources sources;
+    sources.dense = load_source("dense", a->dense, a->dense_model);
+    std::map<std::string, std::string> source_models;
+    for (const auto& item : a->source_models) {
+      auto eq = item.find('=');
+      check<ConfigError>(eq != std::string::npos && eq > 0, "--source-model '{}': expected GROUP=MODEL", item);
+      source_models[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+    for (const auto& item : a->group_sources) {
+      auto eq = item.find('=');
+      check<ConfigError>(eq != std::string::npos && eq > 0, "--source '{}': expected GROUP=CHECKPOINT", item);
+      const std::string group = item.substr(0, eq), path = item.substr(eq + 1);
+      check<ConfigError>(file_exists(path), "--source {}: no such file '{}'", group, path);
+      check<ConfigError>(!sources.groups.count(group), "--source: group '{}' given twice", group);
+      sources.groups[group] = load_source(group, path, source_models.count(group) ? source_models.at(group) : "");
+    }
+    for (const auto& [group, spec] : source_models) {
+      check<ConfigError>(sources.groups.count(group), "--source-model {}=...: no --source {}=CHECKPOINT given", group,
+                         group);
+    }
+
+    auto report = recycle::recycle_model(sources, *moe, ro);
     report["dense"] = a->dense;
     report["model"] = moe_cfg;
     report["statistics"] = {{"data", tc.data.dataset}, {"split", a->split},

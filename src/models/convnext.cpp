@@ -212,7 +212,9 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
       conv->bias.zero_();
     } else if (auto* lin = m->as<torch::nn::Linear>()) {
       trunc_normal_(lin->weight, 0.02);
-      lin->bias.zero_();
+      if (lin->bias.defined()) {
+        lin->bias.zero_();
+      }
     }
   }
 }

@@ -10,6 +10,9 @@ Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
 }
 
 torch::Tensor Mlp::forward(const torch::Tensor& x) {
+  if (on_input) {
+    on_input(x);
+  }
   auto h = torch::gelu(fc1(x));
   if (on_hidden) {
     on_hidden(h);

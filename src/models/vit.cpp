@@ -43,6 +43,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
     attn = models::dropout(attn, attn_drop, is_training());
   }
   auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, N, D});
+  if (on_context) {
+    on_context(out);
+  }
   out = proj(out);
   if (proj_drop > 0) {
     out = models::dropout(out, proj_drop, is_training());

@@ -9,6 +9,7 @@
 #include "moejet/core/progress.h"
 #include "moejet/data/loader.h"
 #include "moejet/models/layers.h"
+#include "moejet/models/vit.h"
 
 namespace moejet::recycle {
 
@@ -85,9 +86,18 @@ std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& den
                                                 const std::vector<int64_t>& blocks,
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device) {
+  return collect_model_stats(dense, blocks, std::move(data), std::move(transform), options, device, false).units;
+}
+
+ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::vector<int64_t>& blocks,
+                               data::DatasetPtr data, data::Transform transform, const StatsOptions& options,
+                               torch::Device device, bool channels) {
   check<ConfigError>(options.images > 0, "unit statistics need at least one image");
-  std::map<int64_t, UnitStatsAccumulator> acc;
+  // std::map keeps element addresses stable, so the hooks may point into it.
+  std::map<int64_t, UnitStatsAccumulator> acc, chan_acc, ctx_acc;
   std::vector<std::shared_ptr<models::Mlp>> hooked;
+  std::vector<models::AttentionImpl*> hooked_attn;
+  auto* vit = dynamic_cast<models::VisionTransformerImpl*>(&dense);
   for (int64_t b : blocks) {
     check<ConfigError>(b >= 0 && b < dense.num_blocks(), "block {} is out of range for a dense model of {} blocks",
                        b, dense.num_blocks());
@@ -97,16 +107,33 @@ std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& den
     acc.emplace(b, UnitStatsAccumulator(mlp->fc1->weight.size(0), options.quantile, options.coactivation));
     auto* a = &acc.at(b);
     mlp->on_hidden = [a](const torch::Tensor& h) { a->add(h); };
+    if (channels) {
+      chan_acc.emplace(b, UnitStatsAccumulator(mlp->fc1->weight.size(1), options.quantile, options.coactivation));
+      auto* c = &chan_acc.at(b);
+      mlp->on_input = [c](const torch::Tensor& x) { c->add(x); };
+      if (vit != nullptr) {
+        auto* attn = vit->block_list[b]->attn.get();
+        ctx_acc.emplace(b, UnitStatsAccumulator(vit->config.embed_dim, options.quantile, false));
+        auto* h = &ctx_acc.at(b);
+        attn->on_context = [h](const torch::Tensor& x) { h->add(x); };
+        hooked_attn.push_back(attn);
+      }
+    }
     hooked.push_back(mlp);
   }
-  struct Unhook {  // the hooks point into `acc`: never leave them behind, even on error
+  struct Unhook {  // the hooks point into the accumulators: never leave them behind, even on error
     std::vector<std::shared_ptr<models::Mlp>>& mlps;
+    std::vector<models::AttentionImpl*>& attns;
     ~Unhook() {
       for (auto& m : mlps) {
         m->on_hidden = nullptr;
+        m->on_input = nullptr;
+      }
+      for (auto* a : attns) {
+        a->on_context = nullptr;
       }
     }
-  } unhook{hooked};
+  } unhook{hooked, hooked_attn};
 
   const int64_t images = std::min<int64_t>(options.images, static_cast<int64_t>(data->size()));
   data::LoaderOptions lo;
@@ -141,9 +168,15 @@ std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& den
     progress->finish();
   }
   dense.train(was_training);
-  std::map<int64_t, UnitStats> out;
+  ModelStats out;
   for (auto& [b, a] : acc) {
-    out.emplace(b, a.finish());
+    out.units.emplace(b, a.finish());
+  }
+  for (auto& [b, a] : chan_acc) {
+    out.channels.emplace(b, a.finish());
+  }
+  for (auto& [b, a] : ctx_acc) {
+    out.context.emplace(b, a.finish());
   }
   return out;
 }

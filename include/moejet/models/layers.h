@@ -35,6 +35,9 @@ class Mlp : public FeedForward {
   /// Observer of the hidden activations after GELU ([..., hidden], before dropout), like a torch
   /// forward hook on timm's mlp.act: checkpoint recycling gathers unit statistics through it.
   std::function<void(const torch::Tensor&)> on_hidden;
+  /// Observer of the MLP's input (the block's norm2 output, [..., dim]): the residual-stream
+  /// channel statistics that recycling from a wider checkpoint selects channels by.
+  std::function<void(const torch::Tensor&)> on_input;
 };
 
 /// Stochastic depth per sample: zeroes a sample's residual branch with probability p in training

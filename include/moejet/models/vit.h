@@ -6,6 +6,7 @@
 // class token, token or average pooling). Any block's "mlp" can be swapped for another
 // FeedForward (the MoE layers) without changing the rest of the model.
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,9 @@ class AttentionImpl : public torch::nn::Module {
   torch::nn::Linear qkv{nullptr};
   torch::nn::Linear proj{nullptr};
   int64_t num_heads;
+  /// Observer of the heads' outputs before proj ([B, N, D], head h in channels h*hd..(h+1)*hd):
+  /// recycling from a wider checkpoint ranks whole heads by it.
+  std::function<void(const torch::Tensor&)> on_context;
   double attn_drop, proj_drop;
 };
 TORCH_MODULE(Attention);

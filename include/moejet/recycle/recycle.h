@@ -1,18 +1,30 @@
 #pragma once
 // Checkpoint recycling (MoE Jetpack): the initial weights of an MoE model (ViT or ConvNeXt) made
-// from a dense model of the same architecture and width. Everything outside the MoE blocks' MLPs (patch embedding, tokens, position
-// embedding, attention, norms, dense MLPs, final norm and head) is copied; every expert of an MoE
-// block is cut from that block's dense MLP: fc1 rows and fc1 bias entries of the expert's units,
-// fc2 columns of the same units, fc2 bias copied whole (so that each expert alone is a "thinner"
-// version of the dense MLP and the combine weights, which sum to one per token, keep one bias).
+// from dense checkpoints. Everything outside the MoE blocks' MLPs (patch embedding, tokens,
+// position embedding, attention, norms, dense MLPs, final norm and head) comes from the "dense"
+// source; every expert of an MoE block is cut from that block's MLP in its group's source (the
+// dense one unless another is given per group, e.g. core experts from a ViT-S and universal ones
+// from a ViT-T, as the authors' released V-JetMoE-T init): fc1 rows and fc1 bias entries of the
+// expert's units, fc2 columns of the same units, fc2 bias copied whole (so that each expert alone
+// is a "thinner" version of the dense MLP and the combine weights, which sum to one per token,
+// keep one bias).
+//
+// Wider sources (ViT only): a source may be wider than the model. Its residual-stream channels
+// are then selected once, with the same method as the hidden units (random, uniform, graph on the
+// co-activation of norm2 outputs, importance of norm2 outputs; copy cannot choose channels), and
+// that one set is used for every tensor of that source that touches the stream; attention takes
+// whole heads (ranked by their output statistics; graph uses the same ranking) and dense MLPs
+// their hidden units per block (see weight_selection.h).
 //
 // Scale: an expert with h of the H units computes a partial sum of the dense MLP's output. With
 // `rescale` (the default) its fc2 weight is multiplied by H/h, which makes a uniformly drawn
 // expert an unbiased estimate of the dense MLP (as inverted dropout does); without it, the h/H
-// partial sums of a partition add up exactly to the dense MLP. New parameters (slot queries phi,
-// temperatures, slot LayerNorm, routers) keep their layer's own initialisation (orthogonal phi,
-// temperature 0.5, as the authors' code). The head is copied when its shape matches and left at
-// its initialisation otherwise (a new task). A JSON report records the units each expert got.
+// partial sums of a partition add up exactly to the dense MLP. The same rule applies to dense
+// MLPs narrowed from a wider source. New parameters (slot queries phi, temperatures, slot
+// LayerNorm, routers) keep their layer's own initialisation (orthogonal phi, temperature 0.5, as
+// the authors' code). The head is copied when its class count matches and left at its
+// initialisation otherwise (a new task). A JSON report records the units each expert got and the
+// channels and heads taken from each wider source.
 
 #include <cstdint>
 #include <map>
@@ -33,13 +45,33 @@ struct RecycleOptions {
   uint64_t seed = 0;
 };
 
+/// One dense checkpoint, loaded into its model, with the statistics its selection needs: hidden
+/// units of the blocks it gives MLPs for (graph, importance), and channels and attention outputs
+/// of all blocks when it is wider than the target.
+struct RecycleSource {
+  std::string name;  ///< the file, for messages and the report
+  const models::ImageClassifierImpl* model = nullptr;
+  ModelStats stats;
+};
+
+struct RecycleSources {
+  RecycleSource dense;                          ///< shared weights, and experts of groups not below
+  std::map<std::string, RecycleSource> groups;  ///< per expert group ("core", "universal", "experts")
+};
+
 /// Whether `method` needs activation statistics (graph and importance do).
 bool needs_stats(Method method);
 
-/// Fills `moe` from `dense` as described above; `stats` must hold every MoE block when
-/// needs_stats(options.method). Throws CheckpointError / ConfigError naming the block, key and
-/// shapes when the two models do not fit. Returns the report.
+/// Whether `source` is wider than `target` (its channels, heads or dense hidden units must be
+/// selected).
+bool is_wider(const models::ImageClassifierImpl& source, const models::ImageClassifierImpl& target);
+
+/// Fills `moe` from the sources as described above. Throws CheckpointError / ConfigError naming
+/// the source, the key and the shapes when they do not fit. Returns the report.
+json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& moe, const RecycleOptions& options);
+
+/// One same-width dense source for everything; `stats` holds the MoE blocks' unit statistics.
 json recycle_model(const models::ImageClassifierImpl& dense, models::ImageClassifierImpl& moe,
-                 const std::map<int64_t, UnitStats>& stats, const RecycleOptions& options);
+                   const std::map<int64_t, UnitStats>& stats, const RecycleOptions& options);
 
 }  // namespace moejet::recycle

@@ -68,4 +68,19 @@ std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& den
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device);
 
+/// What recycling from a wider checkpoint also needs, per block: the residual-stream channels
+/// as the MLP sees them (norm2 output, [D]) and the attention heads' outputs before proj ([D],
+/// ViT only), in the same UnitStats form as the hidden units.
+struct ModelStats {
+  std::map<int64_t, UnitStats> units;     ///< MLP hidden units
+  std::map<int64_t, UnitStats> channels;  ///< MLP inputs (norm2 output channels)
+  std::map<int64_t, UnitStats> context;   ///< attention outputs before proj (ViT)
+};
+
+/// One pass gathering units (and, with `channels`, channel and head-context statistics) of the
+/// given blocks.
+ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::vector<int64_t>& blocks,
+                               data::DatasetPtr data, data::Transform transform, const StatsOptions& options,
+                               torch::Device device, bool channels);
+
 }  // namespace moejet::recycle
