@@ -4,6 +4,19 @@
 
 namespace moejet::models {
 
+void ImageClassifierImpl::add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens,
+                                           bool pool_class_token) {
+  moe::ImageRouterOptions ro;
+  ro.dim = dim;
+  ro.num_experts = moe.num_experts;
+  ro.k = moe.top_k;
+  ro.prefix_tokens = prefix_tokens;
+  ro.pool_class_token = pool_class_token;
+  ro.noise_std = moe.router_noise;
+  ro.balance_loss_weight = moe.aux_loss_weight;
+  router = register_module("router", moe::ImageRouter(ro));
+}
+
 void ImageClassifierImpl::route_images(const torch::Tensor& tokens) {
   last_routing = router(tokens);
   bool first = true;  // one balance loss per model, reported by the first layer

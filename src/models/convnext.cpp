@@ -189,15 +189,7 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
     moe_layer_list.emplace_back(moe_blocks[i], layer);
   }
   if (c.moe.type == "image") {
-    moe::ImageRouterOptions ro;
-    ro.dim = block_dim(moe_blocks.front());
-    ro.num_experts = c.moe.num_experts;
-    ro.k = c.moe.top_k;
-    ro.prefix_tokens = 0;
-    ro.pool_class_token = false;
-    ro.noise_std = c.moe.router_noise;
-    ro.balance_loss_weight = c.moe.aux_loss_weight;
-    router = register_module("router", moe::ImageRouter(ro));
+    add_image_router(c.moe, block_dim(moe_blocks.front()), /*prefix_tokens=*/0, /*pool_class_token=*/false);
   }
   auto head = register_module("head", std::make_shared<HeadImpl>());
   head_norm = head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));

@@ -111,15 +111,7 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
     moe_layer_list.emplace_back(moe_blocks[i], layer);
   }
   if (c.moe.type == "image") {
-    moe::ImageRouterOptions ro;
-    ro.dim = c.embed_dim;
-    ro.num_experts = c.moe.num_experts;
-    ro.k = c.moe.top_k;
-    ro.prefix_tokens = c.num_prefix_tokens();
-    ro.pool_class_token = c.global_pool == "token";
-    ro.noise_std = c.moe.router_noise;
-    ro.balance_loss_weight = c.moe.aux_loss_weight;
-    router = register_module("router", moe::ImageRouter(ro));
+    add_image_router(c.moe, c.embed_dim, c.num_prefix_tokens(), c.global_pool == "token");
   }
   auto ln = torch::nn::LayerNormOptions({c.embed_dim}).eps(c.norm_eps);
   if (c.use_fc_norm()) {

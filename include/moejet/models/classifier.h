@@ -18,6 +18,7 @@
 #include "moejet/io/state_dict.h"
 #include "moejet/models/layers.h"
 #include "moejet/moe/image_router.h"
+#include "moejet/moe/moe_config.h"
 #include "moejet/moe/moe_layer.h"
 
 namespace moejet::models {
@@ -69,6 +70,9 @@ class ImageClassifierImpl : public torch::nn::Module {
   moe::ImageRouting last_routing;
 
  protected:
+  /// Registers "router" for moe.type "image": it reads tokens of width `dim` with
+  /// `prefix_tokens` leading tokens (pooled by the class token when `pool_class_token`).
+  void add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens, bool pool_class_token);
   /// Runs the router on `tokens` [B, N, D] and hands its decision to every per-image MoE layer.
   void route_images(const torch::Tensor& tokens);
 };
