@@ -165,16 +165,19 @@ Runner add_recycle_command(CLI::App& app) {
     };
     recycle::RecycleSources sources;
     sources.dense = load_source("dense", a->dense, a->dense_model);
+    // "GROUP=VALUE" of --source and --source-model.
+    auto split_group = [](const std::string& item, const std::string& option, const std::string& value) {
+      auto eq = item.find('=');
+      check<ConfigError>(eq != std::string::npos && eq > 0, "{} '{}': expected GROUP={}", option, item, value);
+      return std::make_pair(item.substr(0, eq), item.substr(eq + 1));
+    };
     std::map<std::string, std::string> source_models;
     for (const auto& item : a->source_models) {
-      auto eq = item.find('=');
-      check<ConfigError>(eq != std::string::npos && eq > 0, "--source-model '{}': expected GROUP=MODEL", item);
-      source_models[item.substr(0, eq)] = item.substr(eq + 1);
+      auto [group, model] = split_group(item, "--source-model", "MODEL");
+      source_models[group] = model;  // the last one given wins, as for --set
     }
     for (const auto& item : a->group_sources) {
-      auto eq = item.find('=');
-      check<ConfigError>(eq != std::string::npos && eq > 0, "--source '{}': expected GROUP=CHECKPOINT", item);
-      const std::string group = item.substr(0, eq), path = item.substr(eq + 1);
+      const auto [group, path] = split_group(item, "--source", "CHECKPOINT");
       check<ConfigError>(file_exists(path), "--source {}: no such file '{}'", group, path);
       check<ConfigError>(!sources.groups.count(group), "--source: group '{}' given twice", group);
       sources.groups[group] = load_source(group, path, source_models.count(group) ? source_models.at(group) : "");

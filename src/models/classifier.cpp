@@ -1,8 +1,21 @@
 #include "moejet/models/classifier.h"
 
+#include "moejet/moe/moe_factory.h"
 #include "moejet/moe/per_image_moe.h"
 
 namespace moejet::models {
+
+void ImageClassifierImpl::install_moe_layers(
+    const moe::MoeConfig& moe, const std::function<void(int64_t, std::shared_ptr<FeedForward>)>& set_mlp) {
+  const auto blocks = moe.block_indices(num_blocks());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    // The position among the MoE blocks sets depth-dependent regularisation (expert drop path).
+    auto layer = moe::make_moe_layer(moe, block_dim(blocks[i]), static_cast<int64_t>(i),
+                                     static_cast<int64_t>(blocks.size()));
+    set_mlp(blocks[i], layer);
+    moe_layer_list.emplace_back(blocks[i], layer);
+  }
+}
 
 void ImageClassifierImpl::add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens,
                                            bool pool_class_token) {

@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
-#include "moejet/moe/moe_factory.h"
 
 namespace moejet::models {
 
@@ -180,16 +179,13 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
     }
     stages->push_back(stage);
   }
-  const auto moe_blocks = c.moe.block_indices(total);
-  for (size_t i = 0; i < moe_blocks.size(); ++i) {
-    auto [s, b] = c.locate(moe_blocks[i]);
-    auto layer = moe::make_moe_layer(c.moe, c.dims[s], static_cast<int64_t>(i),
-                                     static_cast<int64_t>(moe_blocks.size()));
-    blocks[s][b]->set_mlp(layer);
-    moe_layer_list.emplace_back(moe_blocks[i], layer);
-  }
+  install_moe_layers(c.moe, [&](int64_t block, std::shared_ptr<FeedForward> layer) {
+    auto [s, b] = c.locate(block);
+    blocks[s][b]->set_mlp(std::move(layer));
+  });
   if (c.moe.type == "image") {
-    add_image_router(c.moe, block_dim(moe_blocks.front()), /*prefix_tokens=*/0, /*pool_class_token=*/false);
+    add_image_router(c.moe, block_dim(moe_layer_list.front().first), /*prefix_tokens=*/0,
+                     /*pool_class_token=*/false);
   }
   auto head = register_module("head", std::make_shared<HeadImpl>());
   head_norm = head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));

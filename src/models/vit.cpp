@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
-#include "moejet/moe/moe_factory.h"
 #include "moejet/models/vit_checkpoint.h"
 
 namespace moejet::models {
@@ -103,13 +102,9 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
     blocks->push_back(b);
     block_list.push_back(b);
   }
-  const auto moe_blocks = c.moe.block_indices(c.depth);
-  for (size_t i = 0; i < moe_blocks.size(); ++i) {
-    auto layer = moe::make_moe_layer(c.moe, c.embed_dim, static_cast<int64_t>(i),
-                                     static_cast<int64_t>(moe_blocks.size()));
-    block_list[moe_blocks[i]]->set_mlp(layer);
-    moe_layer_list.emplace_back(moe_blocks[i], layer);
-  }
+  install_moe_layers(c.moe, [&](int64_t b, std::shared_ptr<FeedForward> layer) {
+    block_list[b]->set_mlp(std::move(layer));
+  });
   if (c.moe.type == "image") {
     add_image_router(c.moe, c.embed_dim, c.num_prefix_tokens(), c.global_pool == "token");
   }

@@ -45,8 +45,12 @@ struct SourcePlan {
 };
 
 // Selects `keep` of `n` items with the recycling method: channels and heads are "one expert".
+// Keeping all of them is no choice at all (and needs no statistics).
 std::vector<int64_t> select_one(Method method, int64_t n, int64_t keep, uint64_t seed, const torch::Tensor& score,
                                 const torch::Tensor& coactivation, bool topk) {
+  if (keep == n) {
+    return iota(n);
+  }
   SelectionInput in;
   in.hidden = n;
   in.experts = 1;
@@ -104,9 +108,7 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
     ch_score = mean_over(src.stats.channels, [&](const UnitStats& s) { return s.score(o.score); });
     ch_co = mean_over(src.stats.channels, [](const UnitStats& s) { return s.coactivation; });
   }
-  plan.channels = sc.embed_dim == tc.embed_dim
-                      ? iota(tc.embed_dim)
-                      : select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk);
+  plan.channels = select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk);
   plan.selection.channels = plan.channels;
   plan.selection.rescale = o.rescale;
   plan.report["channels"] = plan.channels;
@@ -129,9 +131,7 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
       score = it->second.score(o.score).view({sc.num_heads, hd}).sum(1);
     }
     plan.selection.heads[b] =
-        sc.num_heads == tc.num_heads
-            ? iota(tc.num_heads)
-            : select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {}, o.importance_topk);
+        select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {}, o.importance_topk);
     heads[std::to_string(b)] = plan.selection.heads[b];
     // Dense MLPs outside the MoE blocks: their hidden units, as an expert's.
     if (!moe_blocks.count(b)) {
@@ -142,11 +142,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
         uscore = it->second.score(o.score);
         uco = it->second.coactivation;
       }
-      plan.selection.units[b] =
-          sc.mlp_hidden() == tc.mlp_hidden()
-              ? iota(tc.mlp_hidden())
-              : select_one(o.method, sc.mlp_hidden(), tc.mlp_hidden(), seed + 37ULL * (b + 1), uscore, uco,
-                           o.importance_topk);
+      plan.selection.units[b] = select_one(o.method, sc.mlp_hidden(), tc.mlp_hidden(), seed + 37ULL * (b + 1),
+                                           uscore, uco, o.importance_topk);
     }
   }
   plan.report["heads"] = heads;

@@ -7,6 +7,7 @@
 // numbered flat in depth order (ViT: blocks.N; ConvNeXt: over all stages, timm's drop-path order).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -70,6 +71,11 @@ class ImageClassifierImpl : public torch::nn::Module {
   moe::ImageRouting last_routing;
 
  protected:
+  /// Builds the MoE layers `moe` asks for (each of its block's width), hands each to `set_mlp`
+  /// for its block and records it in moe_layer_list. Called from a backbone's constructor once
+  /// its blocks exist.
+  void install_moe_layers(const moe::MoeConfig& moe,
+                          const std::function<void(int64_t block, std::shared_ptr<FeedForward> layer)>& set_mlp);
   /// Registers "router" for moe.type "image": it reads tokens of width `dim` with
   /// `prefix_tokens` leading tokens (pooled by the class token when `pool_class_token`).
   void add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens, bool pool_class_token);
