@@ -205,5 +205,33 @@ TEST(VitModel, DropoutKeepsTheExpectationAndIsIdentityInEval) {
   const double zero_frac = (y == 0).to(torch::kDouble).mean().item<double>();
   EXPECT_NEAR(zero_frac, 0.4, 0.01);
   EXPECT_NEAR(y.mean().item<double>(), 1.0, 0.01);
-  EXPECT_NEAR(y.max().item<double>(), 1.0 / 0.6, 1e-5);
+  EXPECT_NEAR(y.max().item<double>(), 1.0 / 0.6, 1e-6);
+}
+
+TEST(VitModel, DropoutMaskIsSeededSharedWithTheBackwardAndWorksOnViewsAndDoubles) {
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    auto x = torch::randn({301, 64}, torch::TensorOptions().dtype(dtype)).t().requires_grad_(true);
+    ASSERT_FALSE(x.is_contiguous());
+    torch::manual_seed(3);
+    auto y = models::dropout(x, 0.25, true);
+    torch::manual_seed(3);
+    auto y_again = models::dropout(x, 0.25, true);
+    auto y_next = models::dropout(x, 0.25, true);
+    EXPECT_TRUE(y.equal(y_again)) << "same seed, same mask";
+    EXPECT_FALSE(y.equal(y_next)) << "the generator advances";
+    auto kept = y.ne(0);
+    EXPECT_TRUE(torch::allclose(y, torch::where(kept, x / 0.75, torch::zeros_like(x)), 1e-6, 1e-7));
+    auto w = torch::randn(x.sizes(), x.options());
+    (y * w).sum().backward();
+    // dy/dx is the same mask, scaled: the backward must not draw a new one.
+    EXPECT_TRUE(torch::allclose(x.grad(), torch::where(kept, w / 0.75, torch::zeros_like(w)), 1e-6, 1e-7));
+    const double frac = kept.to(torch::kDouble).mean().item<double>();
+    EXPECT_NEAR(frac, 0.75, 0.02);
+  }
+  // Odd sizes (the kernel draws two elements per 64-bit word) and tiny tensors.
+  for (int64_t n : {1, 2, 3, 7}) {
+    auto y = models::dropout(torch::ones({n}), 0.5, true);
+    EXPECT_TRUE((y.eq(0) | y.eq(2.0)).all().item<bool>()) << n;
+  }
+  EXPECT_THROW(models::dropout(torch::ones({4}), 1.0, true), c10::Error);
 }

@@ -35,28 +35,48 @@ struct Subject {
   train::OptimizerBundle opt;
   torch::Tensor x, y;
   std::vector<double> seconds;
+  // Per-phase times of each step (forward, backward, optimizer), to see where a ratio comes from.
+  std::vector<double> forward_s, backward_s, optimizer_s;
 
   void step(torch::Device device) {
-    auto t0 = std::chrono::steady_clock::now();
+    using clock = std::chrono::steady_clock;
+    auto since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
+    auto sync = [&] {
+      if (device.is_cuda()) {
+        torch::cuda::synchronize();
+      }
+    };
+    auto t0 = clock::now();
     train::clear_grads(*opt.optimizer);
     auto loss = train::soft_target_cross_entropy(model->forward(x), y);
     for (auto& entry : model->moe_layer_list) {
       loss = loss + entry.second->last_aux_loss;
     }
+    sync();
+    auto t1 = clock::now();
     loss.backward();
+    sync();
+    auto t2 = clock::now();
     opt.optimizer->step();
-    if (device.is_cuda()) {
-      torch::cuda::synchronize();
-    }
+    sync();
     loss.item<float>();
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    forward_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+    backward_s.push_back(std::chrono::duration<double>(t2 - t1).count());
+    optimizer_s.push_back(since(t2));
+    seconds.push_back(since(t0));
   }
-  double median() const {
-    auto s = seconds;
-    std::sort(s.begin(), s.end());
-    return s.empty() ? 0.0 : s[s.size() / 2];
+  void clear() {
+    seconds.clear();
+    forward_s.clear();
+    backward_s.clear();
+    optimizer_s.clear();
   }
 };
+
+double median(std::vector<double> s) {
+  std::sort(s.begin(), s.end());
+  return s.empty() ? 0.0 : s[s.size() / 2];
+}
 
 }  // namespace
 
@@ -101,7 +121,7 @@ Runner add_bench_command(CLI::App& app) {
       for (int64_t i = 0; i < a->warmup; ++i) {
         s.step(device);
       }
-      s.seconds.clear();
+      s.clear();
     }
     // Interleaved so that machine noise (other load, thermal state) hits every model alike.
     for (int64_t i = 0; i < a->steps; ++i) {
@@ -117,7 +137,11 @@ Runner add_bench_command(CLI::App& app) {
           torch::autograd::profiler::RecordProfile guard(trace);
           subjects[i].step(device);
         }
-        subjects[i].seconds.pop_back();  // a profiled step is slower; keep it out of the timing
+        // A profiled step is slower; keep it out of the timing.
+        for (auto* v : {&subjects[i].seconds, &subjects[i].forward_s, &subjects[i].backward_s,
+                        &subjects[i].optimizer_s}) {
+          v->pop_back();
+        }
         auto path = (std::filesystem::path(a->trace_dir) / (std::to_string(i) + ".trace.json")).string();
         write_atomic(path, [&](std::ostream& o) { o << trace.str(); });
         spdlog::info("{}: one profiled step -> {}", subjects[i].name, path);
@@ -126,20 +150,25 @@ Runner add_bench_command(CLI::App& app) {
     auto info = system_info();
     json result = {{"device", a->device}, {"batch", a->batch}, {"steps", a->steps},
                    {"system", info.summary()}, {"models", json::array()}};
-    const double base = subjects.front().median();
-    fmt::print("{:<40} {:>10} {:>10} {:>10} {:>8}\n", "model", "Param (M)", "step (s)", "img/s", "ratio");
+    const double base = median(subjects.front().seconds);
+    fmt::print("{:<40} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n", "model", "Param (M)", "step (s)",
+               "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
     for (auto& s : subjects) {
-      double med = s.median();
+      const double med = median(s.seconds), fwd = median(s.forward_s), bwd = median(s.backward_s),
+                   optim = median(s.optimizer_s);
       double macs = 0;
       for (auto& kv : s.model->macs_by_layer()) {
         macs += kv.second;
       }
       json row = {{"model", s.name}, {"params", models::count_parameters(*s.model)}, {"flops", macs},
                   {"step_seconds_median", med}, {"img_per_s", a->batch / med},
-                  {"ratio_to_first", med / base}, {"step_seconds", s.seconds}};
+                  {"ratio_to_first", med / base}, {"step_seconds", s.seconds},
+                  {"forward_seconds_median", fwd}, {"backward_seconds_median", bwd},
+                  {"optimizer_seconds_median", optim}};
       result["models"].push_back(row);
-      fmt::print("{:<40} {:>10.2f} {:>10.3f} {:>10.1f} {:>8.3f}\n", s.name,
-                 models::count_parameters(*s.model) / 1e6, med, a->batch / med, med / base);
+      fmt::print("{:<40} {:>10.2f} {:>10.3f} {:>10.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n", s.name,
+                 models::count_parameters(*s.model) / 1e6, med, a->batch / med, med / base, fwd, bwd,
+                 optim);
     }
     if (!a->out.empty()) {
       write_json_file(a->out, result);

@@ -26,14 +26,6 @@ double Mlp::macs(int64_t tokens) const {
          static_cast<double>(fc1->weight.size(1));
 }
 
-torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
-  if (p <= 0.0 || !training) {
-    return x;
-  }
-  auto mask = torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));
-  return x * mask;
-}
-
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
   if (p <= 0.0 || !training) {
     return x;

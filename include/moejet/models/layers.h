@@ -44,8 +44,13 @@ class Mlp : public FeedForward {
 /// and rescales the rest by 1 / (1 - p).
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training);
 
-/// Inverted dropout, as torch's, with the mask drawn by rand_like instead of bernoulli_ (3.5x
-/// faster on CPU in libtorch 1.13; the expert dropout of SpheroMoE draws millions per step).
+/// Inverted dropout, as torch's: zeroes each element with probability p in training and scales
+/// the rest by 1 / (1 - p). On the CPU (float or double) one fused kernel draws the mask from a
+/// counter-based generator seeded by torch's default generator (so torch::manual_seed makes it
+/// reproducible, whatever the thread count), keeps it as bytes for the backward, and applies it
+/// in the same pass (p is rounded to a multiple of 2^-32). SpheroMoE's expert dropout draws
+/// millions of mask bits per step; libtorch 1.13's serial Mersenne-Twister draws cost more than
+/// the expert GEMMs around them.
 torch::Tensor dropout(const torch::Tensor& x, double p, bool training);
 
 /// timm's LayerScale: x * gamma, gamma [D] initialised to `init_values`.

@@ -6,7 +6,8 @@
 // assigns exact zeros to low scores. SpheroMoE uses it for the combine weights (token <- slot
 // outputs) so that each token draws on a few slots instead of a softmax's thin smear over all of
 // them — a sparse combine that sharpens expert specialisation; the MoE Jetpack authors' code uses
-// the `entmax` package's entmax15 there, and this is its exact sort-based algorithm and gradient.
+// the `entmax` package's entmax15 there. This is the same exact function and gradient; on the CPU
+// the threshold is found without sorting (safeguarded Newton steps, exact at the end).
 
 #include <torch/types.h>
 
@@ -19,7 +20,7 @@ namespace moejet::moe {
 torch::Tensor entmax15(const torch::Tensor& x, int64_t dim = -1);
 
 /// The forward in plain tensor ops (sort, cumsum, gather), used off the CPU; the CPU path is a
-/// row kernel over the candidates only. Exposed so tests can hold the two to each other.
+/// vectorised row kernel. Exposed so tests can hold the two to each other.
 torch::Tensor entmax15_generic(const torch::Tensor& x, int64_t dim = -1);
 
 }  // namespace moejet::moe
