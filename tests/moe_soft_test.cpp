@@ -93,6 +93,37 @@ TEST(SpheroMoe, DoubleGradientThroughEntmaxAndBothPaths) {
   }
 }
 
+TEST(SpheroMoe, FusedFloatLogitsAndTheirGradientsMatchTensorOps) {
+  using moejet::testing::all_close;
+  // sphero_logits' CPU float kernel against the same maths in tensor ops, with and without noise:
+  // values, and gradients for the cosines and both temperatures.
+  torch::manual_seed(4);
+  auto cos0 = torch::rand({3, 7, 5}) * 2 - 1;
+  auto noise = torch::randn({3, 7, 5}) * 0.1;
+  auto wd = torch::randn({3, 5, 7}), wc = torch::randn({3, 7, 5});
+  for (bool with_noise : {true, false}) {
+    auto n = with_noise ? noise : torch::Tensor();
+    auto cos = cos0.clone().requires_grad_(true);
+    auto td = torch::full({}, 0.4).requires_grad_(true), tc = torch::full({}, 0.7).requires_grad_(true);
+    auto [dl, cl] = sphero_logits(cos, td, tc, n);
+    ((dl * wd).sum() + (cl * wc).sum()).backward();
+    auto rcos = cos0.clone().requires_grad_(true);
+    auto rtd = torch::full({}, 0.4).requires_grad_(true), rtc = torch::full({}, 0.7).requires_grad_(true);
+    auto rdl = rcos / rtd, rcl = rcos / rtc;
+    if (with_noise) {
+      rdl = rdl + noise;
+      rcl = rcl + noise;
+    }
+    rdl = rdl.transpose(1, 2);
+    ((rdl * wd).sum() + (rcl * wc).sum()).backward();
+    EXPECT_TRUE(all_close(dl, rdl, 1e-5, 1e-6)) << "noise " << with_noise;
+    EXPECT_TRUE(all_close(cl, rcl, 1e-5, 1e-6));
+    EXPECT_TRUE(all_close(cos.grad(), rcos.grad(), 1e-5, 1e-5));
+    EXPECT_TRUE(all_close(td.grad(), rtd.grad(), 1e-4, 1e-5));
+    EXPECT_TRUE(all_close(tc.grad(), rtc.grad(), 1e-4, 1e-5));
+  }
+}
+
 TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
   auto o = small_sphero();
   o.offset_scale = true;

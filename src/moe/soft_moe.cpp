@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "moejet/models/layers.h"
+#include "moejet/moe/expert_bmm.h"
 
 namespace moejet::moe {
 
@@ -13,27 +14,34 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
                          int64_t S, double drop_path, bool training) {
   const int64_t B = x.size(0), D = x.size(2);
   // Slots are dispatch-weighted sums of the raw tokens: [B, M, N] x [B, N, D] -> [B, M, D].
-  auto slots = torch::bmm(dispatch, x);
+  auto slots = batched_matmul(dispatch, x);
+  std::vector<int64_t> sizes;
+  int64_t total_experts = 0;
+  for (const auto& g : groups) {
+    sizes.push_back(g->num_experts * S);
+    total_experts += g->num_experts;
+  }
+  TORCH_INTERNAL_ASSERT(total_experts * S == dispatch.size(1), "soft_route: groups cover ",
+                        total_experts * S, " of ", dispatch.size(1), " slots");
+  // split, not narrow: its backward concatenates, where each narrow's would zero-fill and add a
+  // full-size gradient.
+  auto group_slots = slots.split_with_sizes(sizes, 1);
   std::vector<torch::Tensor> outs;
-  int64_t offset = 0, total_experts = 0;
-  for (auto g : groups) {  // holders are shared pointers; forward is non-const
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto g = groups[i];  // holders are shared pointers; forward is non-const
     const int64_t E = g->num_experts, M = E * S;
     // [B, E, S, D] -> [E, B*S, D]: one batched GEMM per layer of the group's MLP.
-    auto s = slots.narrow(1, offset, M).reshape({B, E, S, D}).permute({1, 0, 2, 3}).reshape({E, B * S, D});
+    auto s = group_slots[i].reshape({B, E, S, D}).permute({1, 0, 2, 3}).reshape({E, B * S, D});
     auto o = g->forward(s);
     outs.push_back(o.view({E, B, S, D}).permute({1, 0, 2, 3}).reshape({B, M, D}));
-    offset += M;
-    total_experts += E;
   }
-  TORCH_INTERNAL_ASSERT(offset == dispatch.size(1), "soft_route: groups cover ", offset, " of ",
-                        dispatch.size(1), " slots");
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
   if (training && drop_path > 0) {
     // Viewed as [B*E, S, D], drop_path's per-row mask drops one expert's outputs for one image.
     out = models::drop_path(out.view({B * total_experts, S, D}), drop_path, training)
               .view({B, total_experts * S, D});
   }
-  return torch::bmm(combine, out);
+  return batched_matmul(combine, out);
 }
 
 RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,

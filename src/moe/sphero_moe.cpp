@@ -2,12 +2,118 @@
 
 #include <torch/torch.h>
 
+#include "moejet/core/parallel.h"
 #include "moejet/moe/entmax.h"
 #include "moejet/moe/soft_moe.h"
 
 namespace moejet::moe {
 
 namespace F = torch::nn::functional;
+
+namespace {
+
+// The dispatch and combine logits from the cosines in one pass each way: dispatch logits
+// cos / t_d + noise laid out [B, M, N] (slots' rows over tokens, so that the softmax over tokens
+// runs along the last dim) and combine logits cos / t_c + noise [B, N, M]. As separate tensor ops
+// (two divisions, two noise adds, a transposing copy, and their backwards with the temperature
+// reductions and the sum of the two cosine gradients) this was ~15 full passes over [B, N, M].
+struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                const torch::Tensor& t_c, const torch::Tensor& noise) {
+    auto c = cos.contiguous();
+    const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
+    auto dl = torch::empty({B, M, N}, c.options());
+    auto cl = torch::empty({B, N, M}, c.options());
+    const float inv_d = 1.0f / t_d.item<float>(), inv_c = 1.0f / t_c.item<float>();
+    auto nz = noise.contiguous();  // empty: no noise
+    const float* cp = c.data_ptr<float>();
+    const float* np = nz.numel() > 0 ? nz.data_ptr<float>() : nullptr;
+    float* dp = dl.data_ptr<float>();
+    float* lp = cl.data_ptr<float>();
+    parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t row = (b * N + n) * M;
+          for (int64_t m = 0; m < M; ++m) {
+            const float e = np ? np[row + m] : 0.0f;
+            lp[row + m] = cp[row + m] * inv_c + e;
+            dp[(b * M + m) * N + n] = cp[row + m] * inv_d + e;
+          }
+        }
+      }
+    });
+    ctx->save_for_backward({c, t_d, t_c});
+    return {dl, cl};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& c = saved[0];
+    const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
+    const float inv_d = 1.0f / saved[1].item<float>(), inv_c = 1.0f / saved[2].item<float>();
+    auto gd = grads[0].defined() ? grads[0].contiguous() : torch::zeros({B, M, N}, c.options());
+    auto gc = grads[1].defined() ? grads[1].contiguous() : torch::zeros({B, N, M}, c.options());
+    auto gcos = torch::empty_like(c);
+    const float* cp = c.data_ptr<float>();
+    const float* gdp = gd.data_ptr<float>();
+    const float* gcp = gc.data_ptr<float>();
+    float* gp = gcos.data_ptr<float>();
+    std::vector<double> sum_d(static_cast<size_t>(B)), sum_c(static_cast<size_t>(B));
+    parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        double sd = 0, sc = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const int64_t row = (b * N + n) * M;
+          for (int64_t m = 0; m < M; ++m) {
+            const float g_d = gdp[(b * M + m) * N + n], g_c = gcp[row + m];
+            gp[row + m] = g_d * inv_d + g_c * inv_c;
+            sd += static_cast<double>(g_d) * cp[row + m];
+            sc += static_cast<double>(g_c) * cp[row + m];
+          }
+        }
+        sum_d[static_cast<size_t>(b)] = sd;
+        sum_c[static_cast<size_t>(b)] = sc;
+      }
+    });
+    double sd = 0, sc = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      sd += sum_d[static_cast<size_t>(b)];
+      sc += sum_c[static_cast<size_t>(b)];
+    }
+    // d(cos / t)/dt = -cos / t^2
+    auto g_td = torch::full({}, -sd * inv_d * inv_d, saved[1].options());
+    auto g_tc = torch::full({}, -sc * inv_c * inv_c, saved[2].options());
+    return {gcos, g_td, g_tc, torch::Tensor()};
+  }
+};
+
+// Same function in tensor ops, for devices and dtypes the kernel above does not cover.
+std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Tensor& cos,
+                                                                const torch::Tensor& t_d,
+                                                                const torch::Tensor& t_c,
+                                                                const torch::Tensor& noise) {
+  auto dl = cos / t_d, cl = cos / t_c;
+  if (noise.defined()) {
+    dl = dl + noise;
+    cl = cl + noise;
+  }
+  return {dl.transpose(1, 2).contiguous(), cl};
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                      const torch::Tensor& t_c, const torch::Tensor& noise) {
+  if (cos.is_cpu() && cos.scalar_type() == torch::kFloat && t_d.scalar_type() == torch::kFloat &&
+      t_c.scalar_type() == torch::kFloat && (!noise.defined() || noise.scalar_type() == torch::kFloat)) {
+    // A custom Function's inputs must be defined tensors: no noise is an empty one.
+    auto out = TemperedLogits::apply(cos, t_d, t_c, noise.defined() ? noise : torch::empty({0}, cos.options()));
+    return {out[0], out[1]};
+  }
+  return tempered_logits_generic(cos, t_d, t_c, noise);
+}
 
 SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
   TORCH_CHECK(o.dim > 0 && o.core_experts > 0 && o.core_hidden > 0 && o.slots_per_expert > 0,
@@ -63,17 +169,17 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "SpheroMoe: expected [B, N, ",
               options.dim, "], got ", x.sizes());
   auto cos = torch::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
-  auto dl = cos / dispatch_temperature.clamp_min(1e-2);
-  auto cl = cos / combine_temperature.clamp_min(1e-2);
-  const double noise = options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
-  if (noise > 0 && (is_training() || options.noise_in_eval)) {
+  const double noise_mult =
+      options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
+  torch::Tensor noise;
+  if (noise_mult > 0 && (is_training() || options.noise_in_eval)) {
     // One sample shared by dispatch and combine, as in the authors' code.
-    auto n = torch::randn_like(cos) * noise;
-    dl = dl + n;
-    cl = cl + n;
+    noise = torch::randn_like(cos).mul_(noise_mult);
   }
-  // Dispatch over tokens on a contiguous [B, M, N] copy: a last-dim softmax (see SoftMoe).
-  auto dispatch = torch::softmax(dl.transpose(1, 2).contiguous(), -1);
+  // Dispatch logits come laid out [B, M, N], so the softmax over tokens is a last-dim one.
+  auto [dl, cl] = sphero_logits(cos, dispatch_temperature.clamp_min(1e-2),
+                                combine_temperature.clamp_min(1e-2), noise);
+  auto dispatch = torch::softmax(dl, -1);
   auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : torch::softmax(cl, 2);
   std::vector<ExpertMlp> groups{core};
   if (universal) {

@@ -1,6 +1,7 @@
 #include "moejet/train/fused_adamw.h"
 
 #include "moejet/core/parallel.h"
+#include "moejet/train/adamw_kernel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -69,25 +70,20 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
         p.addcdiv_(m, denom, -step_size);
         continue;
       }
+      AdamWCoefficients c{};
+      c.decay = static_cast<float>(1.0 - lr * wd);
+      c.beta1 = static_cast<float>(beta1);
+      c.beta2 = static_cast<float>(beta2);
+      c.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+      c.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+      c.inv_sqrt_bias_correction2 = static_cast<float>(1.0 / std::sqrt(bc2));
+      c.eps = static_cast<float>(eps);
+      c.step_size = static_cast<float>(step_size);
       float* pp = p.data_ptr<float>();
       const float* gp = grad.data_ptr<float>();
       float* mp = m.data_ptr<float>();
       float* vp = v.data_ptr<float>();
-      const float decay = static_cast<float>(1.0 - lr * wd);
-      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-      const float c1 = static_cast<float>(1.0 - beta1), c2 = static_cast<float>(1.0 - beta2);
-      const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-      const float feps = static_cast<float>(eps), fstep = static_cast<float>(step_size);
-      auto update = [=](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const float g = gp[i];
-          const float mi = b1 * mp[i] + c1 * g;
-          const float vi = b2 * vp[i] + c2 * g * g;
-          mp[i] = mi;
-          vp[i] = vi;
-          pp[i] = pp[i] * decay - fstep * mi / (std::sqrt(vi) * inv_sqrt_bc2 + feps);
-        }
-      };
+      auto update = [=](int64_t begin, int64_t end) { adamw_update(pp, gp, mp, vp, begin, end, c); };
       parallel_chunks(p.numel(), int64_t{1} << 18, update);
     }
   }

@@ -78,4 +78,10 @@ class SpheroMoe : public MoeLayer {
   ExpertMlp universal{nullptr};           ///< null without universal experts
 };
 
+/// SpheroMoE's dispatch and combine logits from the cosines cos [B, N, M] and the (clamped)
+/// temperatures: (cos / t_d + noise) transposed to [B, M, N], and cos / t_c + noise [B, N, M];
+/// `noise` may be undefined. Fused forward and backward on the CPU for float; tensor ops otherwise.
+std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                      const torch::Tensor& t_c, const torch::Tensor& noise);
+
 }  // namespace moejet::moe

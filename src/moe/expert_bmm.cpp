@@ -1,0 +1,136 @@
+#include "moejet/moe/expert_bmm.h"
+
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "moejet/core/blas.h"
+#include "moejet/core/parallel.h"
+
+namespace moejet::moe {
+
+namespace {
+
+// How a [rows, cols] matrix of a 3-d tensor sits in memory, as BLAS sees it: row-major with
+// leading dimension `ld` (stride (ld, 1)), or column-major (stride (1, ld)).
+struct Layout {
+  bool ok = false;
+  bool row_major = true;
+  int64_t ld = 0;
+};
+
+Layout layout_of(const torch::Tensor& t) {
+  const int64_t rows = t.size(1), cols = t.size(2), s0 = t.stride(1), s1 = t.stride(2);
+  // Strides of size-1 dims are arbitrary; such a dim never constrains the layout.
+  if ((s1 == 1 || cols == 1) && (rows == 1 || s0 >= std::max<int64_t>(1, cols))) {
+    return {true, true, rows == 1 ? std::max<int64_t>(1, cols) : s0};
+  }
+  if ((s0 == 1 || rows == 1) && (cols == 1 || s1 >= std::max<int64_t>(1, rows))) {
+    return {true, false, cols == 1 ? std::max<int64_t>(1, rows) : s1};
+  }
+  return {};
+}
+
+bool fits_int(int64_t v) {
+  return v <= std::numeric_limits<int>::max();
+}
+
+}  // namespace
+
+torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                         bool thread_per_matrix) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
+              "expert_bmm: expected a [E, M, K] and b [E, K, N], got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 2 && bias.size(0) == a.size(0) && bias.size(1) == b.size(2)),
+              "expert_bmm: expected bias [E, N] = [", a.size(0), ", ", b.size(2), "], got ", bias.sizes());
+  const SgemmFn sgemm = blas_sgemm();
+  const bool direct = sgemm != nullptr && a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&
+                      b.scalar_type() == torch::kFloat &&
+                      (!bias.defined() || (bias.is_cpu() && bias.scalar_type() == torch::kFloat));
+  if (!direct) {
+    return bias.defined() ? torch::baddbmm(bias.unsqueeze(1), a, b) : torch::bmm(a, b);
+  }
+  const int64_t E = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  auto A = a, B = b;
+  Layout la = layout_of(A), lb = layout_of(B);
+  if (!la.ok) {
+    A = A.contiguous();
+    la = layout_of(A);
+  }
+  if (!lb.ok) {
+    B = B.contiguous();
+    lb = layout_of(B);
+  }
+  torch::Tensor out;
+  float beta = 0.0f;
+  if (bias.defined()) {
+    out = bias.unsqueeze(1).expand({E, M, N}).contiguous();  // the GEMM accumulates onto it
+    beta = 1.0f;
+  } else {
+    out = torch::empty({E, M, N}, a.options());
+  }
+  if (E == 0 || M == 0 || N == 0) {
+    return out;
+  }
+  if (K == 0) {
+    return bias.defined() ? out : out.zero_();
+  }
+  TORCH_CHECK(fits_int(M) && fits_int(N) && fits_int(K) && fits_int(la.ld) && fits_int(lb.ld),
+              "expert_bmm: matrix too large for a 32-bit BLAS: ", a.sizes(), " x ", b.sizes());
+  // Row-major out = A B is column-major out^T = B^T A^T: BLAS gets (B, A) with their layouts'
+  // transposes swapped: a row-major matrix is its own transpose in column-major terms.
+  const char tb = lb.row_major ? 'N' : 'T', ta = la.row_major ? 'N' : 'T';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int ldb = static_cast<int>(lb.ld), lda = static_cast<int>(la.ld), ldc = static_cast<int>(N);
+  const float alpha = 1.0f;
+  const float* ap = A.data_ptr<float>();
+  const float* bp = B.data_ptr<float>();
+  float* cp = out.data_ptr<float>();
+  const int64_t sa = A.stride(0), sb = B.stride(0), sc = M * N;
+  auto run = [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      sgemm(&tb, &ta, &m, &n, &k, &alpha, bp + e * sb, &ldb, ap + e * sa, &lda, &beta, cp + e * sc, &ldc);
+    }
+  };
+  if (thread_per_matrix && E > 1) {
+    SingleThreadedBlas guard;
+    if (guard.active() && guard.previous_threads() > 1) {
+      const int64_t threads = std::min<int64_t>(guard.previous_threads(), E);
+      parallel_chunks(E, (E + threads - 1) / threads, run);
+      return out;
+    }
+  }
+  run(0, E);
+  return out;
+}
+
+namespace {
+
+struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return expert_bmm(a, b, torch::Tensor(), /*thread_per_matrix=*/false);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& g = grads[0];
+    torch::Tensor ga, gb;
+    if (ctx->needs_input_grad(0)) {
+      ga = expert_bmm(g, saved[1].transpose(1, 2), torch::Tensor(), false);
+    }
+    if (ctx->needs_input_grad(1)) {
+      gb = expert_bmm(saved[0].transpose(1, 2), g, torch::Tensor(), false);
+    }
+    return {ga, gb};
+  }
+};
+
+}  // namespace
+
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b) {
+  return BatchedMatmulFn::apply(a, b);
+}
+
+}  // namespace moejet::moe

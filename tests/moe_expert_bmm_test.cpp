@@ -1,0 +1,75 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "moejet/core/blas.h"
+#include "moejet/core/system.h"
+#include "moejet/moe/expert_bmm.h"
+#include "test_util.h"
+
+namespace {
+
+using moejet::moe::batched_matmul;
+using moejet::moe::expert_bmm;
+using moejet::testing::all_close;
+
+TEST(ExpertBmm, DirectBlasIsFoundWhereLibtorchUsesOpenBlas) {
+  // Otherwise every expert GEMM silently takes the slower torch::bmm path.
+  if (moejet::system_info().blas != "OpenBLAS") {
+    GTEST_SKIP() << "BLAS here: " << moejet::system_info().blas;
+  }
+  EXPECT_NE(moejet::blas_sgemm(), nullptr);
+  moejet::SingleThreadedBlas guard;
+  EXPECT_TRUE(guard.active());
+}
+
+TEST(ExpertBmm, MatchesTorchForEveryOperandLayoutWithAndWithoutBias) {
+  torch::manual_seed(0);
+  const int64_t E = 5, M = 7, K = 6, N = 3;
+  auto a_rm = torch::randn({E, M, K});
+  auto a_cm = torch::randn({E, K, M}).transpose(1, 2);            // each matrix column-major
+  auto a_pad = torch::randn({E, M, K + 4}).narrow(2, 1, K);        // row-major, leading dim K + 4
+  auto a_slots = torch::randn({M, E, K}).transpose(0, 1);          // [B, E, D] slots seen per expert
+  auto a_odd = torch::randn({E, M, 2 * K}).slice(2, 0, 2 * K, 2);  // neither layout: copied
+  auto b_rm = torch::randn({E, K, N});
+  auto b_cm = torch::randn({E, N, K}).transpose(1, 2);
+  auto b_bcast = torch::randn({1, K, N}).expand({E, K, N});        // batch stride 0
+  auto bias = torch::randn({E, N});
+  for (const auto& a : {a_rm, a_cm, a_pad, a_slots, a_odd}) {
+    for (const auto& b : {b_rm, b_cm, b_bcast}) {
+      for (bool per_matrix : {true, false}) {
+        auto ref = torch::bmm(a, b);
+        EXPECT_TRUE(all_close(expert_bmm(a, b, torch::Tensor(), per_matrix), ref, 1e-5, 1e-5))
+            << a.strides() << " x " << b.strides();
+        EXPECT_TRUE(all_close(expert_bmm(a, b, bias, per_matrix), ref + bias.unsqueeze(1), 1e-5, 1e-5));
+      }
+    }
+  }
+}
+
+TEST(ExpertBmm, HandlesDegenerateSizesDoublesAndBadShapes) {
+  for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 4, 3}, {4, 1, 3}, {4, 3, 1}, {1, 1, 1}, {3, 0, 2}}) {
+    auto a = torch::randn({2, M, K}), b = torch::randn({2, K, N});
+    EXPECT_TRUE(all_close(expert_bmm(a, b), torch::bmm(a, b))) << M << " " << K << " " << N;
+  }
+  auto ad = torch::randn({3, 4, 5}, torch::kDouble), bd = torch::randn({3, 5, 2}, torch::kDouble);
+  EXPECT_TRUE(all_close(expert_bmm(ad, bd), torch::bmm(ad, bd), 0, 1e-12));  // torch path
+  EXPECT_THROW(expert_bmm(torch::randn({2, 3, 4}), torch::randn({2, 5, 6})), c10::Error);
+  EXPECT_THROW(expert_bmm(torch::randn({2, 3, 4}), torch::randn({2, 4, 6}), torch::randn({2, 5})), c10::Error);
+}
+
+TEST(ExpertBmm, BatchedMatmulGradientsMatchTorchBmm) {
+  torch::manual_seed(1);
+  auto a0 = torch::randn({4, 6, 5}), b0 = torch::randn({4, 5, 3}), w = torch::randn({4, 6, 3});
+  auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+  auto ra = a0.clone().requires_grad_(true), rb = b0.clone().requires_grad_(true);
+  (batched_matmul(a, b) * w).sum().backward();
+  (torch::bmm(ra, rb) * w).sum().backward();
+  EXPECT_TRUE(all_close(a.grad(), ra.grad()));
+  EXPECT_TRUE(all_close(b.grad(), rb.grad()));
+  // Only the inputs that need a gradient get one.
+  auto c = b0.clone().requires_grad_(true);
+  batched_matmul(a0, c).sum().backward();
+  EXPECT_TRUE(c.grad().defined());
+}
+
+}  // namespace
