@@ -163,19 +163,27 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
   auto r = run("bench --models " + src + "/configs/vit_fmnist.json " + src +
-               "/configs/vit_fmnist_sphero.json --batch 4 --steps 2 --warmup 0 --out " +
+               "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --out " +
                dir.file("bench.json") + " --trace " + dir.file("trace"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "ratio")) << r.output;
   auto result = read_json_file(dir.file("bench.json"));
-  ASSERT_EQ(result["models"].size(), 2u);
-  EXPECT_DOUBLE_EQ(result["models"][0]["ratio_to_first"].get<double>(), 1.0);
-  EXPECT_GT(result["models"][1]["params"].get<int64_t>(), result["models"][0]["params"].get<int64_t>());
-  // The profiled step is kept out of the timing, and the trace names the MoE's batched GEMMs.
-  EXPECT_EQ(result["models"][1]["step_seconds"].size(), 2u);
+  ASSERT_EQ(result["runs"].size(), 2u);  // one per batch size, in the order given
+  EXPECT_EQ(result["runs"][1]["batch"].get<int64_t>(), 2);
+  for (const auto& run_at_batch : result["runs"]) {
+    const auto& models = run_at_batch["models"];
+    ASSERT_EQ(models.size(), 2u);
+    EXPECT_DOUBLE_EQ(models[0]["ratio_to_first"].get<double>(), 1.0);
+    EXPECT_GT(models[1]["params"].get<int64_t>(), models[0]["params"].get<int64_t>());
+    EXPECT_GT(models[1]["forward_seconds_median"].get<double>(), 0.0);
+    // The profiled step is kept out of the timing.
+    EXPECT_EQ(models[1]["step_seconds"].size(), 2u);
+  }
+  // The trace names the experts' batched GEMMs.
   auto trace = read_file_bytes(dir.file("trace/1.trace.json"));
   auto events = json::parse(std::string(trace.begin(), trace.end()));
-  EXPECT_TRUE(contains(events.dump(), "aten::bmm"));
+  EXPECT_TRUE(contains(events.dump(), "moejet::expert_bmm"));
+  EXPECT_NE(run("bench --batch 0 --steps 1").code, 0);
 }
 
 TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {

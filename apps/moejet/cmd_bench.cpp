@@ -23,7 +23,8 @@ namespace {
 struct BenchArgs {
   std::vector<std::string> models{"configs/paper/vit_tiny.json", "configs/paper/vjetmoe_tiny.json"};
   std::vector<std::string> sets;
-  int64_t batch = 32, steps = 5, warmup = 1;
+  std::vector<int64_t> batches{32};
+  int64_t steps = 5, warmup = 1;
   std::string device = "cpu", out, trace_dir;
 };
 
@@ -87,16 +88,24 @@ Runner add_bench_command(CLI::App& app) {
   sub->add_option("-m,--models", a->models, "presets or model/train config JSON files")
       ->capture_default_str();
   sub->add_option("--set", a->sets, "override applied to every model config, e.g. --set img_size=112");
-  sub->add_option("--batch", a->batch)->capture_default_str();
+  sub->add_option("--batch", a->batches,
+                  "batch size(s); a list (e.g. 32,64,128) times every model at each, in one run")
+      ->delimiter(',')
+      ->capture_default_str();
   sub->add_option("--steps", a->steps, "timed steps per model (interleaved)")->capture_default_str();
   sub->add_option("--warmup", a->warmup)->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
   sub->add_option("-o,--out", a->out, "also write the JSON result to this file");
   sub->add_option("--trace", a->trace_dir,
-                  "after timing, profile one more step per model into DIR/<n>.trace.json "
-                  "(chrome://tracing / Perfetto)");
+                  "after timing, profile one more step per model (at the last batch size) into "
+                  "DIR/<n>.trace.json (chrome://tracing / Perfetto)");
   return [a]() {
     auto device = parse_device(a->device);
+    for (const int64_t batch : a->batches) {
+      if (batch < 1) {
+        throw ConfigError(fmt::format("bench: --batch must be >= 1, got {}", batch));
+      }
+    }
     std::vector<Subject> subjects;
     for (const auto& spec : a->models) {
       Subject s;
@@ -111,23 +120,51 @@ Runner add_bench_command(CLI::App& app) {
         entry.second->collect_stats = false;
       }
       s.opt = train::make_optimizer(*s.model, train::OptimConfig{});
-      const int64_t size = s.model->image_size();
-      s.x = torch::randn({a->batch, s.model->in_chans(), size, size}, device);
-      s.y = torch::softmax(torch::randn({a->batch, s.model->num_classes()}, device), 1);
       spdlog::info("{}: {:.2f} M params", spec, models::count_parameters(*s.model) / 1e6);
       subjects.push_back(std::move(s));
     }
-    for (auto& s : subjects) {
-      for (int64_t i = 0; i < a->warmup; ++i) {
-        s.step(device);
-      }
-      s.clear();
-    }
-    // Interleaved so that machine noise (other load, thermal state) hits every model alike.
-    for (int64_t i = 0; i < a->steps; ++i) {
+    auto info = system_info();
+    json result = {{"device", a->device}, {"steps", a->steps}, {"system", info.summary()},
+                   {"runs", json::array()}};
+    fmt::print("{:<40} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "batch",
+               "Param (M)", "step (s)", "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
+    for (const int64_t batch : a->batches) {
       for (auto& s : subjects) {
-        s.step(device);
+        const int64_t size = s.model->image_size();
+        s.x = torch::randn({batch, s.model->in_chans(), size, size}, device);
+        s.y = torch::softmax(torch::randn({batch, s.model->num_classes()}, device), 1);
+        for (int64_t i = 0; i < a->warmup; ++i) {
+          s.step(device);
+        }
+        s.clear();
       }
+      // Interleaved so that machine noise (other load, thermal state) hits every model alike.
+      for (int64_t i = 0; i < a->steps; ++i) {
+        for (auto& s : subjects) {
+          s.step(device);
+        }
+      }
+      json run = {{"batch", batch}, {"models", json::array()}};
+      const double base = median(subjects.front().seconds);
+      for (auto& s : subjects) {
+        const double med = median(s.seconds), fwd = median(s.forward_s), bwd = median(s.backward_s),
+                     optim = median(s.optimizer_s);
+        double macs = 0;
+        for (auto& kv : s.model->macs_by_layer()) {
+          macs += kv.second;
+        }
+        run["models"].push_back({{"model", s.name}, {"params", models::count_parameters(*s.model)},
+                                 {"flops", macs}, {"step_seconds_median", med},
+                                 {"img_per_s", static_cast<double>(batch) / med},
+                                 {"ratio_to_first", med / base}, {"step_seconds", s.seconds},
+                                 {"forward_seconds_median", fwd}, {"backward_seconds_median", bwd},
+                                 {"optimizer_seconds_median", optim}});
+        fmt::print("{:<40} {:>6} {:>10.2f} {:>10.3f} {:>8.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n",
+                   s.name, batch, models::count_parameters(*s.model) / 1e6, med,
+                   static_cast<double>(batch) / med, med / base, fwd, bwd, optim);
+      }
+      std::fflush(stdout);
+      result["runs"].push_back(run);
     }
     if (!a->trace_dir.empty()) {
       std::filesystem::create_directories(a->trace_dir);
@@ -137,38 +174,10 @@ Runner add_bench_command(CLI::App& app) {
           torch::autograd::profiler::RecordProfile guard(trace);
           subjects[i].step(device);
         }
-        // A profiled step is slower; keep it out of the timing.
-        for (auto* v : {&subjects[i].seconds, &subjects[i].forward_s, &subjects[i].backward_s,
-                        &subjects[i].optimizer_s}) {
-          v->pop_back();
-        }
         auto path = (std::filesystem::path(a->trace_dir) / (std::to_string(i) + ".trace.json")).string();
         write_atomic(path, [&](std::ostream& o) { o << trace.str(); });
         spdlog::info("{}: one profiled step -> {}", subjects[i].name, path);
       }
-    }
-    auto info = system_info();
-    json result = {{"device", a->device}, {"batch", a->batch}, {"steps", a->steps},
-                   {"system", info.summary()}, {"models", json::array()}};
-    const double base = median(subjects.front().seconds);
-    fmt::print("{:<40} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}\n", "model", "Param (M)", "step (s)",
-               "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
-    for (auto& s : subjects) {
-      const double med = median(s.seconds), fwd = median(s.forward_s), bwd = median(s.backward_s),
-                   optim = median(s.optimizer_s);
-      double macs = 0;
-      for (auto& kv : s.model->macs_by_layer()) {
-        macs += kv.second;
-      }
-      json row = {{"model", s.name}, {"params", models::count_parameters(*s.model)}, {"flops", macs},
-                  {"step_seconds_median", med}, {"img_per_s", a->batch / med},
-                  {"ratio_to_first", med / base}, {"step_seconds", s.seconds},
-                  {"forward_seconds_median", fwd}, {"backward_seconds_median", bwd},
-                  {"optimizer_seconds_median", optim}};
-      result["models"].push_back(row);
-      fmt::print("{:<40} {:>10.2f} {:>10.3f} {:>10.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n", s.name,
-                 models::count_parameters(*s.model) / 1e6, med, a->batch / med, med / base, fwd, bwd,
-                 optim);
     }
     if (!a->out.empty()) {
       write_json_file(a->out, result);

@@ -1,5 +1,6 @@
 #include "moejet/moe/expert_bmm.h"
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <limits>
@@ -43,6 +44,8 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
               "expert_bmm: expected a [E, M, K] and b [E, K, N], got ", a.sizes(), " and ", b.sizes());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 2 && bias.size(0) == a.size(0) && bias.size(1) == b.size(2)),
               "expert_bmm: expected bias [E, N] = [", a.size(0), ", ", b.size(2), "], got ", bias.sizes());
+  // Named in profiler traces, since the BLAS path bypasses ATen's own bmm record.
+  RECORD_FUNCTION("moejet::expert_bmm", std::vector<c10::IValue>({a, b}));
   const SgemmFn sgemm = blas_sgemm();
   const bool direct = sgemm != nullptr && a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&
                       b.scalar_type() == torch::kFloat &&
