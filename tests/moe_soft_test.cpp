@@ -122,6 +122,9 @@ TEST(SpheroMoe, FusedFloatLogitsAndTheirGradientsMatchTensorOps) {
     EXPECT_TRUE(all_close(td.grad(), rtd.grad(), 1e-4, 1e-5));
     EXPECT_TRUE(all_close(tc.grad(), rtc.grad(), 1e-4, 1e-5));
   }
+  auto t = torch::full({}, 0.5);
+  EXPECT_THROW(sphero_logits(cos0, t, t, torch::randn({3, 7, 4})), c10::Error);
+  EXPECT_THROW(sphero_logits(cos0[0], t, t, torch::Tensor()), c10::Error);
 }
 
 TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {

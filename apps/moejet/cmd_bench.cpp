@@ -23,7 +23,7 @@ namespace {
 struct BenchArgs {
   std::vector<std::string> models{"configs/paper/vit_tiny.json", "configs/paper/vjetmoe_tiny.json"};
   std::vector<std::string> sets;
-  std::vector<int64_t> batches{32};
+  std::vector<int64_t> batches{32, 64, 128};
   int64_t steps = 5, warmup = 1;
   std::string device = "cpu", out, trace_dir;
 };

@@ -106,6 +106,11 @@ std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Ten
 
 std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
                                                       const torch::Tensor& t_c, const torch::Tensor& noise) {
+  TORCH_CHECK(cos.dim() == 3 && t_d.numel() == 1 && t_c.numel() == 1 &&
+                  (!noise.defined() || noise.sizes() == cos.sizes()),
+              "sphero_logits: expected cos [B, N, M], scalar temperatures and noise like cos, got ",
+              cos.sizes(), ", ", t_d.sizes(), ", ", t_c.sizes(), " and ",
+              noise.defined() ? noise.sizes() : c10::IntArrayRef{});
   if (cos.is_cpu() && cos.scalar_type() == torch::kFloat && t_d.scalar_type() == torch::kFloat &&
       t_c.scalar_type() == torch::kFloat && (!noise.defined() || noise.scalar_type() == torch::kFloat)) {
     // A custom Function's inputs must be defined tensors: no noise is an empty one.
