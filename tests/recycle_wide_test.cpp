@@ -140,6 +140,14 @@ struct Fixture {
   }
 };
 
+// Recycling sources with the fixture's wide model as the dense source.
+RecycleSources wide_dense_source(const Fixture& f) {
+  RecycleSources s;
+  s.dense.name = "wide.safetensors";
+  s.dense.model = f.wide.get();
+  return s;
+}
+
 }  // namespace
 
 TEST(RecycleWide, ImportanceSelectionRecoversTheNarrowModelHiddenInAZeroPaddedWideOne) {
@@ -147,9 +155,7 @@ TEST(RecycleWide, ImportanceSelectionRecoversTheNarrowModelHiddenInAZeroPaddedWi
   auto stats = wide_stats(*f.wide, {0, 1});
   for (bool topk : {true, false}) {
     models::VisionTransformer target(narrow_cfg());
-    RecycleSources sources;
-    sources.dense.name = "wide.safetensors";
-    sources.dense.model = f.wide.get();
+    auto sources = wide_dense_source(f);
     sources.dense.stats = stats;
     RecycleOptions o;
     o.method = Method::Importance;
@@ -169,9 +175,7 @@ TEST(RecycleWide, ImportanceSelectionRecoversTheNarrowModelHiddenInAZeroPaddedWi
   }
   // Uniform selection is data-free and picks other channels: the logits differ.
   models::VisionTransformer target(narrow_cfg());
-  RecycleSources sources;
-  sources.dense.name = "wide.safetensors";
-  sources.dense.model = f.wide.get();
+  auto sources = wide_dense_source(f);
   RecycleOptions o;
   o.method = Method::Uniform;
   o.rescale = false;
@@ -259,9 +263,7 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
   }
   {  // copy cannot choose channels
     models::VisionTransformer target(narrow_cfg());
-    RecycleSources s;
-    s.dense.name = "wide.safetensors";
-    s.dense.model = f.wide.get();
+    auto s = wide_dense_source(f);
     RecycleOptions copy;
     copy.method = Method::Copy;
     expect_error([&] { recycle_model(s, *target, copy); }, {"wide.safetensors", "copy", "16 of its 32 channels"});

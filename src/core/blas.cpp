@@ -35,6 +35,10 @@ SetThreads openblas_set() {
 
 }  // namespace
 
+int openblas_num_threads() {
+  return openblas_get() != nullptr ? openblas_get()() : -1;
+}
+
 SingleThreadedBlas::SingleThreadedBlas() {
   if (openblas_get() != nullptr && openblas_set() != nullptr) {
     previous_ = openblas_get()();

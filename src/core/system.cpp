@@ -1,7 +1,5 @@
 #include "moejet/core/system.h"
 
-#include <dlfcn.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -9,6 +7,7 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include "moejet/core/blas.h"
 #include "moejet/core/error.h"
 
 namespace moejet {
@@ -47,10 +46,9 @@ SystemInfo system_info() {
   info.cuda_available = torch::cuda::is_available();
   info.blas_path = loaded_blas_path();
   const std::string& p = info.blas_path;
-  using GetThreads = int (*)();
-  if (auto fn = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) {
+  if (const int threads = openblas_num_threads(); threads >= 0) {
     info.blas = "OpenBLAS";
-    info.blas_threads = fn();
+    info.blas_threads = threads;
   } else if (p.find("mkl") != std::string::npos) {
     info.blas = "MKL";
   } else if (p.find("blis") != std::string::npos) {

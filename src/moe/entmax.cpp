@@ -56,10 +56,10 @@ struct SupportStats {
   T k = 0, s1 = 0, s2 = 0, zmin = 0;
 };
 
+// Adds elements [begin, end) to r: the whole pass for double, the vector loop's tail for float.
 template <class T>
-SupportStats<T> support_stats(const T* x, int64_t n, T mx, T t) {
-  SupportStats<T> r;
-  for (int64_t i = 0; i < n; ++i) {
+void add_support_stats(const T* x, int64_t begin, int64_t end, T mx, T t, SupportStats<T>& r) {
+  for (int64_t i = begin; i < end; ++i) {
     const T zi = (x[i] - mx) / 2;
     if (zi > t) {
       r.k += 1;
@@ -68,6 +68,12 @@ SupportStats<T> support_stats(const T* x, int64_t n, T mx, T t) {
       r.zmin = std::min(r.zmin, zi);
     }
   }
+}
+
+template <class T>
+SupportStats<T> support_stats(const T* x, int64_t n, T mx, T t) {
+  SupportStats<T> r;
+  add_support_stats(x, 0, n, mx, t, r);
   return r;
 }
 
@@ -101,15 +107,7 @@ SupportStats<float> support_stats<float>(const float* x, int64_t n, float mx, fl
       r.zmin = std::min(r.zmin, mn[h][j]);
     }
   }
-  for (; i < n; ++i) {
-    const float zi = (x[i] - mx) / 2;
-    if (zi > t) {
-      r.k += 1;
-      r.s1 += zi;
-      r.s2 += zi * zi;
-      r.zmin = std::min(r.zmin, zi);
-    }
-  }
+  add_support_stats(x, i, n, mx, t, r);
   return r;
 }
 
@@ -152,12 +150,17 @@ float row_max<float>(const float* x, int64_t n) {
 
 // r_i = [(x_i - mx) / 2 - tau]_+ and y_i = r_i^2; r = sqrt(y) is what the backward needs.
 template <class T>
-void row_output(const T* x, T* y, T* r, int64_t n, T mx, T tau) {
-  for (int64_t i = 0; i < n; ++i) {
+void row_output_range(const T* x, T* y, T* r, int64_t begin, int64_t end, T mx, T tau) {
+  for (int64_t i = begin; i < end; ++i) {
     const T d = std::max(T(0), (x[i] - mx) / 2 - tau);
     y[i] = d * d;
     r[i] = d;
   }
+}
+
+template <class T>
+void row_output(const T* x, T* y, T* r, int64_t n, T mx, T tau) {
+  row_output_range(x, y, r, 0, n, mx, tau);
 }
 
 template <>
@@ -173,11 +176,7 @@ void row_output<float>(const float* x, float* y, float* r, int64_t n, float mx, 
     std::memcpy(y + i, &yi, sizeof(yi));
     std::memcpy(r + i, &d, sizeof(d));
   }
-  for (; i < n; ++i) {
-    const float d = std::max(0.0f, (x[i] - mx) / 2 - tau);
-    y[i] = d * d;
-    r[i] = d;
-  }
+  row_output_range(x, y, r, i, n, mx, tau);
 }
 
 // Backward of one row: dx = r * (g - <g, r> / sum(r)), with r = sqrt(y).

@@ -17,6 +17,9 @@ using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, c
 /// The process's sgemm_, or null. Set MOEJET_DIRECT_BLAS=0 to force the fallback.
 SgemmFn blas_sgemm();
 
+/// OpenBLAS's thread count, or -1 when the process's BLAS is not OpenBLAS.
+int openblas_num_threads();
+
 /// While alive, OpenBLAS runs every call on the calling thread, so that several threads may each
 /// run their own GEMMs (many small ones scale better that way than each on all cores); restores
 /// the previous count. `active()` is false (and nothing changes) with another BLAS.
