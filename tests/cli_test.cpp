@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "moejet/core/blas.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/json_util.h"
 #include "moejet/io/checkpoint_file.h"
@@ -48,6 +49,25 @@ bool contains(const std::string& s, const std::string& sub) {
 }
 
 }  // namespace
+
+TEST(Cli, ComputingCommandsShortenOpenblasIdleSpinUnlessTheUserSetIt) {
+  if (openblas_num_threads() <= 1 || !openblas_thread_timeout().empty()) {
+    GTEST_SKIP() << "needs a multi-threaded OpenBLAS and no OPENBLAS_THREAD_TIMEOUT in the environment";
+  }
+  moejet::testing::TempDir dir;
+  {
+    std::ofstream(dir.file("broken.json")) << "{";
+  }
+  const std::string broken = " --config " + dir.file("broken.json");
+  auto r = run("train" + broken);  // fails after the start-up report, which names the spin
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, std::string("idle spin 2^") + kOpenblasThreadTimeout + " cycles")) << r.output;
+  EXPECT_EQ(r.output.find("libtorch "), r.output.rfind("libtorch ")) << "one start-up report: " << r.output;
+  auto user = run_shell("OPENBLAS_THREAD_TIMEOUT=20 " + std::string(MOEJET_BINARY) + " train" + broken);
+  EXPECT_TRUE(contains(user.output, "idle spin 2^20 cycles")) << user.output;
+  auto info = run("info --model vit_tiny_patch16_224");  // prints only: not worth a second start
+  EXPECT_TRUE(contains(info.output, "idle spin: OpenBLAS default")) << info.output;
+}
 
 TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
   auto r = run("info --model vit_tiny_patch16_224");

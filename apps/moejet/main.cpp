@@ -2,11 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "moejet/core/blas.h"
 #include "moejet/core/error.h"
 #include "moejet/core/heap.h"
 #include "moejet/core/system.h"
@@ -35,6 +39,15 @@ int main(int argc, char** argv) {
   }
 
   CLI11_PARSE(app, argc, argv);
+  const bool computes = !(app.got_subcommand("info") || app.got_subcommand("report"));
+  if (computes && moejet::openblas_thread_timeout_unset()) {
+    // OpenBLAS reads its worker spin timeout only when it loads, before main: set it and start
+    // this program afresh (same pid, arguments and descriptors). See core/blas.h for the figures.
+    // A value the user set is kept, so OPENBLAS_THREAD_TIMEOUT=28 restores OpenBLAS's default.
+    setenv("OPENBLAS_THREAD_TIMEOUT", moejet::kOpenblasThreadTimeout, 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_THREAD_TIMEOUT");  // exec failed: go on with the default spin, reported as such
+  }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   if (threads > 0) {

@@ -39,6 +39,19 @@ int openblas_num_threads() {
   return openblas_get() != nullptr ? openblas_get()() : -1;
 }
 
+std::string openblas_thread_timeout() {
+  for (const char* name : {"OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT"}) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') {
+      return v;
+    }
+  }
+  return "";
+}
+
+bool openblas_thread_timeout_unset() {
+  return openblas_num_threads() > 1 && openblas_thread_timeout().empty();
+}
+
 SingleThreadedBlas::SingleThreadedBlas() {
   if (openblas_get() != nullptr && openblas_set() != nullptr) {
     previous_ = openblas_get()();

@@ -49,6 +49,7 @@ SystemInfo system_info() {
   if (const int threads = openblas_num_threads(); threads >= 0) {
     info.blas = "OpenBLAS";
     info.blas_threads = threads;
+    info.blas_thread_timeout = openblas_thread_timeout();
   } else if (p.find("mkl") != std::string::npos) {
     info.blas = "MKL";
   } else if (p.find("blis") != std::string::npos) {
@@ -72,6 +73,10 @@ std::string SystemInfo::summary() const {
   s += fmt::format(" | torch threads {}", torch_threads);
   if (blas_threads > 0) {
     s += fmt::format(", BLAS threads {}", blas_threads);
+    if (blas_threads > 1) {
+      s += blas_thread_timeout.empty() ? std::string(" (idle spin: OpenBLAS default)")
+                                       : fmt::format(" (idle spin 2^{} cycles)", blas_thread_timeout);
+    }
   }
   s += cuda_available ? " | CUDA available" : " | CPU only";
   return s;

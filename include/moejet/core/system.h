@@ -17,6 +17,7 @@ struct SystemInfo {
   bool reference_blas = false;
   int torch_threads = 1;
   int blas_threads = -1;  ///< -1 when the BLAS does not tell.
+  std::string blas_thread_timeout;  ///< OpenBLAS's idle-spin exponent from the environment, or "".
   bool cuda_available = false;
   std::string summary() const;
 };
