@@ -113,7 +113,7 @@ struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
                                const torch::Tensor& b) {
     ctx->save_for_backward({a, b});
-    return expert_bmm(a, b, torch::Tensor(), /*thread_per_matrix=*/false);
+    return expert_bmm(a, b);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -121,10 +121,10 @@ struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
     const auto& g = grads[0];
     torch::Tensor ga, gb;
     if (ctx->needs_input_grad(0)) {
-      ga = expert_bmm(g, saved[1].transpose(1, 2), torch::Tensor(), false);
+      ga = expert_bmm(g, saved[1].transpose(1, 2));
     }
     if (ctx->needs_input_grad(1)) {
-      gb = expert_bmm(saved[0].transpose(1, 2), g, torch::Tensor(), false);
+      gb = expert_bmm(saved[0].transpose(1, 2), g);
     }
     return {ga, gb};
   }

@@ -14,8 +14,9 @@ namespace moejet::moe {
 /// `thread_per_matrix`: with OpenBLAS, run it single-threaded and give each thread whole
 /// matrices. The expert GEMMs are small (batch x slots rows each), and OpenBLAS spreading each
 /// one over its threads pays a wake-up and a join per GEMM: this made the SpheroMoE ViT-T expert
-/// MLPs' forward + backward 1.2-1.3x faster at batch 64-128 on 2 cores. For fewer, larger
-/// matrices (the routing products) OpenBLAS's own split is faster, hence the switch.
+/// MLPs' forward + backward 1.2-1.3x faster at batch 64-128 on 2 cores, and the routing products
+/// ([294 x 196] x [196 x 192] per image) 1.13x, once OpenBLAS's idle workers stop spinning
+/// (core/blas.h: before that, OpenBLAS's own split was the faster one for those).
 torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b,
                          const torch::Tensor& bias = torch::Tensor(), bool thread_per_matrix = true);
 
