@@ -127,6 +127,44 @@ TEST(SpheroMoe, FusedFloatLogitsAndTheirGradientsMatchTensorOps) {
   EXPECT_THROW(sphero_logits(cos0[0], t, t, torch::Tensor()), c10::Error);
 }
 
+TEST(SpheroMoe, LogitNoiseDrawnInTheFusedPassIsSharedSeededAndGradientFree) {
+  using moejet::testing::all_close;
+  // sphero_logits(..., noise_std): one N(0, std^2) sample added to both logits, reproducible
+  // under manual_seed, and the gradients are those of the noiseless logits. Float runs the fused
+  // kernel's own sampler, double the torch::randn_like fallback.
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    torch::manual_seed(5);
+    auto cos0 = (torch::rand({4, 50, 61}) * 2 - 1).to(dtype);
+    auto wd = torch::randn({4, 61, 50}, dtype), wc = torch::randn({4, 50, 61}, dtype);
+    auto run = [&](double std_dev, torch::Tensor* grad) {
+      auto cos = cos0.clone().requires_grad_(true);
+      auto td = torch::full({}, 0.4, dtype).requires_grad_(true);
+      auto tc = torch::full({}, 0.7, dtype).requires_grad_(true);
+      auto [dl, cl] = sphero_logits(cos, td, tc, std_dev);
+      ((dl * wd).sum() + (cl * wc).sum()).backward();
+      *grad = torch::cat({cos.grad().flatten(), td.grad().view({1}), tc.grad().view({1})});
+      return std::make_pair((dl.transpose(1, 2) - cos0 / 0.4).detach(), (cl - cos0 / 0.7).detach());
+    };
+    torch::Tensor g_noisy, g_again, g_clean;
+    torch::manual_seed(11);
+    auto [nd, nc] = run(0.1, &g_noisy);
+    EXPECT_TRUE(all_close(nd, nc, 1e-5, 1e-5)) << "dispatch and combine share one sample";
+    const double sd = nc.std().item<double>(), mean = nc.mean().item<double>();
+    EXPECT_NEAR(sd, 0.1, 0.004) << dtype;  // 12200 samples: standard error of sd ~0.0006
+    EXPECT_NEAR(mean, 0.0, 0.004) << dtype;
+    torch::manual_seed(11);
+    auto [nd2, nc2] = run(0.1, &g_again);
+    EXPECT_TRUE(torch::equal(nc, nc2)) << "manual_seed reproduces the noise";
+    auto [nd3, nc3] = run(0.1, &g_again);
+    EXPECT_FALSE(torch::equal(nc, nc3)) << "the generator advances";
+    auto [zd, zc] = run(0.0, &g_clean);
+    EXPECT_LT(zc.abs().max().item<double>(), 1e-5);
+    EXPECT_TRUE(all_close(g_noisy, g_clean, 1e-5, 1e-6));
+  }
+  auto t = torch::full({}, 0.5);
+  EXPECT_THROW(sphero_logits(torch::rand({2, 3, 4}), t, t, -0.1), c10::Error);
+}
+
 TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
   auto o = small_sphero();
   o.offset_scale = true;

@@ -1,32 +1,16 @@
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 
+#include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
 #include "moejet/models/layers.h"
 
 namespace moejet::models {
 
 namespace {
-
-// splitmix64's output function: a bijective mix of a 64-bit counter that passes BigCrush as a
-// counter-based generator. Element i's 32 random bits are half of word i / 2, so any split of
-// the range over threads draws the same mask.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t draw_seed() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get<at::CPUGeneratorImpl>()->random64();
-}
 
 // Bytes of the keep mask (1 keep, 0 drop) and y = x * keep * scale for the elements of words
 // [w0, w1) (word w covers elements 2w and 2w + 1 of the n).
@@ -36,7 +20,8 @@ void dropout_words(const T* x, T* y, uint8_t* keep, int64_t n, int64_t w0, int64
   // Branch-free: the keep decisions are random, so a branch on them mispredicts ~p of the time.
   const T scales[2] = {T(0), scale};
   for (int64_t w = w0; w < w1; ++w) {
-    const uint64_t word = mix64(seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(w + 1));
+    // Element i's 32 random bits are half of word i / 2, so any split over threads draws the same mask.
+    const uint64_t word = counter_word(seed, static_cast<uint64_t>(w));
     const uint8_t k0 = (word & 0xffffffffULL) >= drop_below;
     const uint8_t k1 = (word >> 32) >= drop_below;
     keep[2 * w] = k0;
@@ -56,7 +41,7 @@ struct DropoutFn : torch::autograd::Function<DropoutFn> {
     auto keep = torch::empty(x.sizes(), x.options().dtype(torch::kUInt8));
     const auto drop_below = static_cast<uint64_t>(std::llround(std::ldexp(p, 32)));
     const double scale = 1.0 / (1.0 - p);
-    const uint64_t seed = draw_seed();
+    const uint64_t seed = draw_counter_key();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "moejet_dropout", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       scalar_t* yp = y.data_ptr<scalar_t>();

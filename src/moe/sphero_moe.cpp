@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
 #include "moejet/moe/entmax.h"
 #include "moejet/moe/soft_moe.h"
@@ -18,27 +19,40 @@ namespace {
 // (two divisions, two noise adds, a transposing copy, and their backwards with the temperature
 // reductions and the sum of the two cosine gradients) this was ~15 full passes over [B, N, M].
 struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
+  // `noise` (empty: none) is added as given; otherwise, with noise_std > 0, N(0, noise_std^2)
+  // noise is drawn row by row inside the pass from the counter-based stream `key`, so it is
+  // never a [B, N, M] tensor of its own (drawing it with torch::randn was 10% of the layer's
+  // forward). The noise has no gradient, so the backward does not need it.
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const torch::Tensor& cos, const torch::Tensor& t_d,
-                                                const torch::Tensor& t_c, const torch::Tensor& noise) {
+                                                const torch::Tensor& t_c, const torch::Tensor& noise,
+                                                double noise_std, int64_t key) {
     auto c = cos.contiguous();
     const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
     auto dl = torch::empty({B, M, N}, c.options());
     auto cl = torch::empty({B, N, M}, c.options());
     const float inv_d = 1.0f / t_d.item<float>(), inv_c = 1.0f / t_c.item<float>();
-    auto nz = noise.contiguous();  // empty: no noise
+    auto nz = noise.contiguous();
     const float* cp = c.data_ptr<float>();
     const float* np = nz.numel() > 0 ? nz.data_ptr<float>() : nullptr;
+    const bool draw = np == nullptr && noise_std > 0;
     float* dp = dl.data_ptr<float>();
     float* lp = cl.data_ptr<float>();
     parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<float> drawn(draw ? static_cast<size_t>(M) : 0);
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t n = 0; n < N; ++n) {
           const int64_t row = (b * N + n) * M;
+          const float* e = np ? np + row : nullptr;
+          if (draw) {
+            counter_normal(drawn.data(), M, static_cast<uint64_t>(row), static_cast<uint64_t>(key),
+                           static_cast<float>(noise_std));
+            e = drawn.data();
+          }
           for (int64_t m = 0; m < M; ++m) {
-            const float e = np ? np[row + m] : 0.0f;
-            lp[row + m] = cp[row + m] * inv_c + e;
-            dp[(b * M + m) * N + n] = cp[row + m] * inv_d + e;
+            const float em = e ? e[m] : 0.0f;
+            lp[row + m] = cp[row + m] * inv_c + em;
+            dp[(b * M + m) * N + n] = cp[row + m] * inv_d + em;
           }
         }
       }
@@ -85,7 +99,7 @@ struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
     // d(cos / t)/dt = -cos / t^2
     auto g_td = torch::full({}, -sd * inv_d * inv_d, saved[1].options());
     auto g_tc = torch::full({}, -sc * inv_c * inv_c, saved[2].options());
-    return {gcos, g_td, g_tc, torch::Tensor()};
+    return {gcos, g_td, g_tc, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -104,20 +118,48 @@ std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Ten
 
 }  // namespace
 
-std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
-                                                      const torch::Tensor& t_c, const torch::Tensor& noise) {
+namespace {
+
+void check_logit_shapes(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
+                        const torch::Tensor& noise) {
   TORCH_CHECK(cos.dim() == 3 && t_d.numel() == 1 && t_c.numel() == 1 &&
                   (!noise.defined() || noise.sizes() == cos.sizes()),
               "sphero_logits: expected cos [B, N, M], scalar temperatures and noise like cos, got ",
               cos.sizes(), ", ", t_d.sizes(), ", ", t_c.sizes(), " and ",
               noise.defined() ? noise.sizes() : c10::IntArrayRef{});
-  if (cos.is_cpu() && cos.scalar_type() == torch::kFloat && t_d.scalar_type() == torch::kFloat &&
-      t_c.scalar_type() == torch::kFloat && (!noise.defined() || noise.scalar_type() == torch::kFloat)) {
+}
+
+bool fused_logits(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
+                  const torch::Tensor& noise) {
+  return cos.is_cpu() && cos.scalar_type() == torch::kFloat && t_d.scalar_type() == torch::kFloat &&
+         t_c.scalar_type() == torch::kFloat && (!noise.defined() || noise.scalar_type() == torch::kFloat);
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                      const torch::Tensor& t_c, const torch::Tensor& noise) {
+  check_logit_shapes(cos, t_d, t_c, noise);
+  if (fused_logits(cos, t_d, t_c, noise)) {
     // A custom Function's inputs must be defined tensors: no noise is an empty one.
-    auto out = TemperedLogits::apply(cos, t_d, t_c, noise.defined() ? noise : torch::empty({0}, cos.options()));
+    auto out = TemperedLogits::apply(cos, t_d, t_c, noise.defined() ? noise : torch::empty({0}, cos.options()),
+                                     0.0, int64_t{0});
     return {out[0], out[1]};
   }
   return tempered_logits_generic(cos, t_d, t_c, noise);
+}
+
+std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                      const torch::Tensor& t_c, double noise_std) {
+  TORCH_CHECK(noise_std >= 0, "sphero_logits: noise_std must be >= 0, got ", noise_std);
+  check_logit_shapes(cos, t_d, t_c, torch::Tensor());
+  if (noise_std > 0 && fused_logits(cos, t_d, t_c, torch::Tensor())) {
+    auto out = TemperedLogits::apply(cos, t_d, t_c, torch::empty({0}, cos.options()), noise_std,
+                                     static_cast<int64_t>(draw_counter_key()));
+    return {out[0], out[1]};
+  }
+  return sphero_logits(cos, t_d, t_c,
+                       noise_std > 0 ? torch::randn_like(cos).mul_(noise_std) : torch::Tensor());
 }
 
 SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
@@ -176,14 +218,11 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   auto cos = torch::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
   const double noise_mult =
       options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
-  torch::Tensor noise;
-  if (noise_mult > 0 && (is_training() || options.noise_in_eval)) {
-    // One sample shared by dispatch and combine, as in the authors' code.
-    noise = torch::randn_like(cos).mul_(noise_mult);
-  }
+  // One sample shared by dispatch and combine, as in the authors' code.
+  const bool noisy = noise_mult > 0 && (is_training() || options.noise_in_eval);
   // Dispatch logits come laid out [B, M, N], so the softmax over tokens is a last-dim one.
   auto [dl, cl] = sphero_logits(cos, dispatch_temperature.clamp_min(1e-2),
-                                combine_temperature.clamp_min(1e-2), noise);
+                                combine_temperature.clamp_min(1e-2), noisy ? noise_mult : 0.0);
   auto dispatch = torch::softmax(dl, -1);
   auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : torch::softmax(cl, 2);
   std::vector<ExpertMlp> groups{core};
