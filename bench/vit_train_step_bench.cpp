@@ -1,15 +1,27 @@
 // Train-step throughput of dense ViTs (forward + backward + AdamW step), in images/s.
 // Reference points measured with Python timm on the same 2-core machine and kernels:
 // ViT-T/16 at 224, batch 32: 14 img/s; 6x192 patch-4 Fashion-MNIST ViT, batch 128: 154 img/s.
+// And the paper's V-JetMoE-T against the dense ViT-T, steps interleaved in one run, with their
+// ratio (issue 3's target: <= 1.3 on CPU). `moejet bench` prints the same with phase times.
 //
-//   build/bench/moejet_bench --benchmark_filter=ViT --benchmark_min_time=5
+//   OPENBLAS_THREAD_TIMEOUT=16 build/bench/moejet_bench --benchmark_min_time=5
+//
+// (The moejet CLI sets that OpenBLAS variable itself; see include/moejet/core/blas.h.)
 
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include "moejet/core/heap.h"
+#include "moejet/core/json_util.h"
+#include "moejet/models/model_config.h"
 #include "moejet/models/vit.h"
+#include "moejet/train/optimizer.h"
 #include "moejet/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
 
 using namespace moejet;
 
@@ -64,5 +76,67 @@ BENCHMARK(BM_ViT_FashionMnist_6x192_Patch4_TrainStep)
     ->ArgName("batch")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// One model of configs/paper with the trainer's optimizer, stepped on a fixed random batch.
+struct PaperModel {
+  explicit PaperModel(const std::string& name, int64_t batch) {
+    torch::manual_seed(0);
+    const auto cfg = models::model_config_from_json(
+        read_json_file(std::string(MOEJET_SOURCE_DIR) + "/configs/paper/" + name + ".json"));
+    model = models::make_model(cfg);
+    model->train();
+    for (auto& entry : model->moe_layer_list) {
+      entry.second->collect_stats = false;
+    }
+    opt = train::make_optimizer(*model, train::OptimConfig{});
+    const auto& v = cfg.vit;
+    x = torch::randn({batch, v.in_chans, v.img_size, v.img_size});
+    y = torch::one_hot(torch::randint(v.num_classes, {batch}), v.num_classes).to(torch::kFloat);
+  }
+  double step() {
+    const auto t0 = std::chrono::steady_clock::now();
+    train::clear_grads(*opt.optimizer);
+    auto loss = train::soft_target_cross_entropy(model->forward(x), y);
+    for (auto& entry : model->moe_layer_list) {
+      loss = loss + entry.second->last_aux_loss;
+    }
+    loss.backward();
+    opt.optimizer->step();
+    benchmark::DoNotOptimize(loss.item<float>());
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  models::ModelPtr model;
+  train::OptimizerBundle opt;
+  torch::Tensor x, y;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Each iteration is one dense ViT-T step and one V-JetMoE-T step; counters are the medians and
+// their ratio (the time per iteration is their sum).
+void BM_VJetMoeTiny_vs_ViTTiny_TrainStep(benchmark::State& state) {
+  const int64_t batch = state.range(0);
+  PaperModel dense("vit_tiny", batch), moe("vjetmoe_tiny", batch);
+  dense.step();  // warm-up: allocator and oneDNN primitive caches
+  moe.step();
+  std::vector<double> dense_s, moe_s;
+  for (auto _ : state) {
+    dense_s.push_back(dense.step());
+    moe_s.push_back(moe.step());
+  }
+  state.counters["dense_s"] = median(dense_s);
+  state.counters["moe_s"] = median(moe_s);
+  state.counters["ratio"] = median(moe_s) / median(dense_s);
+}
+BENCHMARK(BM_VJetMoeTiny_vs_ViTTiny_TrainStep)
+    ->Arg(32)
+    ->Arg(64)
+    ->ArgName("batch")
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime()
+    ->Iterations(5);
 
 }  // namespace
