@@ -6,6 +6,7 @@
 
 #include "moejet/models/layers.h"
 #include "moejet/moe/expert_bmm.h"
+#include "moejet/moe/row_ops.h"
 
 namespace moejet::moe {
 
@@ -73,14 +74,14 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   auto q = phi.reshape({-1, options.dim});  // [M, D]
   auto k = x;
   if (options.normalize) {
-    k = torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(-1));
-    q = torch::nn::functional::normalize(q, torch::nn::functional::NormalizeFuncOptions().dim(-1)) * scale;
+    k = l2_normalize(x, 1e-12);  // torch's normalize default eps
+    q = l2_normalize(q, 1e-12) * scale;
   }
   auto logits = torch::matmul(k, q.t());  // [B, N, M]
   // Dispatch normalises over tokens: on a contiguous [B, M, N] copy that softmax (and its
   // backward) runs along the last dim, several times faster than a strided one on CPU.
-  auto dispatch = torch::softmax(logits.transpose(1, 2).contiguous(), -1);
-  auto combine = torch::softmax(logits, 2);
+  auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
+  auto combine = row_softmax(logits);
   auto y = soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training());
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {

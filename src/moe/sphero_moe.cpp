@@ -5,6 +5,7 @@
 #include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
 #include "moejet/moe/entmax.h"
+#include "moejet/moe/row_ops.h"
 #include "moejet/moe/soft_moe.h"
 
 namespace moejet::moe {
@@ -194,7 +195,7 @@ SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
 
 torch::Tensor SpheroMoe::keys(const torch::Tensor& x) const {
   auto k = options.offset_scale ? x * key_scale + key_offset : x;
-  return F::normalize(k, F::NormalizeFuncOptions().dim(-1).eps(options.eps));
+  return l2_normalize(k, options.eps);
 }
 
 torch::Tensor SpheroMoe::queries() const {
@@ -209,7 +210,7 @@ torch::Tensor SpheroMoe::queries() const {
   if (options.offset_scale) {
     q = q * phi_scale + phi_offset;
   }
-  return F::normalize(q, F::NormalizeFuncOptions().dim(-1).eps(options.eps));
+  return l2_normalize(q, options.eps);
 }
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
@@ -223,8 +224,8 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   // Dispatch logits come laid out [B, M, N], so the softmax over tokens is a last-dim one.
   auto [dl, cl] = sphero_logits(cos, dispatch_temperature.clamp_min(1e-2),
                                 combine_temperature.clamp_min(1e-2), noisy ? noise_mult : 0.0);
-  auto dispatch = torch::softmax(dl, -1);
-  auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : torch::softmax(cl, 2);
+  auto dispatch = row_softmax(dl);
+  auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : row_softmax(cl);
   std::vector<ExpertMlp> groups{core};
   if (universal) {
     groups.push_back(universal);

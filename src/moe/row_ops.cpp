@@ -1,0 +1,135 @@
+#include "moejet/moe/row_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "moejet/core/parallel.h"
+
+namespace moejet::moe {
+
+namespace {
+
+bool fused(const torch::Tensor& x) {
+  return x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 1 && x.size(-1) > 0;
+}
+
+// Rows of at least this many elements per thread: below it a thread costs more than it saves.
+int64_t min_rows(int64_t n) {
+  return std::max<int64_t>(1, 16384 / n);
+}
+
+struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, double eps) {
+    auto x = input.contiguous();
+    const int64_t n = x.size(-1), rows = x.numel() / n;
+    auto y = torch::empty_like(x);
+    auto inv = torch::empty({rows}, x.options());  // 1 / max(||x||, eps), kept for the backward
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    float* ip = inv.data_ptr<float>();
+    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = xp + r * n;
+        float ss = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          ss += xr[j] * xr[j];
+        }
+        const float s = 1.0f / std::max(std::sqrt(ss), static_cast<float>(eps));
+        ip[r] = s;
+        for (int64_t j = 0; j < n; ++j) {
+          yp[r * n + j] = xr[j] * s;
+        }
+      }
+    });
+    ctx->save_for_backward({y, inv});
+    ctx->saved_data["clamped_eps"] = eps;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& y = saved[0];
+    const auto& inv = saved[1];
+    const float eps = static_cast<float>(ctx->saved_data["clamped_eps"].toDouble());
+    auto g = grads[0].contiguous();
+    const int64_t n = y.size(-1), rows = y.numel() / n;
+    auto gx = torch::empty_like(y);
+    const float* yp = y.data_ptr<float>();
+    const float* ip = inv.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* op = gx.data_ptr<float>();
+    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* yr = yp + r * n;
+        const float* gr = gp + r * n;
+        const float s = ip[r];
+        // Where the norm was clamped to eps, y = x / eps is linear in x.
+        const bool clamped = s >= 1.0f / eps;
+        float dot = 0;
+        if (!clamped) {
+          for (int64_t j = 0; j < n; ++j) {
+            dot += gr[j] * yr[j];
+          }
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          op[r * n + j] = (gr[j] - dot * yr[j]) * s;
+        }
+      }
+    });
+    return {gx, torch::Tensor()};
+  }
+};
+
+// libtorch's own vectorised softmax kernels, run on disjoint row ranges by parallel_chunks.
+struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input) {
+    auto x = input.contiguous();
+    const int64_t n = x.size(-1), rows = x.numel() / n;
+    auto x2 = x.view({rows, n});
+    auto y = torch::empty_like(x2);
+    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+      torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the caller, not here
+      auto out = y.narrow(0, r0, r1 - r0);
+      at::_softmax_out(out, x2.narrow(0, r0, r1 - r0), 1, false);
+    });
+    ctx->save_for_backward({y});
+    return y.view(x.sizes());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto y = ctx->get_saved_variables()[0];
+    const int64_t rows = y.size(0), n = y.size(1);
+    auto g = grads[0].contiguous();
+    auto g2 = g.view({rows, n});
+    auto gx = torch::empty_like(y);
+    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+      torch::NoGradGuard no_grad;
+      auto out = gx.narrow(0, r0, r1 - r0);
+      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y.narrow(0, r0, r1 - r0), 1,
+                                     torch::kFloat);
+    });
+    return {gx.view(g.sizes())};
+  }
+};
+
+}  // namespace
+
+torch::Tensor l2_normalize(const torch::Tensor& x, double eps) {
+  if (fused(x)) {
+    return L2NormalizeFn::apply(x, eps);
+  }
+  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(-1).eps(eps));
+}
+
+torch::Tensor row_softmax(const torch::Tensor& x) {
+  if (fused(x)) {
+    return RowSoftmaxFn::apply(x);
+  }
+  return torch::softmax(x, -1);
+}
+
+}  // namespace moejet::moe
