@@ -89,30 +89,32 @@ struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
     auto x = input.contiguous();
     const int64_t n = x.size(-1), rows = x.numel() / n;
     auto x2 = x.view({rows, n});
-    auto y = torch::empty_like(x2);
+    auto y = torch::empty_like(x);  // returned as is (not a view), row ranges written through y2
+    auto y2 = y.view({rows, n});
     parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
       torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the caller, not here
-      auto out = y.narrow(0, r0, r1 - r0);
+      auto out = y2.narrow(0, r0, r1 - r0);
       at::_softmax_out(out, x2.narrow(0, r0, r1 - r0), 1, false);
     });
     ctx->save_for_backward({y});
-    return y.view(x.sizes());
+    return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto y = ctx->get_saved_variables()[0];
-    const int64_t rows = y.size(0), n = y.size(1);
-    auto g = grads[0].contiguous();
-    auto g2 = g.view({rows, n});
+    const int64_t n = y.size(-1), rows = y.numel() / n;
+    auto g2 = grads[0].contiguous().view({rows, n});
+    auto y2 = y.view({rows, n});
     auto gx = torch::empty_like(y);
+    auto gx2 = gx.view({rows, n});
     parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
       torch::NoGradGuard no_grad;
-      auto out = gx.narrow(0, r0, r1 - r0);
-      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y.narrow(0, r0, r1 - r0), 1,
+      auto out = gx2.narrow(0, r0, r1 - r0);
+      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y2.narrow(0, r0, r1 - r0), 1,
                                      torch::kFloat);
     });
-    return {gx.view(g.sizes())};
+    return {gx};
   }
 };
 
