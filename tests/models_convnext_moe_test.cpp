@@ -99,8 +99,8 @@ TEST(ConvNextMoe, EveryMoeTypeTrainsAndReachesAllParameters) {
     auto logits = m->forward(x);
     ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{4, 4})) << type;
     auto loss = logits.logsumexp(1).mean();
-    for (auto& e : m->moe_layer_list) {
-      if (e.second->last_aux_loss.defined()) loss = loss + e.second->last_aux_loss;
+    if (auto aux = m->moe_aux_loss(); aux.defined()) {
+      loss = loss + aux;
     }
     if (m->router) {
       ASSERT_TRUE(m->last_routing.logits.defined());
@@ -113,6 +113,23 @@ TEST(ConvNextMoe, EveryMoeTypeTrainsAndReachesAllParameters) {
       EXPECT_TRUE(torch::isfinite(kv.value().grad()).all().item<bool>()) << type << ": " << kv.key();
     }
   }
+}
+
+TEST(ConvNextMoe, ModelAuxLossSumsTheMoeLayersAuxLosses) {
+  torch::manual_seed(2);
+  ConvNext dense(tiny_convnext());
+  dense->forward(torch::randn({2, 1, 64, 64}));
+  EXPECT_FALSE(dense->moe_aux_loss().defined()) << "a dense model has no auxiliary loss";
+  ConvNext m(tiny_convnext_moe("topk"));
+  m->train();
+  m->forward(torch::randn({4, 1, 64, 64}));
+  double sum = 0;
+  for (const auto& e : m->moe_layer_list) {
+    sum += e.second->last_aux_loss.item<double>();
+  }
+  ASSERT_TRUE(m->moe_aux_loss().defined());
+  EXPECT_GT(sum, 0.0);  // top-k's load-balancing losses
+  EXPECT_NEAR(m->moe_aux_loss().item<double>(), sum, 1e-6);
 }
 
 TEST(ConvNextMoe, LayerIdsFollowDepthOrderForLayerDecay) {

@@ -50,8 +50,8 @@ struct Subject {
     auto t0 = clock::now();
     train::clear_grads(*opt.optimizer);
     auto loss = train::soft_target_cross_entropy(model->forward(x), y);
-    for (auto& entry : model->moe_layer_list) {
-      loss = loss + entry.second->last_aux_loss;
+    if (auto aux = model->moe_aux_loss(); aux.defined()) {
+      loss = loss + aux;
     }
     sync();
     auto t1 = clock::now();

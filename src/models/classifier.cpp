@@ -17,6 +17,17 @@ void ImageClassifierImpl::install_moe_layers(
   }
 }
 
+torch::Tensor ImageClassifierImpl::moe_aux_loss() const {
+  torch::Tensor sum;
+  for (const auto& entry : moe_layer_list) {
+    const auto& a = entry.second->last_aux_loss;
+    if (a.defined()) {
+      sum = sum.defined() ? sum + a : a;
+    }
+  }
+  return sum;
+}
+
 void ImageClassifierImpl::add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens,
                                            bool pool_class_token) {
   moe::ImageRouterOptions ro;

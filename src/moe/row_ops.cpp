@@ -44,7 +44,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
       }
     });
     ctx->save_for_backward({y, inv});
-    ctx->saved_data["clamped_eps"] = eps;
+    ctx->saved_data["eps"] = eps;
     return y;
   }
 
@@ -53,7 +53,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
     auto saved = ctx->get_saved_variables();
     const auto& y = saved[0];
     const auto& inv = saved[1];
-    const float eps = static_cast<float>(ctx->saved_data["clamped_eps"].toDouble());
+    const float eps = static_cast<float>(ctx->saved_data["eps"].toDouble());
     auto g = grads[0].contiguous();
     const int64_t n = y.size(-1), rows = y.numel() / n;
     auto gx = torch::empty_like(y);

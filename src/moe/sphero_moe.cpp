@@ -117,10 +117,6 @@ std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Ten
   return {dl.transpose(1, 2).contiguous(), cl};
 }
 
-}  // namespace
-
-namespace {
-
 void check_logit_shapes(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
                         const torch::Tensor& noise) {
   TORCH_CHECK(cos.dim() == 3 && t_d.numel() == 1 && t_c.numel() == 1 &&

@@ -326,13 +326,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       }
       auto logits = model->forward(mixed.images.to(device));
       auto loss = soft_target_cross_entropy(logits, mixed.targets.to(device));
-      torch::Tensor aux;
-      for (auto& entry : model->moe_layer_list) {
-        const auto& a = entry.second->last_aux_loss;
-        if (a.defined()) {
-          aux = aux.defined() ? aux + a : a;
-        }
-      }
+      torch::Tensor aux = model->moe_aux_loss();
       if (superclasses && tc.router_loss_weight > 0) {
         // Soft class targets (mixup, smoothing) map to soft super-class targets.
         auto router_loss = soft_target_cross_entropy(model->last_routing.logits,

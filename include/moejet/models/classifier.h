@@ -65,6 +65,9 @@ class ImageClassifierImpl : public torch::nn::Module {
 
   /// (block index, layer) of every MoE block, in depth order.
   std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>> moe_layer_list;
+  /// The sum of the MoE layers' auxiliary losses of the last forward (load balancing, ...), to add
+  /// to the task loss; undefined for a dense model.
+  torch::Tensor moe_aux_loss() const;
   /// Mobile V-MoE's per-image router ("router.*"; moe.type "image"), run on the tokens entering
   /// the first MoE block; its decision of the last forward is kept for losses and eval.
   moe::ImageRouter router{nullptr};
