@@ -15,11 +15,10 @@
 namespace moejet::io {
 namespace {
 
-using moejet::testing::shared_dir;
 using moejet::testing::TempDir;
 
 std::string fixture_path() {
-  return shared_dir() + "/fixtures/timm/vit_small_custom/vit_small_custom.safetensors";
+  return moejet::testing::fixture_path("timm/vit_small_custom/vit_small_custom.safetensors");
 }
 
 std::vector<std::string> keys_of(const StateDict& state) {
@@ -100,7 +99,6 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadataAndOrder) {
 }
 
 TEST(Safetensors, ReadsTimmFixture) {
-  if (!moejet::file_exists(fixture_path())) GTEST_SKIP() << "no shared fixtures at " << fixture_path();
   Metadata meta{{"stale", "entry"}};
   StateDict state = read_safetensors(fixture_path(), &meta);
   ASSERT_EQ(state.size(), 32u);
@@ -125,7 +123,6 @@ TEST(Safetensors, ReadsTimmFixture) {
 }
 
 TEST(Safetensors, WritingFixtureBackIsByteIdentical) {
-  if (!moejet::file_exists(fixture_path())) GTEST_SKIP() << "no shared fixtures at " << fixture_path();
   TempDir dir;
   StateDict state = read_safetensors(fixture_path());
   const std::string path = dir.file("copy.safetensors");
@@ -153,7 +150,6 @@ TEST(Safetensors, ReadTensorsOwnTheirMemory) {
 }
 
 TEST(Safetensors, TruncatedFileNamesPathAndTensor) {
-  if (!moejet::file_exists(fixture_path())) GTEST_SKIP() << "no shared fixtures at " << fixture_path();
   TempDir dir;
   auto bytes = read_file_bytes(fixture_path());
   const std::string path = dir.file("truncated.safetensors");

@@ -15,7 +15,6 @@
 namespace moejet::io {
 namespace {
 
-using moejet::testing::shared_dir;
 using moejet::testing::TempDir;
 using moejet::testing::test_data_dir;
 
@@ -103,8 +102,7 @@ TEST(TorchCheckpoint, ReadCheckpointDispatchesOnContent) {
   EXPECT_EQ(keys_of(torch_state), (std::vector<std::string>{"fc.weight", "fc.bias"}));
   EXPECT_TRUE(meta.empty());
 
-  const std::string fixture = shared_dir() + "/fixtures/timm/vit_small_custom/vit_small_custom.safetensors";
-  if (!moejet::file_exists(fixture)) GTEST_SKIP() << "no shared fixtures at " << fixture;
+  const std::string fixture = moejet::testing::fixture_path("timm/vit_small_custom/vit_small_custom.safetensors");
   StateDict st = read_checkpoint(fixture, &meta);
   EXPECT_EQ(st.size(), 32u);
   EXPECT_EQ(st["pos_embed"].sizes(), (std::vector<int64_t>{1, 65, 64}));

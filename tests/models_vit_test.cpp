@@ -17,13 +17,10 @@ using namespace moejet::models;
 namespace {
 
 std::string fixture(const std::string& name, const std::string& file) {
-  return moejet::testing::shared_dir() + "/fixtures/timm/" + name + "/" + file;
+  return moejet::testing::fixture_path("timm/" + name + "/" + file);
 }
 
 void expect_timm_logits(const std::string& name, const VitConfig& cfg) {
-  if (!file_exists(fixture(name, name + ".safetensors"))) {
-    GTEST_SKIP() << "timm fixtures not found at " << fixture(name, "");
-  }
   auto state = io::read_safetensors(fixture(name, name + ".safetensors"));
   auto input = io::read_safetensors(fixture(name, "input.safetensors"))["input"];
   auto logits = io::read_safetensors(fixture(name, "logits.safetensors"))["logits"];
@@ -73,9 +70,6 @@ TEST(VitTimm, AvgPoolModelWithFcNormMatchesTimmLogits) {
 
 TEST(VitTimm, WrongLayerNormEpsIsDetectedByTheFixture) {
   // Guards the fixture comparison itself: a known-wrong model must fail it.
-  if (!file_exists(fixture("vit_small_custom", "vit_small_custom.safetensors"))) {
-    GTEST_SKIP();
-  }
   VitConfig c;
   c.img_size = 32;
   c.patch_size = 4;

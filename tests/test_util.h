@@ -53,13 +53,13 @@ struct TempDir {
   }
 };
 
-/// ../shared beside the checkout (fixtures, CIFAR JPEGs); $MOEJET_SHARED_DIR overrides it.
-inline std::string shared_dir() {
-  const char* env = std::getenv("MOEJET_SHARED_DIR");
-  return env != nullptr && *env != '\0' ? std::string(env) : std::string(MOEJET_SHARED_DIR);
-}
 inline std::string test_data_dir() {
   return MOEJET_TEST_DATA_DIR;
+}
+/// A reference fixture kept in the repository (tests/data/fixtures: timm's and the MoE Jetpack
+/// authors' files, see its README), e.g. fixture_path("timm/vit_gap_custom/input.safetensors").
+inline std::string fixture_path(const std::string& relative) {
+  return test_data_dir() + "/fixtures/" + relative;
 }
 
 }  // namespace moejet::testing
