@@ -16,11 +16,8 @@
 using namespace moejet;
 using namespace moejet::models;
 
-TEST(ConvNext, MatchesTimmLogitsOnTheSharedFixture) {
-  const std::string dir = moejet::testing::shared_dir() + "/fixtures/timm/convnext_custom/";
-  if (!file_exists(dir + "convnext_custom.safetensors")) {
-    GTEST_SKIP() << "timm fixtures not found at " << dir;
-  }
+TEST(ConvNext, MatchesTimmLogitsOnTheFixture) {
+  const std::string dir = moejet::testing::fixture_path("timm/convnext_custom/");
   // timm.models.convnext.ConvNeXt(in_chans=3, num_classes=10, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))
   ConvNextConfig c;
   c.num_classes = 10;
@@ -43,6 +40,40 @@ TEST(ConvNext, MatchesTimmLogitsOnTheSharedFixture) {
   // The comparison is sharp enough to notice a block without its layer scale.
   model->blocks[2][1]->gamma.fill_(1.0);
   EXPECT_FALSE(moejet::testing::all_close(model->forward(input), logits, 1e-4, 1e-5));
+}
+
+TEST(ConvNext, TimmConvMlpLayoutLoadsToLogitParity) {
+  // timm's convnext_atto..nano are built with conv_mlp=True: 1x1-conv MLP weights [4C, C, 1, 1].
+  const std::string dir = moejet::testing::fixture_path("timm/convnext_convmlp_custom/");
+  ConvNextConfig c;
+  c.num_classes = 10;
+  c.depths = {1, 1, 2, 1};
+  c.dims = {16, 32, 64, 128};
+  c.img_size = 32;
+  ConvNext model(c);
+  auto state = io::read_safetensors(dir + "convnext_convmlp_custom.safetensors");
+  EXPECT_EQ(state["stages.0.blocks.0.mlp.fc1.weight"].sizes(), (std::vector<int64_t>{64, 16, 1, 1}));
+  // As it is, the file does not fit: every block MLP weight is a shape mismatch.
+  io::LoadOptions lenient;
+  lenient.allow_missing = true;
+  EXPECT_THROW(io::load_state_dict(*model, state, lenient, "convnext_convmlp_custom"), CheckpointError);
+  std::vector<std::string> notes;
+  auto adapted = model->adapt_checkpoint(state, &notes);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("conv_mlp layout: 10 1x1-conv MLP weights"), std::string::npos) << notes[0];
+  auto report = io::load_state_dict(*model, adapted, {}, "convnext_convmlp_custom");
+  ASSERT_TRUE(report.ok()) << report.summary();
+  auto input = io::read_safetensors(dir + "input.safetensors")["input"];
+  auto logits = io::read_safetensors(dir + "logits.safetensors")["logits"];
+  model->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(moejet::testing::all_close(model->forward(input), logits));
+  // A Linear-layout file passes through unchanged, with no note.
+  notes.clear();
+  auto linear = io::read_safetensors(moejet::testing::fixture_path("timm/convnext_custom/convnext_custom.safetensors"));
+  EXPECT_TRUE(model->adapt_checkpoint(linear, &notes)["stages.0.blocks.0.mlp.fc1.weight"].equal(
+      linear["stages.0.blocks.0.mlp.fc1.weight"]));
+  EXPECT_TRUE(notes.empty());
 }
 
 TEST(ConvNext, TinyPresetHasTimmsParameterCountAndFlops) {

@@ -229,3 +229,33 @@ TEST(VitModel, DropoutMaskIsSeededSharedWithTheBackwardAndWorksOnViewsAndDoubles
   }
   EXPECT_THROW(models::dropout(torch::ones({4}), 1.0, true), c10::Error);
 }
+
+TEST(VitCheckpoint, ClassTokenCheckpointIntoAnAveragePoolingModelDropsTheFinalNorm) {
+  // timm's ViT-T (class token, final norm) loaded into V-JetMoE-T's head (avg pool + fc_norm):
+  // the final norm is dropped and fc_norm starts at 1, 0, as the MoE Jetpack authors' init does.
+  VitConfig token;
+  token.img_size = 32;
+  token.patch_size = 8;
+  token.embed_dim = 16;
+  token.depth = 1;
+  token.num_heads = 2;
+  token.num_classes = 4;
+  VisionTransformer src(token);
+  torch::NoGradGuard ng;
+  src->norm->weight.fill_(3.0);
+  VitConfig avg = token;
+  avg.global_pool = "avg";
+  VisionTransformer dst(avg);
+  std::vector<std::string> notes;
+  auto adapted = dst->adapt_checkpoint(io::module_state_dict(*src), &notes);
+  EXPECT_FALSE(adapted.contains("norm.weight"));
+  EXPECT_TRUE(adapted["fc_norm.weight"].equal(torch::ones({16})));
+  EXPECT_TRUE(adapted["fc_norm.bias"].equal(torch::zeros({16})));
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("norm: dropped"), std::string::npos) << notes[0];
+  EXPECT_TRUE(io::load_state_dict(*dst, adapted, {}, "token-pool ViT").ok());
+  // A file that already has fc_norm keeps it.
+  notes.clear();
+  auto same = dst->adapt_checkpoint(io::module_state_dict(*dst), &notes);
+  EXPECT_TRUE(notes.empty());
+}

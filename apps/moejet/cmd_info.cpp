@@ -10,6 +10,7 @@
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/model_config.h"
 #include "moejet/train/checkpoint.h"
+#include "moejet/train/trainer.h"
 
 namespace moejet::cli {
 
@@ -56,18 +57,21 @@ Runner add_info_command(CLI::App& app) {
   auto a = std::make_shared<InfoArgs>();
   auto* sub = app.add_subcommand("info", "parameter and FLOP counts of a model (as the papers' tables)");
   sub->add_option("-m,--model", a->model, "preset name (e.g. vit_tiny_patch16_224) or config JSON");
-  sub->add_option("--checkpoint", a->checkpoint, "read the model config from a moejet checkpoint")
+  sub->add_option("--checkpoint", a->checkpoint,
+                  "load this checkpoint (moejet, timm or the MoE Jetpack authors' layout; its model config from "
+                  "the file, or from --model) and report how it loaded")
       ->check(CLI::ExistingFile);
   sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
   sub->add_flag("--layers", a->layers, "print FLOPs per layer");
   sub->add_flag("--json", a->json_out, "print one JSON object instead of a table");
   return [a]() {
     json mj;
+    io::StateDict state;
     if (!a->checkpoint.empty()) {
       io::Metadata meta;
-      io::read_checkpoint(a->checkpoint, &meta);
-      mj = train::model_config_from_metadata(meta);
-      check<ConfigError>(!mj.is_null(), "{}: no moejet model config in this checkpoint; use --model",
+      state = io::read_checkpoint(a->checkpoint, &meta);
+      mj = a->model.empty() ? train::model_config_from_metadata(meta) : load_model_json(a->model);
+      check<ConfigError>(!mj.is_null(), "{}: no moejet model config in this checkpoint; name it with --model",
                          a->checkpoint);
     } else {
       check<ConfigError>(!a->model.empty(), "info: give --model or --checkpoint");
@@ -76,6 +80,10 @@ Runner add_info_command(CLI::App& app) {
     apply_overrides(mj, a->sets);
     auto cfg = models::model_config_from_json(mj);
     auto model = models::make_model(cfg);
+    if (!a->checkpoint.empty()) {
+      spdlog::info("load {}: {}", a->checkpoint,
+                   train::load_model_weights(*model, std::move(state), a->checkpoint, false));
+    }
     return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
       if (cfg.is_vit()) {
         const auto& v = cfg.vit;

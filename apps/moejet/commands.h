@@ -21,6 +21,7 @@ Runner add_bench_command(CLI::App& app);
 Runner add_recycle_command(CLI::App& app);
 Runner add_superclasses_command(CLI::App& app);
 Runner add_report_command(CLI::App& app);
+Runner add_convert_command(CLI::App& app);
 
 /// Remembers the process's command line (for --nproc, which re-executes it per worker).
 void set_command_line(int argc, char** argv);

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   for (auto add : {moejet::cli::add_train_command, moejet::cli::add_eval_command,
                    moejet::cli::add_info_command, moejet::cli::add_bench_command,
                    moejet::cli::add_recycle_command, moejet::cli::add_superclasses_command,
-                   moejet::cli::add_report_command}) {
+                   moejet::cli::add_report_command, moejet::cli::add_convert_command}) {
     auto runner = add(app);
     commands.emplace_back(app.get_subcommands({}).back(), std::move(runner));
   }

@@ -246,9 +246,34 @@ std::string ConvNextImpl::mlp_key(int64_t block) const {
   return fmt::format("stages.{}.blocks.{}.mlp", s, b);
 }
 
+std::string ConvNextImpl::mlp_norm_key(int64_t block) const {
+  auto [s, b] = config.locate(block);
+  return fmt::format("stages.{}.blocks.{}.norm", s, b);
+}
+
 std::shared_ptr<FeedForward> ConvNextImpl::block_mlp(int64_t block) const {
   auto [s, b] = config.locate(block);
   return blocks[s][b]->mlp;
+}
+
+io::StateDict ConvNextImpl::adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const {
+  static const std::regex conv_mlp_re(R"(^stages\.\d+\.blocks\.\d+\.mlp\.fc[12]\.weight$)");
+  io::StateDict out;
+  int64_t converted = 0;
+  for (const auto& item : state) {
+    const auto& v = item.value();
+    if (v.dim() == 4 && v.size(2) == 1 && v.size(3) == 1 && std::regex_match(item.key(), conv_mlp_re)) {
+      out.insert(item.key(), v.flatten(1));
+      ++converted;
+    } else {
+      out.insert(item.key(), v);
+    }
+  }
+  if (notes && converted > 0) {
+    notes->push_back(fmt::format(
+        "timm ConvNeXt conv_mlp layout: {} 1x1-conv MLP weights [out, in, 1, 1] read as Linear [out, in]", converted));
+  }
+  return out;
 }
 
 int64_t ConvNextImpl::block_dim(int64_t block) const {

@@ -195,6 +195,10 @@ std::string VisionTransformerImpl::mlp_key(int64_t block) const {
   return fmt::format("blocks.{}.mlp", block);
 }
 
+std::string VisionTransformerImpl::mlp_norm_key(int64_t block) const {
+  return fmt::format("blocks.{}.norm2", block);
+}
+
 std::shared_ptr<FeedForward> VisionTransformerImpl::block_mlp(int64_t block) const {
   TORCH_CHECK(block >= 0 && block < static_cast<int64_t>(block_list.size()), "block ", block, " out of range");
   return block_list[block]->mlp;

@@ -48,6 +48,12 @@ torch::Tensor resample_pos_embed(const torch::Tensor& pos_embed, int64_t new_h, 
 io::StateDict filter_vit_checkpoint(const io::StateDict& state, const VitConfig& config,
                                     const std::string& interpolation,
                                     std::vector<std::string>* notes) {
+  // A class-token checkpoint (final `norm`) into an average-pooling model (`fc_norm` after the
+  // pooling, no final norm), e.g. timm's ViT-T into V-JetMoE-T: the two norms sit on different
+  // features, so `norm` is dropped and `fc_norm` starts at its init (1, 0), as the MoE Jetpack
+  // authors' generator leaves it.
+  const bool norm_to_fc_norm = config.use_fc_norm() && state.contains("norm.weight") &&
+                               !state.contains("fc_norm.weight");
   io::StateDict out;
   for (const auto& item : state) {
     std::string key = item.key();
@@ -88,6 +94,14 @@ io::StateDict filter_vit_checkpoint(const io::StateDict& state, const VitConfig&
                                        interpolation));
         }
       }
+    }
+    if (norm_to_fc_norm && (key == "norm.weight" || key == "norm.bias")) {
+      out.insert("fc_norm." + key.substr(5), key == "norm.weight" ? torch::ones_like(value) : torch::zeros_like(value));
+      if (notes && key == "norm.weight") {
+        notes->push_back("norm: dropped (the checkpoint has a final norm, the model pools by average with "
+                         "fc_norm, which keeps its init 1, 0)");
+      }
+      continue;
     }
     if (key == "cls_token" && !config.class_token) {
       if (notes) {

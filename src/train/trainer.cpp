@@ -21,6 +21,7 @@
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/models/checkpoint_layout.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
@@ -49,6 +50,10 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
     }
     ds = data::filter_classes(ds, config.classes);
   }
+  return stratified_subset(ds, limit, seed);
+}
+
+data::DatasetPtr stratified_subset(data::DatasetPtr ds, int64_t limit, uint64_t seed) {
   if (limit > 0 && static_cast<size_t>(limit) < ds->size()) {
     // Seeded shuffle, then at most ceil(limit / K) per class: a small subset keeps the class
     // balance of the full split.
@@ -83,6 +88,7 @@ std::string load_model_weights(models::ImageClassifierImpl& model, const std::st
 std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict state,
                                const std::string& source, bool drop_head) {
   std::vector<std::string> notes;
+  state = models::to_moejet_layout(state, &notes);
   state = model.adapt_checkpoint(state, &notes);
   io::LoadOptions opts;
   if (drop_head) {

@@ -21,6 +21,10 @@ void write_safetensors(const std::string& path, const StateDict& state, const Me
 /// "model_ema" or "module" is unwrapped; a "module." prefix on every key (DataParallel) is stripped.
 StateDict read_torch_checkpoint(const std::string& path);
 
+/// Writes `state` as torch.save({name: tensor}) would (a zip archive that torch.load reads),
+/// atomically (temp file + rename).
+void write_torch_checkpoint(const std::string& path, const StateDict& state);
+
 /// Reads either format, chosen by the file's first bytes.
 StateDict read_checkpoint(const std::string& path, Metadata* metadata = nullptr);
 

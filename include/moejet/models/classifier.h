@@ -42,6 +42,9 @@ class ImageClassifierImpl : public torch::nn::Module {
   /// The state-dict prefix of block i's MLP slot without the trailing dot ("blocks.3.mlp",
   /// "stages.2.blocks.1.mlp").
   virtual std::string mlp_key(int64_t block) const = 0;
+  /// The state-dict prefix of the norm in front of block i's MLP ("blocks.3.norm2",
+  /// "stages.2.blocks.1.norm").
+  virtual std::string mlp_norm_key(int64_t block) const = 0;
   /// Block i's MLP slot (a dense Mlp, or an MoE layer).
   virtual std::shared_ptr<FeedForward> block_mlp(int64_t block) const = 0;
   /// Token width of block i.

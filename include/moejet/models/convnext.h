@@ -111,6 +111,7 @@ class ConvNextImpl : public ImageClassifierImpl {
     return config.total_blocks();
   }
   std::string mlp_key(int64_t block) const override;
+  std::string mlp_norm_key(int64_t block) const override;
   std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
   int64_t block_dim(int64_t block) const override;
   /// timm's group_matcher: stem 0, each block (and its stage's downsample) in depth order, head last.
@@ -118,6 +119,11 @@ class ConvNextImpl : public ImageClassifierImpl {
   int64_t num_layers() const override {
     return config.total_blocks() + 2;
   }
+  /// timm's conv_mlp layout (convnext_atto/femto/pico/nano are registered with conv_mlp=True):
+  /// dense block MLPs as 1x1 convolutions, fc1 [4C, C, 1, 1] and fc2 [C, 4C, 1, 1], become the
+  /// Linear layout [4C, C] / [C, 4C] (the same maths; the block norm is the same LayerNorm over
+  /// channels in either layout).
+  io::StateDict adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const override;
 
   ConvNextConfig config;
   torch::nn::Sequential stem{nullptr};

@@ -104,6 +104,7 @@ class VisionTransformerImpl : public ImageClassifierImpl {
     return config.depth;
   }
   std::string mlp_key(int64_t block) const override;
+  std::string mlp_norm_key(int64_t block) const override;
   std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
   int64_t block_dim(int64_t) const override {
     return config.embed_dim;
