@@ -75,6 +75,14 @@ TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
   EXPECT_TRUE(contains(r.output, "Param (M)  5.72")) << r.output;
   EXPECT_TRUE(contains(r.output, "FLOPs (G)  1.25")) << r.output;
   EXPECT_TRUE(contains(r.output, "BLAS")) << r.output;  // the start-up line reports the BLAS
+  // The papers' MoE models: V-JetMoE-T, and Soft MoE-T (197 experts of hidden 768 in blocks 7-12).
+  auto v = run("info --model " + std::string(MOEJET_SOURCE_DIR) + "/configs/paper/vjetmoe_tiny.json");
+  ASSERT_EQ(v.code, 0) << v.output;
+  EXPECT_TRUE(contains(v.output, "Param (M)  265.41")) << v.output;
+  auto s = run("info --model " + std::string(MOEJET_SOURCE_DIR) + "/configs/paper/softmoe_tiny.json");
+  ASSERT_EQ(s.code, 0) << s.output;
+  EXPECT_TRUE(contains(s.output, "Param (M)  353.89")) << s.output;
+  EXPECT_TRUE(contains(s.output, "197 experts (hidden 768)")) << s.output;
   auto c = run("info --model convnext_tiny");
   ASSERT_EQ(c.code, 0) << c.output;
   EXPECT_TRUE(contains(c.output, "Param (M)  28.59")) << c.output;
@@ -258,6 +266,60 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
   EXPECT_TRUE(contains(r.output, "blocks.4.mlp.fc1.weight")) << r.output;
 }
 
+TEST(Cli, TheAuthorsMmengineCheckpointLoadsEverywhereAndConvertsBack) {
+  // vit_moe_avg: weights written by the MoE Jetpack authors' VisionTransformerMoe, saved as their
+  // mmengine training does ("model." prefix, their MoE key names, a pickled MessageHub object).
+  moejet::testing::TempDir dir;
+  const std::string pth = moejet::testing::fixture_path("jetpack/vit_moe_avg/mmengine_epoch_300.pth");
+  const std::string cfg = moejet::testing::test_data_dir() + "/jetpack_vit_moe_avg.json";
+  auto layouts_reported = [](const std::string& out) {
+    return contains(out, "mmengine checkpoint layout") && contains(out, "MoE Jetpack authors' key layout: 20 keys");
+  };
+  auto r = run("info --checkpoint " + pth + " --model " + cfg);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(layouts_reported(r.output)) << r.output;
+  EXPECT_TRUE(contains(r.output, "sphero")) << r.output;
+  r = run("eval " + pth + " --model " + cfg + " --limit 64 -q");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(layouts_reported(r.output)) << r.output;
+  EXPECT_TRUE(contains(r.output, "top1")) << r.output;
+  auto tc = read_json_file(std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json");
+  tc["model"] = read_json_file(cfg);
+  write_json_file(dir.file("train.json"), tc);
+  r = run("train -q --config " + dir.file("train.json") + " --init " + pth + " --out " + dir.file("ft") +
+          " --epochs 1 --max-steps 1 --set data.train_limit=64 --set data.eval_limit=64 --batch-size 32");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(layouts_reported(r.output)) << r.output;
+
+  // Into a moejet checkpoint (config stored), then back to the authors' layout as torch.save and
+  // as safetensors: the very tensors of their model file, under their keys.
+  r = run("convert " + pth + " --model " + cfg + " --to moejet -o " + dir.file("m.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("info --checkpoint " + dir.file("m.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_FALSE(contains(r.output, "key layout")) << r.output;
+  auto theirs = io::read_safetensors(moejet::testing::fixture_path("jetpack/vit_moe_avg/model.safetensors"));
+  for (const char* out : {"j.pth", "j.safetensors"}) {
+    r = run("convert " + dir.file("m.safetensors") + " --to jetpack -o " + dir.file(out));
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto back = io::read_checkpoint(dir.file(out));
+    auto keys = back.keys(), want = theirs.keys();
+    EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()), std::set<std::string>(want.begin(), want.end())) << out;
+    for (const auto& item : theirs) {
+      ASSERT_TRUE(back.contains(item.key())) << out << ": " << item.key();
+      EXPECT_TRUE(back[item.key()].equal(item.value())) << out << ": " << item.key();
+    }
+  }
+  // An MoE has no plain timm layout; a bad output name writes nothing.
+  r = run("convert " + dir.file("m.safetensors") + " --to timm -o " + dir.file("t.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "use --to jetpack")) << r.output;
+  EXPECT_FALSE(file_exists(dir.file("t.safetensors")));
+  r = run("convert " + dir.file("m.safetensors") + " -o " + dir.file("t.bin"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, ".safetensors, .pth or .pt")) << r.output;
+}
+
 TEST(Cli, ConvNextDenseThenRecycledSpheroMoeOnFashionMnist) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
@@ -299,16 +361,15 @@ TEST(Cli, VJetMoeTinyFromViTSmallCoreAndViTTinyDenseCheckpoints) {
     torch::NoGradGuard ng;
     models::VisionTransformer small(models::vit_preset("vit_small_patch16_224"));
     io::write_safetensors(dir.file("vit_s.safetensors"), io::module_state_dict(*small));
-    // ViT-T with the V-JetMoE-T head (avg pool + fc_norm, no class token).
-    auto t = models::vit_config_from_json(json{{"preset", "vit_tiny_patch16_224"}, {"global_pool", "avg"},
-                                               {"class_token", false}});
-    models::VisionTransformer tiny(t);
+    // timm's ViT-T (class token, final norm) for V-JetMoE-T's avg pool + fc_norm head.
+    models::VisionTransformer tiny(models::vit_preset("vit_tiny_patch16_224"));
     io::write_safetensors(dir.file("vit_t.safetensors"), io::module_state_dict(*tiny));
   }
   auto r = run("recycle -q --dense " + dir.file("vit_t.safetensors") + " --source core=" + dir.file("vit_s.safetensors") +
                " --source-model core=vit_small_patch16_224 --model " + src +
                "/configs/paper/vjetmoe_tiny_in1k.json --method uniform --out " + dir.file("vjetmoe_t.safetensors"));
   ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "norm: dropped")) << r.output;
   auto report = read_json_file(dir.file("vjetmoe_t.recycle.json"));
   EXPECT_EQ(report["sources"]["core"]["width"], 384);
   EXPECT_EQ(report["sources"]["core"]["channels"].size(), 192u);

@@ -113,11 +113,19 @@ TEST(UnitSelection, CopyMakesEveryExpertTheDenseMlpAndCopiesSharedWeights) {
     EXPECT_TRUE(moejet::testing::all_close(y[e], expected, 1e-6, 1e-6));
   }
   EXPECT_EQ(report["blocks"][0]["groups"][0]["fc2_scale"].get<double>(), 1.0);
-  // Universal experts (32 of 64 units): the first 32 units, fc2 scaled by 64/32.
+  // Universal experts (32 of 64 units): the first 32 units, fc2 columns as they are (the
+  // authors' default); with moejet's rescale option, scaled by 64/32.
   auto uni = group_of(*moe, 1);
   auto w1 = dense_mlp(*dense, 1)->fc1->weight;
   EXPECT_TRUE(torch::equal(uni->fc1_weight[3], w1.narrow(0, 0, 32)));
-  EXPECT_TRUE(torch::allclose(uni->fc2_weight[3], dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32) * 2.0));
+  EXPECT_TRUE(torch::equal(uni->fc2_weight[3], dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32)));
+  EXPECT_EQ(report["blocks"][0]["groups"][1]["fc2_scale"].get<double>(), 1.0);
+  o.rescale = true;
+  models::VisionTransformer rescaled(tiny_moe("sphero", 2, 4.0));
+  auto report2 = recycle_model(*dense, *rescaled, {}, o);
+  EXPECT_TRUE(torch::allclose(group_of(*rescaled, 1)->fc2_weight[3],
+                              dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32) * 2.0));
+  EXPECT_EQ(report2["blocks"][0]["groups"][1]["fc2_scale"].get<double>(), 2.0);
   // Everything outside the MoE MLP is the dense model's, including the dense block's MLP.
   auto ds = io::module_state_dict(*dense), ms = io::module_state_dict(*moe);
   for (const auto& item : ds) {

@@ -3,12 +3,14 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "moejet/core/fs.h"
 #include "moejet/data/superclasses.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/models/model_config.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/fused_adamw.h"
@@ -53,6 +55,7 @@ TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
   OptimConfig o;
   o.weight_decay = 0.05;
   o.layer_decay = 0.5;
+  o.weight_decay_groups = "timm";
   auto bundle = make_optimizer(*m, o);
   size_t num_params = m->named_parameters().size();
   std::map<std::string, std::pair<double, double>> seen;  // name -> (wd, lr scale)
@@ -79,6 +82,82 @@ TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
   for (size_t i = 0; i < bundle.groups.size(); ++i) {
     EXPECT_DOUBLE_EQ(bundle.optimizer->param_groups()[i].options().get_lr(), 2.0 * bundle.groups[i].lr_scale);
   }
+}
+
+std::map<std::string, std::pair<double, double>> group_of_each_param(const OptimizerBundle& bundle) {
+  std::map<std::string, std::pair<double, double>> seen;  // name -> (wd, lr scale)
+  for (const auto& g : bundle.groups) {
+    for (const auto& n : g.names) {
+      seen[n] = {g.weight_decay, g.lr_scale};
+    }
+  }
+  return seen;
+}
+
+TEST(Optimizer, VJetMoeTinyPaperRecipeHasTheAuthorsLayerDecayAndWeightDecayGroups) {
+  // configs/paper/vjetmoe_tiny_in1k.json (layer decay 0.6, weight decay 0.05), with 2 + 4 experts
+  // and 32-pixel images instead of 98 + 196 and 224 so that the test builds it quickly: parameter
+  // names, layer ids and groups do not depend on either.
+  std::ifstream in(std::string(MOEJET_SOURCE_DIR) + "/configs/paper/vjetmoe_tiny_in1k.json");
+  ASSERT_TRUE(in.good());
+  auto j = json::parse(in);
+  j["model"]["moe"]["core_experts"] = 2;
+  j["model"]["moe"]["universal_experts"] = 4;
+  j["model"]["img_size"] = 32;
+  auto cfg = train_config_from_json(j);
+  ASSERT_EQ(cfg.optim.layer_decay, 0.6);
+  ASSERT_EQ(cfg.optim.moe_layer_decay, "top");
+  ASSERT_EQ(cfg.optim.weight_decay_groups, "jetpack");
+  auto model = models::make_model(cfg.model);
+  auto seen = group_of_each_param(make_optimizer(*model, cfg.optim));
+  ASSERT_EQ(seen.size(), model->named_parameters().size());
+  const double wd = 0.05;
+  // The authors' get_layer_depth (vit_softmoe_timm.py): 14 layer ids, the top one (13) for the
+  // head, the final norm, every MoE parameter and norm2 of the MoE blocks 6-11; block i has id
+  // i + 1; patch_embed, cls_token and pos_embed id 0. Scale = 0.6 ^ (13 - id).
+  auto scale = [](int id) { return std::pow(0.6, 13 - id); };
+  for (const char* moe_param :
+       {"blocks.6.mlp.phi", "blocks.6.mlp.slot_norm.weight", "blocks.6.mlp.dispatch_temperature",
+        "blocks.6.mlp.combine_temperature", "blocks.6.mlp.core.fc1.weight", "blocks.6.mlp.core.fc2.bias",
+        "blocks.6.mlp.universal.fc1.weight", "blocks.11.mlp.universal.fc2.weight", "blocks.6.norm2.weight",
+        "blocks.11.norm2.bias", "head.weight", "fc_norm.weight"}) {
+    ASSERT_TRUE(seen.count(moe_param)) << moe_param;
+    EXPECT_DOUBLE_EQ(seen[moe_param].second, 1.0) << moe_param;
+  }
+  EXPECT_DOUBLE_EQ(seen["blocks.6.norm1.weight"].second, scale(7));
+  EXPECT_DOUBLE_EQ(seen["blocks.6.attn.qkv.weight"].second, scale(7));
+  EXPECT_DOUBLE_EQ(seen["blocks.11.attn.proj.weight"].second, scale(12));
+  EXPECT_DOUBLE_EQ(seen["blocks.5.norm2.weight"].second, scale(6));  // a dense block's norm2
+  EXPECT_DOUBLE_EQ(seen["blocks.5.mlp.fc1.weight"].second, scale(6));
+  EXPECT_DOUBLE_EQ(seen["blocks.0.mlp.fc1.weight"].second, scale(1));
+  EXPECT_DOUBLE_EQ(seen["patch_embed.proj.weight"].second, scale(0));
+  EXPECT_DOUBLE_EQ(seen["cls_token"].second, scale(0));
+  EXPECT_DOUBLE_EQ(seen["pos_embed"].second, scale(0));
+  // MMPretrain's weight-decay rule with the authors' custom keys: decayed are weights, phi, the
+  // slot norm (its custom key overrides the norm rule) and cls_token; not decayed are LayerNorm
+  // parameters, biases (expert biases too), pos_embed and the temperatures.
+  for (const char* decayed : {"blocks.6.mlp.phi", "blocks.6.mlp.slot_norm.weight", "blocks.6.mlp.slot_norm.bias",
+                              "cls_token", "blocks.6.mlp.core.fc1.weight", "blocks.6.mlp.universal.fc2.weight",
+                              "blocks.0.attn.qkv.weight", "patch_embed.proj.weight", "head.weight"}) {
+    EXPECT_EQ(seen[decayed].first, wd) << decayed;
+  }
+  for (const char* undecayed :
+       {"pos_embed", "blocks.6.mlp.dispatch_temperature", "blocks.6.mlp.combine_temperature",
+        "blocks.6.mlp.core.fc1.bias", "blocks.6.mlp.universal.fc2.bias", "blocks.6.norm2.weight",
+        "blocks.0.norm1.bias", "blocks.0.attn.qkv.bias", "patch_embed.proj.bias", "fc_norm.weight", "head.bias"}) {
+    EXPECT_EQ(seen[undecayed].first, 0.0) << undecayed;
+  }
+
+  // moejet's alternatives: MoE parameters decay with their block, timm's weight-decay rule.
+  cfg.optim.moe_layer_decay = "block";
+  cfg.optim.weight_decay_groups = "timm";
+  auto alt = group_of_each_param(make_optimizer(*model, cfg.optim));
+  EXPECT_DOUBLE_EQ(alt["blocks.6.mlp.phi"].second, scale(7));
+  EXPECT_DOUBLE_EQ(alt["blocks.6.mlp.core.fc1.weight"].second, scale(7));
+  EXPECT_DOUBLE_EQ(alt["blocks.11.norm2.weight"].second, scale(12));
+  EXPECT_EQ(alt["cls_token"].first, 0.0);
+  EXPECT_EQ(alt["blocks.6.mlp.slot_norm.weight"].first, 0.0);
+  EXPECT_EQ(alt["blocks.6.mlp.phi"].first, wd);
 }
 
 TEST(Loss, SoftTargetCrossEntropyMatchesCrossEntropyAndSmoothing) {

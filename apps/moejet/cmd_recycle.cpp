@@ -22,9 +22,9 @@ namespace {
 struct RecycleArgs {
   std::string dense, dense_model, model, method = "importance", data, split = "train", out, report;
   std::vector<std::string> sets, group_sources, source_models;
-  std::string score = "l1", device = "cpu";
-  int64_t images = 2048, batch = 128;
-  bool topk = false, no_rescale = false, quiet = false;
+  std::string score = "l2", fc2_scale = "none", device = "cpu";
+  int64_t images = 38400, batch = 128;
+  bool topk = false, quiet = false;
   uint64_t seed = 0;
   int workers = 2;
 };
@@ -60,13 +60,21 @@ Runner add_recycle_command(CLI::App& app) {
                   "data set for the activation statistics (default: the training config's, else "
                   "fashion-mnist)");
   sub->add_option("--split", a->split)->capture_default_str();
-  sub->add_option("--images", a->images, "images to gather statistics on")->capture_default_str();
+  sub->add_option("--images", a->images,
+                  "images to gather statistics on: a class-stratified sample of the data (the authors: 38400)")
+      ->capture_default_str();
   sub->add_option("--batch-size", a->batch)->capture_default_str();
-  sub->add_option("--score", a->score, "importance score: l1 (mean |a|), l2 (mean a^2), freq")
+  sub->add_option("--score", a->score,
+                  "importance score: l2 (Euclidean norm of a unit's activations, the authors'), l1 (mean |a|), "
+                  "l2sq (mean a^2), freq")
       ->capture_default_str()
-      ->check(CLI::IsMember({"l1", "l2", "freq"}));
+      ->check(CLI::IsMember({"l1", "l2", "l2sq", "freq"}));
   sub->add_flag("--topk", a->topk, "importance: every expert takes the top units (no sampling)");
-  sub->add_flag("--no-rescale", a->no_rescale, "keep fc2 unscaled (experts are partial sums of the MLP)");
+  sub->add_option("--fc2-scale", a->fc2_scale,
+                  "none: experts keep the dense fc2 columns (the authors'); hidden: fc2 *= H/h, moejet's own "
+                  "(each expert an unbiased estimate of the dense MLP)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "hidden"}));
   sub->add_option("--seed", a->seed)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
@@ -97,17 +105,19 @@ Runner add_recycle_command(CLI::App& app) {
     ro.method = recycle::parse_method(a->method);
     ro.score = a->score;
     ro.importance_topk = a->topk;
-    ro.rescale = !a->no_rescale;
+    ro.rescale = a->fc2_scale == "hidden";
     ro.seed = a->seed;
 
     // The statistics data: the fine-tuning images themselves (range and limit of the training
-    // config apply), opened once for all sources.
+    // config apply), at most --images of them in a class-stratified sample, so that every class
+    // is seen; opened once for all sources.
     data::DatasetPtr stats_data;
     if (recycle::needs_stats(ro.method)) {
+      check<ConfigError>(a->images > 0, "recycle --images: must be > 0, got {}", a->images);
       stats_data = train::open_split(tc.data, a->split,
                                      a->split == tc.data.train_split ? tc.data.train_limit : 0, tc.train.seed);
-      spdlog::info("statistics: {} images of {}", std::min<int64_t>(a->images, stats_data->size()),
-                   stats_data->describe());
+      stats_data = train::stratified_subset(stats_data, a->images, a->seed);
+      spdlog::info("statistics: {} images of {}", stats_data->size(), stats_data->describe());
     }
     const auto moe_blocks = moe_cfg.moe().block_indices(moe->num_blocks());
 
@@ -148,7 +158,7 @@ Runner add_recycle_command(CLI::App& app) {
           for (int64_t b = 0; b < model->num_blocks(); ++b) blocks.push_back(b);
         }
         recycle::StatsOptions so;
-        so.images = a->images;
+        so.images = static_cast<int64_t>(stats_data->size());
         so.batch_size = a->batch;
         so.coactivation = ro.method == recycle::Method::Graph;
         so.num_workers = a->workers;
@@ -190,8 +200,11 @@ Runner add_recycle_command(CLI::App& app) {
     auto report = recycle::recycle_model(sources, *moe, ro);
     report["dense"] = a->dense;
     report["model"] = moe_cfg;
-    report["statistics"] = {{"data", tc.data.dataset}, {"split", a->split},
-                            {"images", recycle::needs_stats(ro.method) ? a->images : 0}};
+    report["statistics"] = {{"data", tc.data.dataset},
+                            {"split", a->split},
+                            {"images", stats_data ? static_cast<int64_t>(stats_data->size()) : 0},
+                            {"score", a->score},
+                            {"fc2_scale", a->fc2_scale}};
     json cfg_json = moe_cfg;
     if (auto dir = std::filesystem::path(a->out).parent_path(); !dir.empty()) {
       std::filesystem::create_directories(dir);

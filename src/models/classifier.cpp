@@ -9,8 +9,8 @@ void ImageClassifierImpl::install_moe_layers(
     const moe::MoeConfig& moe, const std::function<void(int64_t, std::shared_ptr<FeedForward>)>& set_mlp) {
   const auto blocks = moe.block_indices(num_blocks());
   for (size_t i = 0; i < blocks.size(); ++i) {
-    // The position among the MoE blocks sets depth-dependent regularisation (expert drop path).
-    auto layer = moe::make_moe_layer(moe, block_dim(blocks[i]), static_cast<int64_t>(i),
+    // The block's depth (and position among the MoE blocks) sets its drop-path rate.
+    auto layer = moe::make_moe_layer(moe, block_dim(blocks[i]), blocks[i], num_blocks(), static_cast<int64_t>(i),
                                      static_cast<int64_t>(blocks.size()));
     set_mlp(blocks[i], layer);
     moe_layer_list.emplace_back(blocks[i], layer);

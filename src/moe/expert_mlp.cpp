@@ -45,7 +45,8 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
 
 }  // namespace
 
-ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop)
+ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop,
+                             const std::string& init)
     : num_experts(num_experts), dim(dim), hidden(hidden), drop(drop) {
   TORCH_CHECK(num_experts > 0 && dim > 0 && hidden > 0, "ExpertMlp: invalid sizes E=", num_experts,
               " D=", dim, " H=", hidden);
@@ -55,9 +56,17 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, d
   fc1_bias = fc1->bias;
   fc2_weight = fc2->weight;
   fc2_bias = fc2->bias;
-  // Same init as the dense ViT's Linear layers (timm: trunc-normal .02, zero bias).
-  models::trunc_normal_(fc1_weight, 0.02);
-  models::trunc_normal_(fc2_weight, 0.02);
+  TORCH_CHECK(init == "trunc_normal" || init == "kaiming_uniform",
+              "ExpertMlp: init must be trunc_normal or kaiming_uniform, got ", init);
+  torch::NoGradGuard no_grad;
+  for (auto* w : {&fc1_weight, &fc2_weight}) {
+    if (init == "trunc_normal") {
+      models::trunc_normal_(*w, 0.02);  // as the dense ViT's Linear layers
+    } else {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(w->size(1) * w->size(2)));
+      w->uniform_(-bound, bound);
+    }
+  }
 }
 
 torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,

@@ -20,6 +20,13 @@ std::vector<int64_t> MoeConfig::block_indices(int64_t depth) const {
   return out;
 }
 
+std::string resolved_expert_init(const MoeConfig& c) {
+  if (c.expert_init != "auto") {
+    return c.expert_init;
+  }
+  return c.type == "soft" || c.type == "sphero" ? "kaiming_uniform" : "trunc_normal";
+}
+
 int64_t expert_hidden(int64_t dim, double ratio) {
   return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(dim) * ratio));
 }
@@ -47,9 +54,17 @@ void MoeConfig::validate(int64_t depth) const {
     check<ConfigError>(combine == "entmax15" || combine == "softmax",
                        "model.moe.combine: expected entmax15 or softmax, got \"{}\"", combine);
     check<ConfigError>(temperature_init > 0, "model.moe.temperature_init: must be > 0");
+    check<ConfigError>(temperature_min >= 0 && temperature_min < temperature_init,
+                       "model.moe.temperature_min: must be in [0, temperature_init), got {}", temperature_min);
+    check<ConfigError>(phi_init == "orthogonal_experts" || phi_init == "orthogonal_slots",
+                       "model.moe.phi_init: expected orthogonal_experts or orthogonal_slots, got \"{}\"", phi_init);
   } else {
     check<ConfigError>(num_experts > 0, "model.moe.num_experts: must be > 0");
   }
+  check<ConfigError>(expert_init == "auto" || expert_init == "kaiming_uniform" || expert_init == "trunc_normal",
+                     "model.moe.expert_init: expected auto, kaiming_uniform or trunc_normal, got \"{}\"", expert_init);
+  check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path_mode == "expert",
+                     "model.moe.expert_drop_path_mode: expected image or expert, got \"{}\"", expert_drop_path_mode);
   if (type == "topk" || type == "image") {
     check<ConfigError>(top_k >= 1 && top_k <= num_experts,
                        "model.moe.top_k: must be in [1, num_experts={}], got {}", num_experts, top_k);
@@ -72,10 +87,14 @@ void to_json(json& j, const MoeConfig& c) {
            {"offset_scale", c.offset_scale},
            {"combine", c.combine},
            {"temperature_init", c.temperature_init},
+           {"temperature_min", c.temperature_min},
            {"noise_mult", c.noise_mult},
            {"noise_in_eval", c.noise_in_eval},
+           {"phi_init", c.phi_init},
+           {"expert_init", c.expert_init},
            {"expert_drop", c.expert_drop},
            {"expert_drop_path", c.expert_drop_path},
+           {"expert_drop_path_mode", c.expert_drop_path_mode},
            {"top_k", c.top_k},
            {"capacity_factor", c.capacity_factor},
            {"router_noise", c.router_noise},
@@ -88,8 +107,8 @@ MoeConfig moe_config_from_json(const json& j, const std::string& path) {
                    {"type", "layers", "last", "num_experts", "mlp_ratio", "slots_per_expert",
                     "normalize", "core_experts", "universal_experts", "core_mlp_ratio",
                     "universal_mlp_ratio", "slot_layernorm", "offset_scale", "combine",
-                    "temperature_init", "noise_mult", "noise_in_eval", "expert_drop",
-                    "expert_drop_path", "top_k", "capacity_factor", "router_noise",
+                    "temperature_init", "temperature_min", "noise_mult", "noise_in_eval", "phi_init",
+                    "expert_init", "expert_drop", "expert_drop_path", "expert_drop_path_mode", "top_k", "capacity_factor", "router_noise",
                     "aux_loss_weight", "batch_priority"},
                    path);
   MoeConfig c;
@@ -108,6 +127,10 @@ MoeConfig moe_config_from_json(const json& j, const std::string& path) {
   read_key(j, "offset_scale", c.offset_scale, path);
   read_key(j, "combine", c.combine, path);
   read_key(j, "temperature_init", c.temperature_init, path);
+  read_key(j, "temperature_min", c.temperature_min, path);
+  read_key(j, "phi_init", c.phi_init, path);
+  read_key(j, "expert_init", c.expert_init, path);
+  read_key(j, "expert_drop_path_mode", c.expert_drop_path_mode, path);
   read_key(j, "noise_mult", c.noise_mult, path);
   read_key(j, "noise_in_eval", c.noise_in_eval, path);
   read_key(j, "expert_drop", c.expert_drop, path);

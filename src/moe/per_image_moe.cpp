@@ -11,7 +11,7 @@ PerImageMoe::PerImageMoe(const PerImageMoeOptions& o) : options(o) {
   TORCH_CHECK(o.dim > 0 && o.hidden > 0 && o.num_experts > 0 && o.k >= 1 && o.k <= o.num_experts,
               "PerImageMoe: invalid options dim=", o.dim, " hidden=", o.hidden, " experts=", o.num_experts,
               " k=", o.k);
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop));
+  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
 }
 
 void PerImageMoe::set_routing(const ImageRouting& routing, bool report_aux_loss) {

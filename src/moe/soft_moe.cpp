@@ -65,7 +65,7 @@ SoftMoe::SoftMoe(const SoftMoeOptions& o) : options(o) {
   if (o.normalize) {
     scale = register_parameter("scale", torch::ones({}));
   }
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop));
+  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
 }
 
 torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
@@ -82,7 +82,8 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   // backward) runs along the last dim, several times faster than a strided one on CPU.
   auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
   auto combine = row_softmax(logits);
-  auto y = soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training());
+  auto y = models::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
+                             options.drop_path, is_training());
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
     last_stats = soft_routing_stats(dispatch, combine, options.num_experts);

@@ -4,6 +4,7 @@
 
 #include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
+#include "moejet/models/layers.h"
 #include "moejet/moe/entmax.h"
 #include "moejet/moe/row_ops.h"
 #include "moejet/moe/soft_moe.h"
@@ -167,8 +168,13 @@ SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
               "SpheroMoe: universal experts need universal_hidden > 0");
   TORCH_CHECK(o.combine == "entmax15" || o.combine == "softmax",
               "SpheroMoe: combine must be entmax15 or softmax, got ", o.combine);
+  TORCH_CHECK(o.phi_init == "orthogonal_experts" || o.phi_init == "orthogonal_slots",
+              "SpheroMoe: phi_init must be orthogonal_experts or orthogonal_slots, got ", o.phi_init);
   const int64_t E = o.core_experts + o.universal_experts;
-  auto p = torch::empty({E * o.slots_per_expert, o.dim});
+  // torch's orthogonal_ on [E, S, D] (the authors') makes the E rows of the [E, S*D] view
+  // orthonormal; the slots' variant makes all E*S slot queries orthonormal over D.
+  auto p = o.phi_init == "orthogonal_experts" ? torch::empty({E, o.slots_per_expert * o.dim})
+                                              : torch::empty({E * o.slots_per_expert, o.dim});
   torch::nn::init::orthogonal_(p);
   phi = register_parameter("phi", p.view({E, o.slots_per_expert, o.dim}));
   if (o.slot_layernorm) {
@@ -182,10 +188,10 @@ SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
     phi_scale = register_parameter("phi_scale", torch::ones({o.dim}));
     phi_offset = register_parameter("phi_offset", torch::zeros({o.dim}));
   }
-  core = register_module("core", ExpertMlp(o.core_experts, o.dim, o.core_hidden, o.expert_drop));
+  core = register_module("core", ExpertMlp(o.core_experts, o.dim, o.core_hidden, o.expert_drop, o.expert_init));
   if (o.universal_experts > 0) {
     universal = register_module(
-        "universal", ExpertMlp(o.universal_experts, o.dim, o.universal_hidden, o.expert_drop));
+        "universal", ExpertMlp(o.universal_experts, o.dim, o.universal_hidden, o.expert_drop, o.expert_init));
   }
 }
 
@@ -218,16 +224,24 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   // One sample shared by dispatch and combine, as in the authors' code.
   const bool noisy = noise_mult > 0 && (is_training() || options.noise_in_eval);
   // Dispatch logits come laid out [B, M, N], so the softmax over tokens is a last-dim one.
-  auto [dl, cl] = sphero_logits(cos, dispatch_temperature.clamp_min(1e-2),
-                                combine_temperature.clamp_min(1e-2), noisy ? noise_mult : 0.0);
+  auto t_d = options.temperature_min > 0 ? dispatch_temperature.clamp_min(options.temperature_min)
+                                         : dispatch_temperature;
+  auto t_c = options.temperature_min > 0 ? combine_temperature.clamp_min(options.temperature_min)
+                                         : combine_temperature;
+  auto [dl, cl] = sphero_logits(cos, t_d, t_c, noisy ? noise_mult : 0.0);
   auto dispatch = row_softmax(dl);
   auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : row_softmax(cl);
   std::vector<ExpertMlp> groups{core};
   if (universal) {
     groups.push_back(universal);
   }
-  auto y = soft_route(x, dispatch, combine, groups, options.slots_per_expert, options.expert_drop_path,
-                      is_training());
+  auto y = soft_route(x, dispatch, combine, groups, options.slots_per_expert,
+                      options.drop_path_per_image ? 0.0 : options.expert_drop_path, is_training());
+  if (options.drop_path_per_image) {
+    // The authors' DropPath on the slot outputs [B, E*S, D] has one mask entry per image, and the
+    // combine is linear in them: the same as dropping the layer's output of that image.
+    y = models::drop_path(y, options.expert_drop_path, is_training());
+  }
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
     last_stats = soft_routing_stats(dispatch, combine, num_experts());

@@ -31,7 +31,7 @@ TopKMoe::TopKMoe(const TopKMoeOptions& o) : options(o) {
   // trunc-normal .02 like every other ViT Linear rather than zeros: a zero router gives exact
   // ties, which the deterministic tie-break would send wholesale to experts 0..k-1 at step 0.
   models::trunc_normal_(router->weight, 0.02);
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop));
+  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
   last_aux_loss = torch::zeros({});
 }
 

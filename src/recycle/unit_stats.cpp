@@ -18,12 +18,17 @@ torch::Tensor UnitStats::score(const std::string& kind) const {
     return mean_abs;
   }
   if (kind == "l2") {
+    // The authors' torch.norm(a, p=2) over all tokens: sqrt(tokens * mean a^2), of which only the
+    // proportions matter to the selection.
+    return mean_sq.sqrt();
+  }
+  if (kind == "l2sq") {
     return mean_sq;
   }
   if (kind == "freq") {
     return freq;
   }
-  throw ConfigError(fmt::format("unknown importance score '{}' (expected l1, l2 or freq)", kind));
+  throw ConfigError(fmt::format("unknown importance score '{}' (expected l2, l1, l2sq or freq)", kind));
 }
 
 UnitStatsAccumulator::UnitStatsAccumulator(int64_t hidden, double quantile, bool coactivation)

@@ -1,13 +1,27 @@
 #include "moejet/train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include <torch/torch.h>
 
 #include "moejet/train/fused_adamw.h"
 
 namespace moejet::train {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+bool starts_with_any(const std::string& s, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return s.rfind(p, 0) == 0; });
+}
+
+}  // namespace
 
 void clear_grads(torch::optim::Optimizer& optimizer) {
   for (auto& group : optimizer.param_groups()) {
@@ -32,9 +46,14 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
     if (!p.requires_grad()) {
       continue;
     }
-    bool no_wd = p.dim() <= 1 || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
-    for (const auto& n : rules.no_weight_decay) {
-      no_wd = no_wd || name == n;
+    bool no_wd = false;
+    if (rules.decays) {
+      no_wd = !rules.decays(name, p);
+    } else {
+      no_wd = p.dim() <= 1 || ends_with(name, ".bias");
+      for (const auto& n : rules.no_weight_decay) {
+        no_wd = no_wd || name == n;
+      }
     }
     int64_t layer = rules.layer_id ? rules.layer_id(name) : 0;
     auto& entry = by_key[{layer, !no_wd}];
@@ -68,17 +87,55 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
   return bundle;
 }
 
-OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config) {
+ParamGroupRules param_group_rules(models::ImageClassifierImpl& model, const OptimConfig& config) {
   ParamGroupRules rules;
-  rules.layer_id = [&model](const std::string& n) { return model.layer_id(n); };
   rules.num_layers = model.num_layers();
   rules.no_weight_decay = model.no_weight_decay();
+  // The MoE layers and the norm in front of each (the authors list norm2 of blocks 6-11, their
+  // MoE blocks, by hand; here it is every MoE block's).
+  std::vector<std::string> moe_prefixes;
+  if (config.moe_layer_decay == "top") {
+    for (const auto& entry : model.moe_layer_list) {
+      moe_prefixes.push_back(model.mlp_key(entry.first) + ".");
+      moe_prefixes.push_back(model.mlp_norm_key(entry.first) + ".");
+    }
+  }
+  const int64_t top = model.num_layers() - 1;
+  rules.layer_id = [&model, moe_prefixes, top](const std::string& n) {
+    return starts_with_any(n, moe_prefixes) ? top : model.layer_id(n);
+  };
+  if (config.weight_decay_groups == "jetpack") {
+    // MMPretrain's rule with the authors' custom keys (vit_tiny_dual_moe_timm_21k_ft.py): no decay
+    // on parameters of norm layers, on biases, on pos_embed and on the temperatures (mlp.scales);
+    // their custom key for mlp.slot_norm, which sets only an lr multiplier, takes the slot norm out
+    // of the norm rule, so it is decayed, as cls_token (commented out of their no-decay keys) is.
+    std::set<std::string> norm_params;
+    for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+      if (item.value()->name().find("LayerNorm") == std::string::npos) {
+        continue;
+      }
+      for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+        norm_params.insert(item.key() + "." + p.key());
+      }
+    }
+    rules.decays = [norm_params](const std::string& n, const torch::Tensor&) {
+      if (n.find(".slot_norm.") != std::string::npos) {
+        return true;
+      }
+      return !(norm_params.count(n) > 0 || ends_with(n, ".bias") || n == "pos_embed" ||
+               ends_with(n, ".dispatch_temperature") || ends_with(n, ".combine_temperature"));
+    };
+  }
+  return rules;
+}
+
+OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config) {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : model.named_parameters()) {
     named.emplace_back(item.key(), item.value());
   }
-  // The layer_id closure is only used while grouping, so holding `model` by reference is safe.
-  return make_optimizer(named, config, rules);
+  // The rules' closures are only used while grouping, so holding `model` by reference is safe.
+  return make_optimizer(named, config, param_group_rules(model, config));
 }
 
 LrSchedule::LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps)

@@ -37,6 +37,8 @@ json optim_to_json(const OptimConfig& o) {
           {"eps", o.eps},
           {"momentum", o.momentum},
           {"layer_decay", o.layer_decay},
+          {"moe_layer_decay", o.moe_layer_decay},
+          {"weight_decay_groups", o.weight_decay_groups},
           {"clip_grad", o.clip_grad},
           {"sched", o.sched},
           {"warmup_epochs", o.warmup_epochs},
@@ -45,8 +47,8 @@ json optim_to_json(const OptimConfig& o) {
 }
 
 OptimConfig optim_from_json(const json& j) {
-  check_known_keys(j, {"opt", "lr", "weight_decay", "betas", "eps", "momentum", "layer_decay",
-                       "clip_grad", "sched", "warmup_epochs", "warmup_lr", "min_lr"}, "optim");
+  check_known_keys(j, {"opt", "lr", "weight_decay", "betas", "eps", "momentum", "layer_decay", "moe_layer_decay",
+                       "weight_decay_groups", "clip_grad", "sched", "warmup_epochs", "warmup_lr", "min_lr"}, "optim");
   OptimConfig o;
   read_key(j, "opt", o.opt, "optim");
   read_key(j, "lr", o.lr, "optim");
@@ -59,6 +61,8 @@ OptimConfig optim_from_json(const json& j) {
   read_key(j, "eps", o.eps, "optim");
   read_key(j, "momentum", o.momentum, "optim");
   read_key(j, "layer_decay", o.layer_decay, "optim");
+  read_key(j, "moe_layer_decay", o.moe_layer_decay, "optim");
+  read_key(j, "weight_decay_groups", o.weight_decay_groups, "optim");
   read_key(j, "clip_grad", o.clip_grad, "optim");
   read_key(j, "sched", o.sched, "optim");
   read_key(j, "warmup_epochs", o.warmup_epochs, "optim");
@@ -132,6 +136,11 @@ void TrainConfig::validate() const {
                      o.weight_decay);
   check<ConfigError>(o.layer_decay > 0 && o.layer_decay <= 1,
                      "config 'optim.layer_decay': must be in (0, 1], got {}", o.layer_decay);
+  check<ConfigError>(o.moe_layer_decay == "top" || o.moe_layer_decay == "block",
+                     "config 'optim.moe_layer_decay': expected top or block, got \"{}\"", o.moe_layer_decay);
+  check<ConfigError>(o.weight_decay_groups == "jetpack" || o.weight_decay_groups == "timm",
+                     "config 'optim.weight_decay_groups': expected jetpack or timm, got \"{}\"",
+                     o.weight_decay_groups);
   check<ConfigError>(o.clip_grad >= 0, "config 'optim.clip_grad': must be >= 0, got {}", o.clip_grad);
   check<ConfigError>(o.sched == "cosine" || o.sched == "constant",
                      "config 'optim.sched': expected \"cosine\" or \"constant\", got \"{}\"", o.sched);

@@ -8,12 +8,18 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <string>
+
 namespace moejet::moe {
 
 class ExpertMlpImpl : public torch::nn::Module {
  public:
-  /// `drop` is dropout after the activation and after fc2 (MoE Jetpack's expert dropout).
-  ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop = 0.0);
+  /// `drop` is dropout after the activation and after fc2 (MoE Jetpack's expert dropout). `init`
+  /// is "trunc_normal" (timm's Linear: std .02, zero bias) or "kaiming_uniform" (the MoE Jetpack
+  /// authors' MultiExpertLinear: torch's kaiming_uniform_(a=sqrt(5)) on [E, out, in], whose fan-in
+  /// is out * in, so U(-b, b) with b = 1/sqrt(out * in); zero bias).
+  ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop = 0.0,
+                const std::string& init = "trunc_normal");
   /// x [E, T, D] (T tokens or slots per expert) -> [E, T, D].
   torch::Tensor forward(const torch::Tensor& x);
   /// Only the experts listed in `expert_ids` ([A] int64): x [A, T, D] -> [A, T, D]. Experts not

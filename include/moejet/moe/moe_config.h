@@ -36,11 +36,24 @@ struct MoeConfig {
   bool offset_scale = false;
   std::string combine = "entmax15"; ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
   double temperature_init = 0.5;
+  double temperature_min = 1e-2;    ///< temperatures clamped below this; 0 = no clamp (authors)
   double noise_mult = -1.0;         ///< < 0: 1 / (number of experts), as the released config
   bool noise_in_eval = false;       ///< the authors' code adds the noise in eval too
+  /// Orthogonal slot queries phi [E, S, D]: "orthogonal_experts" (authors: torch's orthogonal_ on
+  /// phi itself, i.e. rows = experts over S*D) or "orthogonal_slots" (rows = the E*S slots over D).
+  std::string phi_init = "orthogonal_experts";
+  /// Expert weights of a layer built from scratch: "kaiming_uniform" (the authors'
+  /// MultiExpertLinear: kaiming_uniform_(a=sqrt(5)) on [E, out, in], bound 1/sqrt(out*in)),
+  /// "trunc_normal" (timm's Linear init, std .02) or "auto": kaiming_uniform for soft and sphero
+  /// (the authors' layers), trunc_normal for topk and image.
+  std::string expert_init = "auto";
   // Regularisation (MoE Jetpack's "MoE regularisation").
   double expert_drop = 0.0;         ///< dropout inside experts
-  double expert_drop_path = 0.0;    ///< drop path on expert outputs, rising linearly over MoE blocks
+  /// Drop path on the layer's expert outputs (soft, sphero), rate r = expert_drop_path:
+  /// "image" (authors): the whole output of an image, at rate linspace(0, r, depth)[block];
+  /// "expert": one expert's outputs of one image, rising linearly 0 -> r over the MoE blocks.
+  double expert_drop_path = 0.0;
+  std::string expert_drop_path_mode = "image";
   // Top-k token choice (V-MoE) and per-image routing (Mobile V-MoE: top_k of num_experts per
   // image; router_noise and aux_loss_weight, a balance loss over images, apply to its router).
   int64_t top_k = 2;
@@ -56,6 +69,9 @@ struct MoeConfig {
   std::vector<int64_t> block_indices(int64_t depth) const;
   void validate(int64_t depth) const;
 };
+
+/// The expert init `c.expert_init` resolves to ("kaiming_uniform" or "trunc_normal").
+std::string resolved_expert_init(const MoeConfig& c);
 
 /// Hidden size of an expert of width `dim` with MLP ratio `ratio` (at least 1).
 int64_t expert_hidden(int64_t dim, double ratio);

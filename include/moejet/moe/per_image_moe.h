@@ -21,6 +21,7 @@ struct PerImageMoeOptions {
   int64_t num_experts = 10;
   int64_t k = 1;
   double expert_drop = 0.0;
+  std::string expert_init = "trunc_normal";  ///< see ExpertMlp
 };
 
 class PerImageMoe : public MoeLayer {

@@ -24,6 +24,8 @@ struct SoftMoeOptions {
   int64_t slots_per_expert = 1;
   bool normalize = true;
   double expert_drop = 0.0;
+  std::string expert_init = "kaiming_uniform";  ///< see ExpertMlp
+  double drop_path = 0.0;             ///< the layer's whole output of an image (the authors' DropPath)
 };
 
 class SoftMoe : public MoeLayer {

@@ -13,11 +13,14 @@
 // before one combine step, so every token mixes both paths. The paper's V-JetMoE-T uses 98 core
 // + 196 universal experts with one slot each in blocks 7-12.
 //
-// Choices where paper and code are silent or differ, each a config option:
+// The defaults are the authors' code (Adlith/MoE-Jetpack soft_moe.py, DualPathSoftMoELayerWrapper;
+// the parity test runs their fixtures), except where noted; docs/jetpack-differences.md lists
+// every difference with the option that restores theirs:
 // - noise only in training (`noise_in_eval` restores the authors' always-on noise);
-// - temperatures are clamped below at 1e-2 so a learnt temperature cannot divide by ~0;
-// - expert drop path drops one expert's outputs for one image (mask [B, E]), rising linearly
-//   over the MoE blocks as the released config's drop path does.
+// - temperatures are clamped below at `temperature_min` (1e-2) so a learnt temperature cannot
+//   divide by ~0 (0: no clamp, as the authors);
+// - drop path (authors): the layer's whole output of an image is dropped (`drop_path_per_image`);
+//   otherwise one expert's outputs of one image (mask [B, E]).
 
 #include <memory>
 
@@ -39,11 +42,15 @@ struct SpheroMoeOptions {
   bool slot_layernorm = true;
   bool offset_scale = false;          ///< learnable per-channel affine on keys and on phi
   double temperature_init = 0.5;
+  double temperature_min = 1e-2;      ///< clamp below; 0 = none
   double noise_mult = -1.0;           ///< < 0: 1 / (core + universal experts)
   bool noise_in_eval = false;
   std::string combine = "entmax15";   ///< or "softmax"
+  std::string phi_init = "orthogonal_experts";  ///< or "orthogonal_slots" (see moe_config.h)
+  std::string expert_init = "kaiming_uniform";  ///< see ExpertMlp
   double expert_drop = 0.0;
   double expert_drop_path = 0.0;
+  bool drop_path_per_image = true;    ///< whole output per image (authors); else per expert
   double eps = 1e-6;
 };
 

@@ -34,6 +34,7 @@ struct TopKMoeOptions {
   double aux_loss_weight = 0.01;
   /// Dropout inside the experts (after GELU and after fc2).
   double expert_drop = 0.0;
+  std::string expert_init = "trunc_normal";  ///< see ExpertMlp
   /// V-MoE's Batch Prioritized Routing: fill capacity in order of each token's top gate within
   /// its image instead of by position, so low-confidence tokens are the ones dropped.
   bool batch_priority = false;

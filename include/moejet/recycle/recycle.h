@@ -16,10 +16,11 @@
 // whole heads (ranked by their output statistics; graph uses the same ranking) and dense MLPs
 // their hidden units per block (see weight_selection.h).
 //
-// Scale: an expert with h of the H units computes a partial sum of the dense MLP's output. With
-// `rescale` (the default) its fc2 weight is multiplied by H/h, which makes a uniformly drawn
-// expert an unbiased estimate of the dense MLP (as inverted dropout does); without it, the h/H
-// partial sums of a partition add up exactly to the dense MLP. The same rule applies to dense
+// Scale: an expert with h of the H units computes a partial sum of the dense MLP's output. By
+// default its fc2 columns are copied as they are, as the authors' code does, so the h/H partial
+// sums of a partition add up exactly to the dense MLP. With `rescale` (moejet's own option,
+// `--fc2-scale hidden`) its fc2 weight is multiplied by H/h, which makes a uniformly drawn expert
+// an unbiased estimate of the dense MLP (as inverted dropout does). The same rule applies to dense
 // MLPs narrowed from a wider source. New parameters (slot queries phi, temperatures, slot
 // LayerNorm, routers) keep their layer's own initialisation (orthogonal phi, temperature 0.5, as
 // the authors' code). The head is copied when its class count matches and left at its
@@ -39,9 +40,9 @@ namespace moejet::recycle {
 
 struct RecycleOptions {
   Method method = Method::Importance;
-  std::string score = "l1";      ///< importance score: l1, l2 or freq (see UnitStats)
+  std::string score = "l2";      ///< importance score: l2 (the authors'), l1, l2sq or freq (see UnitStats)
   bool importance_topk = false;  ///< deterministic top-h instead of weighted sampling
-  bool rescale = true;           ///< fc2 *= H / h (see above)
+  bool rescale = false;          ///< fc2 *= H / h, moejet's own (see above); the authors never rescale
   uint64_t seed = 0;
 };
 

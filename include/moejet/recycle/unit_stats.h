@@ -2,8 +2,9 @@
 // What checkpoint recycling knows about each hidden unit of a dense MLP: how strongly and how
 // often it fires after GELU on the user's data, and which units fire together. Gathered, as in the
 // MoE Jetpack code, by a hook on each MLP's activation while the dense model runs over a sample of
-// images: mean |a| ("l1"), mean a^2 ("l2"), firing frequency ("freq": share of tokens whose a is
-// above the layer's q-quantile) and the co-activation matrix (how often units i and j fire on the
+// images: the Euclidean norm of a unit's activations over the sample ("l2", the authors' default
+// score, torch.norm(p=2)), mean |a| ("l1"), mean a^2 ("l2sq"), firing frequency ("freq": share of
+// tokens whose a is above the layer's q-quantile) and the co-activation matrix (how often units i and j fire on the
 // same token), the graph that graph-partition recycling splits. The quantile is estimated once, on
 // the first batch of the sample, so that one pass over the data suffices.
 
@@ -29,7 +30,8 @@ struct UnitStats {
   double threshold = 0.0;      ///< activation level counted as firing
   int64_t tokens = 0;          ///< tokens the statistics are over
 
-  /// The importance score named "l1", "l2" or "freq" ([H], >= 0).
+  /// The importance score named "l2", "l1", "l2sq" or "freq" ([H], >= 0); "l2" is sqrt(mean_sq),
+  /// proportional to the Euclidean norm over the sample's tokens.
   torch::Tensor score(const std::string& kind) const;
 };
 

@@ -1,8 +1,10 @@
 #pragma once
-// Optimizer construction with timm's parameter-group rules: no weight decay on 1-D parameters
-// (norms, biases) and on the model's no_weight_decay() names (tokens, position embeddings), and
-// layer-wise learning-rate decay (scale = layer_decay ^ (num_layers - 1 - layer_id)), so that the
-// embeddings of a pre-trained checkpoint move least and the head most.
+// Optimizer construction with parameter groups by weight decay and layer-wise learning-rate decay
+// (scale = layer_decay ^ (num_layers - 1 - layer_id)), so that the embeddings of a pre-trained
+// checkpoint move least and the head most. Two rules for weight decay (optim.weight_decay_groups):
+// the MoE Jetpack authors' (MMPretrain's constructor with their custom keys, the default) and
+// timm's (no decay on 1-D parameters, biases and the model's no_weight_decay() names). Under
+// layer decay, MoE parameters take the top layer id by default, as the authors' get_layer_depth.
 
 #include <functional>
 #include <memory>
@@ -34,6 +36,9 @@ struct ParamGroupRules {
   std::function<int64_t(const std::string&)> layer_id;  ///< null = one layer
   int64_t num_layers = 1;
   std::vector<std::string> no_weight_decay;
+  /// Whether a parameter gets weight decay; null = timm's rule (not 1-D, not a bias, not named
+  /// in no_weight_decay).
+  std::function<bool(const std::string&, const torch::Tensor&)> decays;
 };
 
 /// Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True), which libtorch 1.13
@@ -45,7 +50,11 @@ void clear_grads(torch::optim::Optimizer& optimizer);
 OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
                                const OptimConfig& config, const ParamGroupRules& rules);
 
-/// make_optimizer with a model's rules: its layer ids for layer decay and its no_weight_decay().
+/// The rules `config` asks for on `model` (which must outlive them): layer ids (MoE parameters at
+/// the top with moe_layer_decay "top") and the weight-decay rule.
+ParamGroupRules param_group_rules(models::ImageClassifierImpl& model, const OptimConfig& config);
+
+/// make_optimizer with param_group_rules(model, config).
 OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config);
 
 /// Per-optimizer-step learning rate: linear warm-up from warmup_lr, then cosine to min_lr (or

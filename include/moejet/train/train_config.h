@@ -36,6 +36,15 @@ struct OptimConfig {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double momentum = 0.9;              ///< SGD only
   double layer_decay = 1.0;           ///< layer-wise lr decay (timm's --layer-decay); 1 = off
+  /// Layer id of MoE parameters under layer decay: "top" (the MoE Jetpack authors'
+  /// get_layer_depth: every MoE-layer parameter and the norm in front of it get the top id, the
+  /// full lr) or "block" (their block's id, as any other parameter of the block).
+  std::string moe_layer_decay = "top";
+  /// Which parameters get weight decay: "jetpack" (the authors' MMPretrain rule: none on
+  /// LayerNorm parameters, biases, pos_embed and SpheroMoE temperatures; slot_norm, cls_token and
+  /// everything else decayed) or "timm" (none on 1-D parameters, biases and the model's
+  /// no_weight_decay(): pos_embed, cls_token).
+  std::string weight_decay_groups = "jetpack";
   double clip_grad = 0.0;             ///< max global grad norm; 0 = off
   std::string sched = "cosine";       ///< "cosine" or "constant"
   double warmup_epochs = 0.0;
