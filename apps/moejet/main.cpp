@@ -40,13 +40,27 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   const bool computes = !(app.got_subcommand("info") || app.got_subcommand("report"));
-  if (computes && moejet::openblas_thread_timeout_unset()) {
-    // OpenBLAS reads its worker spin timeout only when it loads, before main: set it and start
-    // this program afresh (same pid, arguments and descriptors). See core/blas.h for the figures.
-    // A value the user set is kept, so OPENBLAS_THREAD_TIMEOUT=28 restores OpenBLAS's default.
-    setenv("OPENBLAS_THREAD_TIMEOUT", moejet::kOpenblasThreadTimeout, 1);
+  const std::string coretype = computes ? moejet::openblas_coretype_needed() : "";
+  const bool spin = computes && moejet::openblas_thread_timeout_unset();
+  if (spin || !coretype.empty()) {
+    // OpenBLAS reads its worker spin timeout and its kernel choice only when it loads, before
+    // main: set them and start this program afresh (same pid, arguments and descriptors). See
+    // core/blas.h for the figures. Values the user set are kept, so OPENBLAS_THREAD_TIMEOUT=28
+    // restores OpenBLAS's default spin and OPENBLAS_CORETYPE its kernel choice.
+    if (spin) {
+      setenv("OPENBLAS_THREAD_TIMEOUT", moejet::kOpenblasThreadTimeout, 1);
+    }
+    if (!coretype.empty()) {
+      setenv("OPENBLAS_CORETYPE", coretype.c_str(), 1);
+    }
     execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_THREAD_TIMEOUT");  // exec failed: go on with the default spin, reported as such
+    // exec failed: go on as loaded, reported as such
+    if (spin) {
+      unsetenv("OPENBLAS_THREAD_TIMEOUT");
+    }
+    if (!coretype.empty()) {
+      unsetenv("OPENBLAS_CORETYPE");
+    }
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");

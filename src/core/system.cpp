@@ -50,6 +50,7 @@ SystemInfo system_info() {
     info.blas = "OpenBLAS";
     info.blas_threads = threads;
     info.blas_thread_timeout = openblas_thread_timeout();
+    info.blas_core = openblas_core_name();
   } else if (p.find("mkl") != std::string::npos) {
     info.blas = "MKL";
   } else if (p.find("blis") != std::string::npos) {
@@ -67,6 +68,9 @@ SystemInfo system_info() {
 
 std::string SystemInfo::summary() const {
   std::string s = fmt::format("libtorch {} | BLAS: {}", torch_version, blas);
+  if (!blas_core.empty()) {
+    s += fmt::format(" {}", blas_core);
+  }
   if (!blas_path.empty()) {
     s += fmt::format(" ({})", blas_path);
   }

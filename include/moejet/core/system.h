@@ -18,6 +18,7 @@ struct SystemInfo {
   int torch_threads = 1;
   int blas_threads = -1;  ///< -1 when the BLAS does not tell.
   std::string blas_thread_timeout;  ///< OpenBLAS's idle-spin exponent from the environment, or "".
+  std::string blas_core;  ///< OpenBLAS's kernel set (e.g. "SkylakeX"), or "".
   bool cuda_available = false;
   std::string summary() const;
 };
