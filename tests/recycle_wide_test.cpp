@@ -208,6 +208,7 @@ TEST(RecycleWide, CoreExpertsFromAWiderSourceAreTheNarrowMlpsAndUniversalOnesFro
   o.method = Method::Importance;
   o.importance_topk = true;
   o.rescale = false;
+  o.channels = "shared";
   auto report = recycle_model(sources, *moe, o);
   EXPECT_EQ(report["sources"]["core"]["channels"].get<std::vector<int64_t>>(), f.e.channels);
   EXPECT_FALSE(report["sources"]["dense"].contains("channels")) << "the dense source has the model's width";
@@ -286,4 +287,56 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
 TEST(RecycleWide, QkvRowsTakeTheSameHeadsFromQueriesKeysAndValues) {
   EXPECT_EQ(qkv_rows({1}, 2, 4), (std::vector<int64_t>{2, 3, 6, 7, 10, 11}));
   EXPECT_EQ(head_channels({0, 2}, 3), (std::vector<int64_t>{0, 1, 2, 6, 7, 8}));
+}
+
+TEST(RecycleWide, PerExpertChannelsAreDrawnFromEachBlocksNorm2StatisticsAsTheAuthors) {
+  Fixture f;
+  auto cfg = narrow_cfg();
+  cfg.moe.type = "sphero";
+  cfg.moe.layers = {1};
+  cfg.moe.core_experts = 3;
+  cfg.moe.universal_experts = 2;
+  cfg.moe.core_mlp_ratio = 4.0;
+  cfg.moe.universal_mlp_ratio = 1.0;
+  RecycleSources sources;
+  sources.dense.name = "narrow.safetensors";
+  sources.dense.model = f.narrow.get();
+  sources.dense.stats.units = wide_stats(*f.narrow, {1}).units;
+  sources.groups["core"].name = "wide.safetensors";
+  sources.groups["core"].model = f.wide.get();
+  sources.groups["core"].stats = wide_stats(*f.wide, {0, 1});
+  RecycleOptions o;  // the default: channels per expert
+  ASSERT_EQ(o.channels, "per-expert");
+  o.method = Method::Importance;
+  {
+    // Sampled by importance, each expert draws only live channels (the others never fire), so
+    // every core expert is the narrow MLP again.
+    models::VisionTransformer moe(cfg);
+    auto report = recycle_model(sources, *moe, o);
+    EXPECT_FALSE(report["sources"]["core"]["channels"].is_array());
+    auto core = report["blocks"][0]["groups"][0];
+    ASSERT_EQ(core["channels"].size(), 3u);
+    for (int e = 0; e < 3; ++e) {
+      EXPECT_EQ(core["channels"][e].get<std::vector<int64_t>>(), f.e.channels) << "expert " << e;
+    }
+    EXPECT_FALSE(report["blocks"][0]["groups"][1].contains("channels")) << "universal: same-width dense source";
+  }
+  // Random selection: each expert its own channel set, and its weights are those channels' rows
+  // and columns of the wide MLP.
+  o.method = Method::Random;
+  models::VisionTransformer moe(cfg);
+  auto report = recycle_model(sources, *moe, o);
+  auto core = report["blocks"][0]["groups"][0];
+  auto ch0 = core["channels"][0].get<std::vector<int64_t>>();
+  auto ch1 = core["channels"][1].get<std::vector<int64_t>>();
+  EXPECT_NE(ch0, ch1);
+  auto experts = moe->moe_layer_list[0].second->expert_groups().at(0).second;
+  auto wide_mlp = std::dynamic_pointer_cast<models::Mlp>(f.wide->block_mlp(1));
+  for (int e = 0; e < 3; ++e) {
+    auto ch = torch::tensor(core["channels"][e].get<std::vector<int64_t>>(), torch::kLong);
+    auto units = torch::tensor(core["units"][e].get<std::vector<int64_t>>(), torch::kLong);
+    EXPECT_TRUE(torch::equal(experts->fc1_weight[e], wide_mlp->fc1->weight.index_select(0, units).index_select(1, ch)));
+    EXPECT_TRUE(torch::equal(experts->fc2_weight[e], wide_mlp->fc2->weight.index_select(0, ch).index_select(1, units)));
+    EXPECT_TRUE(torch::equal(experts->fc2_bias[e], wide_mlp->fc2->bias.index_select(0, ch)));
+  }
 }

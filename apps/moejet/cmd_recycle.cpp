@@ -22,7 +22,7 @@ namespace {
 struct RecycleArgs {
   std::string dense, dense_model, model, method = "importance", data, split = "train", out, report;
   std::vector<std::string> sets, group_sources, source_models;
-  std::string score = "l2", fc2_scale = "none", device = "cpu";
+  std::string score = "l2", fc2_scale = "none", channels = "per-expert", device = "cpu";
   int64_t images = 38400, batch = 128;
   bool topk = false, quiet = false;
   uint64_t seed = 0;
@@ -75,6 +75,11 @@ Runner add_recycle_command(CLI::App& app) {
                   "(each expert an unbiased estimate of the dense MLP)")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "hidden"}));
+  sub->add_option("--channels", a->channels,
+                  "experts from a wider source: per-expert (each expert of each block its own stream channels, from "
+                  "that block's norm2 statistics, the authors') or shared (the source's one channel set)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"per-expert", "shared"}));
   sub->add_option("--seed", a->seed)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
@@ -106,6 +111,7 @@ Runner add_recycle_command(CLI::App& app) {
     ro.score = a->score;
     ro.importance_topk = a->topk;
     ro.rescale = a->fc2_scale == "hidden";
+    ro.channels = a->channels;
     ro.seed = a->seed;
 
     // The statistics data: the fine-tuning images themselves (range and limit of the training

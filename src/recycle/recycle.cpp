@@ -99,6 +99,10 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
   const uint64_t seed = o.seed * 1000003ULL + 7919ULL * (source_index + 1);
   plan.narrowed = true;
   plan.report["width"] = sc.embed_dim;
+  if (!is_dense && o.channels == "per-expert") {
+    plan.report["channels"] = "per expert (blocks[].groups[].channels)";
+    return plan;  // an expert source: only its MLPs are read, each expert with its own channels
+  }
   // One channel set for the whole residual stream of this source.
   torch::Tensor ch_score, ch_co;
   if (stats && sc.embed_dim != tc.embed_dim) {
@@ -270,7 +274,10 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
                              "recycling: {} of {} lacks fc1/fc2 weights or biases", mlp_key, src.name);
       const int64_t H = w1.size(0), D = w1.size(1);
       const std::string key = fmt::format("{}.{}.fc1.weight", moe.mlp_key(b), name);
-      const int64_t width = plan.narrowed ? static_cast<int64_t>(plan.channels.size()) : D;
+      // Per-expert channel sets (no shared set) have the model's width by construction.
+      const int64_t width = !plan.narrowed           ? D
+                            : plan.channels.empty() ? group->dim
+                                                    : static_cast<int64_t>(plan.channels.size());
       check<CheckpointError>(group->dim == width && group->dim <= D,
                              "recycling: {} has width {} but {}: {}.fc1.weight is {} (width {}){}", key,
                              group->dim, src.name, mlp_key, io::shape_string(w1), D,
@@ -310,12 +317,38 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
       const double scale = options.rescale ? static_cast<double>(H) / static_cast<double>(group->hidden) : 1.0;
       json shares = json::array();
       const double total_importance = importance.defined() ? importance.sum().item<double>() : 0.0;
-      const auto ch = torch::tensor(plan.channels, torch::kLong);
-      const auto w1c = plan.narrowed ? w1.index_select(1, ch) : w1;
-      const auto w2c = plan.narrowed ? w2.index_select(0, ch) : w2;
-      const auto b2c = plan.narrowed ? b2.index_select(0, ch) : b2;
+      // The stream channels each expert reads and writes: the source's one set, or one per expert
+      // drawn from this block's norm2 statistics.
+      std::vector<std::vector<int64_t>> channels;
+      if (plan.narrowed && options.channels == "per-expert") {
+        SelectionInput ci;
+        ci.hidden = D;
+        ci.experts = group->num_experts;
+        ci.units = group->dim;
+        ci.seed = group_seed(options.seed, b, gi) ^ 0x9e3779b97f4a7c15ULL;
+        ci.importance_topk = options.importance_topk;
+        if (needs_stats(options.method)) {
+          auto it = src.stats.channels.find(b);
+          check<ConfigError>(it != src.stats.channels.end(),
+                             "recycling: method '{}' needs channel statistics (norm2 outputs) of block {} of {}",
+                             method_name(options.method), b, src.name);
+          ci.score = it->second.score(options.score);
+          ci.coactivation = it->second.coactivation;
+        }
+        channels = select_units(options.method, ci);
+        jg["channels"] = channels;
+      } else if (plan.narrowed) {
+        channels.assign(static_cast<size_t>(group->num_experts), plan.channels);
+      }
       for (int64_t e = 0; e < group->num_experts; ++e) {
         auto idx = torch::tensor(units[e], torch::kLong);
+        torch::Tensor w1c = w1, w2c = w2, b2c = b2;
+        if (!channels.empty()) {
+          const auto ch = torch::tensor(channels[static_cast<size_t>(e)], torch::kLong);
+          w1c = w1.index_select(1, ch);
+          w2c = w2.index_select(0, ch);
+          b2c = b2.index_select(0, ch);
+        }
         group->fc1_weight[e].copy_(w1c.index_select(0, idx));
         group->fc1_bias[e].copy_(b1.index_select(0, idx));
         group->fc2_weight[e].copy_(w2c.index_select(1, idx) * scale);
@@ -342,6 +375,7 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
               {"score", options.score},
               {"importance_topk", options.importance_topk},
               {"rescale", options.rescale},
+              {"channels", options.channels},
               {"seed", options.seed},
               {"head_copied", !has_head(report.dropped) && !has_head(report.missing)},
               {"sources", source_reports},

@@ -10,9 +10,14 @@
 // keep one bias).
 //
 // Wider sources (ViT only): a source may be wider than the model. Its residual-stream channels
-// are then selected once, with the same method as the hidden units (random, uniform, graph on the
-// co-activation of norm2 outputs, importance of norm2 outputs; copy cannot choose channels), and
-// that one set is used for every tensor of that source that touches the stream; attention takes
+// are then selected with the same method as the hidden units (random, uniform, graph on the
+// co-activation of norm2 outputs, importance of norm2 outputs; copy cannot choose channels). As in
+// the authors' generator, each expert of each block draws its own channels from that block's
+// norm2 statistics (`channels` "per-expert"): an expert only reads and writes the stream through
+// its own fc1 columns and fc2 rows. Whole-model tensors of a wider dense source (patch embedding,
+// tokens, norms, attention, dense MLPs, head) must agree on one stream, so they use one set,
+// chosen from the norm2 statistics averaged over blocks; "shared" gives the experts that set too.
+// For those whole-model tensors that one set is used for every tensor that touches the stream; attention takes
 // whole heads (ranked by their output statistics; graph uses the same ranking) and dense MLPs
 // their hidden units per block (see weight_selection.h).
 //
@@ -43,6 +48,10 @@ struct RecycleOptions {
   std::string score = "l2";      ///< importance score: l2 (the authors'), l1, l2sq or freq (see UnitStats)
   bool importance_topk = false;  ///< deterministic top-h instead of weighted sampling
   bool rescale = false;          ///< fc2 *= H / h, moejet's own (see above); the authors never rescale
+  /// Residual-stream channels of experts cut from a wider source: "per-expert" (the authors'
+  /// generator: each expert of each block draws its own set, from that block's norm2 statistics)
+  /// or "shared" (the source's one set, as its whole-model tensors use).
+  std::string channels = "per-expert";
   uint64_t seed = 0;
 };
 
