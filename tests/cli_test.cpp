@@ -69,6 +69,26 @@ TEST(Cli, ComputingCommandsShortenOpenblasIdleSpinUnlessTheUserSetIt) {
   EXPECT_TRUE(contains(info.output, "idle spin: OpenBLAS default")) << info.output;
 }
 
+TEST(Cli, ComputingCommandsRunOpenblasAvx2KernelsWhereItsCpuDetectionFallsBack) {
+  // OpenBLAS 0.3.21 takes e.g. an Emerald Rapids Xeon for a Prescott (SSE3 kernels, ~3x slower):
+  // the computing commands then start afresh with OPENBLAS_CORETYPE set, unless the user set it.
+  if (openblas_core_name().empty()) {
+    GTEST_SKIP() << "the BLAS is not OpenBLAS";
+  }
+  moejet::testing::TempDir dir;
+  {
+    std::ofstream(dir.file("broken.json")) << "{";
+  }
+  const std::string broken = " --config " + dir.file("broken.json");
+  const std::string needed = openblas_coretype_needed();  // as this test process loaded OpenBLAS
+  auto r = run("train" + broken);
+  EXPECT_TRUE(contains(r.output, "BLAS: OpenBLAS " + (needed.empty() ? openblas_core_name() : needed) + " ("))
+      << "needed '" << needed << "': " << r.output;
+  EXPECT_EQ(r.output.find("libtorch "), r.output.rfind("libtorch ")) << "one start-up report: " << r.output;
+  auto user = run_shell("OPENBLAS_CORETYPE=Haswell " + std::string(MOEJET_BINARY) + " train" + broken);
+  EXPECT_TRUE(contains(user.output, "BLAS: OpenBLAS Haswell (")) << user.output;
+}
+
 TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
   auto r = run("info --model vit_tiny_patch16_224");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -309,6 +329,18 @@ TEST(Cli, TheAuthorsMmengineCheckpointLoadsEverywhereAndConvertsBack) {
       ASSERT_TRUE(back.contains(item.key())) << out << ": " << item.key();
       EXPECT_TRUE(back[item.key()].equal(item.value())) << out << ": " << item.key();
     }
+  }
+  // A dense timm file without a model config: written as torch.save, tensor for tensor, with a
+  // warning that nothing was checked against a model.
+  const std::string timm_file = moejet::testing::fixture_path("timm/vit_small_custom/vit_small_custom.safetensors");
+  r = run("convert " + timm_file + " --to timm -o " + dir.file("timm.pth"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "not checked against a model")) << r.output;
+  auto timm_state = io::read_safetensors(timm_file);
+  auto timm_back = io::read_checkpoint(dir.file("timm.pth"));
+  ASSERT_EQ(timm_back.keys(), timm_state.keys());
+  for (const auto& item : timm_state) {
+    EXPECT_TRUE(timm_back[item.key()].equal(item.value())) << item.key();
   }
   // An MoE has no plain timm layout; a bad output name writes nothing.
   r = run("convert " + dir.file("m.safetensors") + " --to timm -o " + dir.file("t.safetensors"));

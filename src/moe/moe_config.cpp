@@ -108,8 +108,8 @@ MoeConfig moe_config_from_json(const json& j, const std::string& path) {
                     "normalize", "core_experts", "universal_experts", "core_mlp_ratio",
                     "universal_mlp_ratio", "slot_layernorm", "offset_scale", "combine",
                     "temperature_init", "temperature_min", "noise_mult", "noise_in_eval", "phi_init",
-                    "expert_init", "expert_drop", "expert_drop_path", "expert_drop_path_mode", "top_k", "capacity_factor", "router_noise",
-                    "aux_loss_weight", "batch_priority"},
+                    "expert_init", "expert_drop", "expert_drop_path", "expert_drop_path_mode", "top_k",
+                    "capacity_factor", "router_noise", "aux_loss_weight", "batch_priority"},
                    path);
   MoeConfig c;
   read_key(j, "type", c.type, path);
