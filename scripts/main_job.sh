@@ -28,7 +28,7 @@ fi
 
 echo "== 2. recycling the dense checkpoint (statistics on the downstream training images)"
 "$BIN" recycle $Q --dense "$RUNS/upstream/best.safetensors" --model "$CONFIGS/jetmoe.json" \
-  --method importance --images 2048 --out "$RUNS/init/jetmoe.safetensors"
+  --method importance --out "$RUNS/init/jetmoe.safetensors"
 # Mobile V-MoE: super-classes from the upstream model's confusion on upstream training images,
 # experts upcycled (each a copy of the dense MLP).
 "$BIN" eval $Q "$RUNS/upstream/best.safetensors" --split train --range 0 30000 --limit 5000 --out "$RUNS/upstream/eval_train" >/dev/null
