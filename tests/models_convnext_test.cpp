@@ -16,15 +16,24 @@
 using namespace moejet;
 using namespace moejet::models;
 
-TEST(ConvNext, MatchesTimmLogitsOnTheFixture) {
-  const std::string dir = moejet::testing::fixture_path("timm/convnext_custom/");
-  // timm.models.convnext.ConvNeXt(in_chans=3, num_classes=10, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))
+namespace {
+
+// timm.models.convnext.ConvNeXt(in_chans=3, num_classes=10, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)),
+// the model of both timm ConvNeXt fixtures (the second with conv_mlp=True).
+ConvNextConfig fixture_config() {
   ConvNextConfig c;
   c.num_classes = 10;
   c.depths = {1, 1, 2, 1};
   c.dims = {16, 32, 64, 128};
   c.img_size = 32;
-  ConvNext model(c);
+  return c;
+}
+
+}  // namespace
+
+TEST(ConvNext, MatchesTimmLogitsOnTheFixture) {
+  const std::string dir = moejet::testing::fixture_path("timm/convnext_custom/");
+  ConvNext model(fixture_config());
   EXPECT_EQ(count_parameters(*model), 270298);
   auto state = io::read_safetensors(dir + "convnext_custom.safetensors");
   auto ours = io::module_state_dict(*model);
@@ -45,12 +54,7 @@ TEST(ConvNext, MatchesTimmLogitsOnTheFixture) {
 TEST(ConvNext, TimmConvMlpLayoutLoadsToLogitParity) {
   // timm's convnext_atto..nano are built with conv_mlp=True: 1x1-conv MLP weights [4C, C, 1, 1].
   const std::string dir = moejet::testing::fixture_path("timm/convnext_convmlp_custom/");
-  ConvNextConfig c;
-  c.num_classes = 10;
-  c.depths = {1, 1, 2, 1};
-  c.dims = {16, 32, 64, 128};
-  c.img_size = 32;
-  ConvNext model(c);
+  ConvNext model(fixture_config());
   auto state = io::read_safetensors(dir + "convnext_convmlp_custom.safetensors");
   EXPECT_EQ(state["stages.0.blocks.0.mlp.fc1.weight"].sizes(), (std::vector<int64_t>{64, 16, 1, 1}));
   // As it is, the file does not fit: every block MLP weight is a shape mismatch.
