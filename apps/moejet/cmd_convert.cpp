@@ -81,11 +81,13 @@ Runner add_convert_command(CLI::App& app) {
       spdlog::warn("{}: no model config (--model), so the weights are renamed but not checked against a model",
                    a->in);
     }
-    const bool moe = models::detect_key_layout(models::to_jetpack_layout(weights)) == "jetpack";
+    // Only MoE keys are named differently in the authors' layout.
+    auto jetpack = models::to_jetpack_layout(weights);
+    const bool moe = jetpack.keys() != weights.keys();
     check<ConfigError>(!(a->to == "timm" && moe),
                        "{}: an MoE model has no timm layout (timm has no MoE layers); use --to jetpack", a->in);
     if (a->to == "jetpack") {
-      weights = models::to_jetpack_layout(weights);
+      weights = std::move(jetpack);
     }
     if (torch_out) {
       io::write_torch_checkpoint(a->out, weights);

@@ -51,9 +51,9 @@ std::string openblas_coretype_needed() {
   }
 #if defined(__x86_64__) || defined(__i386__)
   // OpenBLAS's x86 kernel sets that use AVX2 (names as openblas_get_corename() reports them).
+  std::string lower;
+  for (char c : core) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (const char* avx2 : {"haswell", "skylakex", "cooperlake", "sapphirerapids", "zen", "excavator"}) {
-    std::string lower;
-    for (char c : core) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (lower == avx2) {
       return "";
     }
