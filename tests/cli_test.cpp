@@ -254,6 +254,27 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
     EXPECT_EQ(core["name"], "core");
     EXPECT_EQ(core["units"].size(), 8u);
     EXPECT_EQ(core.contains("unit_importance"), method == "graph" || method == "importance");
+    if (method == "graph") {  // the authors' variant and firing test by default
+      EXPECT_EQ(report["graph"], "jetpack");
+      EXPECT_EQ(core["firing_threshold"].get<double>(), 0.0);
+      EXPECT_EQ(report["statistics"]["sample"], "stratified");
+    }
+  }
+  // moejet's own variants, and the authors' "first N images" sample with a teacher's transform.
+  r = run("recycle -q --dense " + dir.file("dense/best.safetensors") + " --model " + src +
+          "/configs/vit_fmnist_sphero.json" + moe_small +
+          " --method graph --graph balanced --firing-quantile 0.8 --stats-sample first --images 40"
+          " --stats-set augment.mean=[0.25] --stats-set augment.std=[0.5] --batch-size 32 --out " +
+          dir.file("own.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "its first 40 images")) << r.output;
+  {
+    auto report = read_json_file(dir.file("own.recycle.json"));
+    EXPECT_EQ(report["graph"], "balanced");
+    EXPECT_EQ(report["statistics"]["images"], 40);
+    EXPECT_EQ(report["statistics"]["sample"], "first");
+    EXPECT_EQ(report["statistics"]["transform"]["mean"], json::parse("[0.25]"));
+    EXPECT_GT(report["blocks"][0]["groups"][0]["firing_threshold"].get<double>(), 0.0);
   }
   // The recycled file carries the MoE config: info and train --init take it as it is.
   r = run("info --checkpoint " + dir.file("importance.safetensors"));

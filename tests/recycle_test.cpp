@@ -78,6 +78,8 @@ TEST(UnitSelection, PartitionOfDisjointExpertsSumsToTheDenseMlp) {
     RecycleOptions o;
     o.method = method;
     o.rescale = false;
+    o.uniform = "shifted";  // moejet's own grids and parts: disjoint experts
+    o.graph = "balanced";
     auto report = recycle_model(*dense, *moe, stats, o);
     auto units = report["blocks"][0]["groups"][0]["units"].get<std::vector<std::vector<int64_t>>>();
     std::multiset<int64_t> all;
@@ -188,6 +190,7 @@ TEST(UnitSelection, MethodsGiveDistinctSortedUnitsOfTheRightCount) {
   in.seed = 3;
   in.score = torch::rand({96});
   in.coactivation = torch::rand({96, 96});
+  in.uniform = "shifted";  // the authors' linspace grid is the same for every expert (tested below)
   for (auto m : {Method::Copy, Method::Random, Method::Uniform, Method::Graph, Method::Importance}) {
     auto units = select_units(m, in);
     ASSERT_EQ(units.size(), 7u) << method_name(m);
@@ -207,6 +210,73 @@ TEST(UnitSelection, MethodsGiveDistinctSortedUnitsOfTheRightCount) {
   in.units = 97;
   EXPECT_THROW(select_units(Method::Random, in), ConfigError);
   EXPECT_THROW(parse_method("louvain"), ConfigError);
+}
+
+TEST(UnitSelection, AuthorsUniformGridIsRoundedLinspaceForEveryExpert) {
+  SelectionInput in;
+  in.hidden = 4;
+  in.experts = 3;
+  in.units = 3;
+  ASSERT_EQ(in.uniform, "linspace");
+  // linspace(0, 3, 3) = 0, 1.5, 3; torch.round rounds half to even.
+  auto units = select_units(Method::Uniform, in);
+  for (const auto& u : units) EXPECT_EQ(u, (std::vector<int64_t>{0, 2, 3}));
+  in.hidden = 1536;
+  in.units = 768;
+  units = select_units(Method::Uniform, in);
+  EXPECT_EQ(units[2][1], 2);      // 1535/767 = 2.0013
+  EXPECT_EQ(units[2][383], 766);  // 383 * 2.0013 = 766.5 -> 766 (round to nearest)
+  EXPECT_EQ(units[2][767], 1535);
+  in.uniform = "diagonal";
+  EXPECT_THROW(select_units(Method::Uniform, in), ConfigError);
+}
+
+TEST(UnitSelection, AuthorsGraphDrawsWholeMetisPartsByTheirCoactivation) {
+  // Four cliques of 16 units with internal co-activation 1, 2, 3 and 4 and no edges between
+  // them: METIS (4 parts) returns the cliques, and each expert's first part is clique p with
+  // probability p / 10.
+  auto co = torch::zeros({64, 64});
+  for (int64_t p = 0; p < 4; ++p) co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(static_cast<double>(p + 1));
+  SelectionInput in;
+  in.hidden = 64;
+  in.experts = 2000;
+  in.units = 24;  // one whole clique, then the first 8 units of the next part drawn
+  in.coactivation = co;
+  in.graph_parts = 4;
+  in.seed = 5;
+  ASSERT_EQ(in.graph, "jetpack");
+  auto units = select_units(Method::Graph, in);
+  std::vector<double> first(4, 0.0);
+  for (const auto& u : units) {
+    ASSERT_EQ(u.size(), 24u);
+    std::vector<int64_t> per_clique(4, 0);
+    for (auto x : u) per_clique[x / 16]++;
+    std::vector<int64_t> counts(per_clique);
+    std::sort(counts.begin(), counts.end());
+    ASSERT_EQ(counts, (std::vector<int64_t>{0, 0, 8, 16}));
+    for (int64_t p = 0; p < 4; ++p) {
+      if (per_clique[p] == 8) {  // the second part's lowest 8 units
+        for (int64_t k = 0; k < 8; ++k) EXPECT_NE(std::find(u.begin(), u.end(), p * 16 + k), u.end());
+      }
+      if (per_clique[p] == 16) first[p] += 1.0 / 2000.0;
+    }
+  }
+  for (int64_t p = 0; p < 4; ++p) EXPECT_NEAR(first[p], (p + 1) / 10.0, 0.035) << "clique " << p;
+  EXPECT_EQ(select_units(Method::Graph, in), units);
+}
+
+TEST(UnitStats, AUnitFiresAboveZeroByDefaultOrAboveAQuantile) {
+  auto a = torch::tensor({{1.0f, -0.1f, 0.0f, 2.0f}, {0.5f, -0.2f, 0.3f, 4.0f}});
+  UnitStatsAccumulator authors(4, 0.0, true);
+  authors.add(a);
+  auto s = authors.finish();
+  EXPECT_TRUE(torch::equal(s.freq, torch::tensor({1.0f, 0.0f, 0.5f, 1.0f})));
+  EXPECT_EQ(s.coactivation[0][3].item<float>(), 1.0f);
+  EXPECT_EQ(s.coactivation[0][2].item<float>(), 0.5f);
+  UnitStatsAccumulator quantile(4, 0.75, false);  // the 6th of 8 values: 1.0
+  quantile.add(a);
+  EXPECT_TRUE(torch::equal(quantile.finish().freq, torch::tensor({0.0f, 0.0f, 0.0f, 1.0f})));
+  EXPECT_THROW(UnitStatsAccumulator(4, 1.0), ConfigError);
 }
 
 TEST(GraphPartition, MetisPartsAreBalancedAndRecoverBlocks) {

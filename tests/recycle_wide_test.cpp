@@ -340,3 +340,48 @@ TEST(RecycleWide, PerExpertChannelsAreDrawnFromEachBlocksNorm2StatisticsAsTheAut
     EXPECT_TRUE(torch::equal(experts->fc2_bias[e], wide_mlp->fc2->bias.index_select(0, ch)));
   }
 }
+
+TEST(RecycleWide, UniversalExpertsFromAWiderSourceAreReslicedFromACoreSizedDrawAsTheAuthors) {
+  Fixture f;
+  auto cfg = narrow_cfg();
+  cfg.moe.type = "sphero";
+  cfg.moe.layers = {1};
+  cfg.moe.core_experts = 2;
+  cfg.moe.universal_experts = 3;
+  cfg.moe.core_mlp_ratio = 4.0;
+  cfg.moe.universal_mlp_ratio = 1.0;  // 16 units; a core-sized draw from the wide source is 128 * 16/32 = 64
+  RecycleSources sources;
+  sources.dense.name = "narrow.safetensors";
+  sources.dense.model = f.narrow.get();
+  sources.dense.stats.units = wide_stats(*f.narrow, {1}).units;
+  sources.groups["universal"].name = "wide.safetensors";
+  sources.groups["universal"].model = f.wide.get();
+  sources.groups["universal"].stats = wide_stats(*f.wide, {0, 1});
+  RecycleOptions o;
+  ASSERT_EQ(o.universal_units, "auto");
+  o.method = Method::Importance;
+  // Only the 64 embedded units fire, so the importance draw of 64 is exactly them, and each
+  // universal expert keeps positions round(linspace(0, 63, 16)) of it: the same 16 units.
+  std::vector<int64_t> expected;
+  const auto& live = f.e.units[1];
+  for (int j = 0; j < 16; ++j) expected.push_back(live[static_cast<size_t>(std::nearbyint(j * 63.0 / 15.0))]);
+  {
+    models::VisionTransformer moe(cfg);
+    auto report = recycle_model(sources, *moe, o);
+    auto uni = report["blocks"][0]["groups"][1];
+    ASSERT_EQ(uni["name"], "universal");
+    EXPECT_EQ(uni["resliced_from"].get<int64_t>(), 64);
+    for (int e = 0; e < 3; ++e) {
+      EXPECT_EQ(uni["units"][e].get<std::vector<int64_t>>(), expected) << "expert " << e;
+    }
+  }
+  // "draw": each universal expert draws its own 16 of the 64 live units.
+  o.universal_units = "draw";
+  models::VisionTransformer moe(cfg);
+  auto report = recycle_model(sources, *moe, o);
+  auto uni = report["blocks"][0]["groups"][1];
+  EXPECT_FALSE(uni.contains("resliced_from"));
+  EXPECT_NE(uni["units"][0].get<std::vector<int64_t>>(), uni["units"][1].get<std::vector<int64_t>>());
+  o.universal_units = "sometimes";
+  EXPECT_THROW(recycle_model(sources, *moe, o), ConfigError);
+}

@@ -1,6 +1,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <numeric>
 
 #include <torch/torch.h>
 
@@ -23,6 +24,9 @@ struct RecycleArgs {
   std::string dense, dense_model, model, method = "importance", data, split = "train", out, report;
   std::vector<std::string> sets, group_sources, source_models;
   std::string score = "l2", fc2_scale = "none", channels = "per-expert", device = "cpu";
+  std::string uniform = "linspace", graph = "jetpack", universal_units = "auto", stats_sample = "stratified";
+  std::vector<std::string> stats_sets;
+  double firing_quantile = 0.0;
   int64_t images = 38400, batch = 128;
   bool topk = false, quiet = false;
   uint64_t seed = 0;
@@ -80,6 +84,36 @@ Runner add_recycle_command(CLI::App& app) {
                   "that block's norm2 statistics, the authors') or shared (the source's one channel set)")
       ->capture_default_str()
       ->check(CLI::IsMember({"per-expert", "shared"}));
+  sub->add_option("--uniform", a->uniform,
+                  "uniform grids: linspace (every expert round(linspace(0, H-1, h)), the authors') or shifted "
+                  "(expert e's grid shifted by e, moejet's own: the first H/h experts disjoint)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"linspace", "shifted"}));
+  sub->add_option("--graph", a->graph,
+                  "graph selection: jetpack (unweighted METIS into 32 parts, each expert draws parts by their "
+                  "co-activation, the authors') or balanced (weighted METIS, one part of H/h units per expert, "
+                  "moejet's own)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"jetpack", "balanced"}));
+  sub->add_option("--universal-units", a->universal_units,
+                  "universal experts: reslice (draw a core expert's units, keep every H_core/h-th, the authors'), "
+                  "draw (their own h units), auto (reslice from a wider source, else draw)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "draw", "reslice"}));
+  sub->add_option("--firing-quantile", a->firing_quantile,
+                  "a unit fires (freq score, graph co-activation) when a > 0 (0, the authors') or above this "
+                  "quantile of its layer's activations")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.999999));
+  sub->add_option("--stats-sample", a->stats_sample,
+                  "which images: stratified (a seeded sample that covers every class) or first (the first "
+                  "--images in data-set order, as the authors' generator; a class-sorted folder then covers "
+                  "only its first classes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stratified", "first"}));
+  sub->add_option("--stats-set", a->stats_sets,
+                  "override of the statistics' eval transform, e.g. --stats-set augment.mean=[0.5,0.5,0.5] "
+                  "--stats-set augment.crop_pct=0.9 (a timm teacher's own preprocessing)");
   sub->add_option("--seed", a->seed)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
   sub->add_option("--device", a->device)->capture_default_str();
@@ -102,6 +136,10 @@ Runner add_recycle_command(CLI::App& app) {
       tc.augment.image_size = tc.model.img_size();
     }
     const auto& moe_cfg = tc.model;
+    // The statistics' transform may differ from fine-tuning's (a teacher's own mean, std, crop).
+    json stats_json = train::to_json(tc);
+    apply_overrides(stats_json, a->stats_sets);
+    const auto stats_augment = train::train_config_from_json(stats_json).augment;
 
     torch::manual_seed(static_cast<int64_t>(a->seed));
     auto moe = models::make_model(moe_cfg);
@@ -112,17 +150,28 @@ Runner add_recycle_command(CLI::App& app) {
     ro.importance_topk = a->topk;
     ro.rescale = a->fc2_scale == "hidden";
     ro.channels = a->channels;
+    ro.uniform = a->uniform;
+    ro.graph = a->graph;
+    ro.universal_units = a->universal_units;
     ro.seed = a->seed;
 
     // The statistics data: the fine-tuning images themselves (range and limit of the training
     // config apply), at most --images of them in a class-stratified sample, so that every class
-    // is seen; opened once for all sources.
+    // is seen (or the first --images); opened once for all sources.
     data::DatasetPtr stats_data;
     if (recycle::needs_stats(ro.method)) {
       check<ConfigError>(a->images > 0, "recycle --images: must be > 0, got {}", a->images);
       stats_data = train::open_split(tc.data, a->split,
                                      a->split == tc.data.train_split ? tc.data.train_limit : 0, tc.train.seed);
-      stats_data = train::stratified_subset(stats_data, a->images, a->seed);
+      if (a->stats_sample == "first") {
+        const auto n = std::min<size_t>(static_cast<size_t>(a->images), stats_data->size());
+        std::vector<size_t> idx(n);
+        std::iota(idx.begin(), idx.end(), size_t{0});
+        stats_data = data::subset(stats_data, std::move(idx),
+                                  fmt::format("{} (its first {} images)", stats_data->describe(), n));
+      } else {
+        stats_data = train::stratified_subset(stats_data, a->images, a->seed);
+      }
       spdlog::info("statistics: {} images of {}", stats_data->size(), stats_data->describe());
     }
     const auto moe_blocks = moe_cfg.moe().block_indices(moe->num_blocks());
@@ -167,12 +216,13 @@ Runner add_recycle_command(CLI::App& app) {
         so.images = static_cast<int64_t>(stats_data->size());
         so.batch_size = a->batch;
         so.coactivation = ro.method == recycle::Method::Graph;
+        so.quantile = a->firing_quantile;
         so.num_workers = a->workers;
         so.seed = a->seed;
         so.show_progress = !a->quiet;
         model->to(device);
         src.stats = recycle::collect_model_stats(*model, blocks, stats_data,
-                                                 data::make_eval_transform(tc.augment, stats_data->channels()), so,
+                                                 data::make_eval_transform(stats_augment, stats_data->channels()), so,
                                                  device, wider);
         model->to(torch::kCPU);
       }
@@ -209,6 +259,9 @@ Runner add_recycle_command(CLI::App& app) {
     report["statistics"] = {{"data", tc.data.dataset},
                             {"split", a->split},
                             {"images", stats_data ? static_cast<int64_t>(stats_data->size()) : 0},
+                            {"sample", a->stats_sample},
+                            {"firing_quantile", a->firing_quantile},
+                            {"transform", stats_json["augment"]},
                             {"score", a->score},
                             {"fc2_scale", a->fc2_scale}};
     json cfg_json = moe_cfg;

@@ -47,7 +47,8 @@ struct SourcePlan {
 // Selects `keep` of `n` items with the recycling method: channels and heads are "one expert".
 // Keeping all of them is no choice at all (and needs no statistics).
 std::vector<int64_t> select_one(Method method, int64_t n, int64_t keep, uint64_t seed, const torch::Tensor& score,
-                                const torch::Tensor& coactivation, bool topk) {
+                                const torch::Tensor& coactivation, bool topk, const std::string& uniform,
+                                const std::string& graph) {
   if (keep == n) {
     return iota(n);
   }
@@ -59,6 +60,8 @@ std::vector<int64_t> select_one(Method method, int64_t n, int64_t keep, uint64_t
   in.score = score;
   in.coactivation = coactivation;
   in.importance_topk = topk;
+  in.uniform = uniform;
+  in.graph = graph;
   return select_units(method, in).at(0);
 }
 
@@ -112,7 +115,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
     ch_score = mean_over(src.stats.channels, [&](const UnitStats& s) { return s.score(o.score); });
     ch_co = mean_over(src.stats.channels, [](const UnitStats& s) { return s.coactivation; });
   }
-  plan.channels = select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk);
+  plan.channels = select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk, o.uniform,
+                             o.graph);
   plan.selection.channels = plan.channels;
   plan.selection.rescale = o.rescale;
   plan.report["channels"] = plan.channels;
@@ -135,7 +139,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
       score = it->second.score(o.score).view({sc.num_heads, hd}).sum(1);
     }
     plan.selection.heads[b] =
-        select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {}, o.importance_topk);
+        select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {}, o.importance_topk,
+                   o.uniform, o.graph);
     heads[std::to_string(b)] = plan.selection.heads[b];
     // Dense MLPs outside the MoE blocks: their hidden units, as an expert's.
     if (!moe_blocks.count(b)) {
@@ -147,7 +152,7 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
         uco = it->second.coactivation;
       }
       plan.selection.units[b] = select_one(o.method, sc.mlp_hidden(), tc.mlp_hidden(), seed + 37ULL * (b + 1),
-                                           uscore, uco, o.importance_topk);
+                                           uscore, uco, o.importance_topk, o.uniform, o.graph);
     }
   }
   plan.report["heads"] = heads;
@@ -204,6 +209,9 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
                          moe.num_blocks());
     }
   }
+  check<ConfigError>(options.universal_units == "auto" || options.universal_units == "draw" ||
+                         options.universal_units == "reslice",
+                     "recycling: universal_units '{}' (expected auto, draw or reslice)", options.universal_units);
   torch::NoGradGuard ng;
 
   std::set<int64_t> moe_blocks;
@@ -309,11 +317,32 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
       in.units = group->hidden;
       in.seed = group_seed(options.seed, b, gi);
       in.importance_topk = options.importance_topk;
+      in.uniform = options.uniform;
+      in.graph = options.graph;
       if (st != nullptr) {
         in.score = importance;
         in.coactivation = st->coactivation;
       }
+      // The authors cut every expert at the channel ratio of its source, H * D_model / D_source
+      // units, and re-slice the universal ones down to their size (gen:366, 806-833).
+      const bool reslice = name == "universal" && (options.universal_units == "reslice" ||
+                                                   (options.universal_units == "auto" && plan.narrowed));
+      if (reslice) {
+        in.units = std::clamp<int64_t>(H * group->dim / D, group->hidden, H);
+      }
       auto units = select_units(options.method, in);
+      if (reslice && in.units > group->hidden) {
+        const int64_t n = in.units, h = group->hidden;
+        for (auto& u : units) {
+          std::vector<int64_t> kept(static_cast<size_t>(h));
+          for (int64_t j = 0; j < h; ++j) {
+            const double x = h == 1 ? 0.0 : static_cast<double>(j) * static_cast<double>(n - 1) / static_cast<double>(h - 1);
+            kept[static_cast<size_t>(j)] = u[static_cast<size_t>(std::nearbyint(x))];
+          }
+          u = std::move(kept);
+        }
+        jg["resliced_from"] = n;
+      }
       const double scale = options.rescale ? static_cast<double>(H) / static_cast<double>(group->hidden) : 1.0;
       json shares = json::array();
       const double total_importance = importance.defined() ? importance.sum().item<double>() : 0.0;
@@ -376,6 +405,9 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
               {"importance_topk", options.importance_topk},
               {"rescale", options.rescale},
               {"channels", options.channels},
+              {"uniform", options.uniform},
+              {"graph", options.graph},
+              {"universal_units", options.universal_units},
               {"seed", options.seed},
               {"head_copied", !has_head(report.dropped) && !has_head(report.missing)},
               {"sources", source_reports},

@@ -89,6 +89,52 @@ std::vector<int64_t> fit_part(std::vector<int64_t> members, int64_t h, const tor
   return sorted(members);
 }
 
+// The authors' graph selection (gen_ViT_MoE_weight.py): METIS on the unweighted co-activation
+// graph, parts drawn per expert in proportion to their internal co-activation. Their expert takes
+// P/2 + 1 parts and keeps the first h units; drawing the whole weighted order of parts and keeping
+// the first h units is the same whenever those parts hold h units, and still fills an expert when
+// they do not (h > about H/2, where theirs would come up short).
+std::vector<std::vector<int64_t>> jetpack_graph_units(const SelectionInput& in) {
+  const int64_t H = in.hidden, h = in.units;
+  check<ConfigError>(in.graph_parts > 0, "graph unit selection: parts must be > 0, got {}", in.graph_parts);
+  const int64_t P = std::min(in.graph_parts, H);
+  auto co = in.coactivation.to(torch::kCPU, torch::kDouble).clone();
+  co.fill_diagonal_(0.0);
+  // Unweighted: every pair that ever fired together is one edge of weight 1.
+  auto edges = co.gt(0.0).to(torch::kDouble);
+  auto part = graph::partition_graph(edges, P, in.seed);
+  std::vector<std::vector<int64_t>> members(P);
+  for (int64_t u = 0; u < H; ++u) members[part[u]].push_back(u);
+  auto ca = co.accessor<double, 2>();
+  std::vector<double> weight(P, 0.0);
+  for (int64_t p = 0; p < P; ++p) {
+    for (auto i : members[p]) {
+      for (auto j : members[p]) weight[p] += ca[i][j];
+    }
+  }
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t e = 0; e < in.experts; ++e) {
+    // Efraimidis-Spirakis keys give the order of a weighted draw without replacement; parts with
+    // no internal co-activation come last, in random order.
+    auto rng = expert_rng(in.seed, e);
+    std::uniform_real_distribution<double> uni(1e-300, 1.0);
+    std::vector<std::pair<double, int64_t>> key(P);
+    for (int64_t p = 0; p < P; ++p) {
+      const double r = uni(rng);
+      key[p] = {weight[p] > 0 ? std::log(r) / weight[p] : -1e300 * (1.0 + r), p};
+    }
+    std::sort(key.begin(), key.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::vector<int64_t> units;
+    for (const auto& [k, p] : key) {
+      for (auto u : members[p]) {
+        if (static_cast<int64_t>(units.size()) < h) units.push_back(u);
+      }
+    }
+    out.push_back(sorted(units));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInput& in) {
@@ -119,6 +165,19 @@ std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInp
       break;
     }
     case Method::Uniform: {
+      check<ConfigError>(in.uniform == "linspace" || in.uniform == "shifted",
+                         "uniform unit selection: unknown grid '{}' (expected linspace or shifted)", in.uniform);
+      if (in.uniform == "linspace") {
+        // The authors' generator: round(linspace(0, H-1, h)) for every expert (round half to even,
+        // as torch.round).
+        std::vector<int64_t> u(h);
+        for (int64_t j = 0; j < h; ++j) {
+          const double x = h == 1 ? 0.0 : static_cast<double>(j) * static_cast<double>(H - 1) / static_cast<double>(h - 1);
+          u[j] = static_cast<int64_t>(std::nearbyint(x));
+        }
+        out.assign(E, u);
+        break;
+      }
       const double stride = static_cast<double>(H) / static_cast<double>(h);
       // Expert e starts its grid at unit e mod floor(stride): the first floor(stride) experts
       // get disjoint grids, later ones repeat them (there are no more evenly spaced grids).
@@ -136,6 +195,12 @@ std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInp
     case Method::Graph: {
       check<ConfigError>(in.coactivation.defined() && in.coactivation.size(0) == H,
                          "graph recycling needs the [{}, {}] co-activation matrix of the dense MLP", H, H);
+      check<ConfigError>(in.graph == "jetpack" || in.graph == "balanced",
+                         "graph unit selection: unknown variant '{}' (expected jetpack or balanced)", in.graph);
+      if (in.graph == "jetpack") {
+        out = jetpack_graph_units(in);
+        break;
+      }
       const int64_t parts = std::max<int64_t>(1, std::llround(static_cast<double>(H) / static_cast<double>(h)));
       auto affinity = in.coactivation.to(torch::kDouble);
       for (int64_t round = 0; static_cast<int64_t>(out.size()) < E; ++round) {

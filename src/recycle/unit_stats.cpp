@@ -31,10 +31,14 @@ torch::Tensor UnitStats::score(const std::string& kind) const {
   throw ConfigError(fmt::format("unknown importance score '{}' (expected l2, l1, l2sq or freq)", kind));
 }
 
-UnitStatsAccumulator::UnitStatsAccumulator(int64_t hidden, double quantile, bool coactivation)
+UnitStatsAccumulator::UnitStatsAccumulator(int64_t hidden, double quantile, bool coactivation, double threshold)
     : hidden_(hidden), quantile_(quantile), coactivation_(coactivation) {
-  check<ConfigError>(quantile > 0.0 && quantile < 1.0, "firing quantile must be in (0, 1), got {}",
-                     quantile);
+  check<ConfigError>(quantile >= 0.0 && quantile < 1.0,
+                     "firing quantile must be in (0, 1), or 0 for a fixed threshold; got {}", quantile);
+  if (quantile == 0.0) {
+    have_threshold_ = true;
+    threshold_ = threshold;
+  }
   auto opts = torch::TensorOptions().dtype(torch::kDouble);
   sum_abs_ = torch::zeros({hidden}, opts);
   sum_sq_ = torch::zeros({hidden}, opts);

@@ -52,6 +52,15 @@ struct RecycleOptions {
   /// generator: each expert of each block draws its own set, from that block's norm2 statistics)
   /// or "shared" (the source's one set, as its whole-model tensors use).
   std::string channels = "per-expert";
+  std::string uniform = "linspace";  ///< uniform grids: "linspace" (authors') or "shifted" (see unit_selection.h)
+  std::string graph = "jetpack";     ///< graph selection: "jetpack" (authors') or "balanced"
+  /// Hidden units of the universal experts (SpheroMoE): "draw" (each draws its own h_u units),
+  /// "reslice" (the authors' generator: each draws as many units as a core expert of the source,
+  /// H * D_model / D_source, and keeps positions round(linspace(0, that - 1, h_u)) of them), or
+  /// "auto": reslice when the universal experts' source is wider than the model, as in the
+  /// released init, else draw (a same-width source would give every universal expert the same
+  /// every-4th units).
+  std::string universal_units = "auto";
   uint64_t seed = 0;
 };
 

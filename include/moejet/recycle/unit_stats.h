@@ -4,9 +4,10 @@
 // MoE Jetpack code, by a hook on each MLP's activation while the dense model runs over a sample of
 // images: the Euclidean norm of a unit's activations over the sample ("l2", the authors' default
 // score, torch.norm(p=2)), mean |a| ("l1"), mean a^2 ("l2sq"), firing frequency ("freq": share of
-// tokens whose a is above the layer's q-quantile) and the co-activation matrix (how often units i and j fire on the
-// same token), the graph that graph-partition recycling splits. The quantile is estimated once, on
-// the first batch of the sample, so that one pass over the data suffices.
+// tokens on which the unit fires) and the co-activation matrix (how often units i and j fire on
+// the same token), the graph that graph-partition recycling splits. A unit fires when a > 0, as in
+// the authors' generator; with a firing quantile q (moejet's own option), when a is above the
+// layer's q-quantile, estimated once on the first batch so that one pass over the data suffices.
 
 #include <cstdint>
 #include <map>
@@ -38,7 +39,8 @@ struct UnitStats {
 /// Streaming accumulator over activations [..., H] (float, any device).
 class UnitStatsAccumulator {
  public:
-  UnitStatsAccumulator(int64_t hidden, double quantile = 0.8, bool coactivation = true);
+  /// quantile 0: a unit fires when a > `threshold`; in (0, 1): above the layer's quantile.
+  UnitStatsAccumulator(int64_t hidden, double quantile = 0.0, bool coactivation = true, double threshold = 0.0);
   void add(const torch::Tensor& activations);
   UnitStats finish() const;
 
@@ -55,7 +57,7 @@ class UnitStatsAccumulator {
 struct StatsOptions {
   int64_t images = 2048;       ///< how many images of the data set to run
   int64_t batch_size = 128;
-  double quantile = 0.8;       ///< firing threshold: this quantile of the layer's activations
+  double quantile = 0.0;       ///< 0: a unit fires when a > 0 (the authors'); else above this quantile
   bool coactivation = true;    ///< gather the [H, H] co-activation matrix (graph partitioning)
   int num_workers = 2;
   uint64_t seed = 0;           ///< which images (a seeded shuffle of the data set)
