@@ -142,3 +142,39 @@ TEST(JetpackOptions, TemperatureClampIsOptionalAndOffInTheAuthorsCode) {
   EXPECT_FALSE(run(0.3, 0.1).equal(run(0.3, 0.4)));
   EXPECT_FALSE(all_close(run(0.0, 0.1), run(0.0, 0.2)));
 }
+
+TEST(JetpackOptions, TheConfigReachesTheLayersL2FormSoftNoiseLogitsDropAndSlotLayerNorm) {
+  MoeConfig c;
+  c.type = "sphero";
+  c.layers = {0};
+  c.core_experts = 2;
+  c.universal_experts = 2;
+  ASSERT_EQ(c.l2_norm, "add");  // the authors' l2norm by default
+  auto sphero_layer = std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, 16, 0, 1, 0, 1));
+  EXPECT_TRUE(sphero_layer->options.l2_additive);
+  c.l2_norm = "clamp";
+  EXPECT_FALSE(std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, 16, 0, 1, 0, 1))->options.l2_additive);
+  c.logits_drop = 0.1;
+  EXPECT_THROW(c.validate(1), ConfigError);  // soft only: the authors' dual path drops nothing
+  c.type = "soft";
+  c.noise_mult = 1.0;
+  c.noise_in_eval = true;
+  c.soft_slot_layernorm = true;
+  c.validate(1);
+  auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, 16, 0, 1, 0, 1));
+  EXPECT_FALSE(soft->options.l2_additive);
+  EXPECT_EQ(soft->options.noise_mult, 1.0);
+  EXPECT_TRUE(soft->options.noise_in_eval);
+  EXPECT_EQ(soft->options.logits_drop, 0.1);
+  EXPECT_TRUE(soft->slot_norm);
+  // Soft MoE has no noise unless asked (noise_mult < 0 means 1 / E for SpheroMoE only).
+  c.noise_mult = -1.0;
+  EXPECT_EQ(std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, 16, 0, 1, 0, 1))->options.noise_mult, 0.0);
+  c.l2_norm = "sometimes";
+  EXPECT_THROW(c.validate(1), ConfigError);
+  // Every new field round-trips through JSON.
+  c.l2_norm = "clamp";
+  json j = c;
+  auto back = moe_config_from_json(j, "moe");
+  EXPECT_EQ(json(back), j);
+}

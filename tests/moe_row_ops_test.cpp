@@ -48,6 +48,24 @@ TEST(RowOps, FusedL2NormalizeMatchesTorchNormalizeWithGradients) {
   EXPECT_TRUE(all_close(y.norm(2, -1), torch::ones({64}), 1e-5, 1e-6));
 }
 
+TEST(RowOps, AdditiveEpsL2NormalizeIsTheAuthorsL2normWithGradients) {
+  torch::manual_seed(1);
+  // The authors' l2norm: x * 1 / (sqrt(sum x^2) + eps).
+  auto ref = [](double eps) {
+    return [eps](const torch::Tensor& t) { return t * (1.0 / (t.square().sum(-1, true).sqrt() + eps)); };
+  };
+  auto fused = [](double eps) { return [eps](const torch::Tensor& t) { return l2_normalize(t, eps, true); }; };
+  expect_same_op(torch::randn({4, 196, 192}), fused(1e-6), ref(1e-6), "keys");
+  // Near-zero rows, where the two forms differ most: |y| = |x| / (|x| + eps) < 1.
+  auto small = torch::randn({3, 8});
+  small[1] *= 1e-3;
+  expect_same_op(small, fused(1e-2), ref(1e-2), "small row");
+  expect_same_op(torch::randn({6, 10}, torch::kDouble), fused(1e-6), ref(1e-6), "double");
+  const double n = small[1].norm().item<double>();
+  EXPECT_NEAR(l2_normalize(small, 1e-2, true)[1].norm().item<double>(), n / (n + 1e-2), 1e-6);
+  EXPECT_NEAR(l2_normalize(small, 1e-2, false)[1].norm().item<double>(), n / 1e-2, 1e-6);  // clamped
+}
+
 TEST(RowOps, FusedRowSoftmaxMatchesTorchSoftmaxWithGradients) {
   torch::manual_seed(1);
   auto ref = [](const torch::Tensor& t) { return torch::softmax(t, -1); };

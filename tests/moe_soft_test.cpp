@@ -211,6 +211,47 @@ TEST(SpheroMoe, NoiseOnlyInTrainingUnlessAsked) {
   EXPECT_FALSE(layer.forward(x).equal(layer.forward(x)));
 }
 
+TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
+  torch::manual_seed(3);
+  auto o = small_soft();
+  o.slot_layernorm = true;
+  SoftMoe layer(o);
+  layer.eval();
+  torch::NoGradGuard ng;
+  {
+    torch::NoGradGuard ng2;
+    layer.slot_norm->weight.uniform_(0.5, 1.5);
+    layer.scale.fill_(1.7);
+  }
+  // Tokens as they are, phi through LayerNorm then times scale; softmax over tokens (dispatch)
+  // and over slots (combine).
+  auto x = torch::randn({2, 5, 6});
+  auto q = torch::layer_norm(layer.phi.reshape({-1, 6}), {6}, layer.slot_norm->weight, layer.slot_norm->bias, 1e-5) * 1.7;
+  auto logits = torch::matmul(x, q.t());  // [B, N, M]
+  auto dispatch = logits.softmax(1);
+  auto combine = logits.softmax(2);
+  auto slots = torch::matmul(dispatch.transpose(1, 2), x);  // [B, M, D], M = E*S = 3*2
+  auto s = slots.view({2, 3, 2, 6}).permute({1, 0, 2, 3}).reshape({3, 4, 6});
+  auto out = layer.experts->forward(s).view({3, 2, 2, 6}).permute({1, 0, 2, 3}).reshape({2, 6, 6});
+  EXPECT_TRUE(moejet::testing::all_close(layer.forward(x), torch::matmul(combine, out), 1e-5, 1e-6));
+  EXPECT_TRUE(layer.named_parameters().contains("slot_norm.weight"));
+
+  // Noise and logits drop: in training; in eval only with noise_in_eval, as the authors' code.
+  for (bool in_eval : {false, true}) {
+    for (auto [noise, drop] : {std::pair{0.5, 0.0}, std::pair{0.0, 0.5}}) {
+      auto o2 = small_soft();
+      o2.noise_mult = noise;
+      o2.logits_drop = drop;
+      o2.noise_in_eval = in_eval;
+      SoftMoe l2(o2);
+      l2.eval();
+      EXPECT_EQ(l2.forward(x).equal(l2.forward(x)), !in_eval) << noise << " " << drop;
+      l2.train();
+      EXPECT_FALSE(l2.forward(x).equal(l2.forward(x))) << noise << " " << drop;
+    }
+  }
+}
+
 TEST(VitMoe, PaperConfigHasThePapersParameterCountAndTimmStyleKeys) {
   // V-JetMoE-T: ViT-T with SpheroMoE in blocks 7-12, 98 core (hidden 768) + 196 universal
   // (hidden 192) experts, one slot each: 265 M parameters in the paper.

@@ -61,6 +61,12 @@ void MoeConfig::validate(int64_t depth) const {
   } else {
     check<ConfigError>(num_experts > 0, "model.moe.num_experts: must be > 0");
   }
+  check<ConfigError>(l2_norm == "add" || l2_norm == "clamp",
+                     "model.moe.l2_norm: expected add or clamp, got \"{}\"", l2_norm);
+  check<ConfigError>(logits_drop >= 0 && logits_drop < 1, "model.moe.logits_drop: must be in [0, 1), got {}",
+                     logits_drop);
+  check<ConfigError>((logits_drop == 0 && !soft_slot_layernorm) || type == "soft",
+                     "model.moe: logits_drop and soft_slot_layernorm apply to type soft only (got type {})", type);
   check<ConfigError>(expert_init == "auto" || expert_init == "kaiming_uniform" || expert_init == "trunc_normal",
                      "model.moe.expert_init: expected auto, kaiming_uniform or trunc_normal, got \"{}\"", expert_init);
   check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path_mode == "expert",
@@ -79,6 +85,9 @@ void to_json(json& j, const MoeConfig& c) {
            {"mlp_ratio", c.mlp_ratio},
            {"slots_per_expert", c.slots_per_expert},
            {"normalize", c.normalize},
+           {"soft_slot_layernorm", c.soft_slot_layernorm},
+           {"logits_drop", c.logits_drop},
+           {"l2_norm", c.l2_norm},
            {"core_experts", c.core_experts},
            {"universal_experts", c.universal_experts},
            {"core_mlp_ratio", c.core_mlp_ratio},
@@ -105,7 +114,7 @@ void to_json(json& j, const MoeConfig& c) {
 MoeConfig moe_config_from_json(const json& j, const std::string& path) {
   check_known_keys(j,
                    {"type", "layers", "last", "num_experts", "mlp_ratio", "slots_per_expert",
-                    "normalize", "core_experts", "universal_experts", "core_mlp_ratio",
+                    "normalize", "soft_slot_layernorm", "logits_drop", "l2_norm", "core_experts", "universal_experts", "core_mlp_ratio",
                     "universal_mlp_ratio", "slot_layernorm", "offset_scale", "combine",
                     "temperature_init", "temperature_min", "noise_mult", "noise_in_eval", "phi_init",
                     "expert_init", "expert_drop", "expert_drop_path", "expert_drop_path_mode", "top_k",
@@ -119,6 +128,9 @@ MoeConfig moe_config_from_json(const json& j, const std::string& path) {
   read_key(j, "mlp_ratio", c.mlp_ratio, path);
   read_key(j, "slots_per_expert", c.slots_per_expert, path);
   read_key(j, "normalize", c.normalize, path);
+  read_key(j, "soft_slot_layernorm", c.soft_slot_layernorm, path);
+  read_key(j, "logits_drop", c.logits_drop, path);
+  read_key(j, "l2_norm", c.l2_norm, path);
   read_key(j, "core_experts", c.core_experts, path);
   read_key(j, "universal_experts", c.universal_experts, path);
   read_key(j, "core_mlp_ratio", c.core_mlp_ratio, path);

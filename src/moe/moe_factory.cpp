@@ -27,6 +27,11 @@ std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_
     o.num_experts = c.num_experts;
     o.slots_per_expert = c.slots_per_expert;
     o.normalize = c.normalize;
+    o.slot_layernorm = c.soft_slot_layernorm;
+    o.l2_additive = c.l2_norm == "add";
+    o.noise_mult = c.noise_mult > 0 ? c.noise_mult : 0.0;  // soft: no noise unless asked for
+    o.noise_in_eval = c.noise_in_eval;
+    o.logits_drop = c.logits_drop;
     o.expert_drop = c.expert_drop;
     o.expert_init = expert_init;
     // Soft MoE has only the authors' per-image drop path.
@@ -49,6 +54,7 @@ std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& c, int64_t dim, int64_
     o.noise_in_eval = c.noise_in_eval;
     o.combine = c.combine;
     o.phi_init = c.phi_init;
+    o.l2_additive = c.l2_norm == "add";
     o.expert_init = expert_init;
     o.expert_drop = c.expert_drop;
     o.expert_drop_path = drop_path;

@@ -21,7 +21,8 @@ int64_t min_rows(int64_t n) {
 }
 
 struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, double eps) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, double eps,
+                               bool additive) {
     auto x = input.contiguous();
     const int64_t n = x.size(-1), rows = x.numel() / n;
     auto y = torch::empty_like(x);
@@ -36,7 +37,8 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
         for (int64_t j = 0; j < n; ++j) {
           ss += xr[j] * xr[j];
         }
-        const float s = 1.0f / std::max(std::sqrt(ss), static_cast<float>(eps));
+        const float s = additive ? 1.0f / (std::sqrt(ss) + static_cast<float>(eps))
+                                 : 1.0f / std::max(std::sqrt(ss), static_cast<float>(eps));
         ip[r] = s;
         for (int64_t j = 0; j < n; ++j) {
           yp[r * n + j] = xr[j] * s;
@@ -45,6 +47,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
     });
     ctx->save_for_backward({y, inv});
     ctx->saved_data["eps"] = eps;
+    ctx->saved_data["additive"] = additive;
     return y;
   }
 
@@ -54,6 +57,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
     const auto& y = saved[0];
     const auto& inv = saved[1];
     const float eps = static_cast<float>(ctx->saved_data["eps"].toDouble());
+    const bool additive = ctx->saved_data["additive"].toBool();
     auto g = grads[0].contiguous();
     const int64_t n = y.size(-1), rows = y.numel() / n;
     auto gx = torch::empty_like(y);
@@ -66,12 +70,18 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
         const float* yr = yp + r * n;
         const float* gr = gp + r * n;
         const float s = ip[r];
-        // Where the norm was clamped to eps, y = x / eps is linear in x.
-        const bool clamped = s >= 1.0f / eps;
+        // Clamped: where the norm was clamped to eps, y = x / eps is linear in x. Additive: with
+        // y = x / (|x| + eps), dx = s (g - (g.y) y / |y|), and |y| = |x| / (|x| + eps).
+        const bool clamped = !additive && s >= 1.0f / eps;
         float dot = 0;
         if (!clamped) {
+          float yy = 0;
           for (int64_t j = 0; j < n; ++j) {
             dot += gr[j] * yr[j];
+            yy += yr[j] * yr[j];
+          }
+          if (additive) {
+            dot = yy > 0 ? dot / std::sqrt(yy) : 0.0f;
           }
         }
         for (int64_t j = 0; j < n; ++j) {
@@ -79,7 +89,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
         }
       }
     });
-    return {gx, torch::Tensor()};
+    return {gx, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -120,9 +130,12 @@ struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
 
 }  // namespace
 
-torch::Tensor l2_normalize(const torch::Tensor& x, double eps) {
+torch::Tensor l2_normalize(const torch::Tensor& x, double eps, bool additive) {
   if (fused(x)) {
-    return L2NormalizeFn::apply(x, eps);
+    return L2NormalizeFn::apply(x, eps, additive);
+  }
+  if (additive) {
+    return x / (x.norm(2, -1, true) + eps);
   }
   return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(-1).eps(eps));
 }

@@ -62,8 +62,11 @@ SoftMoe::SoftMoe(const SoftMoeOptions& o) : options(o) {
               o.num_experts, " slots=", o.slots_per_expert);
   phi = register_parameter("phi", torch::randn({o.num_experts, o.slots_per_expert, o.dim}) *
                                       (1.0 / std::sqrt(static_cast<double>(o.dim))));
-  if (o.normalize) {
+  if (o.normalize || o.slot_layernorm) {
     scale = register_parameter("scale", torch::ones({}));
+  }
+  if (o.slot_layernorm) {
+    slot_norm = register_module("slot_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim})));
   }
   experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
 }
@@ -73,11 +76,24 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
               "], got ", x.sizes());
   auto q = phi.reshape({-1, options.dim});  // [M, D]
   auto k = x;
-  if (options.normalize) {
-    k = l2_normalize(x, 1e-12);  // torch's normalize default eps
-    q = l2_normalize(q, 1e-12) * scale;
+  if (options.slot_layernorm) {
+    q = slot_norm->forward(q) * scale;
+  } else if (options.normalize) {
+    // The authors' l2norm adds 1e-6 to the norm; torch's normalize clamps it at 1e-12.
+    const double eps = options.l2_additive ? 1e-6 : 1e-12;
+    k = l2_normalize(x, eps, options.l2_additive);
+    q = l2_normalize(q, eps, options.l2_additive) * scale;
   }
   auto logits = torch::matmul(k, q.t());  // [B, N, M]
+  if (is_training() || options.noise_in_eval) {
+    if (options.noise_mult > 0) {
+      logits = logits + torch::randn_like(logits) * options.noise_mult;
+    }
+    if (options.logits_drop > 0) {
+      // The authors' logits dropout: a dropped (token, slot) pair is out of both softmaxes.
+      logits = logits + torch::bernoulli(torch::full_like(logits, options.logits_drop)) * -1e12;
+    }
+  }
   // Dispatch normalises over tokens: on a contiguous [B, M, N] copy that softmax (and its
   // backward) runs along the last dim, several times faster than a strided one on CPU.
   auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());

@@ -197,7 +197,7 @@ SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
 
 torch::Tensor SpheroMoe::keys(const torch::Tensor& x) const {
   auto k = options.offset_scale ? x * key_scale + key_offset : x;
-  return l2_normalize(k, options.eps);
+  return l2_normalize(k, options.eps, options.l2_additive);
 }
 
 torch::Tensor SpheroMoe::queries() const {
@@ -212,7 +212,7 @@ torch::Tensor SpheroMoe::queries() const {
   if (options.offset_scale) {
     q = q * phi_scale + phi_offset;
   }
-  return l2_normalize(q, options.eps);
+  return l2_normalize(q, options.eps, options.l2_additive);
 }
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {

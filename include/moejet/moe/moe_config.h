@@ -27,6 +27,16 @@ struct MoeConfig {
   double mlp_ratio = 4.0;           ///< expert hidden = embed_dim * mlp_ratio
   int64_t slots_per_expert = 1;     ///< soft / sphero
   bool normalize = true;            ///< soft: Soft MoE's l2 normalisation of tokens and phi
+  /// soft: the authors' slot_layernorm variant: tokens as they are, phi through LayerNorm(D)
+  /// (no l2 normalisation), then times the learnable scale.
+  bool soft_slot_layernorm = false;
+  /// soft: -1e12 added to the logits at Bernoulli(logits_drop) positions before both softmaxes
+  /// (the authors' moe_logits_drop), in training (and in eval with noise_in_eval).
+  double logits_drop = 0.0;
+  /// L2 normalisation of keys and queries (soft, sphero): "add" x / (|x| + eps), the authors'
+  /// l2norm (eps 1e-6), or "clamp" x / max(|x|, eps) (torch's normalize; eps 1e-6 for sphero,
+  /// 1e-12 for soft), moejet's earlier form.
+  std::string l2_norm = "add";
   // SpheroMoE dual path.
   int64_t core_experts = 0;
   int64_t universal_experts = 0;
@@ -37,8 +47,10 @@ struct MoeConfig {
   std::string combine = "entmax15"; ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
   double temperature_init = 0.5;
   double temperature_min = 1e-2;    ///< temperatures clamped below this; 0 = no clamp (authors)
-  double noise_mult = -1.0;         ///< < 0: 1 / (number of experts), as the released config
-  bool noise_in_eval = false;       ///< the authors' code adds the noise in eval too
+  /// std of the N(0, 1) noise on the routing logits. < 0: sphero 1 / (number of experts), as the
+  /// released config; soft none (the authors' Soft MoE ViT defaults to 1.0).
+  double noise_mult = -1.0;
+  bool noise_in_eval = false;       ///< the authors' code adds the noise (and logits drop) in eval too
   /// Orthogonal slot queries phi [E, S, D]: "orthogonal_experts" (authors: torch's orthogonal_ on
   /// phi itself, i.e. rows = experts over S*D) or "orthogonal_slots" (rows = the E*S slots over D).
   std::string phi_init = "orthogonal_experts";

@@ -10,8 +10,10 @@
 
 namespace moejet::moe {
 
-/// x / max(||x||_2, eps) along the last dim (torch::nn::functional::normalize).
-torch::Tensor l2_normalize(const torch::Tensor& x, double eps);
+/// x / max(||x||_2, eps) along the last dim (torch::nn::functional::normalize), or with
+/// `additive`, x / (||x||_2 + eps) (the MoE Jetpack authors' l2norm). The two agree to a relative
+/// eps/||x|| and differ only for rows of near-zero norm.
+torch::Tensor l2_normalize(const torch::Tensor& x, double eps, bool additive = false);
 
 /// torch::softmax(x, -1).
 torch::Tensor row_softmax(const torch::Tensor& x);

@@ -23,6 +23,11 @@ struct SoftMoeOptions {
   int64_t num_experts = 8;
   int64_t slots_per_expert = 1;
   bool normalize = true;
+  bool slot_layernorm = false;        ///< phi through LayerNorm(D), tokens as they are (see MoeConfig)
+  bool l2_additive = true;            ///< x / (|x| + 1e-6) (authors'); else x / max(|x|, 1e-12)
+  double noise_mult = 0.0;            ///< std of N(0, 1) noise on the logits
+  bool noise_in_eval = false;         ///< noise and logits drop in eval too (the authors')
+  double logits_drop = 0.0;           ///< -1e12 at Bernoulli(logits_drop) positions of the logits
   double expert_drop = 0.0;
   std::string expert_init = "kaiming_uniform";  ///< see ExpertMlp
   double drop_path = 0.0;             ///< the layer's whole output of an image (the authors' DropPath)
@@ -42,7 +47,8 @@ class SoftMoe : public MoeLayer {
 
   SoftMoeOptions options;
   torch::Tensor phi;    ///< [E, S, D]
-  torch::Tensor scale;  ///< scalar, when normalize
+  torch::Tensor scale;  ///< scalar, when normalize or slot_layernorm
+  torch::nn::LayerNorm slot_norm{nullptr};  ///< when slot_layernorm
   ExpertMlp experts{nullptr};
 };
 

@@ -52,6 +52,7 @@ struct SpheroMoeOptions {
   double expert_drop_path = 0.0;
   bool drop_path_per_image = true;    ///< whole output per image (authors); else per expert
   double eps = 1e-6;
+  bool l2_additive = true;            ///< x / (|x| + eps) (authors'); else x / max(|x|, eps)
 };
 
 class SpheroMoe : public MoeLayer {
