@@ -388,5 +388,110 @@ TEST(Mix, CutmixLambdaIsOneMinusBoxArea) {
   }
 }
 
+// --- the authors' (mmpretrain / PIL) variants -------------------------------------------------
+
+TEST(RandAugment, AffineResamplesAsPilsTransformFilters) {
+  // One bright pixel shifted by half a pixel: PIL's bilinear splits it 100/100; its bicubic
+  // (cubic convolution with a = -1, weights -1/8, 5/8, 5/8, -1/8 at t = 1/2) gives 125 to the two
+  // nearest pixels and clips the negative lobes to 0; nearest moves it whole.
+  auto img = torch::zeros({1, 9, 9}, torch::kByte);
+  img[0][4][4] = 200;
+  const std::array<double, 6> half{1, 0, 0.5, 0, 1, 0};
+  auto row = [](const torch::Tensor& t) {
+    auto r = t[0][4].to(torch::kLong).contiguous();
+    return std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+  };
+  EXPECT_EQ(row(pil_affine(img, half, {0}, "bilinear")), (std::vector<int64_t>{0, 0, 0, 100, 100, 0, 0, 0, 0}));
+  EXPECT_EQ(row(pil_affine(img, half, {0}, "bicubic")), (std::vector<int64_t>{0, 0, 0, 125, 125, 0, 0, 0, 0}));
+  EXPECT_EQ(row(pil_affine(img, half, {0}, "nearest")), (std::vector<int64_t>{0, 0, 0, 200, 0, 0, 0, 0, 0}));
+  // Other rows sample on pixel centres vertically: untouched.
+  EXPECT_EQ(pil_affine(img, half, {0}, "bicubic")[0][3].sum().item<int64_t>(), 0);
+  // PIL truncates: 10 and 11 blended half and half is 10, not 10.5 rounded.
+  auto ramp = torch::full({1, 4, 4}, 10, torch::kByte);
+  ramp.narrow(2, 2, 2).fill_(11);
+  EXPECT_EQ(pil_affine(ramp, half, {0}, "bilinear")[0][1][1].item<int64_t>(), 10);
+  // The last column samples beyond the image: the fill colour.
+  EXPECT_EQ(pil_affine(ramp, half, {77}, "bicubic")[0][1][3].item<int64_t>(), 77);
+  // Bicubic overshoot is clipped to 255.
+  auto edge = torch::zeros({1, 4, 8}, torch::kByte);
+  edge.narrow(2, 4, 4).fill_(255);
+  auto e = pil_affine(edge, half, {0}, "bicubic");
+  EXPECT_EQ(e.max().item<int64_t>(), 255);
+  EXPECT_THROW(pil_affine(torch::zeros({4, 4}), half, {0}, "bilinear"), DataError);
+}
+
+TEST(RandAugment, TheTrainPipelineResamplesWithItsInterpolationUnlessTold) {
+  // A translate-only world is not selectable, so compare whole pipelines: the same seed with
+  // bicubic resampling differs from bilinear somewhere over a few images, and the explicit
+  // randaugment_interpolation restores bilinear under a bicubic pipeline.
+  AugmentConfig c;
+  c.randaugment = "rand-m9-n2-p1.0";
+  c.interpolation = "bicubic";
+  auto bicubic = make_train_transform(c, 3);
+  c.randaugment_interpolation = "bilinear";
+  auto forced = make_train_transform(c, 3);
+  c.interpolation = "bilinear";
+  c.randaugment_interpolation = "";
+  auto bilinear = make_train_transform(c, 3);
+  int differ = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    auto img = random_image(3, 16, 16, seed);
+    Rng r1(seed), r2(seed), r3(seed);
+    auto a = bicubic(img, r1), b = bilinear(img, r2), f = forced(img, r3);
+    EXPECT_TRUE(torch::equal(b, f)) << seed;
+    differ += !torch::equal(a, b);
+  }
+  EXPECT_GT(differ, 5);
+}
+
+TEST(RandomErasing, Pixel8NoiseIsMmpretrainsClippedEightBitNoise) {
+  const std::vector<double> mean{0.485, 0.456, 0.406}, std{0.229, 0.224, 0.225};
+  auto img = torch::full({3, 20, 24}, 5.0f);
+  Rng rng(3);
+  auto out = random_erasing(img, 1.0, rng, mean, std);
+  auto erased = out.ne(5.0f);
+  ASSERT_GT(erased.sum().item<int64_t>(), 0);
+  // Back in 8-bit units every erased value is an integer in [0, 255], and some hit the clip.
+  for (int64_t c = 0; c < 3; ++c) {
+    auto v = out[c].masked_select(erased[c]) * std[c] + mean[c];
+    auto px = v * 255.0;
+    EXPECT_TRUE(all_close(px, px.round(), 0.0, 2e-3)) << "channel " << c;
+    EXPECT_GE(px.min().item<double>(), -1e-3);
+    EXPECT_LE(px.max().item<double>(), 255.0 + 1e-3);
+  }
+  Rng rng2(3);
+  auto normal = random_erasing(img, 1.0, rng2);  // timm's N(0, 1): not on the 8-bit grid
+  auto px = (normal[0].masked_select(normal[0].ne(5.0f)) * std[0] + mean[0]) * 255.0;
+  EXPECT_FALSE(all_close(px, px.round(), 0.0, 2e-3));
+}
+
+TEST(Mix, PermutePartnerMixesEachImageWithAPermutationOfTheBatch) {
+  AugmentConfig c;
+  c.mixup_alpha = 0.8;
+  c.mix_partner = "permute";
+  const int64_t b = 6;
+  auto images = torch::arange(b, torch::kFloat).view({b, 1, 1, 1}).expand({b, 3, 2, 2}).contiguous();
+  auto labels = torch::arange(b, torch::kLong);
+  int not_flip = 0;
+  for (uint64_t seed = 0; seed < 10; ++seed) {
+    Rng rng(seed);
+    auto r = mix_batch(images, labels, b, c, 0.0, rng);
+    ASSERT_LT(r.lambda, 1.0);
+    const double lam = r.lambda;
+    std::vector<int64_t> partner;
+    for (int64_t i = 0; i < b; ++i) {
+      const double p = (r.images[i][0][0][0].item<double>() - lam * static_cast<double>(i)) / (1 - lam);
+      partner.push_back(std::llround(p));
+      EXPECT_NEAR(p, static_cast<double>(partner.back()), 1e-3);
+      EXPECT_NEAR(r.targets[i][partner.back()].item<double>(), partner.back() == i ? 1.0 : 1 - lam, 1e-5);
+    }
+    auto sorted = partner;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, (std::vector<int64_t>{0, 1, 2, 3, 4, 5})) << "not a permutation";
+    not_flip += partner != std::vector<int64_t>{5, 4, 3, 2, 1, 0};
+  }
+  EXPECT_GT(not_flip, 5);
+}
+
 }  // namespace
 }  // namespace moejet::data

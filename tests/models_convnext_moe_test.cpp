@@ -171,6 +171,7 @@ TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   ConvNext moe(cfg);
   recycle::RecycleOptions o;
   o.method = recycle::Method::Uniform;
+  o.uniform = "shifted";  // moejet's disjoint grids (the authors' linspace gives every expert the same units)
   o.rescale = false;
   auto report = recycle::recycle_model(*dense, *moe, {}, o);
   ASSERT_EQ(report["blocks"].size(), 2u);

@@ -36,6 +36,16 @@ TEST(LrSchedule, LinearWarmupThenCosineToMinLr) {
   for (int64_t t = 11; t <= 110; ++t) {
     EXPECT_LE(s.at(t), s.at(t - 1) + 1e-15) << t;  // monotone after warm-up
   }
+  // The authors' by-epoch cosine (10 steps an epoch, 1 warm-up epoch, 11 epochs): the lr of epoch
+  // e >= 1 is the cosine at (e - 1) / 10 for all its steps.
+  o.sched_unit = "epoch";
+  LrSchedule e(o, 110, 10, 10);
+  EXPECT_DOUBLE_EQ(e.at(5), 0.5);  // warm-up still per step
+  for (int64_t t = 10; t < 20; ++t) EXPECT_DOUBLE_EQ(e.at(t), 1.0) << t;
+  for (int64_t t = 60; t < 70; ++t) EXPECT_NEAR(e.at(t), 0.55, 1e-12) << t;
+  EXPECT_NEAR(e.at(109), s.at(100), 1e-12);
+  EXPECT_THROW(LrSchedule(o, 110, 10), ConfigError);
+  o.sched_unit = "step";
   o.sched = "constant";
   LrSchedule c(o, 100, 0);
   EXPECT_DOUBLE_EQ(c.at(0), 1.0);
@@ -92,6 +102,30 @@ std::map<std::string, std::pair<double, double>> group_of_each_param(const Optim
     }
   }
   return seen;
+}
+
+TEST(TrainConfig, EveryTrainingConfigParsesAndThePaperRecipesAreTheAuthors) {
+  // Every training config of configs/ reads strictly; the paper's MMPretrain recipes carry the
+  // authors' schedule and batch augmentation (by-epoch cosine, permuted mixing partners, 8-bit
+  // erasing noise, RandAugment resampled with the pipeline's bicubic interpolation).
+  int paper_recipes = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(MOEJET_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    auto j = json::parse(in);
+    if (!j.contains("model") || !j.contains("train")) continue;  // a model config
+    TrainConfig cfg;
+    ASSERT_NO_THROW(cfg = train_config_from_json(j)) << entry.path();
+    if (cfg.augment.randaugment.find("inc1") != std::string::npos) {
+      ++paper_recipes;
+      EXPECT_EQ(cfg.optim.sched_unit, "epoch") << entry.path();
+      EXPECT_EQ(cfg.augment.mix_partner, "permute") << entry.path();
+      EXPECT_EQ(cfg.augment.random_erasing_noise, "pixel8") << entry.path();
+      EXPECT_EQ(cfg.augment.interpolation, "bicubic") << entry.path();
+      EXPECT_EQ(cfg.augment.randaugment_interpolation, "") << entry.path();
+    }
+  }
+  EXPECT_EQ(paper_recipes, 5);
 }
 
 TEST(Optimizer, VJetMoeTinyPaperRecipeHasTheAuthorsLayerDecayAndWeightDecayGroups) {

@@ -99,6 +99,8 @@ void to_json(json& j, const AugmentConfig& c) {
            {"hflip", c.hflip},
            {"randaugment", c.randaugment},
            {"random_erasing", c.random_erasing},
+           {"random_erasing_noise", c.random_erasing_noise},
+           {"randaugment_interpolation", c.randaugment_interpolation},
            {"crop_pct", c.crop_pct},
            {"interpolation", c.interpolation},
            {"mean", c.mean},
@@ -106,15 +108,17 @@ void to_json(json& j, const AugmentConfig& c) {
            {"mixup_alpha", c.mixup_alpha},
            {"cutmix_alpha", c.cutmix_alpha},
            {"mix_prob", c.mix_prob},
-           {"mix_switch_prob", c.mix_switch_prob}};
+           {"mix_switch_prob", c.mix_switch_prob},
+           {"mix_partner", c.mix_partner}};
 }
 
 void from_json_checked(const json& j, AugmentConfig& c, const std::string& path) {
   check_known_keys(j,
                    {"image_size", "random_resized_crop", "rrc_scale_min", "rrc_scale_max",
                     "rrc_ratio_min", "rrc_ratio_max", "random_crop_padding", "hflip",
-                    "randaugment", "random_erasing", "crop_pct", "interpolation", "mean", "std",
-                    "mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob"},
+                    "randaugment", "random_erasing", "random_erasing_noise", "randaugment_interpolation",
+                    "crop_pct", "interpolation", "mean", "std", "mixup_alpha", "cutmix_alpha", "mix_prob",
+                    "mix_switch_prob", "mix_partner"},
                    path);
   read_key(j, "image_size", c.image_size, path);
   read_key(j, "random_resized_crop", c.random_resized_crop, path);
@@ -126,6 +130,8 @@ void from_json_checked(const json& j, AugmentConfig& c, const std::string& path)
   read_key(j, "hflip", c.hflip, path);
   read_key(j, "randaugment", c.randaugment, path);
   read_key(j, "random_erasing", c.random_erasing, path);
+  read_key(j, "random_erasing_noise", c.random_erasing_noise, path);
+  read_key(j, "randaugment_interpolation", c.randaugment_interpolation, path);
   read_key(j, "crop_pct", c.crop_pct, path);
   read_key(j, "interpolation", c.interpolation, path);
   read_key(j, "mean", c.mean, path);
@@ -134,6 +140,7 @@ void from_json_checked(const json& j, AugmentConfig& c, const std::string& path)
   read_key(j, "cutmix_alpha", c.cutmix_alpha, path);
   read_key(j, "mix_prob", c.mix_prob, path);
   read_key(j, "mix_switch_prob", c.mix_switch_prob, path);
+  read_key(j, "mix_partner", c.mix_partner, path);
 
   const std::string p = path.empty() ? "" : path + ".";
   check<ConfigError>(c.image_size >= 0, "config '{}image_size': must be >= 0, got {}", p,
@@ -159,6 +166,16 @@ void from_json_checked(const json& j, AugmentConfig& c, const std::string& path)
           c.interpolation == "nearest",
       "config '{}interpolation': expected bilinear, bicubic or nearest, got '{}'", p,
       c.interpolation);
+  check<ConfigError>(c.randaugment_interpolation.empty() || c.randaugment_interpolation == "bilinear" ||
+                         c.randaugment_interpolation == "bicubic" || c.randaugment_interpolation == "nearest",
+                     "config '{}randaugment_interpolation': expected \"\" (= interpolation), bilinear, bicubic or "
+                     "nearest, got '{}'",
+                     p, c.randaugment_interpolation);
+  check<ConfigError>(c.random_erasing_noise == "normal" || c.random_erasing_noise == "pixel8",
+                     "config '{}random_erasing_noise': expected normal or pixel8, got '{}'", p,
+                     c.random_erasing_noise);
+  check<ConfigError>(c.mix_partner == "flip" || c.mix_partner == "permute",
+                     "config '{}mix_partner': expected flip or permute, got '{}'", p, c.mix_partner);
   for (const auto* v : {&c.mean, &c.std}) {
     check<ConfigError>(v->size() <= 1 || v->size() == 3,
                        "config '{}{}': expected 0, 1 or 3 values, got {}", p,
@@ -287,7 +304,8 @@ torch::Tensor normalize(const torch::Tensor& img_float01, const std::vector<doub
   return (img_float01.to(torch::kFloat) - mt) / st;
 }
 
-torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng) {
+torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng,
+                             const std::vector<double>& pixel8_mean, const std::vector<double>& pixel8_std) {
   check_image(img, "random_erasing");
   check<DataError>(img.is_floating_point(),
                    "random_erasing: expected a normalised float image, got {}",
@@ -312,6 +330,14 @@ torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& 
       // independent of the global torch generator other threads use.
       auto gen = at::detail::createCPUGenerator(rng());
       auto noise = torch::randn({c, h, w}, gen, torch::TensorOptions().dtype(img.scalar_type()));
+      if (!pixel8_mean.empty()) {
+        // mmpretrain: N(mean, std) in 8-bit units, clipped and stored as uint8, then normalised
+        // like the rest of the image: (trunc(clip(255 (m + s z))) / 255 - m) / s.
+        auto m = torch::tensor(per_channel(pixel8_mean, c, 0.5, "mean"), noise.options()).view({c, 1, 1});
+        auto sd = torch::tensor(per_channel(pixel8_std, c, 0.5, "std"), noise.options()).view({c, 1, 1});
+        auto px = ((m + sd * noise) * 255.0).clamp(0.0, 255.0).floor();
+        noise = (px / 255.0 - m) / sd;
+      }
       auto out = img.clone();
       out.slice(1, top, top + h).slice(2, left, left + w).copy_(noise);
       return out;
@@ -327,14 +353,16 @@ Transform make_train_transform(const AugmentConfig& config, int64_t channels) {
   const auto mean = per_channel(config.mean, channels, 0.5, "mean");
   const auto std = per_channel(config.std, channels, 0.5, "std");
   const bool use_ra = !config.randaugment.empty();
-  const RandAugmentSpec ra = use_ra ? parse_rand_augment(config.randaugment) : RandAugmentSpec{};
+  RandAugmentSpec ra = use_ra ? parse_rand_augment(config.randaugment) : RandAugmentSpec{};
+  ra.interpolation = config.randaugment_interpolation.empty() ? config.interpolation : config.randaugment_interpolation;
+  const bool pixel8 = config.random_erasing_noise == "pixel8";
   // timm fills the pixels that rotate/shear/translate uncover with the mean colour.
   std::vector<double> fill;
   for (double m : mean) {
     fill.push_back(std::min(255.0, std::nearbyint(255.0 * m)));
   }
   const AugmentConfig c = config;
-  return [c, mean, std, use_ra, ra, fill](const torch::Tensor& image, Rng& rng) {
+  return [c, mean, std, use_ra, ra, fill, pixel8](const torch::Tensor& image, Rng& rng) {
     check_image(image, "train transform");
     torch::Tensor x = image;
     if (c.random_resized_crop) {
@@ -356,7 +384,7 @@ Transform make_train_transform(const AugmentConfig& config, int64_t channels) {
     }
     x = normalize(to_float01(x), mean, std);
     if (c.random_erasing > 0) {
-      x = random_erasing(x, c.random_erasing, rng);
+      x = pixel8 ? random_erasing(x, c.random_erasing, rng, mean, std) : random_erasing(x, c.random_erasing, rng);
     }
     return x.contiguous();
   };

@@ -1,9 +1,12 @@
 // Batch-level Mixup / CutMix, following timm's Mixup in 'batch' mode (timm/data/mixup.py): one
-// lambda per batch, each image mixed with its mirror in the batch (images.flip(0)), CutMix's
-// lambda corrected to the true area of the clipped box, label smoothing folded into the targets.
+// lambda per batch, each image mixed with its mirror in the batch (images.flip(0)), or with
+// mix_partner "permute" with a random permutation of the batch (mmpretrain's, the MoE Jetpack
+// authors'), CutMix's lambda corrected to the true area of the clipped box, label smoothing folded
+// into the targets.
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 
 #include <torch/torch.h>
@@ -82,6 +85,19 @@ MixResult mix_batch(const torch::Tensor& images, const torch::Tensor& labels, in
     return {images, target, 1.0};
   }
 
+  // The partner of each image. A shuffled batch makes both choices the same distribution of pairs.
+  torch::Tensor partner_images, partner_target;
+  if (config.mix_partner == "permute") {
+    std::vector<int64_t> perm(static_cast<size_t>(images.size(0)));
+    std::iota(perm.begin(), perm.end(), int64_t{0});
+    std::shuffle(perm.begin(), perm.end(), rng);
+    auto idx = torch::tensor(perm, torch::kLong).to(images.device());
+    partner_images = images.index_select(0, idx);
+    partner_target = target.index_select(0, idx);
+  } else {
+    partner_images = images.flip(0);
+    partner_target = target.flip(0);
+  }
   torch::Tensor mixed;
   if (use_cutmix) {
     // timm's rand_bbox: a box of side sqrt(1 - lam) times the image's, centred uniformly,
@@ -99,12 +115,12 @@ MixResult mix_batch(const torch::Tensor& images, const torch::Tensor& labels, in
     mixed = images.clone();
     mixed.slice(2, yl, yh)
         .slice(3, xl, xh)
-        .copy_(images.flip(0).slice(2, yl, yh).slice(3, xl, xh));
+        .copy_(partner_images.slice(2, yl, yh).slice(3, xl, xh));
     lam = 1.0 - static_cast<double>((yh - yl) * (xh - xl)) / static_cast<double>(h * w);
   } else {
-    mixed = images * lam + images.flip(0) * (1.0 - lam);
+    mixed = images * lam + partner_images * (1.0 - lam);
   }
-  auto targets = target * lam + target.flip(0) * (1.0 - lam);
+  auto targets = target * lam + partner_target * (1.0 - lam);
   return {mixed, targets, lam};
 }
 

@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/core/error.h"
+
 #include "moejet/train/fused_adamw.h"
 
 namespace moejet::train {
@@ -138,8 +140,14 @@ OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimCo
   return make_optimizer(named, config, param_group_rules(model, config));
 }
 
-LrSchedule::LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps)
-    : config_(config), total_(std::max<int64_t>(total_steps, 1)), warmup_(std::max<int64_t>(warmup_steps, 0)) {}
+LrSchedule::LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps, int64_t steps_per_epoch)
+    : config_(config),
+      total_(std::max<int64_t>(total_steps, 1)),
+      warmup_(std::max<int64_t>(warmup_steps, 0)),
+      steps_per_epoch_(steps_per_epoch) {
+  check<ConfigError>(config.sched_unit != "epoch" || steps_per_epoch > 0,
+                     "optim.sched_unit \"epoch\" needs the number of steps per epoch");
+}
 
 double LrSchedule::at(int64_t step) const {
   const double lr = config_.lr;
@@ -150,6 +158,9 @@ double LrSchedule::at(int64_t step) const {
     return lr;
   }
   const double span = static_cast<double>(std::max<int64_t>(total_ - warmup_, 1));
+  if (config_.sched_unit == "epoch") {
+    step = std::max(warmup_, step / steps_per_epoch_ * steps_per_epoch_);
+  }
   const double t = std::min(static_cast<double>(step - warmup_) / span, 1.0);
   return config_.min_lr + 0.5 * (lr - config_.min_lr) * (1.0 + std::cos(M_PI * t));
 }

@@ -41,6 +41,7 @@ json optim_to_json(const OptimConfig& o) {
           {"weight_decay_groups", o.weight_decay_groups},
           {"clip_grad", o.clip_grad},
           {"sched", o.sched},
+          {"sched_unit", o.sched_unit},
           {"warmup_epochs", o.warmup_epochs},
           {"warmup_lr", o.warmup_lr},
           {"min_lr", o.min_lr}};
@@ -48,7 +49,7 @@ json optim_to_json(const OptimConfig& o) {
 
 OptimConfig optim_from_json(const json& j) {
   check_known_keys(j, {"opt", "lr", "weight_decay", "betas", "eps", "momentum", "layer_decay", "moe_layer_decay",
-                       "weight_decay_groups", "clip_grad", "sched", "warmup_epochs", "warmup_lr", "min_lr"}, "optim");
+                       "weight_decay_groups", "clip_grad", "sched", "sched_unit", "warmup_epochs", "warmup_lr", "min_lr"}, "optim");
   OptimConfig o;
   read_key(j, "opt", o.opt, "optim");
   read_key(j, "lr", o.lr, "optim");
@@ -65,6 +66,7 @@ OptimConfig optim_from_json(const json& j) {
   read_key(j, "weight_decay_groups", o.weight_decay_groups, "optim");
   read_key(j, "clip_grad", o.clip_grad, "optim");
   read_key(j, "sched", o.sched, "optim");
+  read_key(j, "sched_unit", o.sched_unit, "optim");
   read_key(j, "warmup_epochs", o.warmup_epochs, "optim");
   read_key(j, "warmup_lr", o.warmup_lr, "optim");
   read_key(j, "min_lr", o.min_lr, "optim");
@@ -142,6 +144,8 @@ void TrainConfig::validate() const {
                      "config 'optim.weight_decay_groups': expected jetpack or timm, got \"{}\"",
                      o.weight_decay_groups);
   check<ConfigError>(o.clip_grad >= 0, "config 'optim.clip_grad': must be >= 0, got {}", o.clip_grad);
+  check<ConfigError>(o.sched_unit == "step" || o.sched_unit == "epoch",
+                     "config 'optim.sched_unit': expected \"step\" or \"epoch\", got \"{}\"", o.sched_unit);
   check<ConfigError>(o.sched == "cosine" || o.sched == "constant",
                      "config 'optim.sched': expected \"cosine\" or \"constant\", got \"{}\"", o.sched);
   check<ConfigError>(o.warmup_epochs >= 0 && o.warmup_epochs <= t.epochs,

@@ -245,7 +245,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     total_steps = std::min(total_steps, tc.max_steps);
   }
   LrSchedule schedule(cfg.optim, total_steps,
-                      static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch)));
+                      static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch)), steps_per_epoch);
 
   RunPaths paths(tc.out_dir);
   fs::create_directories(paths.dir);

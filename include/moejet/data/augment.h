@@ -4,6 +4,7 @@
 // given a seed: the loader seeds each sample's generator from (seed, epoch, index), so a resumed run
 // sees exactly the augmentations an uninterrupted one would, whatever the thread scheduling.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -27,7 +28,14 @@ struct AugmentConfig {
   int64_t random_crop_padding = 0;       ///< pad-and-crop (CIFAR/MNIST style), when > 0
   double hflip = 0.0;                    ///< probability of a horizontal flip
   std::string randaugment;               ///< timm-style "rand-m9-n2-mstd0.5"; "" = off
+  /// Resampling of RandAugment's rotate/shear/translate: "" = `interpolation`, as timm (and the
+  /// authors' mmpretrain hparams: bicubic) do; "bilinear" is moejet's earlier fixed choice.
+  std::string randaugment_interpolation;
   double random_erasing = 0.0;           ///< probability (timm's reprob)
+  /// The erased box's per-pixel noise: "normal" N(0, 1) after normalisation (timm's mode 'pixel'),
+  /// or "pixel8": N(mean, std) on the 8-bit image, clipped to [0, 255] and truncated, as
+  /// mmpretrain's RandomErasing(mode='rand') before normalisation (the authors' recipe).
+  std::string random_erasing_noise = "normal";
   // Eval-time geometry: resize shorter side to image_size / crop_pct, then centre crop.
   double crop_pct = 1.0;
   std::string interpolation = "bilinear";  ///< "bilinear" or "bicubic" or "nearest"
@@ -38,6 +46,9 @@ struct AugmentConfig {
   double cutmix_alpha = 0.0;
   double mix_prob = 1.0;                 ///< probability a batch is mixed at all
   double mix_switch_prob = 0.5;          ///< probability of cutmix instead of mixup when both on
+  /// Each image's mixing partner: "flip" (the reversed batch, timm) or "permute" (a random
+  /// permutation of the batch, mmpretrain's, the authors').
+  std::string mix_partner = "flip";
 };
 
 void to_json(json& j, const AugmentConfig& c);
@@ -74,9 +85,16 @@ struct RandAugmentSpec {
   double magnitude_max = 10.0;
   bool increasing = false;
   double prob = 0.5;
+  std::string interpolation = "bilinear";  ///< rotate/shear/translate resampling (bilinear, bicubic, nearest)
 };
 /// Throws ConfigError listing the accepted sections when `spec` is malformed.
 RandAugmentSpec parse_rand_augment(const std::string& spec);
+/// PIL's Image.transform(AFFINE, m, resample, fillcolor) on uint8 [C, H, W]: output pixel centre
+/// (x, y) samples the input at (m0 x + m1 y + m2, m3 x + m4 y + m5), with PIL's bilinear, bicubic
+/// (cubic convolution, a = -1) or nearest filter, clipped and truncated to uint8; samples outside
+/// the image take `fill`. RandAugment's rotate, shear and translate are this.
+torch::Tensor pil_affine(const torch::Tensor& img, const std::array<double, 6>& m, const std::vector<double>& fill,
+                         const std::string& interpolation);
 /// As rand_augment(img, spec-string, rng); `fill` (0..255, one value or one per channel) paints
 /// the pixels rotate/shear/translate uncover (timm uses the normalisation mean).
 torch::Tensor rand_augment(const torch::Tensor& img, const RandAugmentSpec& spec, Rng& rng,
@@ -84,7 +102,10 @@ torch::Tensor rand_augment(const torch::Tensor& img, const RandAugmentSpec& spec
 torch::Tensor normalize(const torch::Tensor& img_float01, const std::vector<double>& mean,
                         const std::vector<double>& std);
 /// In-place-style random erasing on a normalised float image (timm's RandomErasing, mode 'pixel').
-torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng);
+/// With `pixel8_mean` and `pixel8_std` (per channel, in [0, 1] units), the noise is mmpretrain's
+/// 8-bit N(mean, std) clipped and truncated, then normalised with the same mean and std.
+torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng,
+                             const std::vector<double>& pixel8_mean = {}, const std::vector<double>& pixel8_std = {});
 
 /// Mixup / CutMix over a batch (timm's Mixup, mode 'batch'). `labels` int64 [B] become soft
 /// targets [B, num_classes] with label smoothing folded in (timm's mixup_target).

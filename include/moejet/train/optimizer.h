@@ -58,10 +58,11 @@ ParamGroupRules param_group_rules(models::ImageClassifierImpl& model, const Opti
 OptimizerBundle make_optimizer(models::ImageClassifierImpl& model, const OptimConfig& config);
 
 /// Per-optimizer-step learning rate: linear warm-up from warmup_lr, then cosine to min_lr (or
-/// constant), as timm's CosineLRScheduler with t_in_epochs=False.
+/// constant), as timm's CosineLRScheduler with t_in_epochs=False; with sched_unit "epoch" the
+/// cosine holds its value for an epoch, taken at the epoch's first step (or the warm-up's end).
 class LrSchedule {
  public:
-  LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps);
+  LrSchedule(const OptimConfig& config, int64_t total_steps, int64_t warmup_steps, int64_t steps_per_epoch = 0);
   double at(int64_t step) const;
   int64_t total_steps() const {
     return total_;
@@ -69,7 +70,7 @@ class LrSchedule {
 
  private:
   OptimConfig config_;
-  int64_t total_, warmup_;
+  int64_t total_, warmup_, steps_per_epoch_;
 };
 
 }  // namespace moejet::train

@@ -47,6 +47,10 @@ struct OptimConfig {
   std::string weight_decay_groups = "jetpack";
   double clip_grad = 0.0;             ///< max global grad norm; 0 = off
   std::string sched = "cosine";       ///< "cosine" or "constant"
+  /// When the cosine's value changes: "step" (every optimizer step, timm's t_in_epochs=False) or
+  /// "epoch" (once per epoch, from the epoch's first step: mmengine's by_epoch
+  /// CosineAnnealingLR, the authors' recipe). The warm-up is per step either way.
+  std::string sched_unit = "step";
   double warmup_epochs = 0.0;
   double warmup_lr = 1e-6;
   double min_lr = 1e-6;
