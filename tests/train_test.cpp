@@ -331,6 +331,15 @@ TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
     EXPECT_TRUE(item.value().equal(b[item.key()])) << item.key();
   }
   EXPECT_DOUBLE_EQ(full.final_top1, second.final_top1);
+  // Best-checkpoint tracking survives the resume: the same best top-1 (read back as a double,
+  // not as the bits of an int64) and the same best.safetensors.
+  EXPECT_GT(first.best_top1, 0.0);
+  EXPECT_DOUBLE_EQ(full.best_top1, second.best_top1);
+  auto best_a = io::read_safetensors(dir.file("full/best.safetensors"));
+  auto best_b = io::read_safetensors(dir.file("split/best.safetensors"));
+  for (const auto& item : best_a) {
+    EXPECT_TRUE(item.value().equal(best_b[item.key()])) << "best: " << item.key();
+  }
   for (auto f : {"best.safetensors", "last.state.pt", "metrics.jsonl", "config.json", "eval.json"}) {
     EXPECT_TRUE(file_exists(dir.file(std::string("full/") + f))) << f;
   }

@@ -29,7 +29,7 @@ void save_train_state(const std::string& path, torch::optim::Optimizer& optimize
   archive.write("epoch", torch::tensor(state.epoch));
   archive.write("batch", torch::tensor(state.batch));
   archive.write("step", torch::tensor(state.step));
-  archive.write("best_top1", torch::tensor(state.best_top1, torch::kDouble));
+  archive.write("best_top1", torch::full({}, state.best_top1, torch::TensorOptions().dtype(torch::kDouble)));
   auto gen = at::detail::getDefaultCPUGenerator();
   torch::Tensor rng;
   {
@@ -53,15 +53,17 @@ TrainState load_train_state(const std::string& path, torch::optim::Optimizer& op
     torch::serialize::InputArchive opt_archive;
     archive.read("optimizer", opt_archive);
     optimizer.load(opt_archive);
-    torch::Tensor t;
-    archive.read("epoch", t);
-    s.epoch = t.item<int64_t>();
-    archive.read("batch", t);
-    s.batch = t.item<int64_t>();
-    archive.read("step", t);
-    s.step = t.item<int64_t>();
-    archive.read("best_top1", t);
-    s.best_top1 = t.item<double>();
+    // A fresh tensor per entry: InputArchive::read set_()s a defined tensor to the stored data, so
+    // reusing one would read the double best_top1 through the int64 step tensor's dtype (its bits).
+    auto read = [&](const char* key) {
+      torch::Tensor t;
+      archive.read(key, t);
+      return t;
+    };
+    s.epoch = read("epoch").item<int64_t>();
+    s.batch = read("batch").item<int64_t>();
+    s.step = read("step").item<int64_t>();
+    s.best_top1 = read("best_top1").to(torch::kDouble).item<double>();
     torch::Tensor rng;
     archive.read("cpu_rng", rng);
     auto gen = at::detail::getDefaultCPUGenerator();
