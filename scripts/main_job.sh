@@ -23,7 +23,7 @@ if [ -f "$RUNS/upstream/best.safetensors" ]; then
   echo "== 1. upstream dense ViT: reusing $RUNS/upstream/best.safetensors"
 else
   echo "== 1. upstream dense ViT: pre-training on Fashion-MNIST train[0:30000]"
-  "$BIN" train $Q --config "$CONFIGS/upstream_dense.json" --out "$RUNS/upstream"
+  "$BIN" train $Q --config "$CONFIGS/upstream_dense.json" --out "$RUNS/upstream" --resume
 fi
 
 echo "== 2. recycling the dense checkpoint (statistics on the downstream training images)"
@@ -40,7 +40,7 @@ echo "== 3. downstream runs, same budget"
 train() {  # name, extra flags...
   local name=$1; shift
   echo "-- $name"
-  "$BIN" train $Q --config "$CONFIGS/$name.json" --out "$RUNS/$name" "$@"
+  "$BIN" train $Q --config "$CONFIGS/$name.json" --out "$RUNS/$name" --overwrite "$@"
 }
 train jetmoe --init "$RUNS/init/jetmoe.safetensors" "$@"
 train dense_finetune --init "$RUNS/upstream/best.safetensors" "$@"

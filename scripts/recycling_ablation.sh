@@ -12,7 +12,7 @@ Q=$([ -t 1 ] && echo "" || echo "-q")
 mkdir -p "$RUNS/init"
 
 if [ ! -f "$RUNS/dense/best.safetensors" ]; then
-  "$BIN" train $Q --config configs/vit_fmnist.json --epochs 2 --out "$RUNS/dense"
+  "$BIN" train $Q --config configs/vit_fmnist.json --epochs 2 --out "$RUNS/dense" --resume
 fi
 top1() {  # the final eval's top-1 of a run directory
   sed -n 's/.*"top1": *\([0-9.]*\).*/\1/p' "$1/eval.json" | head -n 1
@@ -22,10 +22,10 @@ for method in copy random uniform graph importance; do
   "$BIN" recycle $Q --dense "$RUNS/dense/best.safetensors" --model configs/vit_fmnist_sphero.json \
     --method "$method" --out "$RUNS/init/$method.safetensors" "$@"
   "$BIN" train $Q --config configs/vit_fmnist_sphero.json --epochs 1 --init "$RUNS/init/$method.safetensors" \
-    --out "$RUNS/$method"
+    --out "$RUNS/$method" --overwrite
   rows="$rows"$'\n'"$method: $(top1 "$RUNS/$method")"
 done
-"$BIN" train $Q --config configs/vit_fmnist_sphero.json --epochs 1 --out "$RUNS/scratch"
+"$BIN" train $Q --config configs/vit_fmnist_sphero.json --epochs 1 --out "$RUNS/scratch" --overwrite
 rows="$rows"$'\n'"random init: $(top1 "$RUNS/scratch")"
 echo "== top-1 after 1 fine-tuning epoch (full test set)"
 echo "$rows"

@@ -142,6 +142,50 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
   EXPECT_TRUE(contains(r.output, "vit_gigantic")) << r.output;
 }
 
+TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
+  moejet::testing::TempDir dir;
+  const std::string train = "train -q --config " + std::string(MOEJET_SOURCE_DIR) +
+                            "/configs/vit_fmnist.json --set data.train_limit=128 --set data.eval_limit=64"
+                            " --set model.depth=1 --set model.embed_dim=16 --set model.num_heads=2 --batch-size 64";
+  auto r = run(train + " --epochs 3 --out " + dir.file("ref"));  // 2 steps an epoch
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto best = read_file_bytes(dir.file("ref/best.safetensors"));
+
+  // The same folder again: refused, and the run in it untouched.
+  r = run(train + " --out " + dir.file("ref") + " --epochs 1");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "already holds a run")) << r.output;
+  EXPECT_EQ(read_file_bytes(dir.file("ref/best.safetensors")), best);
+
+  // Killed (SIGKILL) between the state and the weights of step 4, or after both: --resume ends
+  // bit-identical to the uninterrupted run.
+  for (std::string point : {"state-written", "weights-written"}) {
+    const std::string out = dir.file(point);
+    r = run_shell("MOEJET_FAULT=" + point + ":4 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " + out);
+    EXPECT_NE(r.code, 0) << point << ": the fault did not fire\n" << r.output;
+    EXPECT_TRUE(file_exists(out + "/last.state-4.pt")) << point;
+    r = run(train + " --epochs 3 --out " + out + " --resume");
+    ASSERT_EQ(r.code, 0) << point << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, point == "state-written" ? "at epoch 1, batch 0, step 2" : "step 4")) << r.output;
+    EXPECT_EQ(read_file_bytes(out + "/last.safetensors"), read_file_bytes(dir.file("ref/last.safetensors"))) << point;
+    EXPECT_FALSE(file_exists(out + "/last.state-4.pt")) << "older state files are pruned";
+    EXPECT_TRUE(file_exists(out + "/last.state-6.pt"));
+  }
+
+  // --overwrite replaces the run on purpose; with no --out each run gets its own folder.
+  r = run(train + " --out " + dir.file("ref") + " --epochs 1 --overwrite");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(read_file_bytes(dir.file("ref/best.safetensors")), best);
+  r = run_shell("cd " + dir.path.string() + " && " + std::string(MOEJET_BINARY) + " " + train + " --epochs 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "runs/vit_fmnist-")) << r.output;
+  int runs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("runs"))) {
+    runs += e.path().filename().string().rfind("vit_fmnist-", 0) == 0;
+  }
+  EXPECT_EQ(runs, 1);
+}
+
 TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   moejet::testing::TempDir dir;
   const std::string out = dir.file("run");
@@ -151,7 +195,7 @@ TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
       " --epochs 1 --set data.train_limit=256 --set data.eval_limit=200 --set model.depth=1"
       " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64");
   ASSERT_EQ(r.code, 0) << r.output;
-  for (auto f : {"last.safetensors", "best.safetensors", "last.state.pt", "metrics.jsonl",
+  for (auto f : {"last.safetensors", "best.safetensors", "last.state-4.pt", "metrics.jsonl",
                  "config.json", "eval.json"}) {
     EXPECT_TRUE(file_exists(out + "/" + f)) << f;
   }

@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 #include "moejet/train/fused_adamw.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
+#include "moejet/train/run_dir.h"
 #include "moejet/train/trainer.h"
 #include "test_util.h"
 
@@ -340,7 +343,7 @@ TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
   for (const auto& item : best_a) {
     EXPECT_TRUE(item.value().equal(best_b[item.key()])) << "best: " << item.key();
   }
-  for (auto f : {"best.safetensors", "last.state.pt", "metrics.jsonl", "config.json", "eval.json"}) {
+  for (auto f : {"best.safetensors", "last.state-9.pt", "metrics.jsonl", "config.json", "eval.json"}) {
     EXPECT_TRUE(file_exists(dir.file(std::string("full/") + f))) << f;
   }
   // The weights carry their config: a checkpoint alone rebuilds the model.
@@ -440,4 +443,86 @@ TEST(Configs, EveryShippedConfigParsesAndValidates) {
     ++checked;
   }
   EXPECT_GE(checked, 20);
+}
+
+TEST(RunDir, AFolderWithARunIsReusedOnlyOnPurposeAndOneTrainingOwnsIt) {
+  moejet::testing::TempDir tmp;
+  const std::string d = tmp.file("run");
+  {
+    RunDir run(d, RunDirMode::New);  // a new folder
+    write_json_file(run.file("config.json"), json::object());
+    { std::ofstream(run.last()) << "weights"; }
+    // A second training on the same folder stops, naming this process.
+    try {
+      RunDir again(d, RunDirMode::Resume);
+      ADD_FAILURE() << "a second RunDir took the lock";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid())), std::string::npos) << e.what();
+    }
+  }
+  // Released with its owner. A run is there now: a new training is refused ...
+  EXPECT_TRUE(RunDir::holds_run(d));
+  try {
+    RunDir fresh(d, RunDirMode::New);
+    ADD_FAILURE() << "started a new run over an existing one";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--overwrite"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(file_exists(d + "/last.safetensors")) << "a refused start must not touch the run";
+  // ... resuming keeps it, and a killed writer's temp file is cleared.
+  { std::ofstream(d + "/last.safetensors.tmp.12345") << "half"; }
+  { std::ofstream(d + "/last.state-7.pt") << "s7"; }
+  { std::ofstream(d + "/last.state-9.pt") << "s9"; }
+  {
+    RunDir resumed(d, RunDirMode::Resume);
+    EXPECT_FALSE(file_exists(d + "/last.safetensors.tmp.12345"));
+    EXPECT_EQ(resumed.resumable_state(9), d + "/last.state-9.pt");
+    resumed.prune_states(9);
+    EXPECT_FALSE(file_exists(d + "/last.state-7.pt"));
+    EXPECT_TRUE(file_exists(d + "/last.state-9.pt"));
+  }
+  // Overwrite removes the earlier run's files first.
+  {
+    RunDir replaced(d, RunDirMode::Overwrite);
+    EXPECT_FALSE(RunDir::holds_run(d));
+    EXPECT_FALSE(replaced.resumable_state(9).has_value());
+  }
+  EXPECT_NE(default_run_dir("vit_fmnist").find("runs/vit_fmnist-"), std::string::npos);
+}
+
+TEST(Checkpoint, AFullDiskIsAClearErrorAndLeavesThePreviousFilesIntact) {
+  if (!file_exists("/dev/full")) {
+    GTEST_SKIP() << "no /dev/full";
+  }
+  moejet::testing::TempDir tmp;
+  torch::nn::Linear lin(4, 3);
+  torch::optim::AdamW opt(lin->parameters());
+  TrainState s1;
+  s1.step = 5;
+  const std::string state = tmp.file("last.state-5.pt"), weights = tmp.file("last.safetensors");
+  save_train_state(state, opt, s1);
+  save_model_checkpoint(weights, *lin, json::object(), s1);
+  const auto before = io::read_safetensors(weights);
+  // The temp file both writers open is made a link to /dev/full: every write fails with ENOSPC.
+  const std::string pid = std::to_string(::getpid());
+  TrainState s2;
+  s2.step = 6;
+  for (const auto& target : {state, weights}) {
+    std::filesystem::create_symlink("/dev/full", target + ".tmp." + pid);
+    try {
+      if (target == state) {
+        save_train_state(state, opt, s2);
+      } else {
+        save_model_checkpoint(weights, *lin, json::object(), s2);
+      }
+      ADD_FAILURE() << target << ": a write to a full disk succeeded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("disk full"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::is_symlink(target + ".tmp." + pid)) << "temp file left behind";
+  }
+  EXPECT_EQ(load_train_state(state, opt).step, 5);
+  auto after = io::read_safetensors(weights);
+  for (const auto& item : before) EXPECT_TRUE(item.value().equal(after[item.key()])) << item.key();
 }

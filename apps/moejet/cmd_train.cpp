@@ -1,9 +1,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "commands.h"
 #include "moejet/core/error.h"
+#include "moejet/train/run_dir.h"
 #include "moejet/train/trainer.h"
 
 namespace moejet::cli {
@@ -18,7 +20,7 @@ struct TrainArgs {
   double lr = 0;
   int64_t seed = -1;
   int workers = -1, nproc = 1;
-  bool resume = false, quiet = false;
+  bool resume = false, overwrite = false, quiet = false;
 };
 
 }  // namespace
@@ -30,7 +32,8 @@ Runner add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   sub->add_option("--set", args->sets,
                   "override a config value, e.g. --set optim.lr=5e-4 --set model.depth=6");
-  sub->add_option("-o,--out", args->out, "run directory (train.out_dir)");
+  sub->add_option("-o,--out", args->out,
+                  "run folder (train.out_dir); default: a new runs/<config>-<date>-<time> for each run");
   sub->add_option("--init", args->init, "initialise from a checkpoint (timm or moejet layout)");
   sub->add_option("--data", args->data, "data set spec (data.dataset), e.g. fashion-mnist, folder:DIR");
   sub->add_option("--epochs", args->epochs, "train.epochs");
@@ -42,15 +45,14 @@ Runner add_train_command(CLI::App& app) {
   sub->add_option("--max-steps", args->max_steps, "stop after this many optimizer steps");
   sub->add_option("--stop-after-epochs", args->stop_after_epochs,
                   "stop resumably after N epochs of this invocation (time-sliced jobs)");
-  sub->add_flag("--resume", args->resume, "continue from <out>/last.safetensors + last.state.pt");
+  sub->add_flag("--resume", args->resume, "continue the run in --out (last.safetensors and its state file)");
+  sub->add_flag("--overwrite", args->overwrite, "replace a run already in --out (otherwise an error)")
+      ->excludes("--resume");
   sub->add_flag("-q,--quiet", args->quiet, "no progress bars");
   sub->add_option("--nproc", args->nproc,
                   "data-parallel over N local processes (c10d/Gloo); multi-machine jobs set RANK, "
                   "WORLD_SIZE, MASTER_ADDR, MASTER_PORT as for torchrun");
   return [args]() {
-    if (args->nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
-      return launch_local_workers(args->nproc);
-    }
     json j = args->config.empty() ? json::object() : read_json_file(args->config);
     std::vector<std::string> sets = args->sets;
     auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
@@ -66,8 +68,22 @@ Runner add_train_command(CLI::App& app) {
     if (args->max_steps >= 0) set("train.max_steps", args->max_steps);
     apply_overrides(j, sets);
     auto config = train::train_config_from_json(j);
+    if (config.train.out_dir.empty()) {
+      // One folder per run. --nproc workers inherit the parent's choice, so all ranks agree.
+      check<ConfigError>(!args->resume, "--resume: name the run to continue with --out");
+      const char* chosen = std::getenv("MOEJET_RUN_DIR");
+      config.train.out_dir = chosen != nullptr ? chosen
+                                               : train::default_run_dir(args->config.empty()
+                                                                            ? std::string("train")
+                                                                            : std::filesystem::path(args->config).stem().string());
+      setenv("MOEJET_RUN_DIR", config.train.out_dir.c_str(), 1);
+    }
+    if (args->nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
+      return launch_local_workers(args->nproc);
+    }
     train::TrainOptions options;
     options.resume = args->resume;
+    options.overwrite = args->overwrite;
     options.show_progress = !args->quiet;
     options.stop_after_epochs = args->stop_after_epochs;
     options.dist = train::dist_config_from_env();

@@ -1,5 +1,6 @@
 #include "moejet/train/checkpoint.h"
 
+#include <cstring>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -37,7 +38,19 @@ void save_train_state(const std::string& path, torch::optim::Optimizer& optimize
     rng = gen.get_state();
   }
   archive.write("cpu_rng", rng);
-  write_atomic(path, [&](std::ostream& out) { archive.save_to(out); });
+  write_atomic(path, [&](std::ostream& out) {
+    // The zip writer must never see a failed write: it would throw again from its destructor and
+    // terminate the process. Failures are remembered here and reported once it has finished.
+    bool failed = false;
+    archive.save_to([&](const void* data, size_t n) -> size_t {
+      if (!failed) {
+        out.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
+        failed = !out;
+      }
+      return n;
+    });
+    check<Error>(!failed, "{}: write failed (disk full?): {}", path, std::strerror(errno));
+  });
 }
 
 TrainState load_train_state(const std::string& path, torch::optim::Optimizer& optimizer) {

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -25,6 +27,7 @@
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
+#include "moejet/train/run_dir.h"
 
 namespace moejet::train {
 
@@ -108,17 +111,15 @@ torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch
 
 namespace {
 
-struct RunPaths {
-  std::string dir, last, best, state, metrics, config, eval;
-  explicit RunPaths(const std::string& d)
-      : dir(d),
-        last(d + "/last.safetensors"),
-        best(d + "/best.safetensors"),
-        state(d + "/last.state.pt"),
-        metrics(d + "/metrics.jsonl"),
-        config(d + "/config.json"),
-        eval(d + "/eval.json") {}
-};
+// Fault injection for the kill tests: MOEJET_FAULT=<point>:<step> ends the process with SIGKILL at
+// that point of the checkpoint write of that optimizer step, as a power cut or the OOM killer
+// would.
+void fault_point(const char* point, int64_t step) {
+  static const char* spec = std::getenv("MOEJET_FAULT");
+  if (spec != nullptr && std::string(spec) == fmt::format("{}:{}", point, step)) {
+    std::raise(SIGKILL);
+  }
+}
 
 json moe_stats_json(
     const std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>>& layers) {
@@ -247,22 +248,37 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   LrSchedule schedule(cfg.optim, total_steps,
                       static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch)), steps_per_epoch);
 
-  RunPaths paths(tc.out_dir);
-  fs::create_directories(paths.dir);
+  // Rank 0 owns the folder (lock, checks, clean-up); the other ranks only read from it.
+  const RunDirMode mode = options.resume ? RunDirMode::Resume
+                          : options.overwrite ? RunDirMode::Overwrite
+                                              : RunDirMode::New;
+  RunDir run(tc.out_dir, mode, main_rank);
   TrainState state;
-  if (options.resume && file_exists(paths.state) && file_exists(paths.last)) {
-    io::Metadata meta;
-    auto weights = io::read_checkpoint(paths.last, &meta);
-    io::load_state_dict(*model, weights, {}, paths.last);
-    state = load_train_state(paths.state, *opt.optimizer);
-    check<CheckpointError>(meta.count("moejet.step") && std::stoll(meta.at("moejet.step")) == state.step,
-                           "{}: weights are from step {} but {} is from step {}; refusing to mix them",
-                           paths.last, meta.count("moejet.step") ? meta.at("moejet.step") : "?",
-                           paths.state, state.step);
-    spdlog::info("resumed from {} at epoch {}, batch {}, step {}", paths.last, state.epoch,
-                 state.batch, state.step);
+  std::optional<std::string> resume_state;
+  io::Metadata last_meta;
+  io::StateDict last_weights;
+  if (options.resume && file_exists(run.last())) {
+    last_weights = io::read_checkpoint(run.last(), &last_meta);
+    check<CheckpointError>(last_meta.count("moejet.step") > 0, "{}: no moejet.step in its metadata; not a moejet run",
+                           run.last());
+    int64_t step = -1;
+    try {
+      step = std::stoll(last_meta.at("moejet.step"));
+    } catch (const std::exception&) {
+      throw CheckpointError(fmt::format("{}: moejet.step '{}' is not a step number", run.last(),
+                                        last_meta.at("moejet.step")));
+    }
+    resume_state = run.resumable_state(step);
+  }
+  if (resume_state) {
+    io::load_state_dict(*model, last_weights, {}, run.last());
+    state = load_train_state(*resume_state, *opt.optimizer);
+    check<CheckpointError>(std::to_string(state.step) == last_meta.at("moejet.step"),
+                           "{}: weights are from step {} but {} is from step {}; refusing to mix them", run.last(),
+                           last_meta.at("moejet.step"), *resume_state, state.step);
+    spdlog::info("resumed from {} at epoch {}, batch {}, step {}", run.last(), state.epoch, state.batch, state.step);
   } else if (options.resume) {
-    spdlog::warn("--resume: no checkpoint in {}, starting from scratch", paths.dir);
+    spdlog::info("--resume: nothing to resume in {}; starting a new run", run.dir());
   }
   if (dist) {
     // Same init everywhere by seed; rank 0's weights (and resumed state) win regardless.
@@ -272,8 +288,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   }
   std::optional<MetricsLog> log_file;
   if (main_rank) {
-    write_json_file(paths.config, to_json(cfg));
-    log_file.emplace(paths.metrics, options.resume ? state.step : -1);
+    write_json_file(run.file("config.json"), to_json(cfg));
+    log_file.emplace(run.file("metrics.jsonl"), options.resume ? state.step : -1);
   }
   auto log_write = [&](const json& record) {
     if (log_file) log_file->write(record);
@@ -281,7 +297,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   const json model_json = cfg.model;
 
   TrainResult result;
-  result.out_dir = paths.dir;
+  result.out_dir = run.dir();
   result.best_top1 = state.best_top1;
   double images_seen = 0, train_seconds = 0;
 
@@ -349,7 +365,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
             "training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
             "is {} (try a lower optim.lr or optim.clip_grad)",
             loss_value, epoch, batch.index, state.step,
-            file_exists(paths.last) ? paths.last : std::string("<none yet>")));
+            file_exists(run.last()) ? run.last() : std::string("<none yet>")));
       }
       (tc.accum_steps > 1 ? loss / static_cast<double>(tc.accum_steps) : loss).backward();
       window_loss += loss_value;
@@ -414,15 +430,18 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       auto r = do_eval(epoch);
       if (r.top1 > state.best_top1) {
         state.best_top1 = r.top1;
-        save_model_checkpoint(paths.best, *model, model_json, state, checkpoint_extra);
+        save_model_checkpoint(run.best(), *model, model_json, state, checkpoint_extra);
       }
-      write_json_file(paths.eval, r.to_json(eval_ds->class_names()));
+      write_json_file(run.file("eval.json"), r.to_json(eval_ds->class_names()));
     }
     if (main_rank) {
-      // State first: a crash between the two renames leaves a state newer than the weights, which
-      // resume detects by the step mismatch instead of silently mixing them.
-      save_train_state(paths.state, *opt.optimizer, state);
-      save_model_checkpoint(paths.last, *model, model_json, state, checkpoint_extra);
+      // The state of this step first, under its own name; the weights' rename then switches the
+      // run to it (see run_dir.h), so a kill anywhere leaves a pair that resumes.
+      save_train_state(run.state_for(state.step), *opt.optimizer, state);
+      fault_point("state-written", state.step);
+      save_model_checkpoint(run.last(), *model, model_json, state, checkpoint_extra);
+      fault_point("weights-written", state.step);
+      run.prune_states(state.step);
     }
     if (dist) {
       dist->barrier();  // the others wait while rank 0 evaluates and writes

@@ -66,7 +66,7 @@ struct TrainLoopConfig {
   int threads = 0;                    ///< intra-op threads; 0 = libtorch's default
   std::string init;                   ///< checkpoint to initialise from (timm layout or moejet)
   bool init_drop_head = true;         ///< drop head.* of `init` if its class count differs
-  std::string out_dir = "runs/train";
+  std::string out_dir;                ///< run folder; empty: the CLI picks runs/<config>-<time>
   int64_t log_every = 50;             ///< optimizer steps between train-metric lines
   int64_t eval_every = 1;             ///< epochs between evaluations
   int64_t max_steps = 0;              ///< stop after this many optimizer steps (0 = all epochs)
