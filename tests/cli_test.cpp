@@ -186,6 +186,41 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
   EXPECT_EQ(runs, 1);
 }
 
+TEST(Cli, EvalPreprocessesAndPicksDataAsTheModelWasTrained) {
+  // Trained with its own mean and std: eval without flags scores what training's own eval scored,
+  // on the same (full) test set, which it takes from the checkpoint.
+  moejet::testing::TempDir dir;
+  const std::string out = dir.file("run");
+  auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --out " + out +
+               " --epochs 1 --set data.train_limit=256 --set data.eval_limit=0 --set model.depth=1"
+               " --set model.embed_dim=16 --set model.num_heads=2 --batch-size 64"
+               " --set augment.mean=[0.2] --set augment.std=[0.3]");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const double trained = read_json_file(out + "/eval.json")["top1"].get<double>();
+  r = run("eval " + out + "/best.safetensors -q --out " + dir.file("ev"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "stored in the checkpoint")) << r.output;
+  EXPECT_TRUE(contains(r.output, "mean [0.2], std [0.3]")) << r.output;
+  EXPECT_TRUE(contains(r.output, "the checkpoint's training data")) << r.output;
+  auto ev = read_json_file(dir.file("ev/eval.json"));
+  EXPECT_EQ(ev["count"], 10000);
+  EXPECT_DOUBLE_EQ(ev["top1"].get<double>(), trained);
+  EXPECT_EQ(ev["preprocessing"]["label_names"][9], "Ankle boot");
+  // A flag overrides the stored value, and the log says so.
+  r = run("eval " + out + "/best.safetensors -q --limit 100 --mean 0.5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "with flags): input 1x28x28, mean [0.5], std [0.3]")) << r.output;
+  // The data set's classes must be the model's.
+  r = run("eval " + out + "/best.safetensors -q --classes 1 0 2 3 4 5 6 7 8 9 --limit 100");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "evaluate on the data it was trained on")) << r.output;
+  // A file that says nothing about its data: no silent Fashion-MNIST.
+  io::write_safetensors(dir.file("bare.safetensors"), io::read_safetensors(out + "/best.safetensors"));
+  r = run("eval " + dir.file("bare.safetensors") + " -q --model " + out + "/config.json");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "pass --data")) << r.output;
+}
+
 TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   moejet::testing::TempDir dir;
   const std::string out = dir.file("run");

@@ -467,6 +467,25 @@ TEST(ImageFolder, CifarJpegs) {
   }
 }
 
+TEST(ImageFolder, AFolderWithoutAHeldOutSplitIsAnErrorNotTheTrainingImages) {
+  // The CIFAR JPEGs laid out three ways: flat DIR/<class>/, DIR/train/ alone, DIR/train + DIR/val.
+  const std::string src = moejet::testing::test_data_dir() + "/cifar10_jpg/test";
+  TempDir tmp;
+  for (const auto& layout : {"flat", "train_only/train", "with_val/train", "with_val/val"}) {
+    fs::create_directories(tmp.file(layout));
+    fs::copy(src, tmp.file(layout), fs::copy_options::recursive);
+  }
+  // Training images are found in every layout.
+  EXPECT_EQ(open_dataset("folder:" + tmp.file("flat"), "train")->size(), 23u);
+  EXPECT_EQ(open_dataset("folder:" + tmp.file("train_only"), "train")->size(), 23u);
+  // Evaluating: only a real held-out folder will do; val/ stands in for test/.
+  EXPECT_EQ(open_dataset("folder:" + tmp.file("with_val"), "test")->size(), 23u);
+  for (const auto& dir : {"flat", "train_only"}) {
+    expect_data_error([&] { open_dataset(std::string("folder:") + tmp.file(dir), "test"); },
+                      {"no 'test' split", "data.val_split"});
+  }
+}
+
 // --- subsets --------------------------------------------------------------------------------
 
 DatasetPtr tiny_memory_dataset() {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "moejet/core/fs.h"
 #include "moejet/data/superclasses.h"
@@ -525,4 +526,55 @@ TEST(Checkpoint, AFullDiskIsAClearErrorAndLeavesThePreviousFilesIntact) {
   EXPECT_EQ(load_train_state(state, opt).step, 5);
   auto after = io::read_safetensors(weights);
   for (const auto& item : before) EXPECT_TRUE(item.value().equal(after[item.key()])) << item.key();
+}
+
+TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
+  namespace fs = std::filesystem;
+  const std::string src = moejet::testing::test_data_dir() + "/cifar10_jpg/test";
+  moejet::testing::TempDir tmp;
+  fs::create_directories(tmp.file("flat"));
+  fs::copy(src, tmp.file("flat"), fs::copy_options::recursive);  // airplane 3, cat 10, dog 10
+  DataConfig dc;
+  dc.dataset = "folder:" + tmp.file("flat");
+  dc.val_split = 0.3;
+  auto train = open_split(dc, dc.train_split, 0, 0);
+  auto held = open_split(dc, dc.eval_split, 0, 0);
+  ASSERT_EQ(held->size(), 1u + 3u + 3u);  // round(0.3 n) per class, at least one
+  ASSERT_EQ(train->size(), 23u - held->size());
+  auto bytes = [](const data::DatasetPtr& ds) {
+    std::set<std::string> out;
+    for (size_t i = 0; i < ds->size(); ++i) {
+      auto t = ds->get(i).image.contiguous();
+      out.insert(std::string(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel())));
+    }
+    return out;
+  };
+  auto a = bytes(train), b = bytes(held);
+  for (const auto& x : b) EXPECT_EQ(a.count(x), 0u) << "a held-out image is also a training image";
+  EXPECT_EQ(bytes(open_split(dc, dc.eval_split, 0, 7)), b) << "the held-out images depend on the seed";
+  EXPECT_EQ(held->class_names(), train->class_names());
+
+  // Train and test folders with different classes: training refuses to start.
+  for (const auto& [split, classes] : {std::pair{"train", std::vector<std::string>{"cat", "dog"}},
+                                       std::pair{"test", std::vector<std::string>{"airplane", "dog"}}}) {
+    for (const auto& c : classes) {
+      fs::create_directories(tmp.file(std::string("mm/") + split + "/" + c));
+      fs::copy(src + "/" + c, tmp.file(std::string("mm/") + split + "/" + c), fs::copy_options::recursive);
+    }
+  }
+  auto c = tiny_config(tmp.file("run"));
+  c.data.dataset = "folder:" + tmp.file("mm");
+  c.data.train_limit = c.data.eval_limit = 0;
+  c.model.vit.in_chans = 3;
+  c.model.vit.img_size = 32;
+  c.model.vit.patch_size = 8;
+  c.model.vit.num_classes = 2;
+  TrainOptions quiet;
+  quiet.show_progress = false;
+  try {
+    run_training(c, quiet);
+    ADD_FAILURE() << "trained against a test split with other classes";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("airplane, dog"), std::string::npos) << e.what();
+  }
 }

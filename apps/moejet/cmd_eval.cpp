@@ -7,8 +7,10 @@
 
 #include "commands.h"
 #include "moejet/core/error.h"
+#include "moejet/core/fs.h"
 #include "moejet/core/system.h"
 #include "moejet/data/loader.h"
+#include "moejet/data/preprocess.h"
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
@@ -21,12 +23,13 @@ namespace moejet::cli {
 namespace {
 
 struct EvalArgs {
-  std::string checkpoint, model, data = "fashion-mnist", split = "test", out, device = "cpu", superclasses;
+  std::string checkpoint, model, data, split, out, device = "cpu", superclasses, interpolation;
   std::vector<int64_t> classes, range;
   std::vector<std::string> sets;
+  std::vector<double> mean, std;
   int64_t batch_size = 256, limit = 0;
   int workers = 2;
-  double crop_pct = 1.0;
+  double crop_pct = 0.0;
   bool quiet = false;
 };
 
@@ -41,16 +44,21 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("-m,--model", a->model,
                   "model preset or JSON (needed when the checkpoint carries no moejet config)");
   sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
-  sub->add_option("--data", a->data, "data set spec")->capture_default_str();
-  sub->add_option("--split", a->split, "split to evaluate")->capture_default_str();
+  sub->add_option("--data", a->data, "data set spec (default: the one the checkpoint was trained on)");
+  sub->add_option("--split", a->split, "split to evaluate (default: the training config's eval split, else test)");
   sub->add_option("--classes", a->classes, "evaluate only these classes (relabelled in order)");
   sub->add_option("--limit", a->limit, "at most this many images (class-stratified)");
   sub->add_option("--range", a->range, "only images START..END-1 of the split (as data.train_range)")
       ->expected(2);
   sub->add_option("--batch-size", a->batch_size)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
-  sub->add_option("--crop-pct", a->crop_pct, "eval resize = img_size / crop_pct, then centre crop")
-      ->capture_default_str();
+  sub->add_option("--crop-pct", a->crop_pct,
+                  "eval resize = img_size / crop_pct, then centre crop (default: the checkpoint's)")
+      ->check(CLI::Range(0.01, 1.0));
+  sub->add_option("--mean", a->mean, "normalisation mean, per channel (default: the checkpoint's)");
+  sub->add_option("--std", a->std, "normalisation std, per channel (default: the checkpoint's)");
+  sub->add_option("--interpolation", a->interpolation, "resize interpolation (default: the checkpoint's)")
+      ->check(CLI::IsMember({"bilinear", "bicubic", "nearest"}));
   sub->add_option("--device", a->device)->capture_default_str();
   sub->add_option("--superclasses", a->superclasses,
                   "Mobile V-MoE: super-class file for router accuracy (default: the one stored in "
@@ -72,18 +80,65 @@ Runner add_eval_command(CLI::App& app) {
     model->to(device);
     model->eval();
 
+    // Preprocessing: the checkpoint's own, else timm's defaults for a preset, else moejet's; flags
+    // override any of it. The log says which values are in force and where they came from.
+    data::Preprocess pre;
+    std::string pre_source;
+    const std::string preset = a->model.empty() || file_exists(a->model) ? model_json.value("preset", std::string())
+                                                                          : a->model;
+    if (auto it = meta.find(train::kPretrainedCfgKey); it != meta.end()) {
+      pre = data::preprocess_from_pretrained_cfg(parse_json(it->second, a->checkpoint), a->checkpoint);
+      pre_source = "stored in the checkpoint";
+    } else if (auto d = data::timm_default_preprocess(preset, cfg.in_chans(), cfg.img_size())) {
+      pre = *d;
+      pre_source = "timm's defaults for " + preset + "; the checkpoint stores none";
+    } else {
+      pre = data::preprocess_of({}, cfg.in_chans(), cfg.img_size(), {});
+      pre_source = "moejet's defaults; the checkpoint stores none";
+    }
+    auto per_channel = [&](const std::vector<double>& v, const char* what) {
+      check<ConfigError>(v.size() == 1 || static_cast<int64_t>(v.size()) == cfg.in_chans(),
+                         "eval --{}: give 1 or {} values, got {}", what, cfg.in_chans(), v.size());
+      return v.size() == 1 ? std::vector<double>(static_cast<size_t>(cfg.in_chans()), v[0]) : v;
+    };
+    const bool flags = !a->mean.empty() || !a->std.empty() || a->crop_pct > 0 || !a->interpolation.empty();
+    if (!a->mean.empty()) pre.mean = per_channel(a->mean, "mean");
+    if (!a->std.empty()) pre.std = per_channel(a->std, "std");
+    if (a->crop_pct > 0) pre.crop_pct = a->crop_pct;
+    if (!a->interpolation.empty()) pre.interpolation = a->interpolation;
+    check<ConfigError>(pre.input_size.size() == 3 && pre.input_size[0] == cfg.in_chans(),
+                       "{}: its preprocessing is for {}-channel input, the model takes {}", a->checkpoint,
+                       pre.input_size.empty() ? 0 : pre.input_size[0], cfg.in_chans());
+    pre.input_size = {cfg.in_chans(), cfg.img_size(), cfg.img_size()};
+    spdlog::info("preprocessing ({}{}): {}", pre_source, flags ? ", with flags" : "", data::describe(pre));
+
+    // The data: --data, else the training config's data section stored with the weights.
     train::DataConfig dc;
-    dc.dataset = a->data;
-    dc.classes = a->classes;
-    dc.train_split = a->split;
-    dc.train_range = a->range;
-    auto ds = train::open_split(dc, a->split, a->limit, 0);
+    if (!a->data.empty()) {
+      dc.dataset = a->data;
+    } else if (auto it = meta.find(train::kDataKey); it != meta.end()) {
+      dc = train::train_config_from_json(json{{"data", parse_json(it->second, a->checkpoint)}, {"model", model_json}}).data;
+      spdlog::info("data: {} (the checkpoint's training data)", dc.dataset);
+    } else {
+      throw ConfigError(fmt::format("{}: the checkpoint does not say which data it was trained on; pass --data",
+                                    a->checkpoint));
+    }
+    const std::string split = a->split.empty() ? dc.eval_split : a->split;
+    if (!a->classes.empty()) dc.classes = a->classes;
+    if (!a->range.empty()) {
+      dc.train_split = split;
+      dc.train_range = a->range;
+      dc.val_split = 0;
+    }
+    auto ds = train::open_split(dc, split, a->limit, 0);
     check<ConfigError>(ds->num_classes() == cfg.num_classes(),
                        "{} has {} classes but the model has {} outputs", ds->describe(),
                        ds->num_classes(), cfg.num_classes());
-    data::AugmentConfig aug;
-    aug.image_size = cfg.img_size();
-    aug.crop_pct = a->crop_pct;
+    const auto data_names = ds->class_names();
+    check<ConfigError>(pre.label_names.empty() || data_names.empty() || pre.label_names == data_names,
+                       "{}: the model's classes ({}) are not those of {} ({}); evaluate on the data it was trained on",
+                       a->checkpoint, fmt::join(pre.label_names, ", "), ds->describe(), fmt::join(data_names, ", "));
+    const data::AugmentConfig aug = data::eval_augment(pre);
     data::LoaderOptions lo;
     lo.batch_size = a->batch_size;
     lo.shuffle = false;
@@ -123,8 +178,9 @@ Runner add_eval_command(CLI::App& app) {
     if (!a->out.empty()) {
       json j = r.to_json(names);
       j["checkpoint"] = a->checkpoint;
-      j["data"] = a->data;
-      j["split"] = a->split;
+      j["data"] = dc.dataset;
+      j["split"] = split;
+      j["preprocessing"] = data::to_pretrained_cfg(pre);
       write_json_file(a->out + "/eval.json", j);
       eval::write_confusion_csv(a->out + "/confusion.csv", r.confusion, names);
       spdlog::info("wrote {}/eval.json and {}/confusion.csv", a->out, a->out);

@@ -40,6 +40,14 @@ json read_json_file(const std::string& path) {
   }
 }
 
+json parse_json(const std::string& text, const std::string& source) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw ConfigError(fmt::format("{}: invalid JSON: {}", source, e.what()));
+  }
+}
+
 void write_json_file(const std::string& path, const json& j) {
   write_atomic(path, [&](std::ostream& out) { out << j.dump(2) << "\n"; });
 }

@@ -266,8 +266,11 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split) {
     return open_stl10(dir, train);
   }
   if (kind == "folder") {
+    // DIR/<split>/ (an eval split also takes DIR/val/), or a flat DIR/<class>/ as the training
+    // split. Evaluating a folder with no held-out split would score the training images (or, with
+    // only DIR/train/, one class named "train"): an error that says how to make one.
     std::vector<std::string> candidates = {split};
-    if (!train) {
+    if (!train && split != "val") {
       candidates.push_back("val");
     }
     for (const auto& sub : candidates) {
@@ -276,6 +279,11 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split) {
         return open_image_folder(p.string());
       }
     }
+    const bool split_layout = fs::is_directory(fs::path(dir) / "train");
+    check<DataError>(train && !split_layout,
+                     "{}: no '{}' split: expected {}/{}/<class>/ {}; add a held-out folder, or carve one from "
+                     "the training images with data.val_split (e.g. --set data.val_split=0.1)",
+                     spec, split, dir, split, train ? "" : "or " + dir + "/val/<class>/");
     return open_image_folder(dir);
   }
   throw ConfigError(fmt::format("unknown data set kind '{}' in '{}' (accepted forms: {})", kind,

@@ -20,6 +20,7 @@
 #include "moejet/core/progress.h"
 #include "moejet/core/system.h"
 #include "moejet/data/loader.h"
+#include "moejet/data/preprocess.h"
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
@@ -35,8 +36,13 @@ namespace fs = std::filesystem;
 
 data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
                             uint64_t seed) {
-  auto ds = data::open_dataset(config.dataset, split);
-  if (split == config.train_split && !config.train_range.empty()) {
+  // With val_split, both splits are parts of the training split.
+  const bool carved = config.val_split > 0;
+  check<ConfigError>(!carved || split == config.train_split || split == config.eval_split,
+                     "data.val_split: split '{}' is neither data.train_split nor data.eval_split", split);
+  const bool train_part = split == config.train_split;
+  auto ds = data::open_dataset(config.dataset, carved ? config.train_split : split);
+  if ((train_part || carved) && !config.train_range.empty()) {
     const auto start = static_cast<size_t>(config.train_range[0]);
     const auto end = std::min(static_cast<size_t>(config.train_range[1]), ds->size());
     check<ConfigError>(start < end, "config 'data.train_range': [{}, {}) is empty for {} ({} images)", start,
@@ -52,6 +58,28 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
                          config.dataset, ds->num_classes());
     }
     ds = data::filter_classes(ds, config.classes);
+  }
+  if (carved) {
+    // A fixed seed, independent of train.seed, so that every run and `moejet eval` hold out the
+    // same images: per class, a shuffled round(val_split * n) of them (at least one).
+    auto labels = ds->labels();
+    std::map<int64_t, std::vector<size_t>> by_class;
+    for (size_t i = 0; i < labels.size(); ++i) by_class[labels[i]].push_back(i);
+    std::mt19937_64 rng(0x7661'6c5f'7370'6c74ULL);
+    std::vector<size_t> held, rest;
+    for (auto& [c, idx] : by_class) {
+      std::shuffle(idx.begin(), idx.end(), rng);
+      const auto n = std::max<size_t>(1, static_cast<size_t>(std::llround(config.val_split * static_cast<double>(idx.size()))));
+      check<ConfigError>(n < idx.size(), "data.val_split {}: class {} has only {} image(s) to split", config.val_split,
+                         c, idx.size());
+      held.insert(held.end(), idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n));
+      rest.insert(rest.end(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end());
+    }
+    auto& part = train_part ? rest : held;
+    std::sort(part.begin(), part.end());
+    const auto what = train_part ? fmt::format("{} without its held-out {:g}", ds->describe(), config.val_split)
+                                 : fmt::format("{}: held-out {:g} (data.val_split)", ds->describe(), config.val_split);
+    ds = data::subset(ds, part, what);
   }
   return stratified_subset(ds, limit, seed);
 }
@@ -169,6 +197,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   auto eval_ds = open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
   spdlog::info("train data: {}", train_ds->describe());
   spdlog::info("eval data: {}", eval_ds->describe());
+  {
+    // Scores against another split's labelling would be silently wrong.
+    const auto tn = train_ds->class_names(), en = eval_ds->class_names();
+    check<ConfigError>(tn.empty() || en.empty() || tn == en,
+                       "the eval split's classes ({}) are not the training split's ({}); both splits need the same "
+                       "class folders",
+                       fmt::join(en, ", "), fmt::join(tn, ", "));
+  }
   check<ConfigError>(cfg.model.num_classes() == train_ds->num_classes(),
                      "config 'model.num_classes' is {} but the training data has {} classes",
                      cfg.model.num_classes(), train_ds->num_classes());
@@ -211,6 +247,13 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   // Mobile V-MoE router supervision.
   std::optional<data::SuperClasses> superclasses;
   io::Metadata checkpoint_extra;
+  // How the model sees an image and what its outputs mean, and where its data came from: eval
+  // and later commands read these instead of guessing.
+  checkpoint_extra[kPretrainedCfgKey] =
+      data::to_pretrained_cfg(data::preprocess_of(cfg.augment, train_ds->channels(), cfg.model.img_size(),
+                                                  train_ds->class_names()))
+          .dump();
+  checkpoint_extra[kDataKey] = to_json(cfg)["data"].dump();
   if (!tc.superclasses.empty()) {
     if (tc.superclasses == "random") {
       superclasses = data::random_superclasses(K, cfg.model.moe().num_experts, tc.seed);

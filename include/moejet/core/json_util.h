@@ -35,6 +35,9 @@ void read_key(const json& j, const char* key, T& out, const std::string& path) {
 /// Parses a JSON file; errors name the file and the parser's position.
 json read_json_file(const std::string& path);
 
+/// Parses JSON text from `source` (e.g. a checkpoint's metadata entry); errors name the source.
+json parse_json(const std::string& text, const std::string& source);
+
 /// Writes `j` (pretty-printed) atomically.
 void write_json_file(const std::string& path, const json& j);
 

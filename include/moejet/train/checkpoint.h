@@ -29,6 +29,10 @@ struct TrainState {
 };
 
 inline constexpr const char* kSuperclassesKey = "moejet.superclasses";
+/// The eval preprocessing and class names in timm's pretrained_cfg form (data/preprocess.h).
+inline constexpr const char* kPretrainedCfgKey = "moejet.pretrained_cfg";
+/// The training config's `data` section: the data set, its splits and class selection.
+inline constexpr const char* kDataKey = "moejet.data";
 
 /// `extra` metadata entries are stored too (e.g. the super-classes a router was trained on).
 void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,

@@ -26,6 +26,10 @@ struct DataConfig {
   /// Only images [start, end) of the training split (before class filtering and the limit):
   /// disjoint parts of one data set for upstream pre-training and downstream fine-tuning.
   std::vector<int64_t> train_range;
+  /// Hold out this fraction of the training split (after range and classes; seeded, stratified,
+  /// the same images every time) as the eval split, for data sets with no held-out split of their
+  /// own; 0 = use eval_split.
+  double val_split = 0.0;
   int num_workers = 2;
 };
 
