@@ -399,7 +399,7 @@ TEST(Cli, TheAuthorsMmengineCheckpointLoadsEverywhereAndConvertsBack) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(layouts_reported(r.output)) << r.output;
   EXPECT_TRUE(contains(r.output, "sphero")) << r.output;
-  r = run("eval " + pth + " --model " + cfg + " --limit 64 -q");
+  r = run("eval " + pth + " --model " + cfg + " --data fashion-mnist --limit 64 -q");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(layouts_reported(r.output)) << r.output;
   EXPECT_TRUE(contains(r.output, "top1")) << r.output;
