@@ -221,6 +221,38 @@ TEST(Cli, EvalPreprocessesAndPicksDataAsTheModelWasTrained) {
   EXPECT_TRUE(contains(r.output, "pass --data")) << r.output;
 }
 
+TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
+  moejet::testing::TempDir dir;
+  auto r = run("trian --config x.json");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "unknown command 'trian'; did you mean 'train'?")) << r.output;
+  r = run("predict --help");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "unknown command 'predict'")) << r.output;
+  r = run("train --config configs/vit_fmnist.json --epoch 1");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "did you mean --epochs?")) << r.output;
+  r = run("info --model myconf.json");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "myconf.json: no such file")) << r.output;
+  r = run("info --model vit_tiny");
+  EXPECT_TRUE(contains(r.output, "convnext_atto")) << r.output;
+  // Examples name configs/...: found from any folder. Logs go to stderr: stdout is the JSON.
+  r = run_shell("cd " + dir.path.string() + " && " + std::string(MOEJET_BINARY) +
+                " info --json --model configs/paper/vit_tiny.json --log-level warn > " + dir.file("info.json"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NEAR(read_json_file(dir.file("info.json"))["params"].get<double>() / 1e6, 5.72, 0.01);
+  // A dense checkpoint given to an MoE: one error that says to recycle it first.
+  const std::string small = " --set model.embed_dim=32 --set model.num_heads=2 --set data.train_limit=64"
+                            " --set data.eval_limit=32 --batch-size 32";
+  r = run("train -q --config configs/vit_fmnist.json --out " + dir.file("dense") + " --max-steps 1" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("train -q --config configs/vit_fmnist_sphero.json --out " + dir.file("moe") + " --max-steps 1 --init " +
+          dir.file("dense/last.safetensors") + small);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "moejet recycle --dense")) << r.output;
+}
+
 TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   moejet::testing::TempDir dir;
   const std::string out = dir.file("run");

@@ -28,8 +28,7 @@ struct TrainArgs {
 Runner add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   auto* sub = app.add_subcommand("train", "train or fine-tune a model from a JSON config");
-  sub->add_option("-c,--config", args->config, "training config JSON (see configs/)")
-      ->check(CLI::ExistingFile);
+  sub->add_option("-c,--config", args->config, "training config JSON (see configs/)");
   sub->add_option("--set", args->sets,
                   "override a config value, e.g. --set optim.lr=5e-4 --set model.depth=6");
   sub->add_option("-o,--out", args->out,
@@ -53,7 +52,7 @@ Runner add_train_command(CLI::App& app) {
                   "data-parallel over N local processes (c10d/Gloo); multi-machine jobs set RANK, "
                   "WORLD_SIZE, MASTER_ADDR, MASTER_PORT as for torchrun");
   return [args]() {
-    json j = args->config.empty() ? json::object() : read_json_file(args->config);
+    json j = args->config.empty() ? json::object() : read_json_file(resolve_config_path(args->config));
     std::vector<std::string> sets = args->sets;
     auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
     if (!args->out.empty()) set("train.out_dir", args->out);

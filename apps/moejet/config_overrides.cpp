@@ -1,3 +1,6 @@
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <fstream>
 
 #include "commands.h"
@@ -40,20 +43,38 @@ void apply_overrides(json& config, const std::vector<std::string>& overrides) {
   }
 }
 
+std::string resolve_config_path(const std::string& path) {
+  if (file_exists(path)) {
+    return path;
+  }
+  // Examples say configs/...: from another folder, the repository's own copy.
+  const std::string in_repo = std::string(MOEJET_REPO_DIR) + "/" + path;
+  if (!path.empty() && path[0] != '/' && file_exists(in_repo)) {
+    spdlog::info("{}: not here; using {}", path, in_repo);
+    return in_repo;
+  }
+  throw ConfigError(fmt::format("{}: no such file", path));
+}
+
 json load_model_json(const std::string& spec) {
-  if (!file_exists(spec)) {
-    if (spec.rfind("convnext_", 0) == 0) {
-      models::convnext_preset(spec);  // throws ConfigError listing known presets
-      return json{{"arch", "convnext"}, {"preset", spec}};
+  const bool is_path = spec.find('/') != std::string::npos || spec.size() > 5 && spec.substr(spec.size() - 5) == ".json";
+  if (is_path || file_exists(spec)) {
+    json j = read_json_file(resolve_config_path(spec));
+    if (j.contains("model")) {
+      return j.at("model");
     }
-    models::vit_preset(spec);  // throws ConfigError listing known presets
-    return json{{"preset", spec}};
+    return j;
   }
-  json j = read_json_file(spec);
-  if (j.contains("model")) {
-    return j.at("model");
+  if (spec.rfind("convnext_", 0) == 0) {
+    models::convnext_preset(spec);  // throws ConfigError listing the ConvNeXt presets
+    return json{{"arch", "convnext"}, {"preset", spec}};
   }
-  return j;
+  const auto vit = models::vit_preset_names();
+  check<ConfigError>(std::find(vit.begin(), vit.end(), spec) != vit.end(),
+                     "'{}' is neither a file nor a model preset (ViT: {}; ConvNeXt: convnext_atto, convnext_femto, "
+                     "convnext_pico, convnext_nano, convnext_tiny)",
+                     spec, fmt::join(vit, ", "));
+  return json{{"preset", spec}};
 }
 
 }  // namespace moejet::cli

@@ -1,9 +1,11 @@
 // moejet: dense vision checkpoints -> Mixture-of-Experts models, from the command line.
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -14,6 +16,40 @@
 #include "moejet/core/error.h"
 #include "moejet/core/heap.h"
 #include "moejet/core/system.h"
+
+namespace {
+
+// Levenshtein distance, for "did you mean" suggestions.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t prev = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cur = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      prev = cur;
+    }
+  }
+  return row[b.size()];
+}
+
+// The closest of `names` to `word`, if it is close enough to be what was meant.
+std::string closest(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, word.size() / 3) + 1;
+  for (const auto& n : names) {
+    const size_t d = edit_distance(word, n);
+    if (d < best_d || (n.rfind(word, 0) == 0 && best.empty())) {
+      best_d = d;
+      best = n;
+    }
+  }
+  return best;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   moejet::keep_freed_memory_in_process();
@@ -38,7 +74,56 @@ int main(int argc, char** argv) {
     commands.emplace_back(app.get_subcommands({}).back(), std::move(runner));
   }
 
-  CLI11_PARSE(app, argc, argv);
+  // Logs go to stderr, so that what a command prints on stdout (info --json, eval) stays clean.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("moejet"));
+  std::vector<std::string> names;
+  for (auto& [sub, runner] : commands) {
+    sub->fallthrough();  // --log-level and --threads also work after the subcommand
+    names.push_back(sub->get_name());
+  }
+  // The first word that is not an option must be a command; CLI11 alone would say "a subcommand
+  // is required", or show the main help for `moejet predict --help`.
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') {
+      if (word == "--log-level" || word == "--threads") ++i;  // their values
+      continue;
+    }
+    if (std::find(names.begin(), names.end(), word) == names.end()) {
+      const auto near = closest(word, names);
+      std::cerr << "moejet: unknown command '" << word << "'"
+                << (near.empty() ? "" : "; did you mean '" + near + "'?") << "\n"
+                << "commands: " << fmt::format("{}", fmt::join(names, ", ")) << "\n";
+      return 2;
+    }
+    break;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ExtrasError& e) {
+    // An unknown flag: suggest the subcommand's closest option.
+    std::vector<std::string> flags;
+    for (auto& [sub, runner] : commands) {
+      if (!sub->parsed()) continue;
+      for (const auto* opt : sub->get_options()) {
+        for (const auto& n : opt->get_lnames()) flags.push_back("--" + n);
+      }
+    }
+    std::string hint;
+    for (int i = 1; i < argc && hint.empty(); ++i) {
+      const std::string word = argv[i];
+      if (word.rfind("--", 0) == 0 && std::find(flags.begin(), flags.end(), word.substr(0, word.find('='))) == flags.end()) {
+        if (auto near = closest(word.substr(0, word.find('=')), flags); !near.empty()) {
+          hint = "did you mean " + near + "?";
+        }
+      }
+    }
+    const int code = app.exit(e);
+    if (!hint.empty()) std::cerr << hint << "\n";
+    return code;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
   const bool computes = !(app.got_subcommand("info") || app.got_subcommand("report"));
   const std::string coretype = computes ? moejet::openblas_coretype_needed() : "";
   const bool spin = computes && moejet::openblas_thread_timeout_unset();

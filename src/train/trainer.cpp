@@ -125,6 +125,17 @@ std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict
   if (drop_head) {
     opts.drop_on_mismatch = {"head."};
   }
+  // A dense checkpoint for an MoE model: its MoE blocks still hold a dense MLP (fc1), which only
+  // checkpoint recycling turns into experts. Say so before the key-by-key report.
+  for (const auto& [block, layer] : model.moe_layer_list) {
+    if (state.find(model.mlp_key(block) + ".fc1.weight") != nullptr) {
+      throw CheckpointError(fmt::format(
+          "{} is a dense checkpoint ({}.fc1.weight is a dense MLP) but the model has MoE blocks: build the MoE's "
+          "initial weights with `moejet recycle --dense {} --model CONFIG --out INIT.safetensors`, then pass "
+          "--init INIT.safetensors",
+          source, model.mlp_key(block), source));
+    }
+  }
   auto report = io::load_state_dict(model, state, opts, source);
   std::string summary = report.summary();
   for (const auto& n : notes) {
