@@ -232,6 +232,11 @@ TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
   r = run("train --config configs/vit_fmnist.json --epoch 1");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "did you mean --epochs?")) << r.output;
+  for (const auto& flag : {"--lr nan", "--batch-size -5", "--epochs 0"}) {
+    r = run(std::string("train -q --config configs/vit_fmnist.json --out ") + dir.file("x") + " " + flag);
+    EXPECT_EQ(r.code, 1) << flag << ": " << r.output;
+  }
+  EXPECT_FALSE(file_exists(dir.file("x/last.safetensors")));
   r = run("info --model myconf.json");
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "myconf.json: no such file")) << r.output;
@@ -247,6 +252,7 @@ TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
                             " --set data.eval_limit=32 --batch-size 32";
   r = run("train -q --config configs/vit_fmnist.json --out " + dir.file("dense") + " --max-steps 1" + small);
   ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "the warm-up (")) << "a run shorter than its warm-up needs a warning\n" << r.output;
   r = run("train -q --config configs/vit_fmnist_sphero.json --out " + dir.file("moe") + " --max-steps 1 --init " +
           dir.file("dense/last.safetensors") + small);
   EXPECT_EQ(r.code, 1) << r.output;

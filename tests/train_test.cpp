@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "moejet/core/fs.h"
@@ -238,6 +239,44 @@ TEST(TrainConfigJson, RoundTripsAndNamesUnknownKeys) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("train.epochs"), std::string::npos) << e.what();
   }
+}
+
+TEST(TrainConfigJson, NonsenseValuesAreErrorsNotSilentlyChanged) {
+  auto rejects = [](const std::function<void(json&)>& edit, const std::string& what) {
+    json j = to_json(TrainConfig{});
+    edit(j);
+    try {
+      train_config_from_json(j);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const ConfigError& e) {
+      SCOPED_TRACE(e.what());
+    }
+  };
+  rejects([](json& j) { j["train"]["epochs"] = 1.5; }, "fractional epochs (would truncate to 1)");
+  rejects([](json& j) { j["train"]["epochs"] = 4611686018427387904LL; }, "2^62 epochs (steps overflow to 0)");
+  rejects([](json& j) { j["train"]["batch_size"] = -5; }, "a negative batch");
+  rejects([](json& j) { j["optim"]["min_lr"] = -1e-5; }, "a negative min_lr");
+  rejects([](json& j) { j["optim"]["warmup_lr"] = -1e-5; }, "a negative warmup_lr");
+  rejects([](json& j) { j["data"]["eval_limit"] = -3; }, "a negative eval_limit");
+  rejects([](json& j) { j["train"]["threads"] = 100000; }, "100000 threads");
+  rejects([](json& j) { j["model"]["moe"] = {{"type", "soft"}, {"layers", {1, 1}}}; }, "a block listed twice");
+  rejects([](json& j) { j["model"]["moe"] = {{"type", "topk"}, {"layers", {1}}, {"capacity_factor", 0}}; },
+          "capacity 0");
+  json ok = to_json(TrainConfig{});
+  ok["train"]["epochs"] = 3.0;  // a whole number written as a float is fine
+  EXPECT_EQ(train_config_from_json(ok).train.epochs, 3);
+
+  // Duplicate keys (nlohmann keeps the last silently) and absurd nesting in a file.
+  moejet::testing::TempDir tmp;
+  { std::ofstream(tmp.file("dup.json")) << R"({"train": {"epochs": 2, "epochs": 5}})"; }
+  try {
+    read_json_file(tmp.file("dup.json"));
+    ADD_FAILURE() << "duplicate key accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'epochs' appears twice"), std::string::npos) << e.what();
+  }
+  { std::ofstream(tmp.file("deep.json")) << std::string(100000, '[') << std::string(100000, ']'); }
+  EXPECT_THROW(read_json_file(tmp.file("deep.json")), ConfigError);
 }
 
 TEST(MetricsLog, ResumeDropsLinesBeyondTheCheckpointStep) {

@@ -1,5 +1,6 @@
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -51,7 +52,7 @@ Runner add_train_command(CLI::App& app) {
   sub->add_option("--nproc", args->nproc,
                   "data-parallel over N local processes (c10d/Gloo); multi-machine jobs set RANK, "
                   "WORLD_SIZE, MASTER_ADDR, MASTER_PORT as for torchrun");
-  return [args]() {
+  return [args, sub]() {
     json j = args->config.empty() ? json::object() : read_json_file(resolve_config_path(args->config));
     std::vector<std::string> sets = args->sets;
     auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
@@ -59,12 +60,14 @@ Runner add_train_command(CLI::App& app) {
     if (!args->init.empty()) set("train.init", args->init);
     if (!args->data.empty()) set("data.dataset", args->data);
     if (!args->device.empty()) set("train.device", args->device);
-    if (args->epochs > 0) set("train.epochs", args->epochs);
-    if (args->batch_size > 0) set("train.batch_size", args->batch_size);
-    if (args->lr > 0) set("optim.lr", args->lr);
-    if (args->seed >= 0) set("train.seed", args->seed);
-    if (args->workers >= 0) set("data.num_workers", args->workers);
-    if (args->max_steps >= 0) set("train.max_steps", args->max_steps);
+    if (sub->count("--epochs") > 0) set("train.epochs", args->epochs);
+    if (sub->count("--batch-size") > 0) set("train.batch_size", args->batch_size);
+    check<ConfigError>(sub->count("--lr") == 0 || std::isfinite(args->lr), "--lr: must be a finite number, got {}",
+                       args->lr);
+    if (sub->count("--lr") > 0) set("optim.lr", args->lr);
+    if (sub->count("--seed") > 0) set("train.seed", args->seed);
+    if (sub->count("--workers") > 0) set("data.num_workers", args->workers);
+    if (sub->count("--max-steps") > 0) set("train.max_steps", args->max_steps);
     apply_overrides(j, sets);
     auto config = train::train_config_from_json(j);
     if (config.train.out_dir.empty()) {

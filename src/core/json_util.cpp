@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "moejet/core/fs.h"
 
@@ -28,24 +30,50 @@ void check_known_keys(
   }
 }
 
+namespace {
+
+// Configs nest a few levels: anything deeper than this is not a config, and would only cost stack.
+constexpr int kMaxJsonDepth = 256;
+
+// nlohmann's parser, refusing duplicate keys (nlohmann keeps the last silently) and nesting deeper
+// than kMaxJsonDepth.
+json parse_strict(std::istream* in, const std::string* text, const std::string& source) {
+  std::vector<std::set<std::string>> keys;
+  auto cb = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxJsonDepth) {
+      throw ConfigError(fmt::format("{}: JSON nested deeper than {} levels", source, kMaxJsonDepth));
+    }
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end && !keys.empty()) {
+      keys.pop_back();
+    } else if (event == json::parse_event_t::key && !keys.empty()) {
+      const auto k = parsed.get<std::string>();
+      if (!keys.back().insert(k).second) {
+        throw ConfigError(fmt::format("{}: key '{}' appears twice in one object", source, k));
+      }
+    }
+    return true;
+  };
+  try {
+    return in != nullptr ? json::parse(*in, cb) : json::parse(*text, cb);
+  } catch (const json::exception& e) {
+    throw ConfigError(fmt::format("{}: invalid JSON: {}", source, e.what()));
+  }
+}
+
+}  // namespace
+
 json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     throw ConfigError(fmt::format("{}: cannot open JSON file", path));
   }
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: invalid JSON: {}", path, e.what()));
-  }
+  return parse_strict(&in, nullptr, path);
 }
 
 json parse_json(const std::string& text, const std::string& source) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: invalid JSON: {}", source, e.what()));
-  }
+  return parse_strict(nullptr, &text, source);
 }
 
 void write_json_file(const std::string& path, const json& j) {

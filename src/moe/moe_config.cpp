@@ -39,8 +39,12 @@ void MoeConfig::validate(int64_t depth) const {
   }
   check<ConfigError>(layers.empty() || last == 0, "model.moe: give either 'layers' or 'last', not both");
   check<ConfigError>(!layers.empty() || last > 0, "model.moe: 'layers' or 'last' must name at least one block");
-  for (int64_t i : layers) {
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const int64_t i = layers[k];
     check<ConfigError>(i >= 0 && i < depth, "model.moe.layers: block {} out of range for depth {}", i, depth);
+    check<ConfigError>(std::find(layers.begin(), layers.begin() + static_cast<std::ptrdiff_t>(k), i) ==
+                           layers.begin() + static_cast<std::ptrdiff_t>(k),
+                       "model.moe.layers: block {} is listed twice", i);
   }
   check<ConfigError>(last <= depth, "model.moe.last: {} exceeds depth {}", last, depth);
   check<ConfigError>(slots_per_expert > 0, "model.moe.slots_per_expert: must be > 0");
@@ -72,6 +76,8 @@ void MoeConfig::validate(int64_t depth) const {
   check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path_mode == "expert",
                      "model.moe.expert_drop_path_mode: expected image or expert, got \"{}\"", expert_drop_path_mode);
   if (type == "topk" || type == "image") {
+    check<ConfigError>(std::isfinite(capacity_factor) && capacity_factor > 0,
+                       "model.moe.capacity_factor: must be > 0, got {}", capacity_factor);
     check<ConfigError>(top_k >= 1 && top_k <= num_experts,
                        "model.moe.top_k: must be in [1, num_experts={}], got {}", num_experts, top_k);
   }

@@ -1,5 +1,7 @@
 #include "moejet/train/train_config.h"
 
+#include <cmath>
+
 namespace moejet::train {
 
 namespace {
@@ -123,7 +125,20 @@ void TrainConfig::validate() const {
   model.validate();
   const auto& t = train;
   const auto& o = optim;
-  check<ConfigError>(t.epochs > 0, "config 'train.epochs': must be > 0, got {}", t.epochs);
+  // Bounds that keep step counts far from overflow, and every rate a finite number.
+  check<ConfigError>(t.epochs > 0 && t.epochs <= 1'000'000, "config 'train.epochs': must be in [1, 1e6], got {}",
+                     t.epochs);
+  check<ConfigError>(t.max_steps >= 0, "config 'train.max_steps': must be >= 0, got {}", t.max_steps);
+  check<ConfigError>(t.threads >= 0 && t.threads <= 1024, "config 'train.threads': must be in [0, 1024], got {}",
+                     t.threads);
+  check<ConfigError>(data.train_limit >= 0 && data.eval_limit >= 0,
+                     "config 'data.train_limit'/'data.eval_limit': must be >= 0, got {} / {}", data.train_limit,
+                     data.eval_limit);
+  check<ConfigError>(std::isfinite(o.lr) && std::isfinite(o.min_lr) && std::isfinite(o.warmup_lr) &&
+                         std::isfinite(o.weight_decay) && std::isfinite(o.clip_grad),
+                     "config 'optim': lr, min_lr, warmup_lr, weight_decay and clip_grad must be finite");
+  check<ConfigError>(o.min_lr >= 0 && o.warmup_lr >= 0, "config 'optim.min_lr'/'optim.warmup_lr': must be >= 0, "
+                     "got {} / {}", o.min_lr, o.warmup_lr);
   check<ConfigError>(t.batch_size > 0, "config 'train.batch_size': must be > 0, got {}", t.batch_size);
   check<ConfigError>(t.accum_steps > 0, "config 'train.accum_steps': must be > 0, got {}", t.accum_steps);
   check<ConfigError>(t.label_smoothing >= 0 && t.label_smoothing < 1,

@@ -299,8 +299,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   if (tc.max_steps > 0) {
     total_steps = std::min(total_steps, tc.max_steps);
   }
-  LrSchedule schedule(cfg.optim, total_steps,
-                      static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch)), steps_per_epoch);
+  const auto warmup_steps = static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch));
+  LrSchedule schedule(cfg.optim, total_steps, warmup_steps, steps_per_epoch);
+  if (warmup_steps >= total_steps && main_rank) {
+    spdlog::warn("the warm-up ({} steps) is as long as the run ({} steps): the learning rate ends at {:.3g}, {:.2g} of "
+                 "its peak {:.3g}; shorten optim.warmup_epochs",
+                 warmup_steps, total_steps, schedule.at(total_steps - 1), schedule.at(total_steps - 1) / cfg.optim.lr,
+                 cfg.optim.lr);
+  }
 
   // Rank 0 owns the folder (lock, checks, clean-up); the other ranks only read from it.
   const RunDirMode mode = options.resume ? RunDirMode::Resume

@@ -2,8 +2,11 @@
 // Strict JSON <-> config-struct helpers. Configs reject unknown keys (a typo such as "lerning_rate"
 // must not silently fall back to a default) and report the dotted path of the offending key.
 
+#include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <string>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +25,17 @@ void read_key(const json& j, const char* key, T& out, const std::string& path) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     return;
+  }
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann would truncate 1.5 to 1, and wrap 2^64 around: a whole number in range, or an error.
+    if (it->is_number_float()) {
+      const double v = it->template get<double>();
+      if (v != std::floor(v) || !(v >= static_cast<double>(std::numeric_limits<T>::min()) &&
+                                  v <= static_cast<double>(std::numeric_limits<T>::max()))) {
+        throw ConfigError(fmt::format("config '{}{}': expected a whole number, got {}", path.empty() ? "" : path + ".",
+                                      key, it->dump()));
+      }
+    }
   }
   try {
     out = it->get<T>();
