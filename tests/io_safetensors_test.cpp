@@ -194,6 +194,20 @@ TEST(Safetensors, GarbageJson) {
   EXPECT_NE(msg.find("must be a JSON object"), std::string::npos) << msg;
 }
 
+TEST(Safetensors, DeeplyNestedHeaderIsAnErrorNotACrash) {
+  // 200k-deep nesting in __metadata__ (a 400 kB header) crashed the reader's recursion before.
+  moejet::testing::TempDir dir;
+  const std::string path = dir.file("deep.safetensors");
+  const int n = 200000;
+  write_raw(path, R"({"__metadata__": )" + std::string(n, '[') + std::string(n, ']') + "}", "");
+  try {
+    read_safetensors(path);
+    ADD_FAILURE() << "a 200000-deep header was accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("nested deeper"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Safetensors, DataOffsetsOutOfRange) {
   TempDir dir;
   const std::string path = dir.file("offsets.safetensors");

@@ -216,6 +216,11 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
   std::string duplicate;
   auto on_event = [&](int depth, nlohmann::ordered_json::parse_event_t event,
                       nlohmann::ordered_json& parsed) {
+    // A header is {name: {dtype, shape, data_offsets}} plus string metadata: three levels. Deep
+    // nesting in a hostile file would only cost stack (and crash on destruction).
+    if (depth > 16) {
+      throw CheckpointError(fmt::format("{}: safetensors header nested deeper than 16 levels", path));
+    }
     if (event == nlohmann::ordered_json::parse_event_t::key && depth == 1 && parsed.is_string()) {
       if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty()) {
         duplicate = parsed.get<std::string>();

@@ -95,9 +95,9 @@ json model_config_from_metadata(const io::Metadata& metadata) {
     return json();
   }
   try {
-    return json::parse(it->second);
-  } catch (const json::exception& e) {
-    throw CheckpointError(fmt::format("checkpoint metadata '{}': invalid JSON: {}", kModelConfigKey, e.what()));
+    return parse_json(it->second, fmt::format("checkpoint metadata '{}'", kModelConfigKey));
+  } catch (const ConfigError& e) {
+    throw CheckpointError(e.what());
   }
 }
 

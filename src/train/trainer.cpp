@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
-#include <cmath>
 #include <filesystem>
 #include <map>
 #include <numeric>
