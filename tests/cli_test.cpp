@@ -166,7 +166,8 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
     EXPECT_TRUE(file_exists(out + "/last.state-4.pt")) << point;
     r = run(train + " --epochs 3 --out " + out + " --resume");
     ASSERT_EQ(r.code, 0) << point << "\n" << r.output;
-    EXPECT_TRUE(contains(r.output, point == "state-written" ? "at epoch 1, batch 0, step 2" : "step 4")) << r.output;
+    EXPECT_TRUE(contains(r.output, point == "state-written" ? "after step 2: epoch 2/3, batch 0" : "after step 4"))
+        << r.output;
     EXPECT_EQ(read_file_bytes(out + "/last.safetensors"), read_file_bytes(dir.file("ref/last.safetensors"))) << point;
     EXPECT_FALSE(file_exists(out + "/last.state-4.pt")) << "older state files are pruned";
     EXPECT_TRUE(file_exists(out + "/last.state-6.pt"));
@@ -253,6 +254,11 @@ TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
   r = run("train -q --config configs/vit_fmnist.json --out " + dir.file("dense") + " --max-steps 1" + small);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "the warm-up (")) << "a run shorter than its warm-up needs a warning\n" << r.output;
+  // The bar counts what --max-steps lets the epoch run (1 of its 2 batches), epochs 1-based as the log.
+  r = run("train --config configs/vit_fmnist.json --out " + dir.file("bar") + " --max-steps 1" + small);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "epoch 1/10 1/1 ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "epoch 1/10 eval")) << r.output;
   r = run("train -q --config configs/vit_fmnist_sphero.json --out " + dir.file("moe") + " --max-steps 1 --init " +
           dir.file("dense/last.safetensors") + small);
   EXPECT_EQ(r.code, 1) << r.output;

@@ -336,7 +336,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     check<CheckpointError>(std::to_string(state.step) == last_meta.at("moejet.step"),
                            "{}: weights are from step {} but {} is from step {}; refusing to mix them", run.last(),
                            last_meta.at("moejet.step"), *resume_state, state.step);
-    spdlog::info("resumed from {} at epoch {}, batch {}, step {}", run.last(), state.epoch, state.batch, state.step);
+    spdlog::info("resumed from {} after step {}: epoch {}/{}, batch {}", run.last(), state.step, state.epoch + 1,
+                 tc.epochs, state.batch);
   } else if (options.resume) {
     spdlog::info("--resume: nothing to resume in {}; starting a new run", run.dir());
   }
@@ -376,7 +377,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       record["router_top1"] = r.router_top1;
     }
     log_write(record);
-    spdlog::info("epoch {} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch, r.top1, r.top5, r.loss,
+    // Epochs are 1-based wherever a person reads them (bar, log); metrics.jsonl keeps 0-based ids.
+    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc.epochs, r.top1, r.top5, r.loss,
                  r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
     result.final_top1 = r.top1;
     return r;
@@ -387,7 +389,10 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   model->train();
   for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
     train_loader.start_epoch(epoch, state.batch);
-    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), batches - state.batch, "batch");
+    // The bar counts the batches this epoch will run: all of them, or up to --max-steps.
+    const int64_t epoch_batches =
+        std::min(batches - state.batch, (total_steps - state.step) * tc.accum_steps);
+    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), epoch_batches, "batch");
     double window_loss = 0, window_aux = 0;
     int64_t window_n = 0;
     double window_images = 0;
