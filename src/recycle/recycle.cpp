@@ -332,16 +332,14 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
       }
       auto units = select_units(options.method, in);
       if (reslice && in.units > group->hidden) {
-        const int64_t n = in.units, h = group->hidden;
+        const auto positions = rounded_linspace(in.units, group->hidden);
         for (auto& u : units) {
-          std::vector<int64_t> kept(static_cast<size_t>(h));
-          for (int64_t j = 0; j < h; ++j) {
-            const double x = h == 1 ? 0.0 : static_cast<double>(j) * static_cast<double>(n - 1) / static_cast<double>(h - 1);
-            kept[static_cast<size_t>(j)] = u[static_cast<size_t>(std::nearbyint(x))];
-          }
+          std::vector<int64_t> kept;
+          kept.reserve(positions.size());
+          for (auto p : positions) kept.push_back(u[static_cast<size_t>(p)]);
           u = std::move(kept);
         }
-        jg["resliced_from"] = n;
+        jg["resliced_from"] = in.units;
       }
       const double scale = options.rescale ? static_cast<double>(H) / static_cast<double>(group->hidden) : 1.0;
       json shares = json::array();

@@ -137,6 +137,15 @@ std::vector<std::vector<int64_t>> jetpack_graph_units(const SelectionInput& in) 
 
 }  // namespace
 
+std::vector<int64_t> rounded_linspace(int64_t n, int64_t h) {
+  std::vector<int64_t> u(static_cast<size_t>(h));
+  for (int64_t j = 0; j < h; ++j) {
+    const double x = h == 1 ? 0.0 : static_cast<double>(j) * static_cast<double>(n - 1) / static_cast<double>(h - 1);
+    u[static_cast<size_t>(j)] = static_cast<int64_t>(std::nearbyint(x));  // FE_TONEAREST: half to even
+  }
+  return u;
+}
+
 std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInput& in) {
   const int64_t H = in.hidden, E = in.experts, h = in.units;
   check<ConfigError>(H > 0 && E > 0 && h > 0, "unit selection: invalid sizes H={} experts={} units={}", H, E, h);
@@ -168,14 +177,7 @@ std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInp
       check<ConfigError>(in.uniform == "linspace" || in.uniform == "shifted",
                          "uniform unit selection: unknown grid '{}' (expected linspace or shifted)", in.uniform);
       if (in.uniform == "linspace") {
-        // The authors' generator: round(linspace(0, H-1, h)) for every expert (round half to even,
-        // as torch.round).
-        std::vector<int64_t> u(h);
-        for (int64_t j = 0; j < h; ++j) {
-          const double x = h == 1 ? 0.0 : static_cast<double>(j) * static_cast<double>(H - 1) / static_cast<double>(h - 1);
-          u[j] = static_cast<int64_t>(std::nearbyint(x));
-        }
-        out.assign(E, u);
+        out.assign(E, rounded_linspace(H, h));  // the authors' generator: the same grid for every expert
         break;
       }
       const double stride = static_cast<double>(H) / static_cast<double>(h);

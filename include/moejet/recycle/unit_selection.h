@@ -47,4 +47,8 @@ struct SelectionInput {
 
 std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInput& in);
 
+/// round(linspace(0, n - 1, h)) with torch.round's half-to-even: the authors' evenly spaced
+/// positions (their uniform grid, and the universal experts' re-slice).
+std::vector<int64_t> rounded_linspace(int64_t n, int64_t h);
+
 }  // namespace moejet::recycle
