@@ -123,9 +123,7 @@ Runner add_recycle_command(CLI::App& app) {
   return [a]() {
     auto device = parse_device(a->device);
     // The MoE model, and the data/augment sections when --model is a training config.
-    const bool model_is_file = file_exists(a->model) || a->model.find('/') != std::string::npos ||
-                               (a->model.size() > 5 && a->model.substr(a->model.size() - 5) == ".json");
-    json spec = model_is_file ? read_json_file(resolve_config_path(a->model)) : json::object();
+    json spec = names_a_file(a->model) ? read_json_file(resolve_config_path(a->model)) : json::object();
     json model_json = load_model_json(a->model);
     apply_overrides(model_json, a->sets);
     json tc_json = spec.contains("model") ? spec : json::object();

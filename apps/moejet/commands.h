@@ -36,6 +36,9 @@ void apply_overrides(json& config, const std::vector<std::string>& overrides);
 /// Loads a model config: a preset name, a JSON file with a model object, or a full training
 /// config (its "model" section).
 json load_model_json(const std::string& spec);
+/// Whether a --model / --config value names a file (exists, has a '/', or ends in .json) rather
+/// than a preset.
+bool names_a_file(const std::string& spec);
 /// `path` if it exists, else the repository's file of that relative path (examples name
 /// configs/...); ConfigError "no such file" otherwise.
 std::string resolve_config_path(const std::string& path);

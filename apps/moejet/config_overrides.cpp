@@ -56,9 +56,13 @@ std::string resolve_config_path(const std::string& path) {
   throw ConfigError(fmt::format("{}: no such file", path));
 }
 
+bool names_a_file(const std::string& spec) {
+  return file_exists(spec) || spec.find('/') != std::string::npos ||
+         (spec.size() > 5 && spec.compare(spec.size() - 5, 5, ".json") == 0);
+}
+
 json load_model_json(const std::string& spec) {
-  const bool is_path = spec.find('/') != std::string::npos || spec.size() > 5 && spec.substr(spec.size() - 5) == ".json";
-  if (is_path || file_exists(spec)) {
+  if (names_a_file(spec)) {
     json j = read_json_file(resolve_config_path(spec));
     if (j.contains("model")) {
       return j.at("model");
