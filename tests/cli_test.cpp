@@ -173,6 +173,30 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
     EXPECT_TRUE(file_exists(out + "/last.state-6.pt"));
   }
 
+  // Ctrl-C inside an epoch (after step 3 of 6) ends the run at once with a resumable checkpoint
+  // of that step; a SIGKILL there loses only the steps since the last checkpoint. Either way
+  // --resume ends bit-identical.
+  for (std::string point : {"interrupt", "step"}) {
+    const std::string out = dir.file(point);
+    r = run_shell("MOEJET_FAULT=" + point + ":3 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " + out);
+    if (point == "interrupt") {
+      EXPECT_EQ(r.code, 130) << r.output;
+      EXPECT_TRUE(contains(r.output, "interrupted (Ctrl-C) after step 3")) << r.output;
+      EXPECT_TRUE(file_exists(out + "/last.state-3.pt"));
+      io::Metadata meta;
+      io::read_safetensors(out + "/last.safetensors", &meta);
+      EXPECT_EQ(meta.at("moejet.step"), "3");
+    } else {
+      EXPECT_NE(r.code, 0) << r.output;
+      EXPECT_FALSE(file_exists(out + "/last.state-3.pt"));
+    }
+    r = run(train + " --epochs 3 --out " + out + " --resume");
+    ASSERT_EQ(r.code, 0) << point << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, point == "interrupt" ? "after step 3: epoch 2/3, batch 1" : "after step 2"))
+        << r.output;
+    EXPECT_EQ(read_file_bytes(out + "/last.safetensors"), read_file_bytes(dir.file("ref/last.safetensors"))) << point;
+  }
+
   // --overwrite replaces the run on purpose; with no --out each run gets its own folder.
   r = run(train + " --out " + dir.file("ref") + " --epochs 1 --overwrite");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -727,4 +751,57 @@ TEST(Cli, AMissingPeerEndsTheRunWithAClearErrorInsteadOfHanging) {
                      "/configs/vit_fmnist.json --epochs 1 --set data.train_limit=128 --out " + dir.file("x"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "distributed: rank 0/2")) << r.output;
+}
+
+TEST(Cli, TheLauncherForwardsSignalsAndNeverLeavesAWorkerBehind) {
+  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
+  moejet::testing::TempDir dir;
+  // A run far longer than the test: it only ends by the signals sent below.
+  const std::string train = std::string(MOEJET_BINARY) + " train -q --config " + MOEJET_SOURCE_DIR +
+                            "/configs/vit_fmnist.json --epochs 50 --nproc 2 --batch-size 16 --workers 1"
+                            " --set data.train_limit=2048 --set data.eval_limit=64 --set model.depth=1"
+                            " --set model.embed_dim=16 --set model.num_heads=2";
+  // Starts the launcher, waits for both workers to train, runs `act`, then reports whether every
+  // process was gone within 60 s (a zombie counts as gone: only its parent can reap it).
+  const std::string helpers = R"(
+    gone() { s=$(ps -o stat= -p "$1" 2>/dev/null); [ -z "$s" ] || [ "${s#Z}" != "$s" ]; }
+    start() {
+      MOEJET_KILL_GRACE=2 )" + train + R"( --out "$1" > "$1.log" 2>&1 & L=$!
+      for i in $(seq 600); do
+        W=$(pgrep -P $L | tr '\n' ' ')
+        [ $(echo $W | wc -w) -eq 2 ] && grep -q '"event":"train"' "$1/metrics.jsonl" 2>/dev/null && break
+        sleep 0.1
+      done
+    }
+    finish() {
+      for i in $(seq 600); do
+        all=1; for p in $L $W; do gone $p || all=0; done
+        [ $all -eq 1 ] && break; sleep 0.1
+      done
+      for p in $L $W; do gone $p || { echo "STILL RUNNING $p"; kill -9 $p; }; done
+      wait $L 2>/dev/null; echo "launcher exit $?"
+    }
+  )";
+  // 1. One worker stopped (SIGSTOP), the other killed: the launcher SIGKILLs the stopped one after
+  //    the grace period instead of waiting for ever.
+  auto r = run_shell(helpers + "start " + dir.file("stopped") +
+                     "; set -- $W; kill -STOP $2; kill -9 $1; finish; cat " + dir.file("stopped.log"));
+  EXPECT_FALSE(contains(r.output, "STILL RUNNING")) << r.output;
+  EXPECT_TRUE(contains(r.output, "still running 2 s after being asked to stop; killing them")) << r.output;
+  EXPECT_TRUE(contains(r.output, "launcher exit 137")) << r.output;
+  // 2. The launcher killed outright: the workers stop too (and checkpoint on their way out).
+  r = run_shell(helpers + "start " + dir.file("orphans") + "; kill -9 $L; finish");
+  EXPECT_FALSE(contains(r.output, "STILL RUNNING")) << r.output;
+  // 3. Ctrl-C to the launcher reaches the workers once: they agree on a step, write a resumable
+  //    checkpoint and end with 130, and so does the launcher.
+  r = run_shell(helpers + "start " + dir.file("ctrl-c") + "; kill -INT $L; finish; cat " + dir.file("ctrl-c.log"));
+  EXPECT_FALSE(contains(r.output, "STILL RUNNING")) << r.output;
+  EXPECT_TRUE(contains(r.output, "launcher exit 130")) << r.output;
+  EXPECT_TRUE(contains(r.output, "forwarding Interrupt to the workers")) << r.output;
+  EXPECT_TRUE(contains(r.output, "interrupted (Ctrl-C) after step")) << r.output;
+  bool state = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("ctrl-c"))) {
+    state = state || e.path().filename().string().rfind("last.state-", 0) == 0;
+  }
+  EXPECT_TRUE(state) << "no resumable checkpoint";
 }

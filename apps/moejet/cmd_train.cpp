@@ -93,6 +93,9 @@ Runner add_train_command(CLI::App& app) {
       spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
     }
     auto result = train::run_training(config, options);
+    if (result.interrupted_by) {
+      return 128 + result.interrupted_by;  // the shell's convention for a signal's end
+    }
     spdlog::info("done: {} steps, final top1 {:.2f}%, best top1 {:.2f}%, {:.1f} train img/s; run in {}",
                  result.steps, result.final_top1, result.best_top1, result.train_images_per_second,
                  result.out_dir);

@@ -1,10 +1,16 @@
 // `moejet train --nproc N`: N local worker processes with torchrun's environment, the way
 // `torchrun --standalone --nproc-per-node N` starts them. If one worker fails, the others are
-// stopped, so that a crash never leaves a job hanging in a collective.
+// stopped, so that a crash never leaves a job hanging in a collective: SIGTERM first (a worker
+// then writes a resumable checkpoint), SIGKILL after a grace period (MOEJET_KILL_GRACE seconds,
+// default 30) for one that is hung or stopped. Signals to the launcher (Ctrl-C, a batch system's
+// SIGTERM) are forwarded to the workers, which sit in their own process group so that a
+// terminal's Ctrl-C reaches them once, through the launcher; if the launcher itself dies, the
+// kernel sends each worker SIGTERM (PR_SET_PDEATHSIG), so no worker trains on as an orphan.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -46,6 +53,24 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+volatile sig_atomic_t g_signals_received = 0;
+volatile sig_atomic_t g_last_signal = 0;
+
+extern "C" void on_launcher_signal(int sig) {
+  g_last_signal = sig;
+  g_signals_received = g_signals_received + 1;
+}
+
+double kill_grace_seconds() {
+  const char* env = std::getenv("MOEJET_KILL_GRACE");
+  if (env == nullptr) return 30.0;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  check<ConfigError>(end != env && *end == '\0' && v >= 0, "MOEJET_KILL_GRACE: expected seconds >= 0, got '{}'",
+                     env);
+  return v;
+}
+
 }  // namespace
 
 void set_command_line(int argc, char** argv) {
@@ -67,11 +92,20 @@ int launch_local_workers(int nproc) {
   }
   const int port = free_port();
   spdlog::info("starting {} local workers (rendezvous 127.0.0.1:{})", nproc, port);
+  const double grace = kill_grace_seconds();
+  struct sigaction sa {};
+  sa.sa_handler = on_launcher_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  const pid_t launcher = getpid();
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = fork();
     check<Error>(pid >= 0, "--nproc: fork failed: {}", std::strerror(errno));
     if (pid == 0) {
+      setpgid(0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != launcher) _exit(1);  // the launcher died before prctl took effect
       setenv("RANK", std::to_string(r).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
@@ -90,22 +124,58 @@ int launch_local_workers(int nproc) {
     }
     pids.push_back(pid);
   }
+  using Clock = std::chrono::steady_clock;
+  const auto grace_period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace));
+  std::vector<bool> running(pids.size(), true);
+  auto signal_workers = [&](int sig) {
+    for (size_t k = 0; k < pids.size(); ++k) {
+      if (running[k]) kill(pids[k], sig);
+    }
+  };
   int result = 0;
+  int signals_forwarded = 0;
+  bool stopping = false;  // the workers were asked to stop; at kill_at they are made to
+  Clock::time_point kill_at;
   size_t alive = pids.size();
   while (alive > 0) {
     int status = 0;
-    pid_t done = waitpid(-1, &status, 0);
-    if (done < 0) break;
-    --alive;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code != 0 && result == 0) {
-      result = code;
-      spdlog::error("worker pid {} exited with {}; stopping the other workers", done, code);
-      for (pid_t p : pids) {
-        if (p != done) kill(p, SIGTERM);
+    const pid_t done = waitpid(-1, &status, WNOHANG);
+    if (done > 0) {
+      const auto k = static_cast<size_t>(std::find(pids.begin(), pids.end(), done) - pids.begin());
+      if (k < running.size()) running[k] = false;
+      --alive;
+      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (code != 0 && result == 0) {
+        result = code;
+        if (!stopping) {
+          spdlog::error("worker pid {} exited with {}; stopping the other workers", done, code);
+          signal_workers(SIGTERM);
+          stopping = true;
+          kill_at = Clock::now() + grace_period;
+        }
+      }
+      continue;
+    }
+    if (done < 0 && errno != EINTR) break;
+    if (signals_forwarded < g_signals_received) {
+      ++signals_forwarded;
+      const int sig = g_last_signal;
+      spdlog::warn("--nproc: forwarding {} to the workers", strsignal(sig));
+      signal_workers(sig);
+      if (!stopping) {
+        stopping = true;
+        kill_at = Clock::now() + grace_period;
       }
     }
+    if (stopping && Clock::now() >= kill_at) {
+      spdlog::error("--nproc: {} worker(s) still running {:g} s after being asked to stop; killing them",
+                    alive, grace);
+      signal_workers(SIGKILL);
+      kill_at = Clock::time_point::max();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
   return result;
 }
 

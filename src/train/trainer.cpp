@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/core/interrupt.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/progress.h"
 #include "moejet/core/system.h"
@@ -151,12 +152,13 @@ torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch
 namespace {
 
 // Fault injection for the kill tests: MOEJET_FAULT=<point>:<step> ends the process with SIGKILL at
-// that point of the checkpoint write of that optimizer step, as a power cut or the OOM killer
-// would.
+// that point of that optimizer step, as a power cut or the OOM killer would ("step": right after
+// the update, inside an epoch; "state-written"/"weights-written": inside the checkpoint write).
+// "interrupt" sends the process a SIGINT there instead, as Ctrl-C would.
 void fault_point(const char* point, int64_t step) {
   static const char* spec = std::getenv("MOEJET_FAULT");
   if (spec != nullptr && std::string(spec) == fmt::format("{}:{}", point, step)) {
-    std::raise(SIGKILL);
+    std::raise(std::string(point) == "interrupt" ? SIGINT : SIGKILL);
   }
 }
 
@@ -385,6 +387,17 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   };
 
   Progress::set_quiet(!options.show_progress || !main_rank);
+  // Ctrl-C or SIGTERM: finish the step, write a resumable checkpoint, return. Every rank must
+  // stop at the same step, so under data parallelism they agree by all-reduce.
+  InterruptGuard interrupt_guard;
+  auto interrupt_agreed = [&]() {
+    int sig = InterruptGuard::requested();
+    if (dist) {
+      auto any = dist->sum(torch::tensor({static_cast<double>(sig)}, torch::kDouble));
+      sig = any.item<double>() > 0 ? (sig ? sig : SIGTERM) : 0;
+    }
+    return sig;
+  };
   bool stop = state.step >= total_steps;
   model->train();
   for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
@@ -450,6 +463,12 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
         opt.optimizer->step();
         clear_grads(*opt.optimizer);
         state.step += 1;
+        fault_point("step", state.step);
+        fault_point("interrupt", state.step);
+        if (const int sig = interrupt_agreed()) {
+          result.interrupted_by = sig;
+          stop = true;
+        }
         if (state.step % tc.log_every == 0) {
           auto now = std::chrono::steady_clock::now();
           double secs = std::chrono::duration<double>(now - window_t0).count();
@@ -473,7 +492,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
           window_images = 0;
           window_t0 = now;
         }
-        stop = state.step >= total_steps;
+        stop = stop || state.step >= total_steps;
       }
       progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", loss_value, schedule.at(state.step)));
     }
@@ -491,7 +510,9 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift,
                    state.step);
     }
-    if (main_rank && ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
+    // An interrupted run skips the evaluation: the user is waiting for the prompt.
+    if (main_rank && !result.interrupted_by &&
+        ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
       auto r = do_eval(epoch);
       if (r.top1 > state.best_top1) {
         state.best_top1 = r.top1;
@@ -511,6 +532,17 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     if (dist) {
       dist->barrier();  // the others wait while rank 0 evaluates and writes
     }
+    if (!result.interrupted_by) {
+      result.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
+    }
+    if (result.interrupted_by) {
+      log_write({{"event", "interrupted"}, {"epoch", epoch}, {"step", state.step},
+                 {"signal", result.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM"}});
+      spdlog::warn("interrupted ({}) after step {}: wrote a resumable checkpoint to {}; continue with "
+                   "--resume",
+                   result.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state.step, run.dir());
+      break;
+    }
     if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
       spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result.epochs_run);
       break;
@@ -521,7 +553,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   // Every rank loads its share of each global batch: the job's rate is world_size times ours.
   const double world = dist ? static_cast<double>(dist->world_size()) : 1.0;
   result.train_images_per_second = train_seconds > 0 ? world * images_seen / train_seconds : 0.0;
-  log_write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
+  if (!result.interrupted_by) log_write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
              {"final_top1", result.final_top1}, {"train_img_per_s", result.train_images_per_second}});
   return result;
 }

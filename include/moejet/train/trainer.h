@@ -35,6 +35,9 @@ struct TrainResult {
   int64_t epochs_run = 0;
   double train_images_per_second = 0.0;
   std::string out_dir;
+  /// SIGINT or SIGTERM when a signal stopped the run early (after writing a resumable
+  /// checkpoint), else 0.
+  int interrupted_by = 0;
 };
 
 TrainResult run_training(const TrainConfig& config, const TrainOptions& options = {});
