@@ -1,3 +1,5 @@
+#include <caffe2/serialize/inline_container.h>
+
 #include <fstream>
 #include <string>
 #include <vector>
@@ -171,6 +173,60 @@ TEST(TorchCheckpoint, TruncatedZipIsAClearError) {
 TEST(TorchCheckpoint, MissingFileNamesPath) {
   std::string msg = error_of([] { read_checkpoint("/nonexistent/x.pth"); });
   EXPECT_NE(msg.find("/nonexistent/x.pth"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace moejet::io
+
+namespace moejet::io {
+namespace {
+
+// A torch.save-style zip whose data.pkl is `pickle`, written with libtorch's zip writer.
+void write_pth(const std::string& path, const std::string& pickle) {
+  caffe2::serialize::PyTorchStreamWriter writer(path);
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  writer.writeEndOfFile();
+}
+
+TEST(TorchCheckpoint, DeeplyNestedPickleIsAnErrorNotACrash) {
+  TempDir dir;
+  // [[[...]]] 200k deep: EMPTY_LIST 200k times, then APPEND each into the one below.
+  const size_t depth = 200000;
+  std::string pickle = "\x80\x02";
+  pickle += std::string(depth, ']') + std::string(depth - 1, 'a') + ".";
+  write_pth(dir.file("deep.pth"), pickle);
+  std::string msg = error_of([&] { read_torch_checkpoint(dir.file("deep.pth")); });
+  EXPECT_NE(msg.find("expected a dict of tensors (a state dict), found a list"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace moejet::io
+
+namespace moejet::io {
+namespace {
+
+TEST(TorchCheckpoint, ARecordDeclaringMoreBytesThanTheArchiveHoldsIsRefusedBeforeAllocating) {
+  TempDir dir;
+  auto bytes = read_file_bytes(test_data_dir() + "/tiny_state_dict.pth");
+  // The central directory entry of .../data.pkl: its uncompressed size (offset 24) claims 3.75 GB.
+  const std::string entry = std::string("PK\x01\x02", 4);
+  std::string text(bytes.begin(), bytes.end());
+  size_t at = 0;
+  bool patched = false;
+  while ((at = text.find(entry, at)) != std::string::npos) {
+    const size_t name_len = static_cast<unsigned char>(text[at + 28]) | (static_cast<unsigned char>(text[at + 29]) << 8);
+    if (text.compare(at + 46, name_len, "tiny_state_dict/data.pkl") == 0 ||
+        text.substr(at + 46, name_len).find("/data.pkl") != std::string::npos) {
+      for (int k = 0; k < 4; ++k) text[at + 24 + k] = k == 3 ? '\xf0' : '\0';
+      patched = true;
+    }
+    at += 4;
+  }
+  ASSERT_TRUE(patched);
+  write_text(dir.file("bomb.pth"), text);
+  std::string msg = error_of([&] { read_torch_checkpoint(dir.file("bomb.pth")); });
+  EXPECT_NE(msg.find("data.pkl' declares 4026531840 bytes, more than this"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(dir.file("bomb.pth")), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/io/checkpoint_file.h"
+#include "zip_directory.h"
 
 namespace moejet::io {
 
@@ -49,6 +50,31 @@ struct PyValue {
   std::vector<std::pair<PyRef, PyRef>> entries;   // Dict, in insertion order
   std::unordered_map<std::string, size_t> index;  // Dict: str key -> position in entries
   torch::Tensor tensor;                           // Storage (flat), Tensor
+
+  PyValue() = default;
+  PyValue(const PyValue&) = delete;
+  PyValue& operator=(const PyValue&) = delete;
+  // A pickle can nest containers 100k deep in a few hundred kB; the default destructor would
+  // recurse once per level and overflow the stack. Children that this value alone holds are
+  // taken apart here in a loop instead.
+  ~PyValue() {
+    std::vector<PyRef> pending;
+    auto take_children = [&pending](PyValue& v) {
+      for (auto& item : v.items) pending.push_back(std::move(item));
+      for (auto& [key, value] : v.entries) {
+        pending.push_back(std::move(key));
+        pending.push_back(std::move(value));
+      }
+      v.items.clear();
+      v.entries.clear();
+    };
+    take_children(*this);
+    while (!pending.empty()) {
+      PyRef v = std::move(pending.back());
+      pending.pop_back();
+      if (v && v.use_count() == 1) take_children(*v);
+    }  // v, now without children, is destroyed here without recursion
+  }
 
   static PyRef make(Kind k) {
     auto v = std::make_shared<PyValue>();
@@ -653,6 +679,16 @@ StateDict read_torch_checkpoint(const std::string& path) {
           "{}: not a PyTorch checkpoint (expected a torch.save zip archive, the file does not "
           "start with the zip signature)",
           path));
+  }
+  // Sizes are checked against the file before libtorch allocates what the archive declares.
+  const auto records = read_zip_directory(path);
+  auto pkl = records.find("data.pkl");
+  constexpr uint64_t kMaxPickleBytes = uint64_t{256} << 20;
+  if (pkl != records.end() && pkl->second.size > kMaxPickleBytes) {
+    throw CheckpointError(fmt::format(
+        "{}: data.pkl is {} bytes; a checkpoint's pickle holds names and tensor references "
+        "(the weights are separate records), and over {} MiB it is not a torch.save state dict",
+        path, pkl->second.size, kMaxPickleBytes >> 20));
   }
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   std::string pickle;
