@@ -140,6 +140,15 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
   r = run("info --model vit_gigantic");
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "vit_gigantic")) << r.output;
+
+  // Sizes that would build for minutes (a million blocks) or start 100k threads end at once.
+  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --set model.depth=1048576 --out " +
+          dir.file("deep"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "sizes beyond any ViT (depth 1048576 <= 1024")) << r.output;
+  r = run("info --model vit_tiny_patch16_224 --threads 100000");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "--threads")) << r.output;
 }
 
 TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {

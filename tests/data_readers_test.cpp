@@ -516,5 +516,46 @@ TEST(Subsets, SubsetAndFilterClasses) {
                DataError);
 }
 
+TEST(ImageFolder, AHeaderClaimingAHugeImageIsRefusedBeforeDecoding) {
+  TempDir tmp;
+  write_pgm(tmp.file("root/a/0.pgm"), 2, 2, 0);
+  // A 17-byte JPEG (SOI, SOF0: 8-bit, 20000 x 20000, one component) and a PNG whose IHDR says
+  // 12000 x 12000 RGB: 400 MB and 432 MB to decode.
+  write_bytes(tmp.file("root/a/big.jpg"), {0xff, 0xd8, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0x4e, 0x20, 0x4e, 0x20,
+                                           0x01, 0x01, 0x11, 0x00, 0xff, 0xd9});
+  write_bytes(tmp.file("root/b/big.png"), {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d,
+                                           'I', 'H', 'D', 'R', 0x00, 0x00, 0x2e, 0xe0, 0x00, 0x00, 0x2e, 0xe0,
+                                           0x08, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00});
+  auto ds = open_image_folder(tmp.file("root"));
+  ASSERT_EQ(ds->size(), 3u);
+  EXPECT_NO_THROW(ds->get(0));
+  expect_data_error([&] { ds->get(1); }, {"big.jpg", "20000x20000 image (400000000 pixels) is over the 89478485-pixel limit",
+                                          "data.max_image_pixels"});
+  expect_data_error([&] { ds->get(2); }, {"big.png", "12000x12000 image (144000000 pixels)"});
+  // The limit comes from the data config through open_dataset.
+  expect_data_error([&] { open_dataset("folder:" + tmp.file("root"), "train", 3); },
+                    {"0.pgm", "2x2 image (4 pixels) is over the 3-pixel limit;"});
+}
+
+TEST(IdxReader, AGzipBombIsRefusedAtTheSizeItsHeaderDeclares) {
+  TempDir tmp;
+  // A valid header for 3 images of 2x3 pixels, followed by 64 MB of zeros (64 kB gzipped).
+  auto bomb = idx_images(3, 2, 3);
+  bomb.resize(bomb.size() + (64u << 20), 0);
+  write_gzip(tmp.file("img.gz"), bomb);
+  write_bytes(tmp.file("lbl"), idx_labels({1, 2, 3}));
+  EXPECT_LT(fs::file_size(tmp.file("img.gz")), 1u << 20);
+  expect_data_error([&] { open_idx(tmp.file("img.gz"), tmp.file("lbl")); },
+                    {tmp.file("img.gz"), "inflates to more than 34 bytes", "by its own header"});
+  // A data file replaced by a directory: named, not std::bad_alloc.
+  fs::create_directories(tmp.path / "dir");
+  try {
+    open_idx(tmp.file("dir"), tmp.file("lbl"));
+    ADD_FAILURE() << "expected an error";
+  } catch (const moejet::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory, not a file"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace moejet::data

@@ -1,3 +1,4 @@
+#include <limits>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -28,6 +29,7 @@ struct EvalArgs {
   std::vector<std::string> sets;
   std::vector<double> mean, std;
   int64_t batch_size = 256, limit = 0;
+  int64_t max_image_pixels = -1;  // -1: the training config's data.max_image_pixels
   int workers = 2;
   double crop_pct = 0.0;
   bool quiet = false;
@@ -48,6 +50,10 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("--split", a->split, "split to evaluate (default: the training config's eval split, else test)");
   sub->add_option("--classes", a->classes, "evaluate only these classes (relabelled in order)");
   sub->add_option("--limit", a->limit, "at most this many images (class-stratified)");
+  sub->add_option("--max-image-pixels", a->max_image_pixels,
+                  "refuse image files larger than this many pixels (default: as in training, else PIL's "
+                  "89478485; 0 = no limit)")
+      ->check(CLI::Range(int64_t{0}, std::numeric_limits<int64_t>::max()));
   sub->add_option("--range", a->range, "only images START..END-1 of the split (as data.train_range)")
       ->expected(2);
   sub->add_option("--batch-size", a->batch_size)->capture_default_str();
@@ -130,6 +136,7 @@ Runner add_eval_command(CLI::App& app) {
       dc.train_range = a->range;
       dc.val_split = 0;
     }
+    if (a->max_image_pixels >= 0) dc.max_image_pixels = a->max_image_pixels;
     auto ds = train::open_split(dc, split, a->limit, 0);
     check<ConfigError>(ds->num_classes() == cfg.num_classes(),
                        "{} has {} classes but the model has {} outputs", ds->describe(),

@@ -62,7 +62,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  app.add_option("--threads", threads, "intra-op CPU threads (0 = libtorch default)")->capture_default_str();
+  app.add_option("--threads", threads, "intra-op CPU threads (0 = libtorch default)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
 
   // Each add_*_command adds one subcommand; remember which runner belongs to which.
   std::vector<std::pair<CLI::App*, moejet::cli::Runner>> commands;

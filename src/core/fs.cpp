@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -51,11 +52,19 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
 }
 
 std::vector<char> read_file_bytes(const std::string& path) {
+  std::error_code ec;
+  // A directory opens as an ifstream on Linux and reports a size of 2^63: name it instead.
+  if (fs::is_directory(path, ec)) {
+    throw Error(fmt::format("{}: is a directory, not a file", path));
+  }
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     throw Error(fmt::format("{}: cannot open file", path));
   }
   std::streamsize size = in.tellg();
+  if (size < 0) {
+    throw Error(fmt::format("{}: cannot tell the file's size (not a regular file?)", path));
+  }
   in.seekg(0);
   std::vector<char> bytes(static_cast<size_t>(size));
   if (size > 0 && !in.read(bytes.data(), size)) {
@@ -64,25 +73,39 @@ std::vector<char> read_file_bytes(const std::string& path) {
   return bytes;
 }
 
-std::vector<char> read_file_maybe_gzip(const std::string& path) {
-  std::vector<char> raw = read_file_bytes(path);
-  if (raw.size() < 2 || static_cast<unsigned char>(raw[0]) != 0x1f ||
-      static_cast<unsigned char>(raw[1]) != 0x8b) {
-    return raw;
-  }
+namespace {
+
+bool is_gzip(const std::vector<char>& raw) {
+  return raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1f &&
+         static_cast<unsigned char>(raw[1]) == 0x8b;
+}
+
+// Inflates a gzip stream without ever holding more than `limit` bytes of output. With
+// `head_only` the first `limit` bytes are returned; otherwise more than `limit` is an error, so
+// that a small file cannot inflate into gigabytes (a gzip bomb) before its size is checked.
+std::vector<char> gunzip(const std::string& path, std::vector<char> raw, uint64_t limit, bool head_only) {
   z_stream zs{};
   // 16 + MAX_WBITS: expect a gzip header.
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
     throw Error(fmt::format("{}: zlib init failed", path));
   }
   std::vector<char> out;
-  out.resize(raw.size() * 4 + 1024);
+  out.resize(static_cast<size_t>(std::min<uint64_t>(raw.size() * 4 + 1024, limit + 1)));
   zs.next_in = reinterpret_cast<Bytef*>(raw.data());
   zs.avail_in = static_cast<uInt>(raw.size());
   int ret = Z_OK;
   while (ret != Z_STREAM_END) {
     if (zs.total_out >= out.size()) {
-      out.resize(out.size() * 2);
+      if (zs.total_out > limit) {
+        inflateEnd(&zs);
+        if (head_only) {
+          out.resize(static_cast<size_t>(limit));
+          return out;
+        }
+        throw DataError(fmt::format("{}: gzip data inflates to more than {} bytes, the most this file can hold{}",
+                                    path, limit, limit == kMaxInflatedBytes ? "" : " by its own header"));
+      }
+      out.resize(static_cast<size_t>(std::min<uint64_t>(out.size() * 2, limit + 1)));
     }
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + zs.total_out);
     zs.avail_out = static_cast<uInt>(out.size() - zs.total_out);
@@ -96,12 +119,45 @@ std::vector<char> read_file_maybe_gzip(const std::string& path) {
     }
     if (ret == Z_BUF_ERROR && zs.avail_in == 0) {
       inflateEnd(&zs);
+      if (head_only) break;
       throw DataError(fmt::format("{}: truncated gzip file", path));
     }
   }
-  out.resize(zs.total_out);
+  out.resize(std::min<uint64_t>(zs.total_out, head_only ? limit : zs.total_out));
   inflateEnd(&zs);
+  if (!head_only && out.size() > limit) {
+    throw DataError(fmt::format("{}: gzip data inflates to more than {} bytes, the most this file can hold{}", path,
+                                limit, limit == kMaxInflatedBytes ? "" : " by its own header"));
+  }
   return out;
+}
+
+}  // namespace
+
+std::vector<char> read_file_maybe_gzip(const std::string& path, uint64_t max_bytes) {
+  std::vector<char> raw = read_file_bytes(path);
+  return is_gzip(raw) ? gunzip(path, std::move(raw), max_bytes, false) : raw;
+}
+
+std::vector<char> read_head_maybe_gzip(const std::string& path, size_t n) {
+  std::vector<char> head(std::max<size_t>(n, 2));
+  {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      throw Error(fmt::format("{}: is a directory, not a file", path));
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      throw Error(fmt::format("{}: cannot open file", path));
+    }
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+  }
+  if (is_gzip(head)) {
+    return gunzip(path, read_file_bytes(path), n, true);
+  }
+  head.resize(std::min(head.size(), n));
+  return head;
 }
 
 bool file_exists(const std::string& path) {

@@ -221,7 +221,7 @@ DatasetPtr filter_classes(DatasetPtr base, const std::vector<int64_t>& classes) 
                                          std::move(names), std::move(label_map), std::move(desc));
 }
 
-DatasetPtr open_dataset(const std::string& spec, const std::string& split) {
+DatasetPtr open_dataset(const std::string& spec, const std::string& split, int64_t max_image_pixels) {
   check<ConfigError>(split == "train" || split == "test",
                      "data set '{}': split must be 'train' or 'test', got '{}'", spec, split);
   const bool train = split == "train";
@@ -276,7 +276,7 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split) {
     for (const auto& sub : candidates) {
       fs::path p = fs::path(dir) / sub;
       if (fs::is_directory(p)) {
-        return open_image_folder(p.string());
+        return open_image_folder(p.string(), 0, max_image_pixels);
       }
     }
     const bool split_layout = fs::is_directory(fs::path(dir) / "train");
@@ -284,7 +284,7 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split) {
                      "{}: no '{}' split: expected {}/{}/<class>/ {}; add a held-out folder, or carve one from "
                      "the training images with data.val_split (e.g. --set data.val_split=0.1)",
                      spec, split, dir, split, train ? "" : "or " + dir + "/val/<class>/");
-    return open_image_folder(dir);
+    return open_image_folder(dir, 0, max_image_pixels);
   }
   throw ConfigError(fmt::format("unknown data set kind '{}' in '{}' (accepted forms: {})", kind,
                                 spec, kAcceptedSpecs));

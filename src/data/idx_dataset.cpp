@@ -29,9 +29,11 @@ struct IdxFile {
 IdxFile read_idx(const std::string& path, uint32_t ndims, const char* what) {
   check<DataError>(file_exists(path), "{}: IDX {} file not found", path, what);
   IdxFile f;
-  f.bytes = read_file_maybe_gzip(path);
   const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
   const char* size_note = gz ? " (after gunzip)" : "";
+  // The header first: it says how many bytes the whole file may inflate to.
+  f.data_offset = 4 + 4 * size_t(ndims);
+  f.bytes = read_head_maybe_gzip(path, f.data_offset);
   check<DataError>(f.bytes.size() >= 4, "{}: too short for an IDX header ({} bytes{})", path,
                    f.bytes.size(), size_note);
   const uint32_t magic = read_be32(f.bytes, 0);
@@ -39,15 +41,19 @@ IdxFile read_idx(const std::string& path, uint32_t ndims, const char* what) {
   check<DataError>(magic == expected_magic,
                    "{}: bad IDX magic 0x{:08x} for {} (expected 0x{:08x}: uint8, {} dims)", path,
                    magic, what, expected_magic, ndims);
-  f.data_offset = 4 + 4 * size_t(ndims);
   check<DataError>(f.bytes.size() >= f.data_offset,
                    "{}: truncated IDX header: expected at least {} bytes, got {}{}", path,
                    f.data_offset, f.bytes.size(), size_note);
   size_t count = 1;
   for (uint32_t d = 0; d < ndims; ++d) {
     f.dims.push_back(read_be32(f.bytes, 4 + 4 * d));
+    // Three 32-bit dims can overflow 64 bits; no real IDX file holds over 2^40 bytes.
+    check<DataError>(f.dims.back() == 0 || count <= (uint64_t{1} << 40) / static_cast<uint64_t>(f.dims.back()),
+                     "{}: IDX header declares dims [{}...], over 2^40 bytes of data", path,
+                     fmt::join(f.dims, ", "));
     count *= static_cast<size_t>(f.dims.back());
   }
+  f.bytes = read_file_maybe_gzip(path, f.data_offset + count);
   const size_t expected = f.data_offset + count;
   check<DataError>(f.bytes.size() == expected,
                    "{}: IDX {} file of dims [{}] should be {} bytes, got {}{}{}", path, what,

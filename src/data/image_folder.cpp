@@ -33,11 +33,28 @@ int64_t channels_for(int comp) {
   return comp <= 2 ? 1 : 3;
 }
 
+// Reads only the header, so that a file claiming a huge size costs nothing before it is refused.
+void check_size(const std::string& path, int64_t max_pixels) {
+  int w = 0, h = 0, comp = 0;
+  if (max_pixels <= 0 || stbi_info(path.c_str(), &w, &h, &comp) != 1) {
+    return;  // an undecodable header gets stbi_load's own error
+  }
+  const int64_t pixels = int64_t{w} * h;
+  check<DataError>(pixels <= max_pixels,
+                   "{}: {}x{} image ({} pixels) is over the {}-pixel limit{}; if it is real, raise "
+                   "data.max_image_pixels (--set data.max_image_pixels=N, or eval --max-image-pixels N; 0 = "
+                   "no limit)",
+                   path, w, h, pixels, max_pixels,
+                   max_pixels == kDefaultMaxImagePixels ? " (PIL's MAX_IMAGE_PIXELS)" : "");
+}
+
 class ImageFolderDataset final : public Dataset {
  public:
   ImageFolderDataset(std::string root, std::vector<std::string> classes,
-                     std::vector<std::string> files, std::vector<int64_t> labels, int channels)
-      : root_(std::move(root)),
+                     std::vector<std::string> files, std::vector<int64_t> labels, int channels,
+                     int64_t max_pixels)
+      : max_pixels_(max_pixels),
+        root_(std::move(root)),
         classes_(std::move(classes)),
         files_(std::move(files)),
         labels_(std::move(labels)),
@@ -51,6 +68,7 @@ class ImageFolderDataset final : public Dataset {
                      files_.size());
     const std::string& path = files_[index];
     int w = 0, h = 0, comp = 0;
+    check_size(path, max_pixels_);
     stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &comp, channels_);
     if (pixels == nullptr) {
       const char* why = stbi_failure_reason();
@@ -82,6 +100,7 @@ class ImageFolderDataset final : public Dataset {
   }
 
  private:
+  int64_t max_pixels_;
   std::string root_;
   std::vector<std::string> classes_;
   std::vector<std::string> files_;
@@ -91,7 +110,7 @@ class ImageFolderDataset final : public Dataset {
 
 }  // namespace
 
-DatasetPtr open_image_folder(const std::string& dir, int channels) {
+DatasetPtr open_image_folder(const std::string& dir, int channels, int64_t max_pixels) {
   check<ConfigError>(channels == 0 || channels == 1 || channels == 3,
                      "image folder {}: channels must be 0 (auto), 1 or 3, got {}", dir, channels);
   std::error_code ec;
@@ -132,6 +151,7 @@ DatasetPtr open_image_folder(const std::string& dir, int channels) {
   }
 
   if (channels == 0) {
+    check_size(files[0], max_pixels);
     int w = 0, h = 0, comp = 0;
     check<DataError>(stbi_info(files[0].c_str(), &w, &h, &comp) == 1,
                      "{}: cannot decode image header ({})", files[0],
@@ -139,7 +159,7 @@ DatasetPtr open_image_folder(const std::string& dir, int channels) {
     channels = static_cast<int>(channels_for(comp));
   }
   return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files),
-                                              std::move(labels), channels);
+                                              std::move(labels), channels, max_pixels);
 }
 
 }  // namespace moejet::data

@@ -15,12 +15,18 @@ void ConvNextConfig::validate() const {
                      "model: ConvNeXt needs 4 stages (depths and dims of length 4), got {} and {}", depths.size(),
                      dims.size());
   for (size_t i = 0; i < 4; ++i) {
-    check<ConfigError>(depths[i] >= 1 && dims[i] >= 1, "model: stage {} has depth {} and dim {}", i, depths[i],
+    check<ConfigError>(depths[i] >= 1 && dims[i] >= 1 && depths[i] <= 1024 && dims[i] <= 65536,
+                       "model: stage {} has depth {} and dim {} (expected 1..1024 and 1..65536)", i, depths[i],
                        dims[i]);
   }
   check<ConfigError>(in_chans > 0 && num_classes >= 0 && mlp_ratio > 0 && kernel_size % 2 == 1,
                      "model: invalid ConvNeXt sizes (in_chans {}, num_classes {}, mlp_ratio {}, kernel {})", in_chans,
                      num_classes, mlp_ratio, kernel_size);
+  check<ConfigError>(img_size > 0 && img_size <= 16384 && in_chans <= 1024 && num_classes <= 10000000 &&
+                         mlp_ratio <= 64,
+                     "model: sizes beyond any ConvNeXt (img_size {} in 1..16384, in_chans {} <= 1024, num_classes {} "
+                     "<= 10^7, mlp_ratio {} <= 64)",
+                     img_size, in_chans, num_classes, mlp_ratio);
   check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple",
                      img_size);
   moe.validate(total_blocks());

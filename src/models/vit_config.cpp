@@ -13,6 +13,13 @@ void VitConfig::validate() const {
   check<ConfigError>(num_classes >= 0, "model.num_classes: must be >= 0, got {}", num_classes);
   check<ConfigError>(embed_dim > 0 && depth >= 0, "model: embed_dim ({}) and depth ({}) invalid",
                      embed_dim, depth);
+  // Bounds far beyond any real ViT, so that a typo or a hostile file's config fails at once
+  // instead of building a million blocks (minutes, then bad_alloc).
+  check<ConfigError>(depth <= 1024 && embed_dim <= 65536 && img_size <= 16384 && in_chans <= 1024 &&
+                         num_classes <= 10000000 && mlp_ratio <= 64,
+                     "model: sizes beyond any ViT (depth {} <= 1024, embed_dim {} <= 65536, img_size {} <= 16384, "
+                     "in_chans {} <= 1024, num_classes {} <= 10^7, mlp_ratio {} <= 64)",
+                     depth, embed_dim, img_size, in_chans, num_classes, mlp_ratio);
   check<ConfigError>(num_heads > 0 && embed_dim % num_heads == 0,
                      "model.num_heads: {} does not divide embed_dim {}", num_heads, embed_dim);
   check<ConfigError>(mlp_ratio > 0, "model.mlp_ratio: must be positive, got {}", mlp_ratio);

@@ -48,6 +48,10 @@ void MoeConfig::validate(int64_t depth) const {
   }
   check<ConfigError>(last <= depth, "model.moe.last: {} exceeds depth {}", last, depth);
   check<ConfigError>(slots_per_expert > 0, "model.moe.slots_per_expert: must be > 0");
+  check<ConfigError>(num_experts <= 65536 && slots_per_expert <= 65536 && core_experts <= 65536 &&
+                         universal_experts <= 65536 && mlp_ratio <= 64 && core_mlp_ratio <= 64 &&
+                         universal_mlp_ratio <= 64,
+                     "model.moe: sizes beyond any MoE (experts and slots <= 65536, mlp ratios <= 64)");
   check<ConfigError>(mlp_ratio > 0 && core_mlp_ratio > 0 && universal_mlp_ratio > 0,
                      "model.moe: mlp ratios must be > 0");
   check<ConfigError>(expert_drop >= 0 && expert_drop < 1 && expert_drop_path >= 0 && expert_drop_path < 1,

@@ -10,12 +10,13 @@ json data_to_json(const DataConfig& d) {
   return {{"dataset", d.dataset},         {"train_split", d.train_split},
           {"eval_split", d.eval_split},   {"classes", d.classes},
           {"train_limit", d.train_limit}, {"eval_limit", d.eval_limit},
-          {"train_range", d.train_range}, {"val_split", d.val_split}, {"num_workers", d.num_workers}};
+          {"train_range", d.train_range}, {"val_split", d.val_split}, {"num_workers", d.num_workers},
+          {"max_image_pixels", d.max_image_pixels}};
 }
 
 DataConfig data_from_json(const json& j) {
   check_known_keys(j, {"dataset", "train_split", "eval_split", "classes", "train_limit",
-                       "eval_limit", "train_range", "val_split", "num_workers"}, "data");
+                       "eval_limit", "train_range", "val_split", "num_workers", "max_image_pixels"}, "data");
   DataConfig d;
   read_key(j, "dataset", d.dataset, "data");
   read_key(j, "train_split", d.train_split, "data");
@@ -28,6 +29,9 @@ DataConfig data_from_json(const json& j) {
                                                d.train_range[0] < d.train_range[1]),
                      "config 'data.train_range': expected [start, end) with 0 <= start < end");
   read_key(j, "val_split", d.val_split, "data");
+  read_key(j, "max_image_pixels", d.max_image_pixels, "data");
+  check<ConfigError>(d.max_image_pixels >= 0, "config 'data.max_image_pixels': must be >= 0 (0 = no limit), got {}",
+                     d.max_image_pixels);
   check<ConfigError>(d.val_split >= 0.0 && d.val_split < 1.0, "config 'data.val_split': must be in [0, 1), got {}",
                      d.val_split);
   read_key(j, "num_workers", d.num_workers, "data");

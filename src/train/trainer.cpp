@@ -42,7 +42,7 @@ data::DatasetPtr open_split(const DataConfig& config, const std::string& split, 
   check<ConfigError>(!carved || split == config.train_split || split == config.eval_split,
                      "data.val_split: split '{}' is neither data.train_split nor data.eval_split", split);
   const bool train_part = split == config.train_split;
-  auto ds = data::open_dataset(config.dataset, carved ? config.train_split : split);
+  auto ds = data::open_dataset(config.dataset, carved ? config.train_split : split, config.max_image_pixels);
   if ((train_part || carved) && !config.train_range.empty()) {
     const auto start = static_cast<size_t>(config.train_range[0]);
     const auto end = std::min(static_cast<size_t>(config.train_range[1]), ds->size());

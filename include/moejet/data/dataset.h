@@ -55,16 +55,23 @@ DatasetPtr open_cifar100(const std::string& dir, bool train);
 /// labels 1..10), class_names.txt when present.
 DatasetPtr open_stl10(const std::string& dir, bool train);
 
+/// PIL's Image.MAX_IMAGE_PIXELS: an image file claiming more pixels is refused before it is
+/// decoded, since a 200-byte header can claim 20000x20000 (1.2 GB to decode).
+constexpr int64_t kDefaultMaxImagePixels = 89478485;
+
 /// Image folder: dir/<class>/<image>.{jpg,jpeg,png,bmp}; classes sorted by name (as torchvision's
 /// ImageFolder). Images are decoded on access; `channels` forces 1 or 3 channels (0 = from the
-/// first image).
-DatasetPtr open_image_folder(const std::string& dir, int channels = 0);
+/// first image). An image whose header declares more than `max_pixels` pixels is a DataError
+/// (0 = no limit).
+DatasetPtr open_image_folder(const std::string& dir, int channels = 0,
+                             int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Resolves a data set spec: "fashion-mnist" / "mnist" (Debian's dataset packages under
 /// /usr/share/datasets, or MOEJET_DATA_DIR), "idx:<dir>", "cifar10:<dir>", "cifar100:<dir>",
 /// "stl10:<dir>", "folder:<dir>" (the split's sub-folder `train`/`test` is used when it exists).
-/// `split` is "train" or "test".
-DatasetPtr open_dataset(const std::string& spec, const std::string& split);
+/// `split` is "train" or "test". `max_image_pixels` bounds image files (see open_image_folder).
+DatasetPtr open_dataset(const std::string& spec, const std::string& split,
+                        int64_t max_image_pixels = kDefaultMaxImagePixels);
 
 /// An in-memory data set over `images` uint8 [N, C, H, W] and `labels` (N values in
 /// [0, class_names.size())). The fixed-size readers build on it; so can tests and tools.

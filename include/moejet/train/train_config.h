@@ -10,6 +10,7 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/data/augment.h"
+#include "moejet/data/dataset.h"
 #include "moejet/models/model_config.h"
 
 namespace moejet::train {
@@ -31,6 +32,9 @@ struct DataConfig {
   /// own; 0 = use eval_split.
   double val_split = 0.0;
   int num_workers = 2;
+  /// Image files whose header claims more pixels are refused before decoding (PIL's
+  /// MAX_IMAGE_PIXELS); 0 = no limit.
+  int64_t max_image_pixels = data::kDefaultMaxImagePixels;
 };
 
 struct OptimConfig {
