@@ -80,4 +80,13 @@ TEST(SuperClasses, ReadsTheConfusionCsvThatEvalWrites) {
   EXPECT_TRUE(torch::equal(back.to(torch::kLong), cm));
   EXPECT_EQ(names, (std::vector<std::string>{"T-shirt/top", "a,b", "c"}));
   EXPECT_THROW(data::read_confusion(dir.file("missing.csv")), DataError);
+  // A wrong type inside eval.json names the key, not just nlohmann's "type must be number".
+  std::ofstream(dir.file("eval.json")) << R"({"confusion": [["x"]], "class_names": ["a"]})";
+  try {
+    data::read_confusion(dir.file("eval.json"));
+    ADD_FAILURE() << "expected a DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("eval.json: 'confusion' must be rows of numbers"), std::string::npos)
+        << e.what();
+  }
 }

@@ -89,6 +89,24 @@ TEST(StateDict, LoadCopiesEveryValue) {
   EXPECT_NE(report.summary().find("loaded 6"), std::string::npos) << report.summary();
 }
 
+TEST(StateDict, IntegerDataForFloatWeightsIsAnErrorAndNonFiniteWeightsAreReported) {
+  TinyNet net;
+  const auto before = module_state_dict(net)["head.weight"].clone();
+  StateDict state = checkpoint_for();
+  // The bytes of F32 values read back through an I32 label: copy_ would load 1065353216.0 for 1.0.
+  state["head.weight"] = state["head.weight"].view(torch::kInt32);
+  const std::string msg = load_error(net, state);
+  EXPECT_NE(msg.find("dtype mismatch: head.weight: the model holds Float but the checkpoint Int"), std::string::npos)
+      << msg;
+  EXPECT_TRUE(torch::equal(module_state_dict(net)["head.weight"], before)) << "nothing is copied";
+
+  // NaN weights load (inspecting a diverged run is legitimate), and the report names them.
+  state = checkpoint_for();
+  state["blocks.0.bias"][1] = std::nan("");
+  auto report = load_state_dict(net, state);
+  EXPECT_EQ(report.non_finite, (std::vector<std::string>{"blocks.0.bias"}));
+}
+
 TEST(StateDict, ReportsEveryProblemAtOnceAndLeavesModelUntouched) {
   TinyNet net;
   auto before = module_state_dict(net)["blocks.0.bias"].clone();

@@ -53,7 +53,8 @@ DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files
   for (const auto& name : files) {
     const std::string path = (dir / name).string();
     check<DataError>(file_exists(path), "{}: CIFAR batch file not found", path);
-    contents.push_back(read_file_maybe_gzip(path));
+    // The largest batch file (CIFAR-100 train) is 50000 records: 154 MB.
+    contents.push_back(read_file_maybe_gzip(path, uint64_t{60000} * static_cast<uint64_t>(record)));
     const auto size = static_cast<int64_t>(contents.back().size());
     check<DataError>(size > 0 && size % record == 0,
                      "{}: size {} bytes is not a whole number of {}-byte CIFAR records "

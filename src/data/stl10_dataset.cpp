@@ -21,9 +21,11 @@ constexpr int64_t kSide = 96;
 constexpr int64_t kImageBytes = 3 * kSide * kSide;
 constexpr int64_t kClasses = 10;
 
-std::vector<char> read_required(const std::string& path) {
+// Read with a cap: 1 MiB of labels (the labelled splits hold at most 8000), and then exactly the
+// pixels those labels need, so a gzip bomb cannot inflate past them.
+std::vector<char> read_required(const std::string& path, uint64_t max_bytes) {
   check<DataError>(file_exists(path), "{}: STL-10 file not found", path);
-  return read_file_maybe_gzip(path);
+  return read_file_maybe_gzip(path, max_bytes);
 }
 
 }  // namespace
@@ -36,10 +38,10 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
   }
   const std::string x_path = (root / (split + "_X.bin")).string();
   const std::string y_path = (root / (split + "_y.bin")).string();
-  std::vector<char> y = read_required(y_path);
+  std::vector<char> y = read_required(y_path, 1u << 20);
   const auto n = static_cast<int64_t>(y.size());
   check<DataError>(n > 0, "{}: no labels", y_path);
-  std::vector<char> x = read_required(x_path);
+  std::vector<char> x = read_required(x_path, static_cast<uint64_t>(y.size()) * kImageBytes);
   const int64_t expected = n * kImageBytes;
   check<DataError>(static_cast<int64_t>(x.size()) == expected,
                    "{}: expected {} bytes ({} images of 96x96x3 for the {} labels in {}), got {}",

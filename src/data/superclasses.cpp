@@ -79,6 +79,8 @@ SuperClasses superclasses_from_json(const json& j, const std::string& source) {
     throw ConfigError(fmt::format("{}: {}", source, e.what()));
   }
   if (j.contains("num_superclasses")) {
+    check<ConfigError>(j.at("num_superclasses").is_number_integer(), "{}: 'num_superclasses' must be an integer, got {}",
+                       source, j.at("num_superclasses").type_name());
     s.num_superclasses = j.at("num_superclasses").get<int64_t>();
   } else if (!s.superclass_of.empty()) {
     s.num_superclasses = *std::max_element(s.superclass_of.begin(), s.superclass_of.end()) + 1;
@@ -180,9 +182,15 @@ torch::Tensor read_confusion(const std::string& path, std::vector<std::string>* 
   if (path.size() >= 5 && path.substr(path.size() - 5) == ".json") {
     auto j = read_json_file(path);
     check<DataError>(j.contains("confusion"), "{}: no 'confusion' matrix (expected moejet eval's eval.json)", path);
-    auto rows = j.at("confusion").get<std::vector<std::vector<double>>>();
-    if (class_names && j.contains("class_names")) {
-      *class_names = j.at("class_names").get<std::vector<std::string>>();
+    std::vector<std::vector<double>> rows;
+    try {
+      rows = j.at("confusion").get<std::vector<std::vector<double>>>();
+      if (class_names && j.contains("class_names")) {
+        *class_names = j.at("class_names").get<std::vector<std::string>>();
+      }
+    } catch (const json::exception& e) {
+      throw DataError(fmt::format("{}: 'confusion' must be rows of numbers and 'class_names' strings: {}", path,
+                                  e.what()));
     }
     const int64_t K = static_cast<int64_t>(rows.size());
     auto m = torch::zeros({K, K}, torch::kDouble);

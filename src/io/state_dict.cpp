@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
@@ -103,6 +104,14 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
       }
       continue;
     }
+    // copy_ would turn the integers of F32 bytes labelled I32 into huge float weights, silently.
+    if (target.is_floating_point() && !value->is_floating_point()) {
+      report.dtype_mismatch.push_back(fmt::format("{}: the model holds {} but the checkpoint {} (integer data "
+                                                  "cannot be float weights; is the file's dtype label right?)",
+                                                  key, c10::toString(target.scalar_type()),
+                                                  c10::toString(value->scalar_type())));
+      continue;
+    }
     report.loaded.push_back(key);
     copies.emplace_back(target, *value);
   }
@@ -116,6 +125,9 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
   std::vector<std::string> problems;
   for (const auto& m : report.shape_mismatch) {
     problems.push_back("shape mismatch: " + m);
+  }
+  for (const auto& m : report.dtype_mismatch) {
+    problems.push_back("dtype mismatch: " + m);
   }
   if (!options.allow_missing) {
     for (const auto& k : report.missing) {
@@ -137,9 +149,18 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
   }
 
   torch::NoGradGuard no_grad;
-  for (auto& [target, value] : copies) {
+  for (size_t k = 0; k < copies.size(); ++k) {
+    auto& [target, value] = copies[k];
     // copy_ converts dtype and device to the model tensor's.
     target.copy_(value);
+    if (target.is_floating_point() && !torch::isfinite(target).all().item<bool>()) {
+      report.non_finite.push_back(report.loaded[k]);
+    }
+  }
+  if (!report.non_finite.empty()) {
+    // A warning, not an error: inspecting a diverged run's weights is legitimate.
+    spdlog::warn("{}: {} tensor{} hold NaN or Inf values ({}); the model's outputs will be NaN", source,
+                 report.non_finite.size(), report.non_finite.size() == 1 ? "" : "s", name_list(report.non_finite));
   }
   return report;
 }

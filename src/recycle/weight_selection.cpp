@@ -72,7 +72,7 @@ io::StateDict select_vit_weights(const io::StateDict& state, const models::VitCo
   check<ConfigError>(static_cast<int64_t>(ch.size()) == dst.embed_dim, "{}: {} channels selected for width {}",
                      source, ch.size(), dst.embed_dim);
   const int64_t hd = src.embed_dim / src.num_heads;
-  static const std::regex block_re(R"(^blocks\.(\d+)\.(.*)$)");
+  static const std::regex block_re(R"(^blocks\.(\d{1,9})\.(.*)$)");
   io::StateDict out;
   for (const auto& item : state) {
     const std::string& key = item.key();

@@ -40,8 +40,10 @@ struct LoadReport {
   std::vector<std::string> unexpected;       ///< in the checkpoint, not in the model
   std::vector<std::string> shape_mismatch;   ///< "key: expected [..], got [..]"
   std::vector<std::string> dropped;          ///< mismatched keys dropped by drop_on_mismatch
+  std::vector<std::string> dtype_mismatch;   ///< integer data for a float tensor (always an error)
+  std::vector<std::string> non_finite;       ///< loaded, but holding NaN or Inf (logged as a warning)
   bool ok() const {
-    return missing.empty() && unexpected.empty() && shape_mismatch.empty();
+    return missing.empty() && unexpected.empty() && shape_mismatch.empty() && dtype_mismatch.empty();
   }
   std::string summary() const;
 };
