@@ -433,6 +433,11 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
     EXPECT_EQ(report["statistics"]["transform"]["mean"], json::parse("[0.25]"));
     EXPECT_GT(report["blocks"][0]["groups"][0]["firing_threshold"].get<double>(), 0.0);
   }
+  // The recycled init evaluates with no flags: the dense model's preprocessing, class names and
+  // data travel with it (the step-0 point of a fine-tuning curve).
+  r = run("eval -q " + dir.file("copy.safetensors") + " --limit 50");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "fashion-mnist (the checkpoint's training data)")) << r.output;
   // The recycled file carries the MoE config: info and train --init take it as it is.
   r = run("info --checkpoint " + dir.file("importance.safetensors"));
   ASSERT_EQ(r.code, 0) << r.output;

@@ -180,9 +180,11 @@ Runner add_recycle_command(CLI::App& app) {
     // only) the MoE model without MoE. ViT sources run at the target's input size, their
     // position embedding resampled as for fine-tuning.
     std::vector<models::ModelPtr> models_held;
+    io::Metadata dense_meta;
     auto load_source = [&](const std::string& role, const std::string& path, const std::string& model_spec) {
       io::Metadata meta;
       auto state = io::read_checkpoint(path, &meta);
+      if (role == "dense") dense_meta = meta;
       json mj = train::model_config_from_metadata(meta);
       if (!model_spec.empty()) {
         mj = load_model_json(model_spec);
@@ -268,7 +270,24 @@ Runner add_recycle_command(CLI::App& app) {
     if (auto dir = std::filesystem::path(a->out).parent_path(); !dir.empty()) {
       std::filesystem::create_directories(dir);
     }
-    train::save_model_checkpoint(a->out, *moe, cfg_json, train::TrainState{});
+    // The dense model's preprocessing and data travel on, so that `moejet eval` of the recycled
+    // init (the step-0 point) needs no flags: at the MoE's input size, and with the class names
+    // only when the head still has those classes.
+    io::Metadata extra;
+    if (auto it = dense_meta.find(train::kPretrainedCfgKey); it != dense_meta.end()) {
+      json pre = parse_json(it->second, a->dense + " (" + train::kPretrainedCfgKey + ")");
+      const auto& mc = moe_cfg;
+      pre["input_size"] = {mc.in_chans(), mc.img_size(), mc.img_size()};
+      if (pre.contains("label_names") && pre["label_names"].size() != static_cast<size_t>(mc.num_classes())) {
+        pre.erase("label_names");
+        pre.erase("num_classes");
+      }
+      extra[train::kPretrainedCfgKey] = pre.dump();
+    }
+    if (auto it = dense_meta.find(train::kDataKey); it != dense_meta.end()) {
+      extra[train::kDataKey] = it->second;
+    }
+    train::save_model_checkpoint(a->out, *moe, cfg_json, train::TrainState{}, extra);
     const std::string report_path = a->report.empty() ? default_report_path(a->out) : a->report;
     write_json_file(report_path, report);
     spdlog::info("recycled ({}) {:.2f} M-parameter MoE -> {} (report {})", a->method,
