@@ -147,6 +147,11 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
           dir.file("deep"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "sizes beyond any ViT (depth 1048576 <= 1024")) << r.output;
+  // An MLP ratio that leaves no hidden units was libtorch's "from is out of bounds for float".
+  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --set model.mlp_ratio=0.001 --out " +
+          dir.file("thin"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.mlp_ratio: 0.001 x embed_dim 192 gives an MLP of 0 hidden units")) << r.output;
   r = run("info --model vit_tiny_patch16_224 --threads 100000");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "--threads")) << r.output;

@@ -27,6 +27,11 @@ void ConvNextConfig::validate() const {
                      "model: sizes beyond any ConvNeXt (img_size {} in 1..16384, in_chans {} <= 1024, num_classes {} "
                      "<= 10^7, mlp_ratio {} <= 64)",
                      img_size, in_chans, num_classes, mlp_ratio);
+  for (size_t i = 0; i < 4; ++i) {
+    check<ConfigError>(static_cast<int64_t>(static_cast<double>(dims[i]) * mlp_ratio) >= 1,
+                       "model.mlp_ratio: {} x stage {}'s dim {} gives an MLP of no hidden units; it needs at least 1",
+                       mlp_ratio, i, dims[i]);
+  }
   check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple",
                      img_size);
   moe.validate(total_blocks());

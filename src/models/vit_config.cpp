@@ -23,6 +23,11 @@ void VitConfig::validate() const {
   check<ConfigError>(num_heads > 0 && embed_dim % num_heads == 0,
                      "model.num_heads: {} does not divide embed_dim {}", num_heads, embed_dim);
   check<ConfigError>(mlp_ratio > 0, "model.mlp_ratio: must be positive, got {}", mlp_ratio);
+  // A ratio that rounds the MLP down to no units would reach libtorch's Linear init as
+  // "from is out of bounds for float".
+  check<ConfigError>(embed_dim > 0 && mlp_hidden() >= 1,
+                     "model.mlp_ratio: {} x embed_dim {} gives an MLP of {} hidden units; it needs at least 1",
+                     mlp_ratio, embed_dim, embed_dim > 0 ? mlp_hidden() : 0);
   check<ConfigError>(global_pool == "token" || global_pool == "avg",
                      "model.global_pool: expected \"token\" or \"avg\", got \"{}\"", global_pool);
   check<ConfigError>(global_pool != "token" || class_token,
