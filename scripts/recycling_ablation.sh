@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST recycling ablation of the README: a dense ViT (configs/vit_fmnist.json)
+# The Fashion-MNIST recycling ablation of docs/results.md: a dense ViT (configs/vit_fmnist.json)
 # pre-trained for 2 epochs, recycled by each method into the SpheroMoE ViT of
 # configs/vit_fmnist_sphero.json (blocks 3-5, 8 core + 16 universal experts) and fine-tuned for one
 # epoch, against the same MoE from random initialisation. Extra arguments go to every `moejet

@@ -3,7 +3,7 @@
 # missing), builds it, and with --main runs the main job on the embedded default data set.
 #
 #   scripts/setup.sh          install + build
-#   scripts/setup.sh --main   install + build + main job (see README)
+#   scripts/setup.sh --main   install + build + main job (see README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
