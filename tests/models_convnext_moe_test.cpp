@@ -53,7 +53,7 @@ TEST(ConvNextMoe, MoeLayersSitInTheChosenBlocksUnderTimmKeys) {
   EXPECT_EQ(m->mlp_key(3), "stages.2.blocks.1.mlp");
   EXPECT_EQ(m->mlp_key(5), "stages.3.blocks.0.mlp");
   EXPECT_EQ(m->block_dim(3), 24);
-  EXPECT_EQ(m->block_mlp(3), std::static_pointer_cast<FeedForward>(m->moe_layer_list[0].second));
+  EXPECT_EQ(m->block_mlp(3), std::static_pointer_cast<nn::FeedForward>(m->moe_layer_list[0].second));
   std::set<std::string> keys;
   for (const auto& kv : m->named_parameters()) keys.insert(kv.key());
   EXPECT_TRUE(keys.count("stages.2.blocks.1.mlp.core.fc1.weight")) << "expert keys under the block's mlp";
@@ -188,7 +188,7 @@ TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   for (size_t i = 0; i < 2; ++i) {
     const int64_t b = moe->moe_layer_list[i].first;
     auto experts = moe->moe_layer_list[i].second->expert_groups().at(0).second;
-    auto mlp = std::dynamic_pointer_cast<Mlp>(dense->block_mlp(b));
+    auto mlp = std::dynamic_pointer_cast<nn::Mlp>(dense->block_mlp(b));
     auto x = torch::randn({7, 24});
     torch::NoGradGuard ng;
     experts->eval();

@@ -9,6 +9,7 @@
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/vit.h"
 #include "moejet/models/vit_checkpoint.h"
+#include "moejet/nn/dropout.h"
 #include "test_util.h"
 
 using namespace moejet;
@@ -154,8 +155,8 @@ TEST(VitModel, ShapesPoolingAndLayerIds) {
 
 TEST(VitModel, DropPathIsIdentityInEvalAndStochasticInTraining) {
   auto x = torch::ones({1000, 4});
-  EXPECT_TRUE(drop_path(x, 0.3, false).equal(x));
-  auto y = drop_path(x, 0.3, true);
+  EXPECT_TRUE(nn::drop_path(x, 0.3, false).equal(x));
+  auto y = nn::drop_path(x, 0.3, true);
   auto zero_rows = (y.sum(1) == 0).sum().item<int64_t>();
   EXPECT_GT(zero_rows, 200);
   EXPECT_LT(zero_rows, 400);
@@ -194,8 +195,8 @@ TEST(VitCheckpoint, PosEmbedResamplingKeepsPrefixAndInterpolatesGrid) {
 
 TEST(VitModel, DropoutKeepsTheExpectationAndIsIdentityInEval) {
   auto x = torch::ones({200000});
-  EXPECT_TRUE(models::dropout(x, 0.4, false).equal(x));
-  auto y = models::dropout(x, 0.4, true);
+  EXPECT_TRUE(nn::dropout(x, 0.4, false).equal(x));
+  auto y = nn::dropout(x, 0.4, true);
   const double zero_frac = (y == 0).to(torch::kDouble).mean().item<double>();
   EXPECT_NEAR(zero_frac, 0.4, 0.01);
   EXPECT_NEAR(y.mean().item<double>(), 1.0, 0.01);
@@ -207,10 +208,10 @@ TEST(VitModel, DropoutMaskIsSeededSharedWithTheBackwardAndWorksOnViewsAndDoubles
     auto x = torch::randn({301, 64}, torch::TensorOptions().dtype(dtype)).t().requires_grad_(true);
     ASSERT_FALSE(x.is_contiguous());
     torch::manual_seed(3);
-    auto y = models::dropout(x, 0.25, true);
+    auto y = nn::dropout(x, 0.25, true);
     torch::manual_seed(3);
-    auto y_again = models::dropout(x, 0.25, true);
-    auto y_next = models::dropout(x, 0.25, true);
+    auto y_again = nn::dropout(x, 0.25, true);
+    auto y_next = nn::dropout(x, 0.25, true);
     EXPECT_TRUE(y.equal(y_again)) << "same seed, same mask";
     EXPECT_FALSE(y.equal(y_next)) << "the generator advances";
     auto kept = y.ne(0);
@@ -224,10 +225,10 @@ TEST(VitModel, DropoutMaskIsSeededSharedWithTheBackwardAndWorksOnViewsAndDoubles
   }
   // Odd sizes (the kernel draws two elements per 64-bit word) and tiny tensors.
   for (int64_t n : {1, 2, 3, 7}) {
-    auto y = models::dropout(torch::ones({n}), 0.5, true);
+    auto y = nn::dropout(torch::ones({n}), 0.5, true);
     EXPECT_TRUE((y.eq(0) | y.eq(2.0)).all().item<bool>()) << n;
   }
-  EXPECT_THROW(models::dropout(torch::ones({4}), 1.0, true), c10::Error);
+  EXPECT_THROW(nn::dropout(torch::ones({4}), 1.0, true), c10::Error);
 }
 
 TEST(VitCheckpoint, ClassTokenCheckpointIntoAnAveragePoolingModelDropsTheFinalNorm) {

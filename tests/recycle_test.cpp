@@ -55,8 +55,8 @@ moe::ExpertMlp group_of(models::VisionTransformerImpl& m, size_t g = 0) {
   return m.moe_layer_list.at(0).second->expert_groups().at(g).second;
 }
 
-std::shared_ptr<models::Mlp> dense_mlp(models::VisionTransformerImpl& m, int64_t block) {
-  return std::dynamic_pointer_cast<models::Mlp>(m.block_list[block]->mlp);
+std::shared_ptr<nn::Mlp> dense_mlp(models::VisionTransformerImpl& m, int64_t block) {
+  return std::dynamic_pointer_cast<nn::Mlp>(m.block_list[block]->mlp);
 }
 
 }  // namespace

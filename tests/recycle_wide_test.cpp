@@ -219,7 +219,7 @@ TEST(RecycleWide, CoreExpertsFromAWiderSourceAreTheNarrowMlpsAndUniversalOnesFro
   // Each core expert computes the narrow model's MLP of block 1 exactly.
   auto groups = moe->moe_layer_list[0].second->expert_groups();
   auto experts = groups.at(0).second;
-  auto mlp = std::dynamic_pointer_cast<models::Mlp>(f.narrow->block_mlp(1));
+  auto mlp = std::dynamic_pointer_cast<nn::Mlp>(f.narrow->block_mlp(1));
   auto x = torch::randn({6, 16});
   torch::NoGradGuard ng;
   experts->eval();
@@ -331,7 +331,7 @@ TEST(RecycleWide, PerExpertChannelsAreDrawnFromEachBlocksNorm2StatisticsAsTheAut
   auto ch1 = core["channels"][1].get<std::vector<int64_t>>();
   EXPECT_NE(ch0, ch1);
   auto experts = moe->moe_layer_list[0].second->expert_groups().at(0).second;
-  auto wide_mlp = std::dynamic_pointer_cast<models::Mlp>(f.wide->block_mlp(1));
+  auto wide_mlp = std::dynamic_pointer_cast<nn::Mlp>(f.wide->block_mlp(1));
   for (int e = 0; e < 3; ++e) {
     auto ch = torch::tensor(core["channels"][e].get<std::vector<int64_t>>(), torch::kLong);
     auto units = torch::tensor(core["units"][e].get<std::vector<int64_t>>(), torch::kLong);

@@ -6,7 +6,7 @@
 namespace moejet::models {
 
 void ImageClassifierImpl::install_moe_layers(
-    const moe::MoeConfig& moe, const std::function<void(int64_t, std::shared_ptr<FeedForward>)>& set_mlp) {
+    const moe::MoeConfig& moe, const std::function<void(int64_t, std::shared_ptr<nn::FeedForward>)>& set_mlp) {
   const auto blocks = moe.block_indices(num_blocks());
   for (size_t i = 0; i < blocks.size(); ++i) {
     // The block's depth (and position among the MoE blocks) sets its drop-path rate.

@@ -1,4 +1,6 @@
 #include "moejet/models/convnext.h"
+#include "moejet/nn/dropout.h"
+#include "moejet/nn/init.h"
 
 #include <regex>
 
@@ -123,7 +125,7 @@ torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
   return y.permute({0, 3, 1, 2});
 }
 
-void ConvNextBlockImpl::set_mlp(std::shared_ptr<FeedForward> new_mlp) {
+void ConvNextBlockImpl::set_mlp(std::shared_ptr<nn::FeedForward> new_mlp) {
   mlp = replace_module("mlp", std::move(new_mlp));
 }
 
@@ -132,7 +134,7 @@ ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, doubl
   conv_dw = register_module(
       "conv_dw", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, dim, c.kernel_size).padding(c.kernel_size / 2).groups(dim)));
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)));
-  auto m = std::make_shared<Mlp>(dim, static_cast<int64_t>(static_cast<double>(dim) * c.mlp_ratio));
+  auto m = std::make_shared<nn::Mlp>(dim, static_cast<int64_t>(static_cast<double>(dim) * c.mlp_ratio));
   mlp = register_module("mlp", m);
   if (c.ls_init_value > 0) {
     gamma = register_parameter("gamma", torch::full({dim}, c.ls_init_value));
@@ -147,7 +149,7 @@ torch::Tensor ConvNextBlockImpl::forward(const torch::Tensor& x) {
   if (gamma.defined()) {
     y = y * gamma;
   }
-  return x + drop_path(y.permute({0, 3, 1, 2}), drop_path_rate, is_training());
+  return x + nn::drop_path(y.permute({0, 3, 1, 2}), drop_path_rate, is_training());
 }
 
 namespace {
@@ -190,7 +192,7 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
     }
     stages->push_back(stage);
   }
-  install_moe_layers(c.moe, [&](int64_t block, std::shared_ptr<FeedForward> layer) {
+  install_moe_layers(c.moe, [&](int64_t block, std::shared_ptr<nn::FeedForward> layer) {
     auto [s, b] = c.locate(block);
     blocks[s][b]->set_mlp(std::move(layer));
   });
@@ -207,10 +209,10 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
   torch::NoGradGuard ng;
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
-      trunc_normal_(conv->weight, 0.02);
+      nn::trunc_normal_(conv->weight, 0.02);
       conv->bias.zero_();
     } else if (auto* lin = m->as<torch::nn::Linear>()) {
-      trunc_normal_(lin->weight, 0.02);
+      nn::trunc_normal_(lin->weight, 0.02);
       if (lin->bias.defined()) {
         lin->bias.zero_();
       }
@@ -243,7 +245,7 @@ torch::Tensor ConvNextImpl::forward_features(const torch::Tensor& images) {
 torch::Tensor ConvNextImpl::forward_head(const torch::Tensor& features, bool pre_logits) {
   auto x = head_norm(features.mean({2, 3}));
   if (config.drop_rate > 0) {
-    x = models::dropout(x, config.drop_rate, is_training());
+    x = nn::dropout(x, config.drop_rate, is_training());
   }
   return pre_logits || !head_fc ? x : head_fc(x);
 }
@@ -262,7 +264,7 @@ std::string ConvNextImpl::mlp_norm_key(int64_t block) const {
   return fmt::format("stages.{}.blocks.{}.norm", s, b);
 }
 
-std::shared_ptr<FeedForward> ConvNextImpl::block_mlp(int64_t block) const {
+std::shared_ptr<nn::FeedForward> ConvNextImpl::block_mlp(int64_t block) const {
   auto [s, b] = config.locate(block);
   return blocks[s][b]->mlp;
 }

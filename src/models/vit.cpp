@@ -1,4 +1,6 @@
 #include "moejet/models/vit.h"
+#include "moejet/nn/dropout.h"
+#include "moejet/nn/init.h"
 
 #include <regex>
 
@@ -39,7 +41,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   auto attn = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1));
   attn = attn.softmax(-1);
   if (attn_drop > 0) {
-    attn = models::dropout(attn, attn_drop, is_training());
+    attn = nn::dropout(attn, attn_drop, is_training());
   }
   auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, N, D});
   if (on_context) {
@@ -47,7 +49,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   }
   out = proj(out);
   if (proj_drop > 0) {
-    out = models::dropout(out, proj_drop, is_training());
+    out = nn::dropout(out, proj_drop, is_training());
   }
   return out;
 }
@@ -60,16 +62,16 @@ BlockImpl::BlockImpl(const VitConfig& c, double drop_path_rate) : drop_path_rate
   attn = register_module(
       "attn", Attention(c.embed_dim, c.num_heads, c.qkv_bias, c.attn_drop_rate, c.proj_drop_rate));
   if (c.init_values > 0) {
-    ls1 = register_module("ls1", LayerScale(c.embed_dim, c.init_values));
+    ls1 = register_module("ls1", nn::LayerScale(c.embed_dim, c.init_values));
   }
   norm2 = register_module("norm2", ln());
-  mlp = register_module("mlp", std::make_shared<Mlp>(c.embed_dim, c.mlp_hidden(), c.proj_drop_rate));
+  mlp = register_module("mlp", std::make_shared<nn::Mlp>(c.embed_dim, c.mlp_hidden(), c.proj_drop_rate));
   if (c.init_values > 0) {
-    ls2 = register_module("ls2", LayerScale(c.embed_dim, c.init_values));
+    ls2 = register_module("ls2", nn::LayerScale(c.embed_dim, c.init_values));
   }
 }
 
-void BlockImpl::set_mlp(std::shared_ptr<FeedForward> new_mlp) {
+void BlockImpl::set_mlp(std::shared_ptr<nn::FeedForward> new_mlp) {
   mlp = replace_module("mlp", std::move(new_mlp));
 }
 
@@ -78,12 +80,12 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
   if (ls1) {
     h = ls1(h);
   }
-  auto y = x + drop_path(h, drop_path_rate, is_training());
+  auto y = x + nn::drop_path(h, drop_path_rate, is_training());
   h = mlp->forward(norm2(y));
   if (ls2) {
     h = ls2(h);
   }
-  return y + drop_path(h, drop_path_rate, is_training());
+  return y + nn::drop_path(h, drop_path_rate, is_training());
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
@@ -102,7 +104,7 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
     blocks->push_back(b);
     block_list.push_back(b);
   }
-  install_moe_layers(c.moe, [&](int64_t b, std::shared_ptr<FeedForward> layer) {
+  install_moe_layers(c.moe, [&](int64_t b, std::shared_ptr<nn::FeedForward> layer) {
     block_list[b]->set_mlp(std::move(layer));
   });
   if (c.moe.type == "image") {
@@ -124,13 +126,13 @@ void VisionTransformerImpl::init_weights() {
   // timm's init_weights_vit_timm: trunc-normal(.02) Linear weights, zero biases, trunc-normal(.02)
   // pos_embed, normal(1e-6) cls_token; the patch conv keeps PyTorch's default init.
   torch::NoGradGuard guard;
-  trunc_normal_(pos_embed, 0.02);
+  nn::trunc_normal_(pos_embed, 0.02);
   if (cls_token.defined()) {
     cls_token.normal_(0.0, 1e-6);
   }
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* lin = m->as<torch::nn::Linear>()) {
-      trunc_normal_(lin->weight, 0.02);
+      nn::trunc_normal_(lin->weight, 0.02);
       if (lin->bias.defined()) {
         lin->bias.zero_();
       }
@@ -151,7 +153,7 @@ torch::Tensor VisionTransformerImpl::embed(const torch::Tensor& images) {
   }
   x = x + pos_embed;
   if (config.pos_drop_rate > 0) {
-    x = models::dropout(x, config.pos_drop_rate, is_training());
+    x = nn::dropout(x, config.pos_drop_rate, is_training());
   }
   return x;
 }
@@ -179,7 +181,7 @@ torch::Tensor VisionTransformerImpl::forward_head(const torch::Tensor& tokens, b
     x = fc_norm(x);
   }
   if (config.drop_rate > 0) {
-    x = models::dropout(x, config.drop_rate, is_training());
+    x = nn::dropout(x, config.drop_rate, is_training());
   }
   if (pre_logits || !head) {
     return x;
@@ -199,7 +201,7 @@ std::string VisionTransformerImpl::mlp_norm_key(int64_t block) const {
   return fmt::format("blocks.{}.norm2", block);
 }
 
-std::shared_ptr<FeedForward> VisionTransformerImpl::block_mlp(int64_t block) const {
+std::shared_ptr<nn::FeedForward> VisionTransformerImpl::block_mlp(int64_t block) const {
   TORCH_CHECK(block >= 0 && block < static_cast<int64_t>(block_list.size()), "block ", block, " out of range");
   return block_list[block]->mlp;
 }

@@ -4,7 +4,8 @@
 
 #include <torch/torch.h>
 
-#include "moejet/models/layers.h"
+#include "moejet/nn/dropout.h"
+#include "moejet/nn/init.h"
 #include "moejet/moe/expert_bmm.h"
 
 namespace moejet::moe {
@@ -61,7 +62,7 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, d
   torch::NoGradGuard no_grad;
   for (auto* w : {&fc1_weight, &fc2_weight}) {
     if (init == "trunc_normal") {
-      models::trunc_normal_(*w, 0.02);  // as the dense ViT's Linear layers
+      nn::trunc_normal_(*w, 0.02);  // as the dense ViT's Linear layers
     } else {
       const double bound = 1.0 / std::sqrt(static_cast<double>(w->size(1) * w->size(2)));
       w->uniform_(-bound, bound);
@@ -72,8 +73,8 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, d
 torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
                                  const torch::Tensor& w2, const torch::Tensor& b2) {
   // [E, T, D] -> [E, T, H] -> [E, T, D]; baddbmm fuses the bias add into the batched GEMM.
-  auto h = models::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
-  return models::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
+  auto h = nn::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
+  return nn::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {

@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "moejet/models/layers.h"
+#include "moejet/nn/dropout.h"
 #include "moejet/moe/expert_bmm.h"
 #include "moejet/moe/row_ops.h"
 
@@ -39,7 +39,7 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
   if (training && drop_path > 0) {
     // Viewed as [B*E, S, D], drop_path's per-row mask drops one expert's outputs for one image.
-    out = models::drop_path(out.view({B * total_experts, S, D}), drop_path, training)
+    out = nn::drop_path(out.view({B * total_experts, S, D}), drop_path, training)
               .view({B, total_experts * S, D});
   }
   return batched_matmul(combine, out);
@@ -98,7 +98,7 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   // backward) runs along the last dim, several times faster than a strided one on CPU.
   auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
   auto combine = row_softmax(logits);
-  auto y = models::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
+  auto y = nn::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
                              options.drop_path, is_training());
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {

@@ -4,7 +4,7 @@
 
 #include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/dropout.h"
 #include "moejet/moe/entmax.h"
 #include "moejet/moe/row_ops.h"
 #include "moejet/moe/soft_moe.h"
@@ -240,7 +240,7 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   if (options.drop_path_per_image) {
     // The authors' DropPath on the slot outputs [B, E*S, D] has one mask entry per image, and the
     // combine is linear in them: the same as dropping the layer's output of that image.
-    y = models::drop_path(y, options.expert_drop_path, is_training());
+    y = nn::drop_path(y, options.expert_drop_path, is_training());
   }
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "moejet/models/layers.h"
+#include "moejet/nn/init.h"
 
 namespace moejet::moe {
 
@@ -30,7 +30,7 @@ TopKMoe::TopKMoe(const TopKMoeOptions& o) : options(o) {
       "router", torch::nn::Linear(torch::nn::LinearOptions(o.dim, o.num_experts).bias(false)));
   // trunc-normal .02 like every other ViT Linear rather than zeros: a zero router gives exact
   // ties, which the deterministic tie-break would send wholesale to experts 0..k-1 at step 0.
-  models::trunc_normal_(router->weight, 0.02);
+  nn::trunc_normal_(router->weight, 0.02);
   experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
   last_aux_loss = torch::zeros({});
 }

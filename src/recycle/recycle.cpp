@@ -7,7 +7,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/io/state_dict.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/models/vit.h"
 #include "moejet/moe/moe_layer.h"
 #include "moejet/recycle/weight_selection.h"
@@ -272,7 +272,7 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
       const RecycleSource& src = own ? sources.groups.at(name) : sources.dense;
       const SourcePlan& plan = plans.at(own ? name : "dense");
       const std::string mlp_key = src.model->mlp_key(b);
-      auto mlp = std::dynamic_pointer_cast<models::Mlp>(src.model->block_mlp(b));
+      auto mlp = std::dynamic_pointer_cast<nn::Mlp>(src.model->block_mlp(b));
       check<CheckpointError>(mlp != nullptr, "recycling: {} of {} is not a dense MLP", mlp_key, src.name);
       const auto& w1 = mlp->fc1->weight;  // [H, D]
       const auto& b1 = mlp->fc1->bias;    // [H]

@@ -8,7 +8,7 @@
 #include "moejet/core/error.h"
 #include "moejet/core/progress.h"
 #include "moejet/data/loader.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/models/vit.h"
 
 namespace moejet::recycle {
@@ -104,13 +104,13 @@ ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::ve
   check<ConfigError>(options.images > 0, "unit statistics need at least one image");
   // std::map keeps element addresses stable, so the hooks may point into it.
   std::map<int64_t, UnitStatsAccumulator> acc, chan_acc, ctx_acc;
-  std::vector<std::shared_ptr<models::Mlp>> hooked;
+  std::vector<std::shared_ptr<nn::Mlp>> hooked;
   std::vector<models::AttentionImpl*> hooked_attn;
   auto* vit = dynamic_cast<models::VisionTransformerImpl*>(&dense);
   for (int64_t b : blocks) {
     check<ConfigError>(b >= 0 && b < dense.num_blocks(), "block {} is out of range for a dense model of {} blocks",
                        b, dense.num_blocks());
-    auto mlp = std::dynamic_pointer_cast<models::Mlp>(dense.block_mlp(b));
+    auto mlp = std::dynamic_pointer_cast<nn::Mlp>(dense.block_mlp(b));
     check<ConfigError>(mlp != nullptr, "{} of the dense model is not a dense MLP to gather statistics from",
                        dense.mlp_key(b));
     acc.emplace(b, UnitStatsAccumulator(mlp->fc1->weight.size(0), options.quantile, options.coactivation));
@@ -131,7 +131,7 @@ ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::ve
     hooked.push_back(mlp);
   }
   struct Unhook {  // the hooks point into the accumulators: never leave them behind, even on error
-    std::vector<std::shared_ptr<models::Mlp>>& mlps;
+    std::vector<std::shared_ptr<nn::Mlp>>& mlps;
     std::vector<models::AttentionImpl*>& attns;
     ~Unhook() {
       for (auto& m : mlps) {

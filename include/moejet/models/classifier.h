@@ -17,7 +17,7 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/io/state_dict.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/image_router.h"
 #include "moejet/moe/moe_config.h"
 #include "moejet/moe/moe_layer.h"
@@ -46,7 +46,7 @@ class ImageClassifierImpl : public torch::nn::Module {
   /// "stages.2.blocks.1.norm").
   virtual std::string mlp_norm_key(int64_t block) const = 0;
   /// Block i's MLP slot (a dense Mlp, or an MoE layer).
-  virtual std::shared_ptr<FeedForward> block_mlp(int64_t block) const = 0;
+  virtual std::shared_ptr<nn::FeedForward> block_mlp(int64_t block) const = 0;
   /// Token width of block i.
   virtual int64_t block_dim(int64_t block) const = 0;
 
@@ -81,7 +81,7 @@ class ImageClassifierImpl : public torch::nn::Module {
   /// for its block and records it in moe_layer_list. Called from a backbone's constructor once
   /// its blocks exist.
   void install_moe_layers(const moe::MoeConfig& moe,
-                          const std::function<void(int64_t block, std::shared_ptr<FeedForward> layer)>& set_mlp);
+                          const std::function<void(int64_t block, std::shared_ptr<nn::FeedForward> layer)>& set_mlp);
   /// Registers "router" for moe.type "image": it reads tokens of width `dim` with
   /// `prefix_tokens` leading tokens (pooled by the class token when `pool_class_token`).
   void add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens, bool pool_class_token);

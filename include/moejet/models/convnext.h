@@ -30,7 +30,7 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/models/classifier.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/moe_config.h"
 
 namespace moejet::models {
@@ -75,10 +75,10 @@ class ConvNextBlockImpl : public torch::nn::Module {
   ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate);
   torch::Tensor forward(const torch::Tensor& x);  ///< [B, C, H, W] -> same
   /// Replaces the dense MLP (registered under the same name "mlp").
-  void set_mlp(std::shared_ptr<FeedForward> mlp);
+  void set_mlp(std::shared_ptr<nn::FeedForward> mlp);
   torch::nn::Conv2d conv_dw{nullptr};
   torch::nn::LayerNorm norm{nullptr};
-  std::shared_ptr<FeedForward> mlp;  ///< a dense Mlp; MoE layers take its place
+  std::shared_ptr<nn::FeedForward> mlp;  ///< a dense nn::Mlp; MoE layers take its place
   torch::Tensor gamma;               ///< [C], undefined without layer scale
   double drop_path_rate;
 };
@@ -112,7 +112,7 @@ class ConvNextImpl : public ImageClassifierImpl {
   }
   std::string mlp_key(int64_t block) const override;
   std::string mlp_norm_key(int64_t block) const override;
-  std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
+  std::shared_ptr<nn::FeedForward> block_mlp(int64_t block) const override;
   int64_t block_dim(int64_t block) const override;
   /// timm's group_matcher: stem 0, each block (and its stage's downsample) in depth order, head last.
   int64_t layer_id(const std::string& param_name) const override;

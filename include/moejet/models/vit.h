@@ -17,7 +17,8 @@
 #include <torch/nn/modules/normalization.h>
 
 #include "moejet/models/classifier.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
+#include "moejet/nn/layer_scale.h"
 #include "moejet/models/vit_config.h"
 
 namespace moejet::models {
@@ -50,14 +51,14 @@ class BlockImpl : public torch::nn::Module {
   BlockImpl(const VitConfig& config, double drop_path_rate);
   torch::Tensor forward(const torch::Tensor& x);
   /// Replaces the dense MLP (registered under the same name "mlp").
-  void set_mlp(std::shared_ptr<FeedForward> mlp);
+  void set_mlp(std::shared_ptr<nn::FeedForward> mlp);
 
   torch::nn::LayerNorm norm1{nullptr};
   Attention attn{nullptr};
-  LayerScale ls1{nullptr};  // null when init_values == 0
+  nn::LayerScale ls1{nullptr};  // null when init_values == 0
   torch::nn::LayerNorm norm2{nullptr};
-  std::shared_ptr<FeedForward> mlp;
-  LayerScale ls2{nullptr};
+  std::shared_ptr<nn::FeedForward> mlp;
+  nn::LayerScale ls2{nullptr};
   double drop_path_rate;
 };
 TORCH_MODULE(Block);
@@ -105,7 +106,7 @@ class VisionTransformerImpl : public ImageClassifierImpl {
   }
   std::string mlp_key(int64_t block) const override;
   std::string mlp_norm_key(int64_t block) const override;
-  std::shared_ptr<FeedForward> block_mlp(int64_t block) const override;
+  std::shared_ptr<nn::FeedForward> block_mlp(int64_t block) const override;
   int64_t block_dim(int64_t) const override {
     return config.embed_dim;
   }

@@ -9,7 +9,7 @@
 
 #include <torch/types.h>
 
-#include "moejet/models/layers.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/expert_mlp.h"
 
 namespace moejet::moe {
@@ -24,7 +24,7 @@ struct RoutingStats {
   double dropped_fraction = 0.0;
 };
 
-class MoeLayer : public models::FeedForward {
+class MoeLayer : public nn::FeedForward {
  public:
   /// Scalar auxiliary loss of the last forward (already weighted by the layer's own config).
   torch::Tensor last_aux_loss;

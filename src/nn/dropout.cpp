@@ -6,9 +6,9 @@
 
 #include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
-#include "moejet/models/layers.h"
+#include "moejet/nn/dropout.h"
 
-namespace moejet::models {
+namespace moejet::nn {
 
 namespace {
 
@@ -91,4 +91,14 @@ torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
   return x * mask;
 }
 
-}  // namespace moejet::models
+torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
+  if (p <= 0.0 || !training) {
+    return x;
+  }
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  auto keep = torch::empty(shape, x.options()).bernoulli_(1.0 - p);
+  return x * keep.div_(1.0 - p);
+}
+
+}  // namespace moejet::nn

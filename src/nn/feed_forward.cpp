@@ -1,0 +1,31 @@
+#include "moejet/nn/feed_forward.h"
+
+#include <torch/torch.h>
+
+#include "moejet/nn/dropout.h"
+
+namespace moejet::nn {
+
+Mlp::Mlp(int64_t dim, int64_t hidden, double drop) : drop(drop) {
+  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+}
+
+torch::Tensor Mlp::forward(const torch::Tensor& x) {
+  if (on_input) {
+    on_input(x);
+  }
+  auto h = torch::gelu(fc1(x));
+  if (on_hidden) {
+    on_hidden(h);
+  }
+  h = nn::dropout(h, drop, is_training());
+  return nn::dropout(fc2(h), drop, is_training());
+}
+
+double Mlp::macs(int64_t tokens) const {
+  return 2.0 * static_cast<double>(tokens) * static_cast<double>(fc1->weight.size(0)) *
+         static_cast<double>(fc1->weight.size(1));
+}
+
+}  // namespace moejet::nn
