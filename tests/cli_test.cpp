@@ -211,6 +211,12 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
         << r.output;
     EXPECT_EQ(read_file_bytes(out + "/last.safetensors"), read_file_bytes(dir.file("ref/last.safetensors"))) << point;
   }
+  // Ctrl-C on the last step: the run is complete and evaluated, as if no signal had come.
+  r = run_shell("MOEJET_FAULT=interrupt:6 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " +
+                dir.file("late"));
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "epoch 3/3 eval")) << r.output;
+  EXPECT_EQ(read_file_bytes(dir.file("late/last.safetensors")), read_file_bytes(dir.file("ref/last.safetensors")));
 
   // --overwrite replaces the run on purpose; with no --out each run gets its own folder.
   r = run(train + " --out " + dir.file("ref") + " --epochs 1 --overwrite");

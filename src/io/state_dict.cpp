@@ -159,7 +159,7 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
   }
   if (!report.non_finite.empty()) {
     // A warning, not an error: inspecting a diverged run's weights is legitimate.
-    spdlog::warn("{}: {} tensor{} hold NaN or Inf values ({}); the model's outputs will be NaN", source,
+    spdlog::warn("{}: {} tensor{} hold NaN or Inf values ({}); expect NaN outputs and losses", source,
                  report.non_finite.size(), report.non_finite.size() == 1 ? "" : "s", name_list(report.non_finite));
   }
   return report;

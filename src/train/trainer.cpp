@@ -465,7 +465,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
         state.step += 1;
         fault_point("step", state.step);
         fault_point("interrupt", state.step);
-        if (const int sig = interrupt_agreed()) {
+        // A signal on the last step changes nothing: the run ends there anyway, evaluated.
+        if (const int sig = interrupt_agreed(); sig && state.step < total_steps) {
           result.interrupted_by = sig;
           stop = true;
         }
@@ -532,7 +533,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     if (dist) {
       dist->barrier();  // the others wait while rank 0 evaluates and writes
     }
-    if (!result.interrupted_by) {
+    if (!result.interrupted_by && !stop && epoch + 1 < tc.epochs) {
       result.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
     }
     if (result.interrupted_by) {
