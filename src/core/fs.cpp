@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -51,16 +51,25 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
   }
 }
 
-std::vector<char> read_file_bytes(const std::string& path) {
+namespace {
+
+std::ifstream open_file(const std::string& path, std::ios::openmode mode) {
   std::error_code ec;
   // A directory opens as an ifstream on Linux and reports a size of 2^63: name it instead.
   if (fs::is_directory(path, ec)) {
     throw Error(fmt::format("{}: is a directory, not a file", path));
   }
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  std::ifstream in(path, mode);
   if (!in) {
     throw Error(fmt::format("{}: cannot open file", path));
   }
+  return in;
+}
+
+}  // namespace
+
+std::vector<char> read_file_bytes(const std::string& path) {
+  std::ifstream in = open_file(path, std::ios::binary | std::ios::ate);
   std::streamsize size = in.tellg();
   if (size < 0) {
     throw Error(fmt::format("{}: cannot tell the file's size (not a regular file?)", path));
@@ -89,6 +98,10 @@ std::vector<char> gunzip(const std::string& path, std::vector<char> raw, uint64_
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
     throw Error(fmt::format("{}: zlib init failed", path));
   }
+  auto too_big = [&]() {
+    return DataError(fmt::format("{}: gzip data inflates to more than {} bytes, the most this file can hold{}", path,
+                                 limit, limit == kMaxInflatedBytes ? "" : " by its own header"));
+  };
   std::vector<char> out;
   out.resize(static_cast<size_t>(std::min<uint64_t>(raw.size() * 4 + 1024, limit + 1)));
   zs.next_in = reinterpret_cast<Bytef*>(raw.data());
@@ -102,8 +115,7 @@ std::vector<char> gunzip(const std::string& path, std::vector<char> raw, uint64_
           out.resize(static_cast<size_t>(limit));
           return out;
         }
-        throw DataError(fmt::format("{}: gzip data inflates to more than {} bytes, the most this file can hold{}",
-                                    path, limit, limit == kMaxInflatedBytes ? "" : " by its own header"));
+        throw too_big();
       }
       out.resize(static_cast<size_t>(std::min<uint64_t>(out.size() * 2, limit + 1)));
     }
@@ -126,8 +138,7 @@ std::vector<char> gunzip(const std::string& path, std::vector<char> raw, uint64_
   out.resize(std::min<uint64_t>(zs.total_out, head_only ? limit : zs.total_out));
   inflateEnd(&zs);
   if (!head_only && out.size() > limit) {
-    throw DataError(fmt::format("{}: gzip data inflates to more than {} bytes, the most this file can hold{}", path,
-                                limit, limit == kMaxInflatedBytes ? "" : " by its own header"));
+    throw too_big();
   }
   return out;
 }
@@ -142,14 +153,7 @@ std::vector<char> read_file_maybe_gzip(const std::string& path, uint64_t max_byt
 std::vector<char> read_head_maybe_gzip(const std::string& path, size_t n) {
   std::vector<char> head(std::max<size_t>(n, 2));
   {
-    std::error_code ec;
-    if (fs::is_directory(path, ec)) {
-      throw Error(fmt::format("{}: is a directory, not a file", path));
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      throw Error(fmt::format("{}: cannot open file", path));
-    }
+    std::ifstream in = open_file(path, std::ios::binary);
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<size_t>(in.gcount()));
   }
