@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/core/fs.h"
 #include "moejet/data/dataset.h"
 #include "stb_image.h"
 
@@ -33,19 +35,35 @@ int64_t channels_for(int comp) {
   return comp <= 2 ? 1 : 3;
 }
 
-// Reads only the header, so that a file claiming a huge size costs nothing before it is refused.
-void check_size(const std::string& path, int64_t max_pixels) {
-  int w = 0, h = 0, comp = 0;
-  if (max_pixels <= 0 || stbi_info(path.c_str(), &w, &h, &comp) != 1) {
-    return;  // an undecodable header gets stbi_load's own error
+// A file's bytes, read once: its header is checked against the pixel limit before anything is
+// decoded (a file claiming a huge size then costs nothing), and the same bytes are decoded.
+// `comp`, when given, receives the header's channel count; an unreadable header is then an error.
+std::vector<char> read_image(const std::string& path, int64_t max_pixels, int* comp) {
+  std::vector<char> bytes;
+  try {
+    bytes = read_file_bytes(path);
+  } catch (const DataError&) {
+    throw;
+  } catch (const Error& e) {
+    throw DataError(e.what());
   }
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int size = static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX));
+  int w = 0, h = 0, c = 0;
+  if (stbi_info_from_memory(data, size, &w, &h, &c) != 1) {
+    check<DataError>(comp == nullptr, "{}: cannot decode image header ({})", path,
+                     stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    return bytes;  // stbi_load gives its own error
+  }
+  if (comp != nullptr) *comp = c;
   const int64_t pixels = int64_t{w} * h;
-  check<DataError>(pixels <= max_pixels,
+  check<DataError>(max_pixels <= 0 || pixels <= max_pixels,
                    "{}: {}x{} image ({} pixels) is over the {}-pixel limit{}; if it is real, raise "
                    "data.max_image_pixels (--set data.max_image_pixels=N, or eval --max-image-pixels N; 0 = "
                    "no limit)",
                    path, w, h, pixels, max_pixels,
                    max_pixels == kDefaultMaxImagePixels ? " (PIL's MAX_IMAGE_PIXELS)" : "");
+  return bytes;
 }
 
 class ImageFolderDataset final : public Dataset {
@@ -67,9 +85,11 @@ class ImageFolderDataset final : public Dataset {
     check<DataError>(index < files_.size(), "{}: index {} out of range (size {})", root_, index,
                      files_.size());
     const std::string& path = files_[index];
+    const std::vector<char> bytes = read_image(path, max_pixels_, nullptr);
     int w = 0, h = 0, comp = 0;
-    check_size(path, max_pixels_);
-    stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &comp, channels_);
+    stbi_uc* pixels = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                            static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)), &w, &h,
+                                            &comp, channels_);
     if (pixels == nullptr) {
       const char* why = stbi_failure_reason();
       throw DataError(
@@ -151,11 +171,8 @@ DatasetPtr open_image_folder(const std::string& dir, int channels, int64_t max_p
   }
 
   if (channels == 0) {
-    check_size(files[0], max_pixels);
-    int w = 0, h = 0, comp = 0;
-    check<DataError>(stbi_info(files[0].c_str(), &w, &h, &comp) == 1,
-                     "{}: cannot decode image header ({})", files[0],
-                     stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    int comp = 0;
+    read_image(files[0], max_pixels, &comp);
     channels = static_cast<int>(channels_for(comp));
   }
   return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files),
