@@ -32,15 +32,16 @@ ConvNextConfig tiny_convnext() {
 
 ConvNextConfig tiny_convnext_moe(const std::string& type) {
   auto c = tiny_convnext();
-  c.moe.type = type;
-  c.moe.layers = {3, 4};  // stage 2, blocks 1 and 2 (flat order: 0 | 1 | 2 3 4 | 5)
-  c.moe.num_experts = 4;
-  c.moe.top_k = type == "image" ? 1 : 2;
-  c.moe.mlp_ratio = 2.0;
-  c.moe.core_experts = 2;
-  c.moe.universal_experts = 4;
-  c.moe.core_mlp_ratio = 4.0;
-  c.moe.universal_mlp_ratio = 1.0;
+  json moe = {{"type", type}, {"layers", {3, 4}}};  // stage 2, blocks 1 and 2 (flat order: 0 | 1 | 2 3 4 | 5)
+  if (type == "sphero") {
+    moe.update({{"core_experts", 2}, {"universal_experts", 4}, {"core_mlp_ratio", 4.0}, {"universal_mlp_ratio", 1.0}});
+  } else {
+    moe.update({{"num_experts", 4}, {"mlp_ratio", 2.0}});
+  }
+  if (type == "topk" || type == "image") {
+    moe["top_k"] = type == "image" ? 1 : 2;
+  }
+  c.moe = moejet::testing::moe_config(moe);
   return c;
 }
 
@@ -167,7 +168,7 @@ TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   torch::manual_seed(2);
   ConvNext dense(tiny_convnext());
   auto cfg = tiny_convnext_moe("soft");  // 4 experts x hidden 48 of the 96 units of stage 2
-  cfg.moe.mlp_ratio = 1.0;               // 4 experts x 24 units: a partition of 96
+  std::get<moe::SoftMoeOptions>(cfg.moe.options).mlp_ratio = 1.0;  // 4 experts x 24 units: a partition of 96
   ConvNext moe(cfg);
   recycle::RecycleOptions o;
   o.method = recycle::Method::Uniform;
@@ -197,7 +198,6 @@ TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   }
   // A ViT cannot be recycled into a ConvNeXt.
   ModelConfig vit;
-  vit.vit.moe.type = "none";
   auto v = make_model(vit);
   EXPECT_THROW(recycle::recycle_model(*v, *moe, {}, o), ConfigError);
 }

@@ -13,7 +13,7 @@
 #include "moejet/models/checkpoint_layout.h"
 #include "moejet/models/vit.h"
 #include "moejet/moe/sphero_moe.h"
-#include "moejet/train/trainer.h"
+#include "moejet/models/model_file.h"
 #include "test_util.h"
 
 using namespace moejet;
@@ -42,12 +42,12 @@ VitConfig vit_moe_avg_config() {
   c.num_heads = 2;
   c.class_token = true;
   c.global_pool = "avg";
-  c.moe.type = "sphero";
   c.moe.layers = {2, 3};
-  c.moe.core_experts = 4;
-  c.moe.universal_experts = 8;
-  c.moe.core_mlp_ratio = 4.0;
-  c.moe.universal_mlp_ratio = 1.0;  // 4 * univ_factor
+  auto& sphero = c.moe.set<moe::SpheroMoeOptions>();
+  sphero.core_experts = 4;
+  sphero.universal_experts = 8;
+  sphero.core_mlp_ratio = 4.0;
+  sphero.universal_mlp_ratio = 1.0;  // 4 * univ_factor
   return c;
 }
 
@@ -62,14 +62,13 @@ TEST(JetpackParity, DualPathLayerOutputAndEveryGradientMatchTheAuthors) {
   auto io_ = io::read_safetensors(dir + "io.safetensors");
 
   moe::SpheroMoeOptions o;
-  o.dim = 64;
   o.core_experts = 8;
-  o.core_hidden = 256;
+  o.core_mlp_ratio = 4.0;  // 256 hidden units
   o.universal_experts = 16;
-  o.universal_hidden = 64;
+  o.universal_mlp_ratio = 1.0;  // 64
   o.slots_per_expert = 1;
   o.slot_layernorm = true;
-  moe::SpheroMoe layer(o);
+  moe::SpheroMoe layer(o, /*dim=*/64);
   EXPECT_EQ(key_set(io::module_state_dict(layer)), key_set(params));
   auto report = io::load_state_dict(layer, params, {}, dir + "params.safetensors");
   ASSERT_TRUE(report.ok()) << report.summary();
@@ -118,7 +117,7 @@ TEST(JetpackParity, MmengineTrainingCheckpointLoadsWithItsLayoutReported) {
   // weights are read; the prefix and the authors' names are mapped and both are reported.
   const std::string dir = fixture_path("jetpack/vit_moe_avg/");
   VisionTransformer model(vit_moe_avg_config());
-  auto summary = train::load_model_weights(*model, dir + "mmengine_epoch_300.pth", false);
+  auto summary = models::load_model_weights(*model, dir + "mmengine_epoch_300.pth", false);
   EXPECT_NE(summary.find("mmengine checkpoint layout"), std::string::npos) << summary;
   EXPECT_NE(summary.find("MoE Jetpack authors' key layout: 20 keys renamed"), std::string::npos) << summary;
   model->eval();

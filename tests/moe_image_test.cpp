@@ -13,22 +13,17 @@ using namespace moejet;
 namespace {
 
 models::VitConfig mobile_vmoe(int64_t experts, int64_t k) {
-  models::VitConfig c;
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.in_chans = 1;
+  auto c = moejet::testing::tiny_vit();
   c.num_classes = 6;
-  c.embed_dim = 16;
   c.depth = 3;
-  c.num_heads = 2;
   c.class_token = false;
   c.global_pool = "avg";
-  c.moe.type = "image";
   c.moe.last = 2;
-  c.moe.num_experts = experts;
-  c.moe.top_k = k;
-  c.moe.mlp_ratio = 2.0;
-  c.moe.aux_loss_weight = 0.0;
+  auto& o = c.moe.set<moe::PerImageMoeOptions>();
+  o.num_experts = experts;
+  o.top_k = k;
+  o.mlp_ratio = 2.0;
+  o.aux_loss_weight = 0.0;
   return c;
 }
 

@@ -16,13 +16,15 @@ using moejet::testing::all_close;
 
 namespace {
 
+// Layers of width kDim = 16.
+constexpr int64_t kDim = 16;
+
 SpheroMoeOptions sphero(int64_t slots = 1) {
   SpheroMoeOptions o;
-  o.dim = 16;
   o.core_experts = 3;
-  o.core_hidden = 32;
+  o.core_mlp_ratio = 2.0;  // 32 hidden units
   o.universal_experts = 4;
-  o.universal_hidden = 8;
+  o.universal_mlp_ratio = 0.5;  // 8
   o.slots_per_expert = slots;
   o.noise_mult = 0.0;
   return o;
@@ -34,8 +36,7 @@ TEST(JetpackOptions, DropPathDropsAnImagesWholeOutputAtTheAuthorsDepthWiseRate) 
   torch::manual_seed(0);
   auto o = sphero();
   o.expert_init = "trunc_normal";
-  o.expert_drop_path = 0.5;
-  SpheroMoe layer(o);
+  SpheroMoe layer(o, kDim, /*drop_path=*/0.5);
   auto x = torch::randn({64, 5, 16});
   layer.eval();
   auto y_eval = layer.forward(x).detach();
@@ -55,48 +56,50 @@ TEST(JetpackOptions, DropPathDropsAnImagesWholeOutputAtTheAuthorsDepthWiseRate) 
 
   // torch.linspace(0, r, depth)[block] in the authors' model; moejet's "expert" mode rises from 0
   // over the MoE blocks.
+  EXPECT_DOUBLE_EQ(moe_drop_path_rate(0.1, "image", 6, 12, 0, 6), 0.1 * 6 / 11);
+  EXPECT_DOUBLE_EQ(moe_drop_path_rate(0.1, "image", 11, 12, 5, 6), 0.1);
+  EXPECT_DOUBLE_EQ(moe_drop_path_rate(0.1, "expert", 6, 12, 0, 6), 0.0);
+  EXPECT_DOUBLE_EQ(moe_drop_path_rate(0.1, "expert", 9, 12, 3, 6), 0.1 * 3 / 5);
+  // The factory gives the layer of block 6 (the first of 6 MoE blocks of 12) its rate.
   MoeConfig c;
-  c.type = "sphero";
-  c.expert_drop_path = 0.1;
-  EXPECT_DOUBLE_EQ(moe_drop_path_rate(c, 6, 12, 0, 6), 0.1 * 6 / 11);
-  EXPECT_DOUBLE_EQ(moe_drop_path_rate(c, 11, 12, 5, 6), 0.1);
-  c.expert_drop_path_mode = "expert";
-  EXPECT_DOUBLE_EQ(moe_drop_path_rate(c, 6, 12, 0, 6), 0.0);
-  EXPECT_DOUBLE_EQ(moe_drop_path_rate(c, 9, 12, 3, 6), 0.1 * 3 / 5);
-  // The factory hands the rate and the mode to the layer.
-  c.expert_drop_path_mode = "image";
-  c.core_experts = 2;
-  c.universal_experts = 2;
-  auto built = std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, 16, 6, 12, 0, 6));
+  auto& s = c.set<SpheroMoeOptions>();
+  s.expert_drop_path = 0.1;
+  s.core_experts = 2;
+  s.universal_experts = 2;
+  auto built = std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, kDim, 6, 12, 0, 6));
   ASSERT_TRUE(built);
-  EXPECT_DOUBLE_EQ(built->options.expert_drop_path, 0.1 * 6 / 11);
-  EXPECT_TRUE(built->options.drop_path_per_image);
+  EXPECT_DOUBLE_EQ(built->drop_path, 0.1 * 6 / 11);
+  s.expert_drop_path_mode = "expert";
+  EXPECT_DOUBLE_EQ(std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, kDim, 9, 12, 3, 6))->drop_path,
+                   0.1 * 3 / 5);
 
-  // Soft MoE gets the same per-image drop path.
-  c.type = "soft";
-  auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, 16, 11, 12, 5, 6));
+  // Soft MoE gets the same per-image drop path, and only that one.
+  c.set<SoftMoeOptions>().expert_drop_path = 0.1;
+  auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, kDim, 11, 12, 5, 6));
   ASSERT_TRUE(soft);
-  EXPECT_DOUBLE_EQ(soft->options.drop_path, 0.1);
+  EXPECT_DOUBLE_EQ(soft->drop_path, 0.1);
+  std::get<SoftMoeOptions>(c.options).expert_drop_path_mode = "expert";
+  EXPECT_THROW(c.validate(12), ConfigError);
 }
 
 TEST(JetpackOptions, ExpertInitIsTheAuthorsKaimingUniformForTheirLayers) {
   torch::manual_seed(0);
-  MoeConfig c;
-  c.type = "sphero";
-  EXPECT_EQ(resolved_expert_init(c), "kaiming_uniform");
-  c.type = "soft";
-  EXPECT_EQ(resolved_expert_init(c), "kaiming_uniform");
-  c.type = "topk";
-  EXPECT_EQ(resolved_expert_init(c), "trunc_normal");
-  c.type = "image";
-  EXPECT_EQ(resolved_expert_init(c), "trunc_normal");
-  c.expert_init = "kaiming_uniform";
-  EXPECT_EQ(resolved_expert_init(c), "kaiming_uniform");
+  EXPECT_EQ(resolve_expert_init("auto", "kaiming_uniform"), "kaiming_uniform");
+  EXPECT_EQ(resolve_expert_init("trunc_normal", "kaiming_uniform"), "trunc_normal");
+  // "auto": the authors' kaiming_uniform in their layers (soft, sphero), timm's trunc_normal
+  // (std .02) in V-MoE's and Mobile V-MoE's.
+  const double soft_bound = 1.0 / std::sqrt(64.0 * 16.0);
+  EXPECT_LE(SoftMoe(SoftMoeOptions{}, kDim).experts->fc1_weight.abs().max().item<double>(), soft_bound);
+  EXPECT_NEAR(TopKMoe(TopKMoeOptions{}, kDim).experts->fc1_weight.std().item<double>(), 0.02, 0.002);
+  EXPECT_NEAR(PerImageMoe(PerImageMoeOptions{}, kDim).experts->fc1_weight.std().item<double>(), 0.02, 0.002);
+  TopKMoeOptions kaiming;
+  kaiming.expert_init = "kaiming_uniform";
+  EXPECT_LE(TopKMoe(kaiming, kDim).experts->fc1_weight.abs().max().item<double>(), soft_bound);
 
   auto o = sphero();
   o.core_experts = 8;
-  o.core_hidden = 64;
-  SpheroMoe layer(o);
+  o.core_mlp_ratio = 4.0;  // 64 hidden units
+  SpheroMoe layer(o, kDim);
   // kaiming_uniform_(a=sqrt(5)) on [E, out, in]: fan-in out * in, U(-b, b) with b = 1/sqrt(out * in).
   const auto& w = layer.core->fc1_weight;  // [8, 64, 16]
   const double bound = 1.0 / std::sqrt(64.0 * 16.0);
@@ -104,23 +107,23 @@ TEST(JetpackOptions, ExpertInitIsTheAuthorsKaimingUniformForTheirLayers) {
   EXPECT_NEAR(w.std().item<double>(), bound / std::sqrt(3.0), 0.05 * bound);
   EXPECT_EQ(layer.core->fc1_bias.abs().max().item<double>(), 0.0);
   o.expert_init = "trunc_normal";
-  SpheroMoe timm_init(o);
+  SpheroMoe timm_init(o, kDim);
   EXPECT_NEAR(timm_init.core->fc1_weight.std().item<double>(), 0.02, 0.002);
 }
 
 TEST(JetpackOptions, OrthogonalPhiOverExpertsAsTheAuthorsOrOverSlots) {
   torch::manual_seed(0);
   auto o = sphero(2);  // E = 7 experts, S = 2 slots, D = 16
-  SpheroMoe experts(o);
+  SpheroMoe experts(o, kDim);
   // torch's orthogonal_ on [E, S, D] (the authors'): rows of the [E, S*D] view are orthonormal.
   auto rows = experts.phi.detach().reshape({7, 32});
   EXPECT_TRUE(all_close(rows.matmul(rows.t()), torch::eye(7), 1e-5, 1e-5));
   o.phi_init = "orthogonal_slots";
-  SpheroMoe slots(o);
+  SpheroMoe slots(o, kDim);
   auto q = slots.phi.detach().reshape({14, 16});
   EXPECT_TRUE(all_close(q.matmul(q.t()), torch::eye(14), 1e-5, 1e-5));
   o.phi_init = "random";
-  EXPECT_THROW(SpheroMoe bad(o), c10::Error);
+  EXPECT_THROW(SpheroMoe bad(o, kDim), ConfigError);
 }
 
 TEST(JetpackOptions, TemperatureClampIsOptionalAndOffInTheAuthorsCode) {
@@ -130,7 +133,7 @@ TEST(JetpackOptions, TemperatureClampIsOptionalAndOffInTheAuthorsCode) {
     auto o = sphero();
     o.temperature_min = temperature_min;
     torch::manual_seed(1);
-    SpheroMoe layer(o);
+    SpheroMoe layer(o, kDim);
     layer.eval();
     torch::NoGradGuard ng;
     layer.dispatch_temperature.fill_(t);
@@ -144,37 +147,82 @@ TEST(JetpackOptions, TemperatureClampIsOptionalAndOffInTheAuthorsCode) {
 }
 
 TEST(JetpackOptions, TheConfigReachesTheLayersL2FormSoftNoiseLogitsDropAndSlotLayerNorm) {
-  MoeConfig c;
-  c.type = "sphero";
-  c.layers = {0};
-  c.core_experts = 2;
-  c.universal_experts = 2;
-  ASSERT_EQ(c.l2_norm, "add");  // the authors' l2norm by default
-  auto sphero_layer = std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, 16, 0, 1, 0, 1));
-  EXPECT_TRUE(sphero_layer->options.l2_additive);
-  c.l2_norm = "clamp";
-  EXPECT_FALSE(std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, 16, 0, 1, 0, 1))->options.l2_additive);
-  c.logits_drop = 0.1;
-  EXPECT_THROW(c.validate(1), ConfigError);  // soft only: the authors' dual path drops nothing
-  c.type = "soft";
-  c.noise_mult = 1.0;
-  c.noise_in_eval = true;
-  c.soft_slot_layernorm = true;
-  c.validate(1);
-  auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, 16, 0, 1, 0, 1));
-  EXPECT_FALSE(soft->options.l2_additive);
+  using moejet::testing::moe_config;
+  using moejet::testing::throws_error;
+  json j = {{"type", "sphero"}, {"layers", {0}}, {"core_experts", 2}, {"universal_experts", 2}};
+  auto c = moe_config(j);
+  ASSERT_EQ(c.get<SpheroMoeOptions>().l2_norm, "add");  // the authors' l2norm by default
+  // x / (|x| + 1e-6) against x / max(|x|, 1e-6): a key of norm 1e-6 becomes 0.5 long, or 1.
+  auto tiny = torch::full({1, 1, kDim}, 1e-6 / std::sqrt(static_cast<double>(kDim)));
+  auto key_norm = [&](const MoeConfig& config) {
+    auto layer = std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(config, kDim, 0, 1, 0, 1));
+    return layer->keys(tiny).norm().item<double>();
+  };
+  EXPECT_NEAR(key_norm(c), 0.5, 1e-4);
+  j["l2_norm"] = "clamp";
+  EXPECT_NEAR(key_norm(moe_config(j)), 1.0, 1e-4);
+  // Soft MoE's options are an error on another layer type (the authors' dual path drops nothing)...
+  j["logits_drop"] = 0.1;
+  EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config(j); },
+                                        {"model.moe.logits_drop", "an option of MoE type soft, not of type sphero"}));
+  // ...and reach a soft layer.
+  json soft_json = {{"type", "soft"},         {"layers", {0}},          {"l2_norm", "clamp"},
+                    {"noise_mult", 1.0},      {"noise_in_eval", true},  {"soft_slot_layernorm", true},
+                    {"logits_drop", 0.1}};
+  auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(moe_config(soft_json), kDim, 0, 1, 0, 1));
+  EXPECT_EQ(soft->options.l2_norm, "clamp");
   EXPECT_EQ(soft->options.noise_mult, 1.0);
   EXPECT_TRUE(soft->options.noise_in_eval);
   EXPECT_EQ(soft->options.logits_drop, 0.1);
   EXPECT_TRUE(soft->slot_norm);
-  // Soft MoE has no noise unless asked (noise_mult < 0 means 1 / E for SpheroMoE only).
-  c.noise_mult = -1.0;
-  EXPECT_EQ(std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(c, 16, 0, 1, 0, 1))->options.noise_mult, 0.0);
-  c.l2_norm = "sometimes";
-  EXPECT_THROW(c.validate(1), ConfigError);
-  // Every new field round-trips through JSON.
-  c.l2_norm = "clamp";
-  json j = c;
-  auto back = moe_config_from_json(j, "moe");
-  EXPECT_EQ(json(back), j);
+  // Soft MoE has no noise unless asked (noise_mult < 0 means 1 / E for SpheroMoE only): two
+  // training forwards agree.
+  auto quiet = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(moe_config({{"type", "soft"}, {"layers", {0}}}), kDim, 0, 1, 0, 1));
+  EXPECT_EQ(quiet->options.noise_mult, -1.0);
+  quiet->train();
+  auto x = torch::randn({2, 5, kDim});
+  EXPECT_TRUE(quiet->forward(x).equal(quiet->forward(x)));
+  soft_json["l2_norm"] = "sometimes";
+  EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config(soft_json); }, {"model.moe.l2_norm", "add or clamp"}));
+  // Every field round-trips through JSON.
+  soft_json["l2_norm"] = "clamp";
+  json written = moe_config(soft_json);
+  EXPECT_EQ(json(moe_config(written)), written);
+  for (const auto& [key, value] : soft_json.items()) {
+    EXPECT_EQ(written.at(key), value) << key;
+  }
+}
+
+TEST(MoeConfig, EachLayerTypeReadsItsOwnOptionsAndOlderFilesWithEveryTypesKeysStillLoad) {
+  using moejet::testing::moe_config;
+  using moejet::testing::throws_error;
+  // What moejet wrote before the options were per type: every type's keys at their defaults.
+  json old = {{"type", "soft"}, {"layers", {1}}, {"last", 0}, {"num_experts", 4}, {"mlp_ratio", 2.0},
+              {"slots_per_expert", 1}, {"normalize", true}, {"soft_slot_layernorm", false}, {"logits_drop", 0.0},
+              {"l2_norm", "add"}, {"core_experts", 0}, {"universal_experts", 0}, {"core_mlp_ratio", 4.0},
+              {"universal_mlp_ratio", 1.0}, {"slot_layernorm", true}, {"offset_scale", false},
+              {"combine", "entmax15"}, {"temperature_init", 0.5}, {"temperature_min", 0.01}, {"noise_mult", -1.0},
+              {"noise_in_eval", false}, {"phi_init", "orthogonal_experts"}, {"expert_init", "auto"},
+              {"expert_drop", 0.0}, {"expert_drop_path", 0.0}, {"expert_drop_path_mode", "image"}, {"top_k", 2},
+              {"capacity_factor", 1.0}, {"router_noise", 0.0}, {"aux_loss_weight", 0.01},
+              {"batch_priority", false}};
+  auto c = moe_config(old);
+  EXPECT_EQ(c.type(), "soft");
+  EXPECT_EQ(c.get<SoftMoeOptions>().num_experts, 4);
+  EXPECT_EQ(c.get<SoftMoeOptions>().mlp_ratio, 2.0);
+  // Written back, only the soft layer's own keys remain.
+  json back = c;
+  EXPECT_FALSE(back.contains("core_experts"));
+  EXPECT_FALSE(back.contains("top_k"));
+  EXPECT_EQ(back.size(), config_keys<SoftMoeOptions>().size() + 3);
+  // Another type's key with a value of the user's is an error naming the type it belongs to.
+  old["core_experts"] = 98;
+  EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config(old); },
+                                        {"model.moe.core_experts", "an option of MoE type sphero, not of type soft"}));
+  EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config({{"type", "softer"}}); },
+                                        {"model.moe.type", "none, soft, sphero, topk or image"}));
+  EXPECT_THROW(c.get<SpheroMoeOptions>(), ConfigError);
+  // A dense model's section: no options at all.
+  EXPECT_FALSE(moe_config({{"type", "none"}}).enabled());
+  EXPECT_EQ(MoeConfig().type(), "none");
 }

@@ -14,13 +14,15 @@ using namespace moejet::moe;
 
 namespace {
 
+// Both small layers read tokens of width kDim = 6.
+constexpr int64_t kDim = 6;
+
 SpheroMoeOptions small_sphero(const std::string& combine = "entmax15") {
   SpheroMoeOptions o;
-  o.dim = 6;
   o.core_experts = 2;
-  o.core_hidden = 8;
+  o.core_mlp_ratio = 2.0;  // 12 hidden units
   o.universal_experts = 3;
-  o.universal_hidden = 4;
+  o.universal_mlp_ratio = 0.5;  // 3
   o.slots_per_expert = 2;
   o.noise_mult = 0.0;
   o.combine = combine;
@@ -29,8 +31,7 @@ SpheroMoeOptions small_sphero(const std::string& combine = "entmax15") {
 
 SoftMoeOptions small_soft() {
   SoftMoeOptions o;
-  o.dim = 6;
-  o.hidden = 8;
+  o.mlp_ratio = 2.0;
   o.num_experts = 3;
   o.slots_per_expert = 2;
   return o;
@@ -65,7 +66,7 @@ SoftMoeOptions small_soft() {
 }  // namespace
 
 TEST(SoftMoe, ShapesStatsAndDoubleGradient) {
-  SoftMoe layer(small_soft());
+  SoftMoe layer(small_soft(), kDim);
   layer.to(torch::kDouble);
   layer.eval();
   auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
@@ -80,7 +81,7 @@ TEST(SoftMoe, ShapesStatsAndDoubleGradient) {
 
 TEST(SpheroMoe, DoubleGradientThroughEntmaxAndBothPaths) {
   for (std::string combine : {"entmax15", "softmax"}) {
-    SpheroMoe layer(small_sphero(combine));
+    SpheroMoe layer(small_sphero(combine), kDim);
     layer.to(torch::kDouble);
     layer.eval();
     auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
@@ -168,7 +169,7 @@ TEST(SpheroMoe, LogitNoiseDrawnInTheFusedPassIsSharedSeededAndGradientFree) {
 TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
   auto o = small_sphero();
   o.offset_scale = true;
-  SpheroMoe layer(o);
+  SpheroMoe layer(o, kDim);
   auto x = torch::randn({3, 7, 6}) * 5;
   auto kn = layer.keys(x).norm(2, -1);
   auto qn = layer.queries().norm(2, -1);
@@ -179,8 +180,8 @@ TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
 
 TEST(SlotMoe, BatchPermutationEquivarianceAndTokenOrder) {
   torch::manual_seed(3);
-  SoftMoe soft(small_soft());
-  SpheroMoe sphero(small_sphero());
+  SoftMoe soft(small_soft(), kDim);
+  SpheroMoe sphero(small_sphero(), kDim);
   for (MoeLayer* layer : std::vector<MoeLayer*>{&soft, &sphero}) {
     layer->eval();
     torch::NoGradGuard ng;
@@ -202,7 +203,7 @@ TEST(SlotMoe, BatchPermutationEquivarianceAndTokenOrder) {
 TEST(SpheroMoe, NoiseOnlyInTrainingUnlessAsked) {
   auto o = small_sphero();
   o.noise_mult = 0.5;
-  SpheroMoe layer(o);
+  SpheroMoe layer(o, kDim);
   torch::NoGradGuard ng;
   auto x = torch::randn({2, 5, 6});
   layer.eval();
@@ -214,8 +215,8 @@ TEST(SpheroMoe, NoiseOnlyInTrainingUnlessAsked) {
 TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
   torch::manual_seed(3);
   auto o = small_soft();
-  o.slot_layernorm = true;
-  SoftMoe layer(o);
+  o.soft_slot_layernorm = true;
+  SoftMoe layer(o, kDim);
   layer.eval();
   torch::NoGradGuard ng;
   {
@@ -243,7 +244,7 @@ TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
       o2.noise_mult = noise;
       o2.logits_drop = drop;
       o2.noise_in_eval = in_eval;
-      SoftMoe l2(o2);
+      SoftMoe l2(o2, kDim);
       l2.eval();
       EXPECT_EQ(l2.forward(x).equal(l2.forward(x)), !in_eval) << noise << " " << drop;
       l2.train();
@@ -258,12 +259,12 @@ TEST(VitMoe, PaperConfigHasThePapersParameterCountAndTimmStyleKeys) {
   auto cfg = models::vit_preset("vit_tiny_patch16_224");
   cfg.global_pool = "avg";
   cfg.class_token = false;
-  cfg.moe.type = "sphero";
   cfg.moe.layers = {6, 7, 8, 9, 10, 11};
-  cfg.moe.core_experts = 98;
-  cfg.moe.universal_experts = 196;
-  cfg.moe.core_mlp_ratio = 4.0;
-  cfg.moe.universal_mlp_ratio = 1.0;
+  auto& sphero = cfg.moe.set<moe::SpheroMoeOptions>();
+  sphero.core_experts = 98;
+  sphero.universal_experts = 196;
+  sphero.core_mlp_ratio = 4.0;
+  sphero.universal_mlp_ratio = 1.0;
   models::VisionTransformer m(cfg);
   EXPECT_NEAR(models::count_parameters(*m) / 1e6, 265.4, 0.1);
   auto sd = io::module_state_dict(*m);
@@ -286,20 +287,19 @@ TEST(VitMoe, PaperConfigHasThePapersParameterCountAndTimmStyleKeys) {
 }
 
 TEST(VitMoe, ForwardBackwardWithEachLayerTypeAndConfigErrors) {
-  for (std::string type : {"soft", "sphero", "topk"}) {
-    models::VitConfig c;
+  const json layers = {{"soft", {{"num_experts", 4}}},
+                       {"sphero", {{"core_experts", 2}, {"universal_experts", 4}}},
+                       {"topk", {{"num_experts", 4}}}};
+  for (const auto& [type, options] : layers.items()) {
+    auto c = moejet::testing::tiny_vit();
     c.img_size = 28;
     c.patch_size = 7;
-    c.in_chans = 1;
     c.num_classes = 10;
-    c.embed_dim = 16;
     c.depth = 3;
-    c.num_heads = 2;
-    c.moe.type = type;
-    c.moe.last = 2;
-    c.moe.num_experts = 4;
-    c.moe.core_experts = 2;
-    c.moe.universal_experts = 4;
+    json moe = options;
+    moe["type"] = type;
+    moe["last"] = 2;
+    c.moe = moejet::testing::moe_config(moe);
     models::VisionTransformer m(c);
     auto out = m->forward(torch::randn({3, 1, 28, 28}));
     EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 10}));
@@ -312,15 +312,10 @@ TEST(VitMoe, ForwardBackwardWithEachLayerTypeAndConfigErrors) {
   }
   models::VitConfig bad;
   bad.depth = 4;
-  bad.moe.type = "sphero";
   bad.moe.layers = {7};
-  bad.moe.core_experts = 2;
+  bad.moe.set<moe::SpheroMoeOptions>().core_experts = 2;
   EXPECT_THROW(bad.validate(), ConfigError);
   json j = {{"moe", {{"type", "sphero"}, {"core_experts", 2}, {"last", 1}, {"core_expert", 3}}}};
-  try {
-    models::vit_config_from_json(j);
-    FAIL();
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("model.moe.core_expert"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(moejet::testing::throws_error<ConfigError>([&] { models::vit_config_from_json(j); },
+                                                         {"unknown key 'model.moe.core_expert'"}));
 }

@@ -13,18 +13,21 @@ using moejet::moe::TopKMoe;
 using moejet::moe::TopKMoeOptions;
 using moejet::testing::all_close;
 
+// A capacity factor at which every expert can take every token of an image: nothing is dropped.
+constexpr double kNoLimit = 1e9;
+
+// Experts of width 4 with 6 hidden units (make_layer's default dim).
 TopKMoeOptions small_options(int64_t e = 4, int64_t k = 2, double capacity_factor = 1.0) {
   TopKMoeOptions o;
-  o.dim = 4;
-  o.hidden = 6;
+  o.mlp_ratio = 1.5;
   o.num_experts = e;
-  o.k = k;
+  o.top_k = k;
   o.capacity_factor = capacity_factor;
   return o;
 }
 
-std::shared_ptr<TopKMoe> make_layer(const TopKMoeOptions& o) {
-  auto layer = std::make_shared<TopKMoe>(o);
+std::shared_ptr<TopKMoe> make_layer(const TopKMoeOptions& o, int64_t dim = 4) {
+  auto layer = std::make_shared<TopKMoe>(o, dim);
   layer->record_routing = true;
   layer->eval();
   return layer;
@@ -36,16 +39,15 @@ torch::Tensor prefer_expert0(TopKMoe& layer, const torch::Tensor& feature0) {
   torch::NoGradGuard no_grad;
   layer.router->weight.zero_();
   layer.router->weight[0][0] = 5.0;
-  auto x = torch::randn({feature0.size(0), feature0.size(1), layer.options.dim});
+  auto x = torch::randn({feature0.size(0), feature0.size(1), layer.dim});
   x.select(2, 0).copy_(feature0);
   return x;
 }
 
 TEST(TopKMoe, OutputShapeGatesAndStats) {
   auto o = small_options();
-  o.dim = 8;
-  o.hidden = 16;
-  auto layer = make_layer(o);
+  o.mlp_ratio = 2.0;
+  auto layer = make_layer(o, /*dim=*/8);
   auto x = torch::randn({2, 10, 8});
   auto y = layer->forward(x);
   EXPECT_EQ(y.sizes(), x.sizes());
@@ -64,7 +66,7 @@ TEST(TopKMoe, OutputShapeGatesAndStats) {
 }
 
 TEST(TopKMoe, ExactlyKExpertsPerTokenWhenUnlimited) {
-  auto o = small_options(/*e=*/5, /*k=*/3, /*capacity_factor=*/0.0);
+  auto o = small_options(/*e=*/5, /*k=*/3, /*capacity_factor=*/kNoLimit);
   auto layer = make_layer(o);
   auto x = torch::randn({3, 7, 4});
   {
@@ -188,9 +190,9 @@ TEST(TopKMoe, ImagesAreRoutedIndependently) {
 }
 
 TEST(TopKMoe, GradientMatchesCentralDifferences) {
-  auto o = small_options(/*e=*/4, /*k=*/2, /*capacity_factor=*/0.0);
+  auto o = small_options(/*e=*/4, /*k=*/2, /*capacity_factor=*/kNoLimit);
   o.aux_loss_weight = 0.5;
-  auto layer = std::make_shared<TopKMoe>(o);
+  auto layer = std::make_shared<TopKMoe>(o, /*dim=*/4);
   layer->to(torch::kDouble);
   layer->train();  // noise 0 and no dropout: training mode is still deterministic
   {
@@ -233,7 +235,7 @@ TEST(TopKMoe, GradientMatchesCentralDifferences) {
 
 TEST(TopKMoe, AuxLossIsOneForUniformGates) {
   // Uniform gates give P_e = 1/E, so E * sum_e f_e / E = sum_e f_e = 1 whatever the tie-break.
-  auto o = small_options(/*e=*/8, /*k=*/2, /*capacity_factor=*/0.0);
+  auto o = small_options(/*e=*/8, /*k=*/2, /*capacity_factor=*/kNoLimit);
   o.aux_loss_weight = 1.0;
   auto layer = make_layer(o);
   {
@@ -259,7 +261,7 @@ TEST(TopKMoe, AuxLossIsOneForUniformGates) {
 }
 
 TEST(TopKMoe, AuxLossApproachesNumExpertsWhenRoutingCollapses) {
-  auto o = small_options(/*e=*/4, /*k=*/1, /*capacity_factor=*/0.0);
+  auto o = small_options(/*e=*/4, /*k=*/1, /*capacity_factor=*/kNoLimit);
   o.aux_loss_weight = 1.0;
   auto layer = make_layer(o);
   auto x = prefer_expert0(*layer, 3 + torch::rand({2, 8}));  // gate of expert 0 > 0.999
@@ -270,7 +272,7 @@ TEST(TopKMoe, AuxLossApproachesNumExpertsWhenRoutingCollapses) {
 
 TEST(TopKMoe, RouterNoiseOnlyInTraining) {
   auto o = small_options();
-  o.noise_std = 1.0;
+  o.router_noise = 1.0;
   auto layer = make_layer(o);
   auto x = torch::randn({2, 5, 4});
   torch::NoGradGuard no_grad;
@@ -286,13 +288,12 @@ TEST(TopKMoe, RouterNoiseOnlyInTraining) {
 
 TEST(TopKMoe, CapacityAndMacs) {
   TopKMoeOptions o;
-  o.dim = 192;
-  o.hidden = 768;
   o.num_experts = 8;
-  o.k = 2;
-  TopKMoe layer(o);
+  o.top_k = 2;
+  TopKMoe layer(o, /*dim=*/192);
+  EXPECT_EQ(layer.hidden, 768);
   EXPECT_EQ(layer.capacity(197), 50);  // ceil(2 * 197 / 8) = ceil(49.25)
-  layer.options.capacity_factor = 0.0;
+  layer.options.capacity_factor = kNoLimit;
   EXPECT_EQ(layer.capacity(197), 197);
   layer.options.capacity_factor = 100.0;
   EXPECT_EQ(layer.capacity(197), 197);
@@ -313,14 +314,15 @@ TEST(TopKMoe, RejectsInvalidOptions) {
     mutate(o);
     return o;
   };
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.k = 5; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.k = 0; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.dim = 0; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.num_experts = 0; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.noise_std = -1; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.expert_drop = 1.0; })), c10::Error);
-  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.capacity_factor = NAN; })), c10::Error);
-  TopKMoe ok(small_options());
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.top_k = 5; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.top_k = 0; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(small_options(), /*dim=*/0), c10::Error);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.num_experts = 0; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.router_noise = -1; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.expert_drop = 1.0; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.capacity_factor = NAN; }), 4), moejet::ConfigError);
+  EXPECT_THROW(TopKMoe(bad([](TopKMoeOptions& o) { o.capacity_factor = 0; }), 4), moejet::ConfigError);
+  TopKMoe ok(small_options(), 4);
   EXPECT_THROW(ok.forward(torch::randn({2, 3, 5})), c10::Error);
   EXPECT_THROW(ok.forward(torch::randn({3, 4})), c10::Error);
 }

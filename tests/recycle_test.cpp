@@ -21,15 +21,7 @@ using namespace moejet::recycle;
 namespace {
 
 models::VitConfig tiny_dense() {
-  models::VitConfig c;
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.in_chans = 1;
-  c.num_classes = 3;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.mlp_ratio = 4.0;  // H = 64
+  auto c = moejet::testing::tiny_vit();  // H = 64
   c.class_token = false;
   c.global_pool = "avg";
   return c;
@@ -37,17 +29,16 @@ models::VitConfig tiny_dense() {
 
 models::VitConfig tiny_moe(const std::string& type, int64_t experts, double ratio) {
   auto c = tiny_dense();
-  c.moe.type = type;
-  c.moe.layers = {1};
+  json moe = {{"type", type}, {"layers", {1}}};
   if (type == "sphero") {
-    c.moe.core_experts = experts;
-    c.moe.universal_experts = 2 * experts;
-    c.moe.core_mlp_ratio = ratio;
-    c.moe.universal_mlp_ratio = ratio / 2;
+    moe.update({{"core_experts", experts},
+                {"universal_experts", 2 * experts},
+                {"core_mlp_ratio", ratio},
+                {"universal_mlp_ratio", ratio / 2}});
   } else {
-    c.moe.num_experts = experts;
-    c.moe.mlp_ratio = ratio;
+    moe.update({{"num_experts", experts}, {"mlp_ratio", ratio}});
   }
+  c.moe = moejet::testing::moe_config(moe);
   return c;
 }
 

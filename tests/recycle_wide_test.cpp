@@ -190,12 +190,12 @@ TEST(RecycleWide, ImportanceSelectionRecoversTheNarrowModelHiddenInAZeroPaddedWi
 TEST(RecycleWide, CoreExpertsFromAWiderSourceAreTheNarrowMlpsAndUniversalOnesFromTheDenseSource) {
   Fixture f;
   auto cfg = narrow_cfg();
-  cfg.moe.type = "sphero";
   cfg.moe.layers = {1};
-  cfg.moe.core_experts = 2;
-  cfg.moe.universal_experts = 4;
-  cfg.moe.core_mlp_ratio = 4.0;       // 64 units: exactly the live ones of the wide MLP
-  cfg.moe.universal_mlp_ratio = 1.0;  // 16 units of the narrow MLP
+  auto& sphero_options = cfg.moe.set<moe::SpheroMoeOptions>();
+  sphero_options.core_experts = 2;
+  sphero_options.universal_experts = 4;
+  sphero_options.core_mlp_ratio = 4.0;       // 64 units: exactly the live ones of the wide MLP
+  sphero_options.universal_mlp_ratio = 1.0;  // 16 units of the narrow MLP
   models::VisionTransformer moe(cfg);
   RecycleSources sources;
   sources.dense.name = "narrow.safetensors";
@@ -271,9 +271,9 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
   }
   {  // an expert group the model does not have
     auto cfg = narrow_cfg();
-    cfg.moe.type = "soft";
     cfg.moe.layers = {1};
-    cfg.moe.num_experts = 2;
+    auto& soft_options = cfg.moe.set<moe::SoftMoeOptions>();
+    soft_options.num_experts = 2;
     models::VisionTransformer moe(cfg);
     RecycleSources s;
     s.dense.name = "narrow.safetensors";
@@ -292,12 +292,12 @@ TEST(RecycleWide, QkvRowsTakeTheSameHeadsFromQueriesKeysAndValues) {
 TEST(RecycleWide, PerExpertChannelsAreDrawnFromEachBlocksNorm2StatisticsAsTheAuthors) {
   Fixture f;
   auto cfg = narrow_cfg();
-  cfg.moe.type = "sphero";
   cfg.moe.layers = {1};
-  cfg.moe.core_experts = 3;
-  cfg.moe.universal_experts = 2;
-  cfg.moe.core_mlp_ratio = 4.0;
-  cfg.moe.universal_mlp_ratio = 1.0;
+  auto& sphero_options = cfg.moe.set<moe::SpheroMoeOptions>();
+  sphero_options.core_experts = 3;
+  sphero_options.universal_experts = 2;
+  sphero_options.core_mlp_ratio = 4.0;
+  sphero_options.universal_mlp_ratio = 1.0;
   RecycleSources sources;
   sources.dense.name = "narrow.safetensors";
   sources.dense.model = f.narrow.get();
@@ -344,12 +344,12 @@ TEST(RecycleWide, PerExpertChannelsAreDrawnFromEachBlocksNorm2StatisticsAsTheAut
 TEST(RecycleWide, UniversalExpertsFromAWiderSourceAreReslicedFromACoreSizedDrawAsTheAuthors) {
   Fixture f;
   auto cfg = narrow_cfg();
-  cfg.moe.type = "sphero";
   cfg.moe.layers = {1};
-  cfg.moe.core_experts = 2;
-  cfg.moe.universal_experts = 3;
-  cfg.moe.core_mlp_ratio = 4.0;
-  cfg.moe.universal_mlp_ratio = 1.0;  // 16 units; a core-sized draw from the wide source is 128 * 16/32 = 64
+  auto& sphero_options = cfg.moe.set<moe::SpheroMoeOptions>();
+  sphero_options.core_experts = 2;
+  sphero_options.universal_experts = 3;
+  sphero_options.core_mlp_ratio = 4.0;
+  sphero_options.universal_mlp_ratio = 1.0;  // 16 units; a core-sized draw from the wide source is 128 * 16/32 = 64
   RecycleSources sources;
   sources.dense.name = "narrow.safetensors";
   sources.dense.model = f.narrow.get();

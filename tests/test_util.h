@@ -5,9 +5,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
+
+#include "moejet/core/error.h"
+#include "moejet/models/vit_config.h"
+#include "moejet/moe/moe_config.h"
 
 namespace moejet::testing {
 
@@ -52,6 +58,47 @@ struct TempDir {
     return (path / name).string();
   }
 };
+
+/// Passes when `fn` throws an E whose message contains every one of `fragments`; the message
+/// comes with any failure.
+template <class E>
+::testing::AssertionResult throws_error(const std::function<void()>& fn, const std::vector<std::string>& fragments) {
+  try {
+    fn();
+  } catch (const E& e) {
+    const std::string what = e.what();
+    for (const auto& f : fragments) {
+      if (what.find(f) == std::string::npos) {
+        return ::testing::AssertionFailure() << "message lacks \"" << f << "\": " << what;
+      }
+    }
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw another type: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "threw nothing";
+}
+
+/// A ViT small enough for a unit test: 8x8 one-channel images in 4x4 patches, width 16, 2 blocks
+/// of 2 heads, 3 classes, MLP ratio 4 (64 hidden units), class token. Tests change what they need.
+inline models::VitConfig tiny_vit() {
+  models::VitConfig c;
+  c.img_size = 8;
+  c.patch_size = 4;
+  c.in_chans = 1;
+  c.num_classes = 3;
+  c.embed_dim = 16;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_ratio = 4.0;
+  return c;
+}
+
+/// A model's "moe" section from JSON, read as a config file's is, e.g.
+/// moe_config({{"type", "sphero"}, {"last", 2}, {"core_experts", 2}}).
+inline moe::MoeConfig moe_config(const nlohmann::json& j) {
+  return moe::moe_config_from_json(j, "model.moe");
+}
 
 inline std::string test_data_dir() {
   return MOEJET_TEST_DATA_DIR;

@@ -389,7 +389,7 @@ TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
   // The weights carry their config: a checkpoint alone rebuilds the model.
   io::Metadata meta;
   io::read_safetensors(dir.file("full/last.safetensors"), &meta);
-  auto cfg = models::vit_config_from_json(model_config_from_metadata(meta));
+  auto cfg = models::vit_config_from_json(models::model_config_from_metadata(meta));
   EXPECT_EQ(cfg.embed_dim, 16);
 }
 
@@ -573,11 +573,11 @@ TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
   moejet::testing::TempDir tmp;
   fs::create_directories(tmp.file("flat"));
   fs::copy(src, tmp.file("flat"), fs::copy_options::recursive);  // airplane 3, cat 10, dog 10
-  DataConfig dc;
+  data::DataConfig dc;
   dc.dataset = "folder:" + tmp.file("flat");
   dc.val_split = 0.3;
-  auto train = open_split(dc, dc.train_split, 0, 0);
-  auto held = open_split(dc, dc.eval_split, 0, 0);
+  auto train = data::open_split(dc, dc.train_split, 0, 0);
+  auto held = data::open_split(dc, dc.eval_split, 0, 0);
   ASSERT_EQ(held->size(), 1u + 3u + 3u);  // round(0.3 n) per class, at least one
   ASSERT_EQ(train->size(), 23u - held->size());
   auto bytes = [](const data::DatasetPtr& ds) {
@@ -590,7 +590,7 @@ TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
   };
   auto a = bytes(train), b = bytes(held);
   for (const auto& x : b) EXPECT_EQ(a.count(x), 0u) << "a held-out image is also a training image";
-  EXPECT_EQ(bytes(open_split(dc, dc.eval_split, 0, 7)), b) << "the held-out images depend on the seed";
+  EXPECT_EQ(bytes(data::open_split(dc, dc.eval_split, 0, 7)), b) << "the held-out images depend on the seed";
   EXPECT_EQ(held->class_names(), train->class_names());
 
   // Train and test folders with different classes: training refuses to start.

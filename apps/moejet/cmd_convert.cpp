@@ -6,9 +6,7 @@
 #include "moejet/core/error.h"
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/checkpoint_layout.h"
-#include "moejet/models/model_config.h"
-#include "moejet/train/checkpoint.h"
-#include "moejet/train/trainer.h"
+#include "moejet/models/model_file.h"
 
 namespace moejet::cli {
 
@@ -54,17 +52,16 @@ Runner add_convert_command(CLI::App& app) {
                        a->out);
     io::Metadata meta;
     auto state = io::read_checkpoint(a->in, &meta);
-    json mj = a->model.empty() ? train::model_config_from_metadata(meta) : load_model_json(a->model);
+    json mj = a->model.empty() ? models::model_config_from_metadata(meta, a->in) : load_model_json(a->model);
     io::StateDict weights;
     if (!mj.is_null()) {
       // With a model config, the weights are checked by loading them into the model: every key
       // present and of the right shape, whatever layout the file was in.
       apply_overrides(mj, a->sets);
-      auto cfg = models::model_config_from_json(mj);
-      auto model = models::make_model(cfg);
-      spdlog::info("load {}: {}", a->in, train::load_model_weights(*model, std::move(state), a->in, false));
+      auto model = models::make_model(models::model_config_from_json(mj));
+      spdlog::info("load {}: {}", a->in, models::load_model_weights(*model, std::move(state), a->in, false));
       if (a->to == "moejet") {
-        train::save_model_checkpoint(a->out, *model, mj, train::TrainState{});
+        models::save_model(a->out, *model, mj);
         spdlog::info("wrote {} (moejet layout, model config stored)", a->out);
         return 0;
       }

@@ -7,10 +7,7 @@
 
 #include "commands.h"
 #include "moejet/core/error.h"
-#include "moejet/io/checkpoint_file.h"
-#include "moejet/models/model_config.h"
-#include "moejet/train/checkpoint.h"
-#include "moejet/train/trainer.h"
+#include "moejet/models/model_file.h"
 
 namespace moejet::cli {
 
@@ -65,25 +62,20 @@ Runner add_info_command(CLI::App& app) {
   sub->add_flag("--layers", a->layers, "print FLOPs per layer");
   sub->add_flag("--json", a->json_out, "print one JSON object instead of a table");
   return [a]() {
-    json mj;
-    io::StateDict state;
+    const auto edit = [&](json& j) { apply_overrides(j, a->sets); };
+    models::LoadedModel m;
     if (!a->checkpoint.empty()) {
-      io::Metadata meta;
-      state = io::read_checkpoint(a->checkpoint, &meta);
-      mj = a->model.empty() ? train::model_config_from_metadata(meta) : load_model_json(a->model);
-      check<ConfigError>(!mj.is_null(), "{}: no moejet model config in this checkpoint; name it with --model",
-                         a->checkpoint);
+      m = models::load_model(a->checkpoint, a->model.empty() ? json() : load_model_json(a->model), edit);
+      spdlog::info("load {}: {}", a->checkpoint, m.load_summary);
     } else {
       check<ConfigError>(!a->model.empty(), "info: give --model or --checkpoint");
-      mj = load_model_json(a->model);
+      m.config_json = load_model_json(a->model);
+      edit(m.config_json);
+      m.config = models::model_config_from_json(m.config_json);
+      m.model = models::make_model(m.config);
     }
-    apply_overrides(mj, a->sets);
-    auto cfg = models::model_config_from_json(mj);
-    auto model = models::make_model(cfg);
-    if (!a->checkpoint.empty()) {
-      spdlog::info("load {}: {}", a->checkpoint,
-                   train::load_model_weights(*model, std::move(state), a->checkpoint, false));
-    }
+    const auto& cfg = m.config;
+    auto model = m.model;
     return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
       if (cfg.is_vit()) {
         const auto& v = cfg.vit;
@@ -103,18 +95,12 @@ Runner add_info_command(CLI::App& app) {
       auto blocks = m.block_indices(model->num_blocks());
       // Expert widths follow the block's token width (one width for ViT, the stage's for ConvNeXt).
       const int64_t dim = model->block_dim(blocks.front());
-      std::string experts =
-          m.type == "sphero"
-              ? fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
-                            m.core_experts, moe::expert_hidden(dim, m.core_mlp_ratio), m.universal_experts,
-                            moe::expert_hidden(dim, m.universal_mlp_ratio), m.slots_per_expert)
-              : fmt::format("{} experts (hidden {}){}", m.num_experts, moe::expert_hidden(dim, m.mlp_ratio),
-                            m.type == "topk" || m.type == "image" ? fmt::format(", top-{}", m.top_k) : "");
+      const std::string experts = model->moe_layer_list.front().second->describe();
       std::vector<std::string> where;
       for (auto b : blocks) {
         where.push_back(cfg.is_vit() ? std::to_string(b) : fmt::format("{} ({})", b, model->mlp_key(b)));
       }
-      fmt::print("moe        {} in blocks {} (0-based): {}{}\n", m.type, fmt::join(where, ", "), experts,
+      fmt::print("moe        {} in blocks {} (0-based): {}{}\n", m.type(), fmt::join(where, ", "), experts,
                  cfg.is_vit() ? "" : fmt::format(" at width {}", dim));
     });
   };

@@ -11,17 +11,17 @@
 namespace moejet {
 
 void check_known_keys(
-    const json& j, std::initializer_list<const char*> known, const std::string& path) {
+    const json& j, const std::vector<std::string>& known, const std::string& path) {
   if (!j.is_object()) {
     throw ConfigError(fmt::format(
         "config '{}': expected an object, got {}", path.empty() ? "<root>" : path, j.type_name()));
   }
   for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = std::any_of(known.begin(), known.end(), [&](const char* k) { return it.key() == k; });
+    bool ok = std::any_of(known.begin(), known.end(), [&](const std::string& k) { return it.key() == k; });
     if (!ok) {
       std::string names;
-      for (const char* k : known) {
-        names += names.empty() ? k : std::string(", ") + k;
+      for (const auto& k : known) {
+        names += names.empty() ? k : ", " + k;
       }
       throw ConfigError(fmt::format(
           "config: unknown key '{}{}' (known keys: {})", path.empty() ? "" : path + ".", it.key(),

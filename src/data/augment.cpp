@@ -37,11 +37,6 @@ void check_image(const torch::Tensor& img, const char* what) {
                    what, fmt::join(img.sizes(), ", "));
 }
 
-void check_prob(double p, const std::string& path, const char* key) {
-  check<ConfigError>(p >= 0.0 && p <= 1.0, "config '{}{}': probability must be in [0, 1], got {}",
-                     path.empty() ? "" : path + ".", key, p);
-}
-
 /// Resizes so that the shorter side is `size` (torchvision's Resize(int)).
 torch::Tensor resize_shorter(const torch::Tensor& img, int64_t size,
                              const std::string& interpolation) {
@@ -85,116 +80,6 @@ void validate_pipeline(const AugmentConfig& c, int64_t channels) {
 }
 
 }  // namespace
-
-// --- config ---------------------------------------------------------------------------------
-
-void to_json(json& j, const AugmentConfig& c) {
-  j = json{{"image_size", c.image_size},
-           {"random_resized_crop", c.random_resized_crop},
-           {"rrc_scale_min", c.rrc_scale_min},
-           {"rrc_scale_max", c.rrc_scale_max},
-           {"rrc_ratio_min", c.rrc_ratio_min},
-           {"rrc_ratio_max", c.rrc_ratio_max},
-           {"random_crop_padding", c.random_crop_padding},
-           {"hflip", c.hflip},
-           {"randaugment", c.randaugment},
-           {"random_erasing", c.random_erasing},
-           {"random_erasing_noise", c.random_erasing_noise},
-           {"randaugment_interpolation", c.randaugment_interpolation},
-           {"crop_pct", c.crop_pct},
-           {"interpolation", c.interpolation},
-           {"mean", c.mean},
-           {"std", c.std},
-           {"mixup_alpha", c.mixup_alpha},
-           {"cutmix_alpha", c.cutmix_alpha},
-           {"mix_prob", c.mix_prob},
-           {"mix_switch_prob", c.mix_switch_prob},
-           {"mix_partner", c.mix_partner}};
-}
-
-void from_json_checked(const json& j, AugmentConfig& c, const std::string& path) {
-  check_known_keys(j,
-                   {"image_size", "random_resized_crop", "rrc_scale_min", "rrc_scale_max",
-                    "rrc_ratio_min", "rrc_ratio_max", "random_crop_padding", "hflip",
-                    "randaugment", "random_erasing", "random_erasing_noise", "randaugment_interpolation",
-                    "crop_pct", "interpolation", "mean", "std", "mixup_alpha", "cutmix_alpha", "mix_prob",
-                    "mix_switch_prob", "mix_partner"},
-                   path);
-  read_key(j, "image_size", c.image_size, path);
-  read_key(j, "random_resized_crop", c.random_resized_crop, path);
-  read_key(j, "rrc_scale_min", c.rrc_scale_min, path);
-  read_key(j, "rrc_scale_max", c.rrc_scale_max, path);
-  read_key(j, "rrc_ratio_min", c.rrc_ratio_min, path);
-  read_key(j, "rrc_ratio_max", c.rrc_ratio_max, path);
-  read_key(j, "random_crop_padding", c.random_crop_padding, path);
-  read_key(j, "hflip", c.hflip, path);
-  read_key(j, "randaugment", c.randaugment, path);
-  read_key(j, "random_erasing", c.random_erasing, path);
-  read_key(j, "random_erasing_noise", c.random_erasing_noise, path);
-  read_key(j, "randaugment_interpolation", c.randaugment_interpolation, path);
-  read_key(j, "crop_pct", c.crop_pct, path);
-  read_key(j, "interpolation", c.interpolation, path);
-  read_key(j, "mean", c.mean, path);
-  read_key(j, "std", c.std, path);
-  read_key(j, "mixup_alpha", c.mixup_alpha, path);
-  read_key(j, "cutmix_alpha", c.cutmix_alpha, path);
-  read_key(j, "mix_prob", c.mix_prob, path);
-  read_key(j, "mix_switch_prob", c.mix_switch_prob, path);
-  read_key(j, "mix_partner", c.mix_partner, path);
-
-  const std::string p = path.empty() ? "" : path + ".";
-  check<ConfigError>(c.image_size >= 0, "config '{}image_size': must be >= 0, got {}", p,
-                     c.image_size);
-  check<ConfigError>(
-      c.rrc_scale_min > 0 && c.rrc_scale_min <= c.rrc_scale_max && c.rrc_scale_max <= 1.0,
-      "config '{}rrc_scale_min/max': need 0 < min <= max <= 1, got {} / {}", p, c.rrc_scale_min,
-      c.rrc_scale_max);
-  check<ConfigError>(c.rrc_ratio_min > 0 && c.rrc_ratio_min <= c.rrc_ratio_max,
-                     "config '{}rrc_ratio_min/max': need 0 < min <= max, got {} / {}", p,
-                     c.rrc_ratio_min, c.rrc_ratio_max);
-  check<ConfigError>(c.random_crop_padding >= 0,
-                     "config '{}random_crop_padding': must be >= 0, got {}", p,
-                     c.random_crop_padding);
-  check_prob(c.hflip, path, "hflip");
-  check_prob(c.random_erasing, path, "random_erasing");
-  check_prob(c.mix_prob, path, "mix_prob");
-  check_prob(c.mix_switch_prob, path, "mix_switch_prob");
-  check<ConfigError>(c.crop_pct > 0 && c.crop_pct <= 1.0,
-                     "config '{}crop_pct': must be in (0, 1], got {}", p, c.crop_pct);
-  check<ConfigError>(
-      c.interpolation == "bilinear" || c.interpolation == "bicubic" ||
-          c.interpolation == "nearest",
-      "config '{}interpolation': expected bilinear, bicubic or nearest, got '{}'", p,
-      c.interpolation);
-  check<ConfigError>(c.randaugment_interpolation.empty() || c.randaugment_interpolation == "bilinear" ||
-                         c.randaugment_interpolation == "bicubic" || c.randaugment_interpolation == "nearest",
-                     "config '{}randaugment_interpolation': expected \"\" (= interpolation), bilinear, bicubic or "
-                     "nearest, got '{}'",
-                     p, c.randaugment_interpolation);
-  check<ConfigError>(c.random_erasing_noise == "normal" || c.random_erasing_noise == "pixel8",
-                     "config '{}random_erasing_noise': expected normal or pixel8, got '{}'", p,
-                     c.random_erasing_noise);
-  check<ConfigError>(c.mix_partner == "flip" || c.mix_partner == "permute",
-                     "config '{}mix_partner': expected flip or permute, got '{}'", p, c.mix_partner);
-  for (const auto* v : {&c.mean, &c.std}) {
-    check<ConfigError>(v->size() <= 1 || v->size() == 3,
-                       "config '{}{}': expected 0, 1 or 3 values, got {}", p,
-                       v == &c.mean ? "mean" : "std", v->size());
-  }
-  for (double s : c.std) {
-    check<ConfigError>(s > 0, "config '{}std': values must be > 0, got {}", p, s);
-  }
-  check<ConfigError>(c.mixup_alpha >= 0 && c.cutmix_alpha >= 0,
-                     "config '{}mixup_alpha/cutmix_alpha': must be >= 0, got {} / {}", p,
-                     c.mixup_alpha, c.cutmix_alpha);
-  if (!c.randaugment.empty()) {
-    try {
-      parse_rand_augment(c.randaugment);
-    } catch (const ConfigError& e) {
-      throw ConfigError(fmt::format("config '{}randaugment': {}", p, e.what()));
-    }
-  }
-}
 
 // --- single transforms ----------------------------------------------------------------------
 

@@ -59,6 +59,20 @@ std::vector<double> EvalResult::per_class_accuracy() const {
   return out;
 }
 
+std::string EvalResult::summary(const std::string& data, const std::vector<std::string>& class_names,
+                                int64_t router_ways) const {
+  std::string out =
+      fmt::format("{}: {} images, top1 {:.2f}%, top5 {:.2f}%, loss {:.4f}\n", data, count, top1, top5, loss);
+  if (router_top1 >= 0) {
+    out += fmt::format("router ({}-way super-classes): top1 {:.2f}%\n", router_ways, router_top1);
+  }
+  const auto acc = per_class_accuracy();
+  for (size_t c = 0; c < acc.size(); ++c) {
+    out += fmt::format("  {:>3} {:<20} {:6.2f}%\n", c, c < class_names.size() ? class_names[c] : "", acc[c]);
+  }
+  return out;
+}
+
 json EvalResult::to_json(const std::vector<std::string>& class_names) const {
   json per_class = json::object();
   auto acc = per_class_accuracy();

@@ -30,14 +30,15 @@ torch::Tensor ImageClassifierImpl::moe_aux_loss() const {
 
 void ImageClassifierImpl::add_image_router(const moe::MoeConfig& moe, int64_t dim, int64_t prefix_tokens,
                                            bool pool_class_token) {
+  const auto& o = moe.get<moe::PerImageMoeOptions>();
   moe::ImageRouterOptions ro;
   ro.dim = dim;
-  ro.num_experts = moe.num_experts;
-  ro.k = moe.top_k;
+  ro.num_experts = o.num_experts;
+  ro.k = o.top_k;
   ro.prefix_tokens = prefix_tokens;
   ro.pool_class_token = pool_class_token;
-  ro.noise_std = moe.router_noise;
-  ro.balance_loss_weight = moe.aux_loss_weight;
+  ro.noise_std = o.router_noise;
+  ro.balance_loss_weight = o.aux_loss_weight;
   router = register_module("router", moe::ImageRouter(ro));
 }
 

@@ -57,10 +57,8 @@ std::pair<int64_t, int64_t> ConvNextConfig::locate(int64_t block) const {
 }
 
 void to_json(json& j, const ConvNextConfig& c) {
-  j = json{{"arch", "convnext"},         {"in_chans", c.in_chans},         {"num_classes", c.num_classes},
-           {"img_size", c.img_size},     {"depths", c.depths},             {"dims", c.dims},
-           {"mlp_ratio", c.mlp_ratio},   {"kernel_size", c.kernel_size},   {"ls_init_value", c.ls_init_value},
-           {"drop_path_rate", c.drop_path_rate}, {"drop_rate", c.drop_rate}, {"norm_eps", c.norm_eps}};
+  j = config_to_json(c);
+  j["arch"] = "convnext";
   if (c.moe.enabled()) {
     j["moe"] = c.moe;
   }
@@ -88,26 +86,16 @@ ConvNextConfig convnext_preset(const std::string& name) {
 }
 
 ConvNextConfig convnext_config_from_json(const json& j, const std::string& path) {
-  check_known_keys(j,
-                   {"arch", "preset", "in_chans", "num_classes", "img_size", "depths", "dims", "mlp_ratio",
-                    "kernel_size", "ls_init_value", "drop_path_rate", "drop_rate", "norm_eps", "moe"},
-                   path);
   ConvNextConfig c;
-  if (j.contains("preset")) {
-    c = convnext_preset(j.at("preset").get<std::string>());
+  std::string preset;
+  if (j.is_object()) {
+    read_key(j, "preset", preset, path);
   }
-  read_key(j, "in_chans", c.in_chans, path);
-  read_key(j, "num_classes", c.num_classes, path);
-  read_key(j, "img_size", c.img_size, path);
-  read_key(j, "depths", c.depths, path);
-  read_key(j, "dims", c.dims, path);
-  read_key(j, "mlp_ratio", c.mlp_ratio, path);
-  read_key(j, "kernel_size", c.kernel_size, path);
-  read_key(j, "ls_init_value", c.ls_init_value, path);
-  read_key(j, "drop_path_rate", c.drop_path_rate, path);
-  read_key(j, "drop_rate", c.drop_rate, path);
-  read_key(j, "norm_eps", c.norm_eps, path);
-  if (j.contains("moe")) {
+  if (!preset.empty()) {
+    c = convnext_preset(preset);
+  }
+  read_config(j, c, path, {"arch", "preset", "moe"});
+  if (j.contains("moe") && !j.at("moe").is_null()) {
     c.moe = moe::moe_config_from_json(j.at("moe"), path + ".moe");
   }
   c.validate();
@@ -196,7 +184,7 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
     auto [s, b] = c.locate(block);
     blocks[s][b]->set_mlp(std::move(layer));
   });
-  if (c.moe.type == "image") {
+  if (c.moe.type() == "image") {
     add_image_router(c.moe, block_dim(moe_layer_list.front().first), /*prefix_tokens=*/0,
                      /*pool_class_token=*/false);
   }
@@ -335,7 +323,7 @@ std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const 
     }
   }
   if (router) {
-    out.emplace_back("router", static_cast<double>(block_dim(moe_layer_list.front().first) * c.moe.num_experts));
+    out.emplace_back("router", static_cast<double>(block_dim(moe_layer_list.front().first) * c.moe.get<moe::PerImageMoeOptions>().num_experts));
   }
   if (c.num_classes > 0) {
     out.emplace_back("head", static_cast<double>(c.dims[3] * c.num_classes));

@@ -107,7 +107,7 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
   install_moe_layers(c.moe, [&](int64_t b, std::shared_ptr<nn::FeedForward> layer) {
     block_list[b]->set_mlp(std::move(layer));
   });
-  if (c.moe.type == "image") {
+  if (c.moe.type() == "image") {
     add_image_router(c.moe, c.embed_dim, c.num_prefix_tokens(), c.global_pool == "token");
   }
   auto ln = torch::nn::LayerNormOptions({c.embed_dim}).eps(c.norm_eps);
@@ -243,7 +243,7 @@ std::vector<std::pair<std::string, double>> VisionTransformerImpl::macs_by_layer
     out.emplace_back(fmt::format("blocks.{}.mlp", i), block_list[i]->mlp->macs(static_cast<int64_t>(N)));
   }
   if (router) {
-    out.emplace_back("router", D * static_cast<double>(config.moe.num_experts));
+    out.emplace_back("router", D * static_cast<double>(config.moe.get<moe::PerImageMoeOptions>().num_experts));
   }
   if (config.num_classes > 0) {
     out.emplace_back("head", D * static_cast<double>(config.num_classes));

@@ -41,55 +41,27 @@ void VitConfig::validate() const {
 }
 
 void to_json(json& j, const VitConfig& c) {
-  j = json{{"img_size", c.img_size},         {"patch_size", c.patch_size},
-           {"in_chans", c.in_chans},         {"num_classes", c.num_classes},
-           {"embed_dim", c.embed_dim},       {"depth", c.depth},
-           {"num_heads", c.num_heads},       {"mlp_ratio", c.mlp_ratio},
-           {"qkv_bias", c.qkv_bias},         {"class_token", c.class_token},
-           {"global_pool", c.global_pool},   {"fc_norm", c.fc_norm},
-           {"init_values", c.init_values},   {"drop_rate", c.drop_rate},
-           {"pos_drop_rate", c.pos_drop_rate}, {"attn_drop_rate", c.attn_drop_rate},
-           {"proj_drop_rate", c.proj_drop_rate}, {"drop_path_rate", c.drop_path_rate},
-           {"norm_eps", c.norm_eps}};
+  j = config_to_json(c);
   if (c.moe.enabled()) {
     j["moe"] = c.moe;
   }
 }
 
 VitConfig vit_config_from_json(const json& j, const std::string& path) {
-  check_known_keys(j,
-                   {"preset", "img_size", "patch_size", "in_chans", "num_classes", "embed_dim",
-                    "depth", "num_heads", "mlp_ratio", "qkv_bias", "class_token", "global_pool",
-                    "fc_norm", "init_values", "drop_rate", "pos_drop_rate", "attn_drop_rate",
-                    "proj_drop_rate", "drop_path_rate", "norm_eps", "moe"},
-                   path);
   VitConfig c;
-  if (j.contains("preset")) {
-    c = vit_preset(j.at("preset").get<std::string>());
+  json fields = j;
+  if (j.is_object()) {
+    std::string preset;
+    read_key(j, "preset", preset, path);
+    if (!preset.empty()) {
+      c = vit_preset(preset);
+    }
+    // timm's fc_norm is a bool or None; "auto" stands for None.
+    if (j.contains("fc_norm") && j.at("fc_norm").is_boolean()) {
+      fields["fc_norm"] = j.at("fc_norm").get<bool>() ? "true" : "false";
+    }
   }
-  read_key(j, "img_size", c.img_size, path);
-  read_key(j, "patch_size", c.patch_size, path);
-  read_key(j, "in_chans", c.in_chans, path);
-  read_key(j, "num_classes", c.num_classes, path);
-  read_key(j, "embed_dim", c.embed_dim, path);
-  read_key(j, "depth", c.depth, path);
-  read_key(j, "num_heads", c.num_heads, path);
-  read_key(j, "mlp_ratio", c.mlp_ratio, path);
-  read_key(j, "qkv_bias", c.qkv_bias, path);
-  read_key(j, "class_token", c.class_token, path);
-  read_key(j, "global_pool", c.global_pool, path);
-  if (j.contains("fc_norm") && j.at("fc_norm").is_boolean()) {
-    c.fc_norm = j.at("fc_norm").get<bool>() ? "true" : "false";
-  } else {
-    read_key(j, "fc_norm", c.fc_norm, path);
-  }
-  read_key(j, "init_values", c.init_values, path);
-  read_key(j, "drop_rate", c.drop_rate, path);
-  read_key(j, "pos_drop_rate", c.pos_drop_rate, path);
-  read_key(j, "attn_drop_rate", c.attn_drop_rate, path);
-  read_key(j, "proj_drop_rate", c.proj_drop_rate, path);
-  read_key(j, "drop_path_rate", c.drop_path_rate, path);
-  read_key(j, "norm_eps", c.norm_eps, path);
+  read_config(fields, c, path, {"preset", "moe"});
   if (j.contains("moe") && !j.at("moe").is_null()) {
     c.moe = moe::moe_config_from_json(j.at("moe"), path + ".moe");
   }

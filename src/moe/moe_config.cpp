@@ -4,6 +4,58 @@
 
 namespace moejet::moe {
 
+namespace {
+
+template <size_t I = 0>
+MoeLayerOptions options_named(const std::string& type) {
+  if constexpr (I < std::variant_size_v<MoeLayerOptions>) {
+    using O = std::variant_alternative_t<I, MoeLayerOptions>;
+    if (type == O::kType) {
+      return O{};
+    }
+    return options_named<I + 1>(type);
+  } else {
+    throw ConfigError(fmt::format("model.moe.type: expected none, soft, sphero, topk or image, got \"{}\"", type));
+  }
+}
+
+// The layer type other than alternative `chosen` that has `key` among its options: with its
+// default value (`*at_default`) if one does, else any.
+template <size_t I = 0>
+const char* type_owning_key(const std::string& key, const json& value, size_t chosen, bool* at_default) {
+  if constexpr (I < std::variant_size_v<MoeLayerOptions>) {
+    using O = std::variant_alternative_t<I, MoeLayerOptions>;
+    const char* owner = nullptr;
+    if (I != chosen) {
+      const json defaults = config_to_json(O{});
+      auto it = defaults.find(key);
+      if (it != defaults.end()) {
+        owner = O::kType;
+        if (*it == value) {
+          *at_default = true;
+          return owner;
+        }
+      }
+    }
+    const char* later = type_owning_key<I + 1>(key, value, chosen, at_default);
+    return *at_default || !owner ? later : owner;
+  } else {
+    return nullptr;
+  }
+}
+
+constexpr const char* kCommonKeys[] = {"type", "layers", "last"};
+
+}  // namespace
+
+MoeLayerOptions moe_layer_options(const std::string& type) {
+  return options_named(type);
+}
+
+std::string MoeConfig::type() const {
+  return std::visit([](const auto& o) -> std::string { return o.kType; }, options);
+}
+
 std::vector<int64_t> MoeConfig::block_indices(int64_t depth) const {
   if (!enabled()) {
     return {};
@@ -20,20 +72,7 @@ std::vector<int64_t> MoeConfig::block_indices(int64_t depth) const {
   return out;
 }
 
-std::string resolved_expert_init(const MoeConfig& c) {
-  if (c.expert_init != "auto") {
-    return c.expert_init;
-  }
-  return c.type == "soft" || c.type == "sphero" ? "kaiming_uniform" : "trunc_normal";
-}
-
-int64_t expert_hidden(int64_t dim, double ratio) {
-  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(dim) * ratio));
-}
-
 void MoeConfig::validate(int64_t depth) const {
-  check<ConfigError>(type == "none" || type == "soft" || type == "sphero" || type == "topk" || type == "image",
-                     "model.moe.type: expected none, soft, sphero, topk or image, got \"{}\"", type);
   if (!enabled()) {
     return;
   }
@@ -47,121 +86,52 @@ void MoeConfig::validate(int64_t depth) const {
                        "model.moe.layers: block {} is listed twice", i);
   }
   check<ConfigError>(last <= depth, "model.moe.last: {} exceeds depth {}", last, depth);
-  check<ConfigError>(slots_per_expert > 0, "model.moe.slots_per_expert: must be > 0");
-  check<ConfigError>(num_experts <= 65536 && slots_per_expert <= 65536 && core_experts <= 65536 &&
-                         universal_experts <= 65536 && mlp_ratio <= 64 && core_mlp_ratio <= 64 &&
-                         universal_mlp_ratio <= 64,
-                     "model.moe: sizes beyond any MoE (experts and slots <= 65536, mlp ratios <= 64)");
-  check<ConfigError>(mlp_ratio > 0 && core_mlp_ratio > 0 && universal_mlp_ratio > 0,
-                     "model.moe: mlp ratios must be > 0");
-  check<ConfigError>(expert_drop >= 0 && expert_drop < 1 && expert_drop_path >= 0 && expert_drop_path < 1,
-                     "model.moe: expert_drop and expert_drop_path must be in [0, 1)");
-  if (type == "sphero") {
-    check<ConfigError>(core_experts > 0, "model.moe.core_experts: SpheroMoE needs at least one core expert");
-    check<ConfigError>(universal_experts >= 0, "model.moe.universal_experts: must be >= 0");
-    check<ConfigError>(combine == "entmax15" || combine == "softmax",
-                       "model.moe.combine: expected entmax15 or softmax, got \"{}\"", combine);
-    check<ConfigError>(temperature_init > 0, "model.moe.temperature_init: must be > 0");
-    check<ConfigError>(temperature_min >= 0 && temperature_min < temperature_init,
-                       "model.moe.temperature_min: must be in [0, temperature_init), got {}", temperature_min);
-    check<ConfigError>(phi_init == "orthogonal_experts" || phi_init == "orthogonal_slots",
-                       "model.moe.phi_init: expected orthogonal_experts or orthogonal_slots, got \"{}\"", phi_init);
-  } else {
-    check<ConfigError>(num_experts > 0, "model.moe.num_experts: must be > 0");
-  }
-  check<ConfigError>(l2_norm == "add" || l2_norm == "clamp",
-                     "model.moe.l2_norm: expected add or clamp, got \"{}\"", l2_norm);
-  check<ConfigError>(logits_drop >= 0 && logits_drop < 1, "model.moe.logits_drop: must be in [0, 1), got {}",
-                     logits_drop);
-  check<ConfigError>((logits_drop == 0 && !soft_slot_layernorm) || type == "soft",
-                     "model.moe: logits_drop and soft_slot_layernorm apply to type soft only (got type {})", type);
-  check<ConfigError>(expert_init == "auto" || expert_init == "kaiming_uniform" || expert_init == "trunc_normal",
-                     "model.moe.expert_init: expected auto, kaiming_uniform or trunc_normal, got \"{}\"", expert_init);
-  check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path_mode == "expert",
-                     "model.moe.expert_drop_path_mode: expected image or expert, got \"{}\"", expert_drop_path_mode);
-  if (type == "topk" || type == "image") {
-    check<ConfigError>(std::isfinite(capacity_factor) && capacity_factor > 0,
-                       "model.moe.capacity_factor: must be > 0, got {}", capacity_factor);
-    check<ConfigError>(top_k >= 1 && top_k <= num_experts,
-                       "model.moe.top_k: must be in [1, num_experts={}], got {}", num_experts, top_k);
-  }
+  std::visit([](const auto& o) { o.validate(); }, options);
 }
 
 void to_json(json& j, const MoeConfig& c) {
-  j = json{{"type", c.type},
-           {"layers", c.layers},
-           {"last", c.last},
-           {"num_experts", c.num_experts},
-           {"mlp_ratio", c.mlp_ratio},
-           {"slots_per_expert", c.slots_per_expert},
-           {"normalize", c.normalize},
-           {"soft_slot_layernorm", c.soft_slot_layernorm},
-           {"logits_drop", c.logits_drop},
-           {"l2_norm", c.l2_norm},
-           {"core_experts", c.core_experts},
-           {"universal_experts", c.universal_experts},
-           {"core_mlp_ratio", c.core_mlp_ratio},
-           {"universal_mlp_ratio", c.universal_mlp_ratio},
-           {"slot_layernorm", c.slot_layernorm},
-           {"offset_scale", c.offset_scale},
-           {"combine", c.combine},
-           {"temperature_init", c.temperature_init},
-           {"temperature_min", c.temperature_min},
-           {"noise_mult", c.noise_mult},
-           {"noise_in_eval", c.noise_in_eval},
-           {"phi_init", c.phi_init},
-           {"expert_init", c.expert_init},
-           {"expert_drop", c.expert_drop},
-           {"expert_drop_path", c.expert_drop_path},
-           {"expert_drop_path_mode", c.expert_drop_path_mode},
-           {"top_k", c.top_k},
-           {"capacity_factor", c.capacity_factor},
-           {"router_noise", c.router_noise},
-           {"aux_loss_weight", c.aux_loss_weight},
-           {"batch_priority", c.batch_priority}};
+  j = std::visit([](const auto& o) { return config_to_json(o); }, c.options);
+  j["type"] = c.type();
+  j["layers"] = c.layers;
+  j["last"] = c.last;
 }
 
 MoeConfig moe_config_from_json(const json& j, const std::string& path) {
-  check_known_keys(j,
-                   {"type", "layers", "last", "num_experts", "mlp_ratio", "slots_per_expert",
-                    "normalize", "soft_slot_layernorm", "logits_drop", "l2_norm", "core_experts", "universal_experts", "core_mlp_ratio",
-                    "universal_mlp_ratio", "slot_layernorm", "offset_scale", "combine",
-                    "temperature_init", "temperature_min", "noise_mult", "noise_in_eval", "phi_init",
-                    "expert_init", "expert_drop", "expert_drop_path", "expert_drop_path_mode", "top_k",
-                    "capacity_factor", "router_noise", "aux_loss_weight", "batch_priority"},
-                   path);
+  check<ConfigError>(j.is_object(), "config '{}': expected an object, got {}", path, j.type_name());
   MoeConfig c;
-  read_key(j, "type", c.type, path);
+  std::string type = NoMoeOptions::kType;
+  read_key(j, "type", type, path);
+  c.options = options_named(type);
   read_key(j, "layers", c.layers, path);
   read_key(j, "last", c.last, path);
-  read_key(j, "num_experts", c.num_experts, path);
-  read_key(j, "mlp_ratio", c.mlp_ratio, path);
-  read_key(j, "slots_per_expert", c.slots_per_expert, path);
-  read_key(j, "normalize", c.normalize, path);
-  read_key(j, "soft_slot_layernorm", c.soft_slot_layernorm, path);
-  read_key(j, "logits_drop", c.logits_drop, path);
-  read_key(j, "l2_norm", c.l2_norm, path);
-  read_key(j, "core_experts", c.core_experts, path);
-  read_key(j, "universal_experts", c.universal_experts, path);
-  read_key(j, "core_mlp_ratio", c.core_mlp_ratio, path);
-  read_key(j, "universal_mlp_ratio", c.universal_mlp_ratio, path);
-  read_key(j, "slot_layernorm", c.slot_layernorm, path);
-  read_key(j, "offset_scale", c.offset_scale, path);
-  read_key(j, "combine", c.combine, path);
-  read_key(j, "temperature_init", c.temperature_init, path);
-  read_key(j, "temperature_min", c.temperature_min, path);
-  read_key(j, "phi_init", c.phi_init, path);
-  read_key(j, "expert_init", c.expert_init, path);
-  read_key(j, "expert_drop_path_mode", c.expert_drop_path_mode, path);
-  read_key(j, "noise_mult", c.noise_mult, path);
-  read_key(j, "noise_in_eval", c.noise_in_eval, path);
-  read_key(j, "expert_drop", c.expert_drop, path);
-  read_key(j, "expert_drop_path", c.expert_drop_path, path);
-  read_key(j, "top_k", c.top_k, path);
-  read_key(j, "capacity_factor", c.capacity_factor, path);
-  read_key(j, "router_noise", c.router_noise, path);
-  read_key(j, "aux_loss_weight", c.aux_loss_weight, path);
-  read_key(j, "batch_priority", c.batch_priority, path);
+  std::visit(
+      [&](auto& o) {
+        using O = std::decay_t<decltype(o)>;
+        std::vector<std::string> known(std::begin(kCommonKeys), std::end(kCommonKeys));
+        const auto own_keys = config_keys<O>();
+        known.insert(known.end(), own_keys.begin(), own_keys.end());
+        json own = json::object();
+        for (auto it = j.begin(); it != j.end(); ++it) {
+          if (std::find(own_keys.begin(), own_keys.end(), it.key()) != own_keys.end()) {
+            own[it.key()] = it.value();
+            continue;
+          }
+          if (std::find(known.begin(), known.end(), it.key()) != known.end()) {
+            continue;
+          }
+          bool at_default = false;
+          const char* owner = type_owning_key(it.key(), it.value(), c.options.index(), &at_default);
+          if (at_default) {
+            continue;
+          }
+          check<ConfigError>(owner == nullptr, "config '{}.{}': an option of MoE type {}, not of type {}", path,
+                             it.key(), owner ? owner : "", type);
+          check_known_keys(json{{it.key(), it.value()}}, known, path);
+        }
+        read_config(own, o, path);
+        o.validate();
+      },
+      c.options);
   return c;
 }
 

@@ -1,5 +1,6 @@
 #include "moejet/moe/per_image_moe.h"
 
+#include <cmath>
 #include <algorithm>
 #include <vector>
 
@@ -7,11 +8,29 @@
 
 namespace moejet::moe {
 
-PerImageMoe::PerImageMoe(const PerImageMoeOptions& o) : options(o) {
-  TORCH_CHECK(o.dim > 0 && o.hidden > 0 && o.num_experts > 0 && o.k >= 1 && o.k <= o.num_experts,
-              "PerImageMoe: invalid options dim=", o.dim, " hidden=", o.hidden, " experts=", o.num_experts,
-              " k=", o.k);
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
+void PerImageMoeOptions::validate() const {
+  check_size(static_cast<double>(num_experts), 65536, "num_experts");
+  check_size(mlp_ratio, 64, "mlp_ratio");
+  check<ConfigError>(top_k >= 1 && top_k <= num_experts, "model.moe.top_k: must be in [1, num_experts={}], got {}",
+                     num_experts, top_k);
+  check<ConfigError>(router_noise >= 0 && std::isfinite(router_noise),
+                     "model.moe.router_noise: must be finite and >= 0, got {}", router_noise);
+  check<ConfigError>(aux_loss_weight >= 0 && std::isfinite(aux_loss_weight),
+                     "model.moe.aux_loss_weight: must be finite and >= 0, got {}", aux_loss_weight);
+  check_rate(expert_drop, "expert_drop");
+  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+}
+
+PerImageMoe::PerImageMoe(const PerImageMoeOptions& o, int64_t dim)
+    : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)) {
+  o.validate();
+  TORCH_CHECK(dim > 0, "PerImageMoe: dim must be > 0, got ", dim);
+  experts = register_module("experts", ExpertMlp(o.num_experts, dim, hidden, o.expert_drop,
+                                                 resolve_expert_init(o.expert_init, "trunc_normal")));
+}
+
+std::string PerImageMoe::describe() const {
+  return fmt::format("{} experts (hidden {}), top-{} per image", options.num_experts, hidden, options.top_k);
 }
 
 void PerImageMoe::set_routing(const ImageRouting& routing, bool report_aux_loss) {
@@ -20,7 +39,7 @@ void PerImageMoe::set_routing(const ImageRouting& routing, bool report_aux_loss)
 }
 
 torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "PerImageMoe: expected [B, N, ", options.dim,
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "PerImageMoe: expected [B, N, ", dim,
               "], got ", x.sizes());
   TORCH_CHECK(routing_.experts.defined() && routing_.experts.size(0) == x.size(0),
               "PerImageMoe: no routing for this batch (the model's router sets it before the MoE blocks)");
@@ -75,7 +94,7 @@ torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
 }
 
 double PerImageMoe::macs(int64_t tokens) const {
-  return static_cast<double>(options.k) * experts->macs(static_cast<double>(tokens)) /
+  return static_cast<double>(options.top_k) * experts->macs(static_cast<double>(tokens)) /
          static_cast<double>(options.num_experts);
 }
 

@@ -56,33 +56,55 @@ RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tens
   return st;
 }
 
-SoftMoe::SoftMoe(const SoftMoeOptions& o) : options(o) {
-  TORCH_CHECK(o.dim > 0 && o.hidden > 0 && o.num_experts > 0 && o.slots_per_expert > 0,
-              "SoftMoe: invalid options dim=", o.dim, " hidden=", o.hidden, " experts=",
-              o.num_experts, " slots=", o.slots_per_expert);
-  phi = register_parameter("phi", torch::randn({o.num_experts, o.slots_per_expert, o.dim}) *
-                                      (1.0 / std::sqrt(static_cast<double>(o.dim))));
-  if (o.normalize || o.slot_layernorm) {
+void SoftMoeOptions::validate() const {
+  check_size(static_cast<double>(num_experts), 65536, "num_experts");
+  check_size(static_cast<double>(slots_per_expert), 65536, "slots_per_expert");
+  check_size(mlp_ratio, 64, "mlp_ratio");
+  check_rate(logits_drop, "logits_drop");
+  check_rate(expert_drop, "expert_drop");
+  check_rate(expert_drop_path, "expert_drop_path");
+  check_choice(l2_norm, {"add", "clamp"}, "l2_norm");
+  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_choice(expert_drop_path_mode, {"image", "expert"}, "expert_drop_path_mode");
+  check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path == 0,
+                     "model.moe.expert_drop_path_mode: \"expert\" is SpheroMoE's; Soft MoE drops the whole output "
+                     "of an image (\"image\")");
+}
+
+SoftMoe::SoftMoe(const SoftMoeOptions& o, int64_t dim, double drop_path)
+    : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)), drop_path(drop_path) {
+  o.validate();
+  TORCH_CHECK(dim > 0, "SoftMoe: dim must be > 0, got ", dim);
+  phi = register_parameter("phi", torch::randn({o.num_experts, o.slots_per_expert, dim}) *
+                                      (1.0 / std::sqrt(static_cast<double>(dim))));
+  if (o.normalize || o.soft_slot_layernorm) {
     scale = register_parameter("scale", torch::ones({}));
   }
-  if (o.slot_layernorm) {
-    slot_norm = register_module("slot_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim})));
+  if (o.soft_slot_layernorm) {
+    slot_norm = register_module("slot_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
   }
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
+  experts = register_module("experts", ExpertMlp(o.num_experts, dim, hidden, o.expert_drop,
+                                                 resolve_expert_init(o.expert_init, "kaiming_uniform")));
+}
+
+std::string SoftMoe::describe() const {
+  return fmt::format("{} experts (hidden {}), {} slot(s) each", options.num_experts, hidden,
+                     options.slots_per_expert);
 }
 
 torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "SoftMoe: expected [B, N, ", options.dim,
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SoftMoe: expected [B, N, ", dim,
               "], got ", x.sizes());
-  auto q = phi.reshape({-1, options.dim});  // [M, D]
+  auto q = phi.reshape({-1, dim});  // [M, D]
   auto k = x;
-  if (options.slot_layernorm) {
+  if (options.soft_slot_layernorm) {
     q = slot_norm->forward(q) * scale;
   } else if (options.normalize) {
     // The authors' l2norm adds 1e-6 to the norm; torch's normalize clamps it at 1e-12.
-    const double eps = options.l2_additive ? 1e-6 : 1e-12;
-    k = l2_normalize(x, eps, options.l2_additive);
-    q = l2_normalize(q, eps, options.l2_additive) * scale;
+    const bool additive = options.l2_norm == "add";
+    const double eps = additive ? 1e-6 : 1e-12;
+    k = l2_normalize(x, eps, additive);
+    q = l2_normalize(q, eps, additive) * scale;
   }
   auto logits = torch::matmul(k, q.t());  // [B, N, M]
   if (is_training() || options.noise_in_eval) {
@@ -99,7 +121,7 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
   auto combine = row_softmax(logits);
   auto y = nn::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
-                             options.drop_path, is_training());
+                             drop_path, is_training());
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
     last_stats = soft_routing_stats(dispatch, combine, options.num_experts);
@@ -108,7 +130,7 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
 }
 
 double SoftMoe::macs(int64_t tokens) const {
-  const double N = static_cast<double>(tokens), D = static_cast<double>(options.dim);
+  const double N = static_cast<double>(tokens), D = static_cast<double>(dim);
   const double M = static_cast<double>(options.num_experts * options.slots_per_expert);
   // logits + slots + combine, then every slot through its expert.
   return 3.0 * N * M * D + experts->macs(static_cast<double>(options.slots_per_expert));

@@ -13,6 +13,9 @@ namespace moejet::moe {
 
 namespace F = torch::nn::functional;
 
+// The authors' l2norm eps; the "clamp" form uses it as torch's normalize eps.
+constexpr double kL2Eps = 1e-6;
+
 namespace {
 
 // The dispatch and combine logits from the cosines in one pass each way: dispatch logits
@@ -160,51 +163,76 @@ std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, 
                        noise_std > 0 ? torch::randn_like(cos).mul_(noise_std) : torch::Tensor());
 }
 
-SpheroMoe::SpheroMoe(const SpheroMoeOptions& o) : options(o) {
-  TORCH_CHECK(o.dim > 0 && o.core_experts > 0 && o.core_hidden > 0 && o.slots_per_expert > 0,
-              "SpheroMoe: invalid options dim=", o.dim, " core_experts=", o.core_experts,
-              " core_hidden=", o.core_hidden, " slots=", o.slots_per_expert);
-  TORCH_CHECK(o.universal_experts == 0 || o.universal_hidden > 0,
-              "SpheroMoe: universal experts need universal_hidden > 0");
-  TORCH_CHECK(o.combine == "entmax15" || o.combine == "softmax",
-              "SpheroMoe: combine must be entmax15 or softmax, got ", o.combine);
-  TORCH_CHECK(o.phi_init == "orthogonal_experts" || o.phi_init == "orthogonal_slots",
-              "SpheroMoe: phi_init must be orthogonal_experts or orthogonal_slots, got ", o.phi_init);
+void SpheroMoeOptions::validate() const {
+  check<ConfigError>(core_experts > 0, "model.moe.core_experts: SpheroMoE needs at least one core expert");
+  check<ConfigError>(universal_experts >= 0, "model.moe.universal_experts: must be >= 0");
+  check_size(static_cast<double>(core_experts), 65536, "core_experts");
+  check<ConfigError>(universal_experts <= 65536, "model.moe.universal_experts: must be <= 65536");
+  check_size(static_cast<double>(slots_per_expert), 65536, "slots_per_expert");
+  check_size(core_mlp_ratio, 64, "core_mlp_ratio");
+  check_size(universal_mlp_ratio, 64, "universal_mlp_ratio");
+  check_choice(combine, {"entmax15", "softmax"}, "combine");
+  check<ConfigError>(temperature_init > 0, "model.moe.temperature_init: must be > 0");
+  check<ConfigError>(temperature_min >= 0 && temperature_min < temperature_init,
+                     "model.moe.temperature_min: must be in [0, temperature_init), got {}", temperature_min);
+  check_choice(phi_init, {"orthogonal_experts", "orthogonal_slots"}, "phi_init");
+  check_choice(l2_norm, {"add", "clamp"}, "l2_norm");
+  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_rate(expert_drop, "expert_drop");
+  check_rate(expert_drop_path, "expert_drop_path");
+  check_choice(expert_drop_path_mode, {"image", "expert"}, "expert_drop_path_mode");
+}
+
+SpheroMoe::SpheroMoe(const SpheroMoeOptions& o, int64_t dim, double drop_path)
+    : options(o),
+      dim(dim),
+      core_hidden(expert_hidden(dim, o.core_mlp_ratio)),
+      universal_hidden(expert_hidden(dim, o.universal_mlp_ratio)),
+      drop_path(drop_path) {
+  o.validate();
+  TORCH_CHECK(dim > 0, "SpheroMoe: dim must be > 0, got ", dim);
   const int64_t E = o.core_experts + o.universal_experts;
   // torch's orthogonal_ on [E, S, D] (the authors') makes the E rows of the [E, S*D] view
   // orthonormal; the slots' variant makes all E*S slot queries orthonormal over D.
-  auto p = o.phi_init == "orthogonal_experts" ? torch::empty({E, o.slots_per_expert * o.dim})
-                                              : torch::empty({E * o.slots_per_expert, o.dim});
+  auto p = o.phi_init == "orthogonal_experts" ? torch::empty({E, o.slots_per_expert * dim})
+                                              : torch::empty({E * o.slots_per_expert, dim});
   torch::nn::init::orthogonal_(p);
-  phi = register_parameter("phi", p.view({E, o.slots_per_expert, o.dim}));
+  phi = register_parameter("phi", p.view({E, o.slots_per_expert, dim}));
   if (o.slot_layernorm) {
-    slot_norm = register_module("slot_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim})));
+    slot_norm = register_module("slot_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
   }
   dispatch_temperature = register_parameter("dispatch_temperature", torch::full({}, o.temperature_init));
   combine_temperature = register_parameter("combine_temperature", torch::full({}, o.temperature_init));
   if (o.offset_scale) {
-    key_scale = register_parameter("key_scale", torch::ones({o.dim}));
-    key_offset = register_parameter("key_offset", torch::zeros({o.dim}));
-    phi_scale = register_parameter("phi_scale", torch::ones({o.dim}));
-    phi_offset = register_parameter("phi_offset", torch::zeros({o.dim}));
+    key_scale = register_parameter("key_scale", torch::ones({dim}));
+    key_offset = register_parameter("key_offset", torch::zeros({dim}));
+    phi_scale = register_parameter("phi_scale", torch::ones({dim}));
+    phi_offset = register_parameter("phi_offset", torch::zeros({dim}));
   }
-  core = register_module("core", ExpertMlp(o.core_experts, o.dim, o.core_hidden, o.expert_drop, o.expert_init));
+  const std::string init = resolve_expert_init(o.expert_init, "kaiming_uniform");
+  core = register_module("core", ExpertMlp(o.core_experts, dim, core_hidden, o.expert_drop, init));
   if (o.universal_experts > 0) {
-    universal = register_module(
-        "universal", ExpertMlp(o.universal_experts, o.dim, o.universal_hidden, o.expert_drop, o.expert_init));
+    universal = register_module("universal",
+                                ExpertMlp(o.universal_experts, dim, universal_hidden, o.expert_drop, init));
   }
+}
+
+std::string SpheroMoe::describe() const {
+  return fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
+                     options.core_experts, core_hidden, options.universal_experts, universal_hidden,
+                     options.slots_per_expert);
 }
 
 torch::Tensor SpheroMoe::keys(const torch::Tensor& x) const {
   auto k = options.offset_scale ? x * key_scale + key_offset : x;
-  return l2_normalize(k, options.eps, options.l2_additive);
+  return l2_normalize(k, kL2Eps, options.l2_norm == "add");
 }
 
 torch::Tensor SpheroMoe::queries() const {
-  auto q = phi.reshape({-1, options.dim});
+  auto q = phi.reshape({-1, dim});
   if (slot_norm) {
     // LayerNorm's forward is non-const; the functional form with its parameters is the same op.
-    q = F::layer_norm(q, F::LayerNormFuncOptions({options.dim})
+    q = F::layer_norm(q, F::LayerNormFuncOptions({dim})
                              .weight(slot_norm->weight)
                              .bias(slot_norm->bias)
                              .eps(slot_norm->options.eps()));
@@ -212,12 +240,12 @@ torch::Tensor SpheroMoe::queries() const {
   if (options.offset_scale) {
     q = q * phi_scale + phi_offset;
   }
-  return l2_normalize(q, options.eps, options.l2_additive);
+  return l2_normalize(q, kL2Eps, options.l2_norm == "add");
 }
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "SpheroMoe: expected [B, N, ",
-              options.dim, "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SpheroMoe: expected [B, N, ",
+              dim, "], got ", x.sizes());
   auto cos = torch::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
   const double noise_mult =
       options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
@@ -235,12 +263,13 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   if (universal) {
     groups.push_back(universal);
   }
+  const bool per_image = options.expert_drop_path_mode == "image";
   auto y = soft_route(x, dispatch, combine, groups, options.slots_per_expert,
-                      options.drop_path_per_image ? 0.0 : options.expert_drop_path, is_training());
-  if (options.drop_path_per_image) {
+                      per_image ? 0.0 : drop_path, is_training());
+  if (per_image) {
     // The authors' DropPath on the slot outputs [B, E*S, D] has one mask entry per image, and the
     // combine is linear in them: the same as dropping the layer's output of that image.
-    y = nn::drop_path(y, options.expert_drop_path, is_training());
+    y = nn::drop_path(y, drop_path, is_training());
   }
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
@@ -250,7 +279,7 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
 }
 
 double SpheroMoe::macs(int64_t tokens) const {
-  const double N = static_cast<double>(tokens), D = static_cast<double>(options.dim);
+  const double N = static_cast<double>(tokens), D = static_cast<double>(dim);
   const double M = static_cast<double>(num_experts() * options.slots_per_expert);
   const double S = static_cast<double>(options.slots_per_expert);
   double m = 3.0 * N * M * D + core->macs(S);

@@ -11,51 +11,56 @@ namespace moejet::moe {
 
 namespace F = torch::nn::functional;
 
-TopKMoe::TopKMoe(const TopKMoeOptions& o) : options(o) {
-  TORCH_CHECK(o.dim > 0, "TopKMoe: dim must be > 0, got ", o.dim);
-  TORCH_CHECK(o.hidden > 0, "TopKMoe: hidden must be > 0, got ", o.hidden);
-  TORCH_CHECK(o.num_experts > 0, "TopKMoe: num_experts must be > 0, got ", o.num_experts);
-  TORCH_CHECK(o.k >= 1 && o.k <= o.num_experts,
-              "TopKMoe: k must be in [1, num_experts = ", o.num_experts, "], got ", o.k);
-  TORCH_CHECK(std::isfinite(o.capacity_factor),
-              "TopKMoe: capacity_factor must be finite (<= 0 means unlimited), got ",
-              o.capacity_factor);
-  TORCH_CHECK(o.noise_std >= 0 && std::isfinite(o.noise_std),
-              "TopKMoe: noise_std must be finite and >= 0, got ", o.noise_std);
-  TORCH_CHECK(o.aux_loss_weight >= 0 && std::isfinite(o.aux_loss_weight),
-              "TopKMoe: aux_loss_weight must be finite and >= 0, got ", o.aux_loss_weight);
-  TORCH_CHECK(o.expert_drop >= 0 && o.expert_drop < 1,
-              "TopKMoe: expert_drop must be in [0, 1), got ", o.expert_drop);
+void TopKMoeOptions::validate() const {
+  check_size(static_cast<double>(num_experts), 65536, "num_experts");
+  check_size(mlp_ratio, 64, "mlp_ratio");
+  check<ConfigError>(top_k >= 1 && top_k <= num_experts, "model.moe.top_k: must be in [1, num_experts={}], got {}",
+                     num_experts, top_k);
+  check<ConfigError>(std::isfinite(capacity_factor) && capacity_factor > 0,
+                     "model.moe.capacity_factor: must be > 0, got {}", capacity_factor);
+  check<ConfigError>(router_noise >= 0 && std::isfinite(router_noise),
+                     "model.moe.router_noise: must be finite and >= 0, got {}", router_noise);
+  check<ConfigError>(aux_loss_weight >= 0 && std::isfinite(aux_loss_weight),
+                     "model.moe.aux_loss_weight: must be finite and >= 0, got {}", aux_loss_weight);
+  check_rate(expert_drop, "expert_drop");
+  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+}
+
+TopKMoe::TopKMoe(const TopKMoeOptions& o, int64_t dim) : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)) {
+  o.validate();
+  TORCH_CHECK(dim > 0, "TopKMoe: dim must be > 0, got ", dim);
   router = register_module(
-      "router", torch::nn::Linear(torch::nn::LinearOptions(o.dim, o.num_experts).bias(false)));
+      "router", torch::nn::Linear(torch::nn::LinearOptions(dim, o.num_experts).bias(false)));
   // trunc-normal .02 like every other ViT Linear rather than zeros: a zero router gives exact
   // ties, which the deterministic tie-break would send wholesale to experts 0..k-1 at step 0.
   nn::trunc_normal_(router->weight, 0.02);
-  experts = register_module("experts", ExpertMlp(o.num_experts, o.dim, o.hidden, o.expert_drop, o.expert_init));
+  experts = register_module("experts", ExpertMlp(o.num_experts, dim, hidden, o.expert_drop,
+                                                 resolve_expert_init(o.expert_init, "trunc_normal")));
   last_aux_loss = torch::zeros({});
 }
 
+std::string TopKMoe::describe() const {
+  return fmt::format("{} experts (hidden {}), top-{}", options.num_experts, hidden, options.top_k);
+}
+
 int64_t TopKMoe::capacity(int64_t tokens) const {
-  if (options.capacity_factor <= 0) {
-    return tokens;
-  }
-  double c = std::ceil(static_cast<double>(options.k * tokens) * options.capacity_factor /
+  double c = std::ceil(static_cast<double>(options.top_k * tokens) * options.capacity_factor /
                        static_cast<double>(options.num_experts));
   // One expert can receive each token at most once, so slots beyond N would always stay empty.
   return std::clamp<int64_t>(static_cast<int64_t>(c), 1, std::max<int64_t>(tokens, 1));
 }
 
 torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim, "TopKMoe: expected x [B, N, ", options.dim,
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "TopKMoe: expected x [B, N, ", dim,
               "], got ", x.sizes());
   const int64_t b = x.size(0), n = x.size(1), d = x.size(2);
-  const int64_t e = options.num_experts, k = options.k;
+  const int64_t e = options.num_experts, k = options.top_k;
   TORCH_CHECK(n > 0, "TopKMoe: no tokens in x ", x.sizes());
   const int64_t c = capacity(n);
 
   auto logits = router(x);  // [B, N, E]
-  if (is_training() && options.noise_std > 0) {
-    logits = logits + torch::randn_like(logits) * options.noise_std;
+  if (is_training() && options.router_noise > 0) {
+    logits = logits + torch::randn_like(logits) * options.router_noise;
   }
   auto gates = torch::softmax(logits, -1);
 
@@ -129,9 +134,9 @@ torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
 
 double TopKMoe::macs(int64_t tokens) const {
   const double t = static_cast<double>(tokens);
-  const double d = static_cast<double>(options.dim);
+  const double d = static_cast<double>(dim);
   return t * d * static_cast<double>(options.num_experts) +
-         static_cast<double>(options.k) * t * 2.0 * d * static_cast<double>(options.hidden);
+         static_cast<double>(options.top_k) * t * 2.0 * d * static_cast<double>(hidden);
 }
 
 }  // namespace moejet::moe

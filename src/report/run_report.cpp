@@ -22,7 +22,7 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
   check<DataError>(file_exists(metrics_path), "{}: no metrics.jsonl", dir);
   auto cfg = train::train_config_from_json(read_json_file(config_path));
   r.init = cfg.train.init;
-  r.moe_kind = cfg.model.moe().enabled() ? cfg.model.moe().type : "";
+  r.moe_kind = cfg.model.moe().enabled() ? cfg.model.moe().type() : "";
   {
     torch::NoGradGuard ng;
     auto model = models::make_model(cfg.model);

@@ -8,17 +8,16 @@
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/models/model_file.h"
 
 namespace moejet::train {
 
 void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
                            const json& model_config, const TrainState& state, const io::Metadata& extra) {
   io::Metadata meta = extra;
-  meta.insert({{"moejet.format_version", kFormatVersion},
-                    {kModelConfigKey, model_config.dump()},
-                    {"moejet.epoch", std::to_string(state.epoch)},
-                    {"moejet.step", std::to_string(state.step)}});
-  io::write_safetensors(path, io::module_state_dict(model), meta);
+  meta["moejet.epoch"] = std::to_string(state.epoch);
+  meta["moejet.step"] = std::to_string(state.step);
+  models::save_model(path, model, model_config, std::move(meta));
 }
 
 void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer,
@@ -87,18 +86,6 @@ TrainState load_train_state(const std::string& path, torch::optim::Optimizer& op
         "{}: training state does not match this model/optimizer: {}", path, e.what_without_backtrace()));
   }
   return s;
-}
-
-json model_config_from_metadata(const io::Metadata& metadata) {
-  auto it = metadata.find(kModelConfigKey);
-  if (it == metadata.end()) {
-    return json();
-  }
-  try {
-    return parse_json(it->second, fmt::format("checkpoint metadata '{}'", kModelConfigKey));
-  } catch (const ConfigError& e) {
-    throw CheckpointError(e.what());
-  }
 }
 
 }  // namespace moejet::train

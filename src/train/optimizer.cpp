@@ -70,7 +70,7 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
   for (auto& [key, entry] : by_key) {
     if (config.opt == "adamw") {
       auto opts = std::make_unique<torch::optim::AdamWOptions>(config.lr * entry.first.lr_scale);
-      opts->betas({config.beta1, config.beta2}).eps(config.eps).weight_decay(entry.first.weight_decay);
+      opts->betas({config.betas.at(0), config.betas.at(1)}).eps(config.eps).weight_decay(entry.first.weight_decay);
       groups.emplace_back(entry.second, std::move(opts));
     } else {
       auto opts = std::make_unique<torch::optim::SGDOptions>(config.lr * entry.first.lr_scale);
@@ -81,7 +81,7 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
   }
   if (config.opt == "adamw") {
     bundle.optimizer = std::make_unique<FusedAdamW>(
-        groups, torch::optim::AdamWOptions(config.lr).betas({config.beta1, config.beta2}).eps(config.eps));
+        groups, torch::optim::AdamWOptions(config.lr).betas({config.betas.at(0), config.betas.at(1)}).eps(config.eps));
   } else {
     bundle.optimizer = std::make_unique<torch::optim::SGD>(
         groups, torch::optim::SGDOptions(config.lr).momentum(config.momentum));

@@ -35,116 +35,6 @@ namespace moejet::train {
 
 namespace fs = std::filesystem;
 
-data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
-                            uint64_t seed) {
-  // With val_split, both splits are parts of the training split.
-  const bool carved = config.val_split > 0;
-  check<ConfigError>(!carved || split == config.train_split || split == config.eval_split,
-                     "data.val_split: split '{}' is neither data.train_split nor data.eval_split", split);
-  const bool train_part = split == config.train_split;
-  auto ds = data::open_dataset(config.dataset, carved ? config.train_split : split, config.max_image_pixels);
-  if ((train_part || carved) && !config.train_range.empty()) {
-    const auto start = static_cast<size_t>(config.train_range[0]);
-    const auto end = std::min(static_cast<size_t>(config.train_range[1]), ds->size());
-    check<ConfigError>(start < end, "config 'data.train_range': [{}, {}) is empty for {} ({} images)", start,
-                       config.train_range[1], config.dataset, ds->size());
-    std::vector<size_t> idx(end - start);
-    std::iota(idx.begin(), idx.end(), start);
-    ds = data::subset(ds, std::move(idx), fmt::format("{} [{}, {})", ds->describe(), start, end));
-  }
-  if (!config.classes.empty()) {
-    for (int64_t c : config.classes) {
-      check<ConfigError>(c >= 0 && c < ds->num_classes(),
-                         "config 'data.classes': class {} out of range for {} ({} classes)", c,
-                         config.dataset, ds->num_classes());
-    }
-    ds = data::filter_classes(ds, config.classes);
-  }
-  if (carved) {
-    // A fixed seed, independent of train.seed, so that every run and `moejet eval` hold out the
-    // same images: per class, a shuffled round(val_split * n) of them (at least one).
-    auto labels = ds->labels();
-    std::map<int64_t, std::vector<size_t>> by_class;
-    for (size_t i = 0; i < labels.size(); ++i) by_class[labels[i]].push_back(i);
-    std::mt19937_64 rng(0x7661'6c5f'7370'6c74ULL);
-    std::vector<size_t> held, rest;
-    for (auto& [c, idx] : by_class) {
-      std::shuffle(idx.begin(), idx.end(), rng);
-      const auto n = std::max<size_t>(1, static_cast<size_t>(std::llround(config.val_split * static_cast<double>(idx.size()))));
-      check<ConfigError>(n < idx.size(), "data.val_split {}: class {} has only {} image(s) to split", config.val_split,
-                         c, idx.size());
-      held.insert(held.end(), idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n));
-      rest.insert(rest.end(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end());
-    }
-    auto& part = train_part ? rest : held;
-    std::sort(part.begin(), part.end());
-    const auto what = train_part ? fmt::format("{} without its held-out {:g}", ds->describe(), config.val_split)
-                                 : fmt::format("{}: held-out {:g} (data.val_split)", ds->describe(), config.val_split);
-    ds = data::subset(ds, part, what);
-  }
-  return stratified_subset(ds, limit, seed);
-}
-
-data::DatasetPtr stratified_subset(data::DatasetPtr ds, int64_t limit, uint64_t seed) {
-  if (limit > 0 && static_cast<size_t>(limit) < ds->size()) {
-    // Seeded shuffle, then at most ceil(limit / K) per class: a small subset keeps the class
-    // balance of the full split.
-    std::vector<size_t> order(ds->size());
-    std::iota(order.begin(), order.end(), 0);
-    std::mt19937_64 rng(seed * 7919 + 17);
-    std::shuffle(order.begin(), order.end(), rng);
-    auto labels = ds->labels();
-    const int64_t k = std::max<int64_t>(ds->num_classes(), 1);
-    const int64_t per_class = (limit + k - 1) / k;
-    std::map<int64_t, int64_t> taken;
-    std::vector<size_t> chosen;
-    for (size_t i : order) {
-      if (static_cast<int64_t>(chosen.size()) >= limit) {
-        break;
-      }
-      if (taken[labels[i]]++ < per_class) {
-        chosen.push_back(i);
-      }
-    }
-    std::sort(chosen.begin(), chosen.end());
-    ds = data::subset(ds, chosen, fmt::format("{} ({} of {} images)", ds->describe(), chosen.size(), ds->size()));
-  }
-  return ds;
-}
-
-std::string load_model_weights(models::ImageClassifierImpl& model, const std::string& path,
-                               bool drop_head) {
-  return load_model_weights(model, io::read_checkpoint(path), path, drop_head);
-}
-
-std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict state,
-                               const std::string& source, bool drop_head) {
-  std::vector<std::string> notes;
-  state = models::to_moejet_layout(state, &notes);
-  state = model.adapt_checkpoint(state, &notes);
-  io::LoadOptions opts;
-  if (drop_head) {
-    opts.drop_on_mismatch = {"head."};
-  }
-  // A dense checkpoint for an MoE model: its MoE blocks still hold a dense MLP (fc1), which only
-  // checkpoint recycling turns into experts. Say so before the key-by-key report.
-  for (const auto& [block, layer] : model.moe_layer_list) {
-    if (state.find(model.mlp_key(block) + ".fc1.weight") != nullptr) {
-      throw CheckpointError(fmt::format(
-          "{} is a dense checkpoint ({}.fc1.weight is a dense MLP) but the model has MoE blocks: build the MoE's "
-          "initial weights with `moejet recycle --dense {} --model CONFIG --out INIT.safetensors`, then pass "
-          "--init INIT.safetensors",
-          source, model.mlp_key(block), source));
-    }
-  }
-  auto report = io::load_state_dict(model, state, opts, source);
-  std::string summary = report.summary();
-  for (const auto& n : notes) {
-    summary += "\n  " + n;
-  }
-  return summary;
-}
-
 torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
   return -(targets * torch::log_softmax(logits, -1)).sum(-1).mean();
 }
@@ -206,8 +96,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   const bool main_rank = !dist || dist->is_main();
 
   // Data.
-  auto train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.train_limit, tc.seed);
-  auto eval_ds = open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
+  auto train_ds = data::open_split(cfg.data, cfg.data.train_split, cfg.data.train_limit, tc.seed);
+  auto eval_ds = data::open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
   spdlog::info("train data: {}", train_ds->describe());
   spdlog::info("eval data: {}", eval_ds->describe());
   {
@@ -262,22 +152,22 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   io::Metadata checkpoint_extra;
   // How the model sees an image and what its outputs mean, and where its data came from: eval
   // and later commands read these instead of guessing.
-  checkpoint_extra[kPretrainedCfgKey] =
+  checkpoint_extra[models::kPretrainedCfgKey] =
       data::to_pretrained_cfg(data::preprocess_of(cfg.augment, train_ds->channels(), cfg.model.img_size(),
                                                   train_ds->class_names()))
           .dump();
-  checkpoint_extra[kDataKey] = to_json(cfg)["data"].dump();
+  checkpoint_extra[models::kDataKey] = to_json(cfg)["data"].dump();
   if (!tc.superclasses.empty()) {
     if (tc.superclasses == "random") {
-      superclasses = data::random_superclasses(K, cfg.model.moe().num_experts, tc.seed);
+      superclasses = data::random_superclasses(K, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts, tc.seed);
     } else {
       superclasses = data::read_superclasses(tc.superclasses, K);
     }
     superclasses->class_names = train_ds->class_names();
-    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe().num_experts,
+    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts,
                        "{}: {} super-classes for a router over {} experts (model.moe.num_experts)",
-                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe().num_experts);
-    checkpoint_extra[kSuperclassesKey] = superclasses->to_json().dump();
+                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts);
+    checkpoint_extra[models::kSuperclassesKey] = superclasses->to_json().dump();
     spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc.superclasses, tc.router_loss_weight,
                  superclasses->to_json()["groups"].dump());
   }
@@ -289,7 +179,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   // Model.
   models::ModelPtr model = models::make_model(cfg.model);
   if (!tc.init.empty()) {
-    spdlog::info("init from {}: {}", tc.init, load_model_weights(*model, tc.init, tc.init_drop_head));
+    spdlog::info("init from {}: {}", tc.init, models::load_model_weights(*model, tc.init, tc.init_drop_head));
   }
   model->to(device);
   spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model) / 1e6);

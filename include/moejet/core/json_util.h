@@ -3,10 +3,10 @@
 // must not silently fall back to a default) and report the dotted path of the offending key.
 
 #include <cmath>
-#include <initializer_list>
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,7 +17,7 @@ namespace moejet {
 using json = nlohmann::json;
 
 /// Throws ConfigError naming `path.key` for any key of `j` not in `known`.
-void check_known_keys(const json& j, std::initializer_list<const char*> known, const std::string& path);
+void check_known_keys(const json& j, const std::vector<std::string>& known, const std::string& path);
 
 /// Reads `j[key]` into `out` when present; wraps type errors into ConfigError naming `path.key`.
 template <class T>

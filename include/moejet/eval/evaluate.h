@@ -25,6 +25,10 @@ struct EvalResult {
   double router_top1 = -1.0;
   std::vector<double> per_class_accuracy() const;  ///< percent; NaN for classes without samples
   json to_json(const std::vector<std::string>& class_names) const;
+  /// The terminal summary: "<data>: N images, top1 .., top5 .., loss .." then the router's
+  /// accuracy on its `router_ways` super-classes (when measured) and one line per class.
+  std::string summary(const std::string& data, const std::vector<std::string>& class_names,
+                      int64_t router_ways = 0) const;
 };
 
 /// Accumulates predictions batch by batch.

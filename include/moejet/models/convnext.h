@@ -28,6 +28,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include "moejet/core/config_fields.h"
 #include "moejet/core/json_util.h"
 #include "moejet/models/classifier.h"
 #include "moejet/nn/feed_forward.h"
@@ -47,7 +48,9 @@ struct ConvNextConfig {
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;       ///< dropout before head.fc
   double norm_eps = 1e-6;
-  moe::MoeConfig moe;  ///< MoE blocks (flat indices, see above); off by default
+  MOEJET_CONFIG_FIELDS(in_chans, num_classes, img_size, depths, dims, mlp_ratio, kernel_size, ls_init_value,
+                       drop_path_rate, drop_rate, norm_eps)
+  moe::MoeConfig moe;  ///< MoE blocks (flat indices, see above); off by default; "moe" when enabled
   int64_t total_blocks() const;
   /// (stage, block within the stage) of flat block index i.
   std::pair<int64_t, int64_t> locate(int64_t block) const;

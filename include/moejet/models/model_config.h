@@ -39,6 +39,10 @@ struct ModelConfig {
 void to_json(json& j, const ModelConfig& c);
 /// Dispatches on "arch" (or a convnext_* "preset") to the backbone's strict parser.
 ModelConfig model_config_from_json(const json& j, const std::string& path = "model");
+/// The same, as a field of a larger config (core/config_fields.h).
+inline void read_json(const json& j, ModelConfig& c, const std::string& path) {
+  c = model_config_from_json(j, path);
+}
 
 ModelPtr make_model(const ModelConfig& config);
 

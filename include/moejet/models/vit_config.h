@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "moejet/core/config_fields.h"
 #include "moejet/core/json_util.h"
 #include "moejet/moe/moe_config.h"
 
@@ -35,7 +36,11 @@ struct VitConfig {
   double proj_drop_rate = 0.0;
   double drop_path_rate = 0.0;        ///< stochastic depth, linearly increasing over blocks
   double norm_eps = 1e-6;
+  MOEJET_CONFIG_FIELDS(img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+                       class_token, global_pool, fc_norm, init_values, drop_rate, pos_drop_rate, attn_drop_rate,
+                       proj_drop_rate, drop_path_rate, norm_eps)
   /// Which blocks' MLPs are MoE layers, and which kind (see moe/moe_config.h); off by default.
+  /// The "moe" key, written only when enabled.
   moe::MoeConfig moe;
 
   int64_t grid_size() const {

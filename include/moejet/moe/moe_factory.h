@@ -12,9 +12,4 @@ namespace moejet::moe {
 std::shared_ptr<MoeLayer> make_moe_layer(const MoeConfig& config, int64_t dim, int64_t block, int64_t depth,
                                          int64_t position, int64_t count);
 
-/// The drop-path rate of the MoE layer in block `block` (the `position`-th of `count` MoE blocks):
-/// expert_drop_path_mode "image", the authors', takes torch.linspace(0, rate, depth)[block];
-/// "expert" rises linearly from 0 over the MoE blocks.
-double moe_drop_path_rate(const MoeConfig& config, int64_t block, int64_t depth, int64_t position, int64_t count);
-
 }  // namespace moejet::moe

@@ -35,6 +35,8 @@ class MoeLayer : public nn::FeedForward {
   /// The layer's batched expert MLPs under their module names ("experts", or "core" and
   /// "universal"): what checkpoint recycling fills from a dense MLP.
   virtual std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const = 0;
+  /// One line on the experts, e.g. "8 experts (hidden 768), top-2", for `moejet info`.
+  virtual std::string describe() const = 0;
 };
 
 }  // namespace moejet::moe

@@ -13,29 +13,45 @@
 #include <torch/types.h>
 
 #include "moejet/moe/expert_mlp.h"
+#include "moejet/moe/layer_options.h"
 #include "moejet/moe/moe_layer.h"
 
 namespace moejet::moe {
 
+/// model.moe with "type": "soft".
 struct SoftMoeOptions {
-  int64_t dim = 0;
-  int64_t hidden = 0;
+  static constexpr const char* kType = "soft";
   int64_t num_experts = 8;
+  double mlp_ratio = 4.0;             ///< expert hidden = dim * mlp_ratio
   int64_t slots_per_expert = 1;
-  bool normalize = true;
-  bool slot_layernorm = false;        ///< phi through LayerNorm(D), tokens as they are (see MoeConfig)
-  bool l2_additive = true;            ///< x / (|x| + 1e-6) (authors'); else x / max(|x|, 1e-12)
-  double noise_mult = 0.0;            ///< std of N(0, 1) noise on the logits
+  bool normalize = true;              ///< Soft MoE's l2 normalisation of tokens and phi
+  /// The authors' slot_layernorm variant: tokens as they are, phi through LayerNorm(D) (no l2
+  /// normalisation), then times the learnable scale.
+  bool soft_slot_layernorm = false;
+  /// -1e12 added to the logits at Bernoulli(logits_drop) positions before both softmaxes (the
+  /// authors' moe_logits_drop), in training (and in eval with noise_in_eval).
+  double logits_drop = 0.0;
+  /// "add": x / (|x| + 1e-6), the authors' l2norm; "clamp": x / max(|x|, 1e-12), torch's normalize.
+  std::string l2_norm = "add";
+  double noise_mult = -1.0;           ///< std of N(0, 1) noise on the logits; <= 0: none
   bool noise_in_eval = false;         ///< noise and logits drop in eval too (the authors')
-  double logits_drop = 0.0;           ///< -1e12 at Bernoulli(logits_drop) positions of the logits
-  double expert_drop = 0.0;
-  std::string expert_init = "kaiming_uniform";  ///< see ExpertMlp
-  double drop_path = 0.0;             ///< the layer's whole output of an image (the authors' DropPath)
+  std::string expert_init = "auto";   ///< see ExpertMlp; auto = kaiming_uniform (the authors')
+  double expert_drop = 0.0;           ///< dropout inside the experts
+  /// Drop path on the layer's whole output of an image (the authors' DropPath), at rate
+  /// linspace(0, expert_drop_path, depth)[block]; mode "expert" is SpheroMoE's only (here: none).
+  double expert_drop_path = 0.0;
+  std::string expert_drop_path_mode = "image";
+  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, slots_per_expert, normalize, soft_slot_layernorm, logits_drop,
+                       l2_norm, noise_mult, noise_in_eval, expert_init, expert_drop, expert_drop_path,
+                       expert_drop_path_mode)
+
+  void validate() const;
 };
 
 class SoftMoe : public MoeLayer {
  public:
-  explicit SoftMoe(const SoftMoeOptions& options);
+  /// The layer for tokens of width `dim`, with drop-path rate `drop_path` (see moe_drop_path_rate).
+  SoftMoe(const SoftMoeOptions& options, int64_t dim, double drop_path = 0.0);
   torch::Tensor forward(const torch::Tensor& x) override;  ///< [B, N, D] -> [B, N, D]
   double macs(int64_t tokens) const override;
   std::string kind() const override {
@@ -45,7 +61,11 @@ class SoftMoe : public MoeLayer {
     return {{"experts", experts}};
   }
 
+  std::string describe() const override;
+
   SoftMoeOptions options;
+  int64_t dim = 0, hidden = 0;
+  double drop_path = 0.0;
   torch::Tensor phi;    ///< [E, S, D]
   torch::Tensor scale;  ///< scalar, when normalize or slot_layernorm
   torch::nn::LayerNorm slot_norm{nullptr};  ///< when slot_layernorm

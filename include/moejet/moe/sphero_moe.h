@@ -28,36 +28,52 @@
 #include <torch/types.h>
 
 #include "moejet/moe/expert_mlp.h"
+#include "moejet/moe/layer_options.h"
 #include "moejet/moe/moe_layer.h"
 
 namespace moejet::moe {
 
+/// model.moe with "type": "sphero".
 struct SpheroMoeOptions {
-  int64_t dim = 0;
-  int64_t core_experts = 1;
-  int64_t core_hidden = 0;
+  static constexpr const char* kType = "sphero";
+  int64_t core_experts = 0;
   int64_t universal_experts = 0;
-  int64_t universal_hidden = 0;
+  double core_mlp_ratio = 4.0;        ///< core expert hidden = dim * core_mlp_ratio
+  double universal_mlp_ratio = 1.0;   ///< MoE Jetpack default: a quarter of the core hidden size
   int64_t slots_per_expert = 1;
   bool slot_layernorm = true;
   bool offset_scale = false;          ///< learnable per-channel affine on keys and on phi
+  std::string combine = "entmax15";   ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
   double temperature_init = 0.5;
-  double temperature_min = 1e-2;      ///< clamp below; 0 = none
-  double noise_mult = -1.0;           ///< < 0: 1 / (core + universal experts)
-  bool noise_in_eval = false;
-  std::string combine = "entmax15";   ///< or "softmax"
-  std::string phi_init = "orthogonal_experts";  ///< or "orthogonal_slots" (see moe_config.h)
-  std::string expert_init = "kaiming_uniform";  ///< see ExpertMlp
-  double expert_drop = 0.0;
+  double temperature_min = 1e-2;      ///< temperatures clamped below this; 0 = no clamp (authors)
+  /// std of the N(0, 1) noise on the routing logits; < 0: 1 / (number of experts), as the
+  /// released config.
+  double noise_mult = -1.0;
+  bool noise_in_eval = false;         ///< the authors' code adds the noise in eval too
+  /// Orthogonal slot queries phi [E, S, D]: "orthogonal_experts" (authors: torch's orthogonal_ on
+  /// phi itself, i.e. rows = experts over S*D) or "orthogonal_slots" (rows = the E*S slots over D).
+  std::string phi_init = "orthogonal_experts";
+  /// "add": x / (|x| + 1e-6), the authors' l2norm; "clamp": x / max(|x|, 1e-6).
+  std::string l2_norm = "add";
+  std::string expert_init = "auto";   ///< see ExpertMlp; auto = kaiming_uniform (the authors')
+  double expert_drop = 0.0;           ///< dropout inside the experts
+  /// Drop path on the expert outputs, rate r = expert_drop_path: mode "image" (authors) drops the
+  /// whole output of an image, at rate linspace(0, r, depth)[block]; "expert" one expert's outputs
+  /// of one image, rising linearly 0 -> r over the MoE blocks.
   double expert_drop_path = 0.0;
-  bool drop_path_per_image = true;    ///< whole output per image (authors); else per expert
-  double eps = 1e-6;
-  bool l2_additive = true;            ///< x / (|x| + eps) (authors'); else x / max(|x|, eps)
+  std::string expert_drop_path_mode = "image";
+  MOEJET_CONFIG_FIELDS(core_experts, universal_experts, core_mlp_ratio, universal_mlp_ratio, slots_per_expert,
+                       slot_layernorm, offset_scale, combine, temperature_init, temperature_min, noise_mult,
+                       noise_in_eval, phi_init, l2_norm, expert_init, expert_drop, expert_drop_path,
+                       expert_drop_path_mode)
+
+  void validate() const;
 };
 
 class SpheroMoe : public MoeLayer {
  public:
-  explicit SpheroMoe(const SpheroMoeOptions& options);
+  /// The layer for tokens of width `dim`, with drop-path rate `drop_path` (see moe_drop_path_rate).
+  SpheroMoe(const SpheroMoeOptions& options, int64_t dim, double drop_path = 0.0);
   torch::Tensor forward(const torch::Tensor& x) override;  ///< [B, N, D] -> [B, N, D]
   double macs(int64_t tokens) const override;
   std::string kind() const override {
@@ -77,7 +93,11 @@ class SpheroMoe : public MoeLayer {
   torch::Tensor keys(const torch::Tensor& x) const;
   torch::Tensor queries() const;
 
+  std::string describe() const override;
+
   SpheroMoeOptions options;
+  int64_t dim = 0, core_hidden = 0, universal_hidden = 0;
+  double drop_path = 0.0;
   torch::Tensor phi;                      ///< [E, S, D], orthogonal init
   torch::nn::LayerNorm slot_norm{nullptr};
   torch::Tensor dispatch_temperature, combine_temperature;  ///< scalars

@@ -16,33 +16,39 @@
 #include <string>
 
 #include "moejet/moe/expert_mlp.h"
+#include "moejet/moe/layer_options.h"
 #include "moejet/moe/moe_layer.h"
 
 namespace moejet::moe {
 
+/// model.moe with "type": "topk".
 struct TopKMoeOptions {
-  int64_t dim = 0;
-  int64_t hidden = 0;
+  static constexpr const char* kType = "topk";
   int64_t num_experts = 8;
-  int64_t k = 2;
-  /// Per-image capacity C = max(1, ceil(k * N * capacity_factor / E)), capped at N; <= 0 means
-  /// no limit (C = N, nothing is ever dropped).
+  double mlp_ratio = 4.0;             ///< expert hidden = dim * mlp_ratio
+  int64_t top_k = 2;
+  /// Per-image capacity C = max(1, ceil(k * N * capacity_factor / E)), capped at N (so a factor
+  /// of E / k or more drops nothing).
   double capacity_factor = 1.0;
   /// Std of Gaussian noise added to the router logits in training only (V-MoE uses 1 / E).
-  double noise_std = 0.0;
+  double router_noise = 0.0;
   /// Weight of the load-balancing loss stored in last_aux_loss.
   double aux_loss_weight = 0.01;
-  /// Dropout inside the experts (after GELU and after fc2).
-  double expert_drop = 0.0;
-  std::string expert_init = "trunc_normal";  ///< see ExpertMlp
   /// V-MoE's Batch Prioritized Routing: fill capacity in order of each token's top gate within
   /// its image instead of by position, so low-confidence tokens are the ones dropped.
   bool batch_priority = false;
+  double expert_drop = 0.0;           ///< dropout inside the experts (after GELU and after fc2)
+  std::string expert_init = "auto";   ///< see ExpertMlp; auto = trunc_normal (timm's Linear)
+  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, top_k, capacity_factor, router_noise, aux_loss_weight,
+                       batch_priority, expert_drop, expert_init)
+
+  void validate() const;
 };
 
 class TopKMoe : public MoeLayer {
  public:
-  explicit TopKMoe(const TopKMoeOptions& options);
+  /// The layer for tokens of width `dim`.
+  TopKMoe(const TopKMoeOptions& options, int64_t dim);
 
   /// x [B, N, D] -> [B, N, D]; sets last_aux_loss, last_stats (if collect_stats) and, when
   /// record_routing is set, last_gates / last_dispatch.
@@ -59,7 +65,10 @@ class TopKMoe : public MoeLayer {
   /// Capacity per expert and image for N tokens.
   int64_t capacity(int64_t tokens) const;
 
+  std::string describe() const override;
+
   TopKMoeOptions options;
+  int64_t dim = 0, hidden = 0;
   torch::nn::Linear router{nullptr};
   ExpertMlp experts{nullptr};
 

@@ -14,12 +14,10 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/io/state_dict.h"
+#include "moejet/models/model_file.h"
 #include "moejet/train/optimizer.h"
 
 namespace moejet::train {
-
-inline constexpr const char* kFormatVersion = "1";
-inline constexpr const char* kModelConfigKey = "moejet.model_config";
 
 struct TrainState {
   int64_t epoch = 0;        ///< epoch to run next
@@ -28,12 +26,7 @@ struct TrainState {
   double best_top1 = -1.0;  ///< best eval top-1 so far (percent)
 };
 
-inline constexpr const char* kSuperclassesKey = "moejet.superclasses";
-/// The eval preprocessing and class names in timm's pretrained_cfg form (data/preprocess.h).
-inline constexpr const char* kPretrainedCfgKey = "moejet.pretrained_cfg";
-/// The training config's `data` section: the data set, its splits and class selection.
-inline constexpr const char* kDataKey = "moejet.data";
-
+/// models::save_model with the progress counters (moejet.epoch, moejet.step) in the metadata;
 /// `extra` metadata entries are stored too (e.g. the super-classes a router was trained on).
 void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
                            const json& model_config, const TrainState& state,
@@ -43,8 +36,5 @@ void save_train_state(const std::string& path, torch::optim::Optimizer& optimize
                       const TrainState& state);
 /// Restores optimizer and RNG state; throws CheckpointError naming the file on mismatch.
 TrainState load_train_state(const std::string& path, torch::optim::Optimizer& optimizer);
-
-/// The model config stored in a moejet checkpoint's metadata; null JSON if absent (timm files).
-json model_config_from_metadata(const io::Metadata& metadata);
 
 }  // namespace moejet::train

@@ -8,40 +8,20 @@
 #include <string>
 #include <vector>
 
+#include "moejet/core/config_fields.h"
 #include "moejet/core/json_util.h"
 #include "moejet/data/augment.h"
-#include "moejet/data/dataset.h"
+#include "moejet/data/data_config.h"
 #include "moejet/models/model_config.h"
 
 namespace moejet::train {
-
-struct DataConfig {
-  std::string dataset = "fashion-mnist";  ///< spec for data::open_dataset
-  std::string train_split = "train";
-  std::string eval_split = "test";
-  /// Keep only these classes (relabelled 0..K-1 in this order); empty = all.
-  std::vector<int64_t> classes;
-  /// Use at most this many training images (a seeded, class-stratified subset); 0 = all.
-  int64_t train_limit = 0;
-  int64_t eval_limit = 0;
-  /// Only images [start, end) of the training split (before class filtering and the limit):
-  /// disjoint parts of one data set for upstream pre-training and downstream fine-tuning.
-  std::vector<int64_t> train_range;
-  /// Hold out this fraction of the training split (after range and classes; seeded, stratified,
-  /// the same images every time) as the eval split, for data sets with no held-out split of their
-  /// own; 0 = use eval_split.
-  double val_split = 0.0;
-  int num_workers = 2;
-  /// Image files whose header claims more pixels are refused before decoding (PIL's
-  /// MAX_IMAGE_PIXELS); 0 = no limit.
-  int64_t max_image_pixels = data::kDefaultMaxImagePixels;
-};
 
 struct OptimConfig {
   std::string opt = "adamw";          ///< "adamw" or "sgd"
   double lr = 1e-3;                   ///< peak learning rate (after warm-up)
   double weight_decay = 0.05;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::vector<double> betas{0.9, 0.999};  ///< Adam's (beta1, beta2)
+  double eps = 1e-8;
   double momentum = 0.9;              ///< SGD only
   double layer_decay = 1.0;           ///< layer-wise lr decay (timm's --layer-decay); 1 = off
   /// Layer id of MoE parameters under layer decay: "top" (the MoE Jetpack authors'
@@ -62,6 +42,8 @@ struct OptimConfig {
   double warmup_epochs = 0.0;
   double warmup_lr = 1e-6;
   double min_lr = 1e-6;
+  MOEJET_CONFIG_FIELDS(opt, lr, weight_decay, betas, eps, momentum, layer_decay, moe_layer_decay, weight_decay_groups,
+                       clip_grad, sched, sched_unit, warmup_epochs, warmup_lr, min_lr)
 };
 
 struct TrainLoopConfig {
@@ -83,14 +65,17 @@ struct TrainLoopConfig {
   /// baseline) or "" (end-to-end routing, no router loss).
   std::string superclasses;
   double router_loss_weight = 0.3;    ///< lambda in L = L_cls + lambda * CE(router, super-class)
+  MOEJET_CONFIG_FIELDS(epochs, batch_size, accum_steps, label_smoothing, seed, device, threads, init, init_drop_head,
+                       out_dir, log_every, eval_every, max_steps, superclasses, router_loss_weight)
 };
 
 struct TrainConfig {
   models::ModelConfig model;
-  DataConfig data;
+  data::DataConfig data;
   data::AugmentConfig augment;
   OptimConfig optim;
   TrainLoopConfig train;
+  MOEJET_CONFIG_FIELDS(model, data, augment, optim, train)
 
   /// Throws ConfigError for inconsistent values (naming the field).
   void validate() const;

@@ -42,26 +42,6 @@ struct TrainResult {
 
 TrainResult run_training(const TrainConfig& config, const TrainOptions& options = {});
 
-/// One split of the configured data set with class filtering and a seeded, class-stratified
-/// limit applied.
-data::DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
-                            uint64_t seed);
-
-/// At most `limit` images of `ds` (0: all): a seeded shuffle keeping at most ceil(limit / K) of
-/// each of the K classes, so that a small subset has every class in the split's balance.
-data::DatasetPtr stratified_subset(data::DatasetPtr ds, int64_t limit, uint64_t seed);
-
-/// Loads weights into `model` from a timm-layout, moejet or MoE Jetpack authors' checkpoint (keys
-/// mapped by models::to_moejet_layout, then adapted by the model, e.g. ViT's pos_embed resampled;
-/// head dropped when `drop_head` and its shape differs). Returns the load report summary, with
-/// one line per layout rewrite and adaptation.
-std::string load_model_weights(models::ImageClassifierImpl& model, const std::string& path,
-                               bool drop_head);
-/// The same for a state dict already read from `source` (callers that also need its metadata
-/// read the file once).
-std::string load_model_weights(models::ImageClassifierImpl& model, io::StateDict state,
-                               const std::string& source, bool drop_head);
-
 /// Soft-target cross-entropy: mean over the batch of -sum_k t_k log softmax(z)_k.
 torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
 
