@@ -21,15 +21,7 @@ using namespace moejet::recycle;
 namespace {
 
 models::VitConfig narrow_cfg() {
-  models::VitConfig c;
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.in_chans = 1;
-  c.num_classes = 3;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;  // heads of 8
-  c.mlp_ratio = 4.0;
+  auto c = moejet::testing::tiny_vit();  // heads of 8, 64 hidden units
   c.init_values = 0.5;  // LayerScale, so that ls1/ls2 are narrowed too
   return c;
 }

@@ -58,14 +58,8 @@ TEST(LrSchedule, LinearWarmupThenCosineToMinLr) {
 }
 
 TEST(Optimizer, NoDecayOnNormsBiasesTokensAndLayerDecayScales) {
-  models::VitConfig c;
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.in_chans = 1;
-  c.num_classes = 3;
+  auto c = moejet::testing::tiny_vit();
   c.embed_dim = 8;
-  c.depth = 2;
-  c.num_heads = 2;
   models::VisionTransformer m(c);
   OptimConfig o;
   o.weight_decay = 0.05;

@@ -40,4 +40,16 @@ void check_rate(double value, const char* key) {
   check<ConfigError>(value >= 0 && value < 1, "model.moe.{}: must be in [0, 1), got {}", key, value);
 }
 
+void check_non_negative(double value, const char* key) {
+  check<ConfigError>(value >= 0 && std::isfinite(value), "model.moe.{}: must be finite and >= 0, got {}", key, value);
+}
+
+void check_router(int64_t num_experts, int64_t top_k, double router_noise, double aux_loss_weight) {
+  check_size(static_cast<double>(num_experts), 65536, "num_experts");
+  check<ConfigError>(top_k >= 1 && top_k <= num_experts, "model.moe.top_k: must be in [1, num_experts={}], got {}",
+                     num_experts, top_k);
+  check_non_negative(router_noise, "router_noise");
+  check_non_negative(aux_loss_weight, "aux_loss_weight");
+}
+
 }  // namespace moejet::moe

@@ -9,14 +9,8 @@
 namespace moejet::moe {
 
 void PerImageMoeOptions::validate() const {
-  check_size(static_cast<double>(num_experts), 65536, "num_experts");
+  check_router(num_experts, top_k, router_noise, aux_loss_weight);
   check_size(mlp_ratio, 64, "mlp_ratio");
-  check<ConfigError>(top_k >= 1 && top_k <= num_experts, "model.moe.top_k: must be in [1, num_experts={}], got {}",
-                     num_experts, top_k);
-  check<ConfigError>(router_noise >= 0 && std::isfinite(router_noise),
-                     "model.moe.router_noise: must be finite and >= 0, got {}", router_noise);
-  check<ConfigError>(aux_loss_weight >= 0 && std::isfinite(aux_loss_weight),
-                     "model.moe.aux_loss_weight: must be finite and >= 0, got {}", aux_loss_weight);
   check_rate(expert_drop, "expert_drop");
   check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
 }

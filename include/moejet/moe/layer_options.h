@@ -31,5 +31,10 @@ void check_choice(const std::string& value, const std::vector<std::string>& allo
 void check_size(double value, double max, const char* key);
 /// ConfigError unless `value` is in [0, 1) (dropout-like rates).
 void check_rate(double value, const char* key);
+/// ConfigError unless `value` is finite and >= 0 (noise levels, loss weights).
+void check_non_negative(double value, const char* key);
+/// The checks of a router that sends each token or image to `top_k` of `num_experts` experts with
+/// noise `router_noise` and a balance loss weighted `aux_loss_weight`.
+void check_router(int64_t num_experts, int64_t top_k, double router_noise, double aux_loss_weight);
 
 }  // namespace moejet::moe
