@@ -50,8 +50,8 @@ void train_step_bench(benchmark::State& state, models::VitConfig cfg, int64_t ba
     benchmark::DoNotOptimize(step());
   }
   state.SetItemsProcessed(state.iterations() * batch);
-  state.counters["img_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),
-                                                   benchmark::Counter::kIsRate);
+  state.counters["img_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
 }
 
 void BM_ViT_Tiny224_TrainStep(benchmark::State& state) {

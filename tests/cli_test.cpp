@@ -56,9 +56,7 @@ TEST(Cli, ComputingCommandsShortenOpenblasIdleSpinUnlessTheUserSetIt) {
     GTEST_SKIP() << "needs a multi-threaded OpenBLAS and no OPENBLAS_THREAD_TIMEOUT in the environment";
   }
   moejet::testing::TempDir dir;
-  {
-    std::ofstream(dir.file("broken.json")) << "{";
-  }
+  { std::ofstream(dir.file("broken.json")) << "{"; }
   const std::string broken = " --config " + dir.file("broken.json");
   auto r = run("train" + broken);  // fails after the start-up report, which names the spin
   EXPECT_NE(r.code, 0);
@@ -77,9 +75,7 @@ TEST(Cli, ComputingCommandsRunOpenblasAvx2KernelsWhereItsCpuDetectionFallsBack) 
     GTEST_SKIP() << "the BLAS is not OpenBLAS";
   }
   moejet::testing::TempDir dir;
-  {
-    std::ofstream(dir.file("broken.json")) << "{";
-  }
+  { std::ofstream(dir.file("broken.json")) << "{"; }
   const std::string broken = " --config " + dir.file("broken.json");
   const std::string needed = openblas_coretype_needed();  // as this test process loaded OpenBLAS
   auto r = run("train" + broken);
@@ -117,23 +113,17 @@ TEST(Cli, InfoPrintsThePapersParamsAndFlops) {
 
 TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
   moejet::testing::TempDir dir;
-  {
-    std::ofstream(dir.file("bad.json")) << R"({"optim": {"lerning_rate": 0.1}})";
-  }
+  { std::ofstream(dir.file("bad.json")) << R"({"optim": {"lerning_rate": 0.1}})"; }
   auto r = run("train --config " + dir.file("bad.json"));
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "optim.lerning_rate")) << r.output;
 
-  {
-    std::ofstream(dir.file("broken.json")) << R"({"optim": )";
-  }
+  { std::ofstream(dir.file("broken.json")) << R"({"optim": )"; }
   r = run("train --config " + dir.file("broken.json"));
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "broken.json")) << r.output;
 
-  {
-    std::ofstream(dir.file("junk.safetensors")) << "this is not a checkpoint";
-  }
+  { std::ofstream(dir.file("junk.safetensors")) << "this is not a checkpoint"; }
   r = run("eval " + dir.file("junk.safetensors") + " --model vit_tiny_patch16_224");
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "junk.safetensors")) << r.output;
@@ -143,13 +133,13 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
   EXPECT_TRUE(contains(r.output, "vit_gigantic")) << r.output;
 
   // Sizes that would build for minutes (a million blocks) or start 100k threads end at once.
-  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --set model.depth=1048576 --out " +
-          dir.file("deep"));
+  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) +
+          "/configs/vit_fmnist.json --set model.depth=1048576 --out " + dir.file("deep"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "sizes beyond any ViT (depth 1048576 <= 1024")) << r.output;
   // An MLP ratio that leaves no hidden units was libtorch's "from is out of bounds for float".
-  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --set model.mlp_ratio=0.001 --out " +
-          dir.file("thin"));
+  r = run("train --config " + std::string(MOEJET_SOURCE_DIR) +
+          "/configs/vit_fmnist.json --set model.mlp_ratio=0.001 --out " + dir.file("thin"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "model.mlp_ratio: 0.001 x embed_dim 192 gives an MLP of 0 hidden units")) << r.output;
   r = run("info --model vit_tiny_patch16_224 --threads 100000");
@@ -176,7 +166,8 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
   // bit-identical to the uninterrupted run.
   for (std::string point : {"state-written", "weights-written"}) {
     const std::string out = dir.file(point);
-    r = run_shell("MOEJET_FAULT=" + point + ":4 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " + out);
+    r = run_shell("MOEJET_FAULT=" + point + ":4 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " +
+                  out);
     EXPECT_NE(r.code, 0) << point << ": the fault did not fire\n" << r.output;
     EXPECT_TRUE(file_exists(out + "/last.state-4.pt")) << point;
     r = run(train + " --epochs 3 --out " + out + " --resume");
@@ -193,7 +184,8 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
   // --resume ends bit-identical.
   for (std::string point : {"interrupt", "step"}) {
     const std::string out = dir.file(point);
-    r = run_shell("MOEJET_FAULT=" + point + ":3 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " + out);
+    r = run_shell("MOEJET_FAULT=" + point + ":3 " + std::string(MOEJET_BINARY) + " " + train + " --epochs 3 --out " +
+                  out);
     if (point == "interrupt") {
       EXPECT_EQ(r.code, 130) << r.output;
       EXPECT_TRUE(contains(r.output, "interrupted (Ctrl-C) after step 3")) << r.output;
@@ -294,8 +286,9 @@ TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NEAR(read_json_file(dir.file("info.json"))["params"].get<double>() / 1e6, 5.72, 0.01);
   // A dense checkpoint given to an MoE: one error that says to recycle it first.
-  const std::string small = " --set model.embed_dim=32 --set model.num_heads=2 --set data.train_limit=64"
-                            " --set data.eval_limit=32 --batch-size 32";
+  const std::string small =
+      " --set model.embed_dim=32 --set model.num_heads=2 --set data.train_limit=64"
+      " --set data.eval_limit=32 --batch-size 32";
   r = run("train -q --config configs/vit_fmnist.json --out " + dir.file("dense") + " --max-steps 1" + small);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "the warm-up (")) << "a run shorter than its warm-up needs a warning\n" << r.output;
@@ -313,14 +306,12 @@ TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
 TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   moejet::testing::TempDir dir;
   const std::string out = dir.file("run");
-  auto r = run(
-      "train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" +
-      " --out " + out +
-      " --epochs 1 --set data.train_limit=256 --set data.eval_limit=200 --set model.depth=1"
-      " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64");
+  auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" + " --out " + out +
+               " --epochs 1 --set data.train_limit=256 --set data.eval_limit=200 --set model.depth=1"
+               " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64");
   ASSERT_EQ(r.code, 0) << r.output;
-  for (auto f : {"last.safetensors", "best.safetensors", "last.state-4.pt", "metrics.jsonl",
-                 "config.json", "eval.json"}) {
+  for (auto f :
+       {"last.safetensors", "best.safetensors", "last.state-4.pt", "metrics.jsonl", "config.json", "eval.json"}) {
     EXPECT_TRUE(file_exists(out + "/" + f)) << f;
   }
   auto resolved = read_json_file(out + "/config.json");
@@ -351,10 +342,10 @@ TEST(Cli, TrainsViTsWithSpheroMoeSoftMoeAndTopKBlocksAndLogsRouting) {
   moejet::testing::TempDir dir;
   for (std::string name : {"vit_fmnist_sphero", "vit_fmnist_softmoe", "vit_fmnist_topk"}) {
     const std::string out = dir.file(name);
-    auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/" + name + ".json" +
-                 " --out " + out +
-                 " --epochs 1 --set data.train_limit=256 --set data.eval_limit=100 --set model.embed_dim=32"
-                 " --set model.num_heads=2 --set train.log_every=1 --batch-size 64");
+    auto r =
+        run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/" + name + ".json" + " --out " + out +
+            " --epochs 1 --set data.train_limit=256 --set data.eval_limit=100 --set model.embed_dim=32"
+            " --set model.num_heads=2 --set train.log_every=1 --batch-size 64");
     ASSERT_EQ(r.code, 0) << name << "\n" << r.output;
     std::ifstream log(out + "/metrics.jsonl");
     std::string line;
@@ -379,8 +370,8 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
   auto r = run("bench --models " + src + "/configs/vit_fmnist.json " + src +
-               "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --out " +
-               dir.file("bench.json") + " --trace " + dir.file("trace"));
+               "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --out " + dir.file("bench.json") +
+               " --trace " + dir.file("trace"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "ratio")) << r.output;
   auto result = read_json_file(dir.file("bench.json"));
@@ -453,8 +444,8 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
   r = run("info --checkpoint " + dir.file("importance.safetensors"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "sphero")) << r.output;
-  r = run("train -q --config " + src + "/configs/vit_fmnist_sphero.json --init " +
-          dir.file("importance.safetensors") + " --out " + dir.file("ft") +
+  r = run("train -q --config " + src + "/configs/vit_fmnist_sphero.json --init " + dir.file("importance.safetensors") +
+          " --out " + dir.file("ft") +
           " --epochs 1 --max-steps 2 --set data.train_limit=128 --set data.eval_limit=64 --batch-size 64" + small);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "loaded")) << r.output;
@@ -471,11 +462,12 @@ TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {
   auto state = io::read_checkpoint(dir.file("dense/best.safetensors"));
   io::StateDict cut;
   for (const auto& item : state) {
-    if (item.key().rfind("blocks.4.mlp.fc1.", 0) != 0) cut.insert(item.key(), item.value());
+    if (item.key().rfind("blocks.4.mlp.fc1.", 0) != 0)
+      cut.insert(item.key(), item.value());
   }
   io::write_safetensors(dir.file("cut.safetensors"), cut);
-  r = run("recycle -q --dense " + dir.file("cut.safetensors") + " --model " + src +
-          "/configs/vit_fmnist_sphero.json" + moe_small + " --method copy --out " + dir.file("x.safetensors"));
+  r = run("recycle -q --dense " + dir.file("cut.safetensors") + " --model " + src + "/configs/vit_fmnist_sphero.json" +
+          moe_small + " --method copy --out " + dir.file("x.safetensors"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "blocks.4.mlp.fc1.weight")) << r.output;
 }
@@ -557,7 +549,8 @@ TEST(Cli, ConvNextDenseThenRecycledSpheroMoeOnFashionMnist) {
   EXPECT_TRUE(contains(r.output, "final top1")) << r.output;
   r = run("recycle -q --dense " + dir.file("dense/best.safetensors") + " --model " + src +
           "/configs/convnext_fmnist_sphero.json --set dims=[8,16,32,48] --method importance --images 32 "
-          "--batch-size 16 --out " + dir.file("init.safetensors"));
+          "--batch-size 16 --out " +
+          dir.file("init.safetensors"));
   ASSERT_EQ(r.code, 0) << r.output;
   auto report = read_json_file(dir.file("init.recycle.json"));
   ASSERT_EQ(report["blocks"].size(), 3u);
@@ -568,8 +561,10 @@ TEST(Cli, ConvNextDenseThenRecycledSpheroMoeOnFashionMnist) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "ConvNeXt") && contains(r.output, "stages.2.blocks.3.mlp")) << r.output;
   r = run("train -q --config " + src + "/configs/convnext_fmnist_sphero.json --init " + dir.file("init.safetensors") +
-          " --out " + dir.file("ft") + " --epochs 1 --max-steps 2 --set data.train_limit=64 --set data.eval_limit=32 "
-          "--batch-size 32" + small);
+          " --out " + dir.file("ft") +
+          " --epochs 1 --max-steps 2 --set data.train_limit=64 --set data.eval_limit=32 "
+          "--batch-size 32" +
+          small);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "loaded")) << r.output;
   r = run("eval -q " + dir.file("ft/last.safetensors") + " --limit 32");
@@ -591,9 +586,10 @@ TEST(Cli, VJetMoeTinyFromViTSmallCoreAndViTTinyDenseCheckpoints) {
     models::VisionTransformer tiny(models::vit_preset("vit_tiny_patch16_224"));
     io::write_safetensors(dir.file("vit_t.safetensors"), io::module_state_dict(*tiny));
   }
-  auto r = run("recycle -q --dense " + dir.file("vit_t.safetensors") + " --source core=" + dir.file("vit_s.safetensors") +
-               " --source-model core=vit_small_patch16_224 --model " + src +
-               "/configs/paper/vjetmoe_tiny_in1k.json --method uniform --out " + dir.file("vjetmoe_t.safetensors"));
+  auto r =
+      run("recycle -q --dense " + dir.file("vit_t.safetensors") + " --source core=" + dir.file("vit_s.safetensors") +
+          " --source-model core=vit_small_patch16_224 --model " + src +
+          "/configs/paper/vjetmoe_tiny_in1k.json --method uniform --out " + dir.file("vjetmoe_t.safetensors"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "norm: dropped")) << r.output;
   auto report = read_json_file(dir.file("vjetmoe_t.recycle.json"));
@@ -631,10 +627,11 @@ TEST(Cli, VJetMoeTinyFromViTSmallCoreAndViTTinyDenseCheckpoints) {
 TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
-  const std::string small = " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64"
-                            " --set data.train_limit=256 --set data.eval_limit=100";
-  auto r = run("train -q --config " + src + "/configs/vit_fmnist.json --out " + dir.file("dense") +
-               " --epochs 1" + small);
+  const std::string small =
+      " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64"
+      " --set data.train_limit=256 --set data.eval_limit=100";
+  auto r =
+      run("train -q --config " + src + "/configs/vit_fmnist.json --out " + dir.file("dense") + " --epochs 1" + small);
   ASSERT_EQ(r.code, 0) << r.output;
   r = run("eval -q " + dir.file("dense/best.safetensors") + " --split train --limit 300 --out " + dir.file("ev"));
   ASSERT_EQ(r.code, 0) << r.output;
@@ -665,9 +662,7 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
   EXPECT_TRUE(contains(r.output, "router (5-way super-classes): top1")) << r.output;
 
   // Super-classes for another class count are refused before training starts.
-  {
-    std::ofstream(dir.file("bad.json")) << R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})";
-  }
+  { std::ofstream(dir.file("bad.json")) << R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})"; }
   r = run("train -q --config " + src + "/configs/vit_fmnist_mobile_vmoe.json --out " + dir.file("bad") +
           " --epochs 1 --set train.superclasses=" + dir.file("bad.json") + small);
   EXPECT_EQ(r.code, 1) << r.output;
@@ -679,7 +674,8 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
   std::filesystem::create_directories(dir.file("configs"));
-  for (std::string name : {"upstream_dense", "dense_scratch", "dense_finetune", "softmoe_scratch", "jetmoe", "mobile_vmoe"}) {
+  for (std::string name :
+       {"upstream_dense", "dense_scratch", "dense_finetune", "softmoe_scratch", "jetmoe", "mobile_vmoe"}) {
     auto cfg = read_json_file(src + "/configs/main/" + name + ".json");
     cfg["model"]["embed_dim"] = 32;
     cfg["model"]["num_heads"] = 2;
@@ -699,8 +695,8 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
 
   const std::string runs = dir.file("runs/main");
   for (std::string f : {"upstream/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
-                        "init/mobile_vmoe.safetensors", "superclasses.json", "report/report.md",
-                        "report/accuracy.svg", "report/expert_load.svg"}) {
+                        "init/mobile_vmoe.safetensors", "superclasses.json", "report/report.md", "report/accuracy.svg",
+                        "report/expert_load.svg"}) {
     EXPECT_TRUE(file_exists(runs + "/" + f)) << f << "\n" << output;
   }
   for (std::string run : {"jetmoe", "dense_finetune", "dense_scratch", "softmoe_scratch", "mobile_vmoe"}) {
@@ -708,16 +704,17 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
     std::ifstream log(runs + "/" + run + "/metrics.jsonl");
     int evals = 0;
     std::string line;
-    while (std::getline(log, line)) evals += json::parse(line)["event"] == "eval";
+    while (std::getline(log, line))
+      evals += json::parse(line)["event"] == "eval";
     EXPECT_EQ(evals, 2) << run;
   }
   auto recycle_report = read_json_file(runs + "/init/jetmoe.recycle.json");
   EXPECT_EQ(recycle_report["method"], "importance");
   auto md_bytes = read_file_bytes(runs + "/report/report.md");
   const std::string md(md_bytes.begin(), md_bytes.end());
-  for (std::string label : {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch",
-                            "Soft MoE, scratch", "Mobile V-MoE (recycled, super-classes)", "accuracy.svg",
-                            "expert_load.svg", "| sphero |", "Param (M)"}) {
+  for (std::string label :
+       {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch", "Soft MoE, scratch",
+        "Mobile V-MoE (recycled, super-classes)", "accuracy.svg", "expert_load.svg", "| sphero |", "Param (M)"}) {
     EXPECT_TRUE(contains(md, label)) << label << "\n" << md;
   }
   auto svg = read_file_bytes(runs + "/report/accuracy.svg");
@@ -731,7 +728,8 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
 }
 
 TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
-  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
+  if (!train::distributed_available())
+    GTEST_SKIP() << "built without c10d/Gloo headers";
   moejet::testing::TempDir dir;
   const std::string common = "train -q --config " + std::string(MOEJET_SOURCE_DIR) +
                              "/configs/vit_fmnist.json --epochs 1 --max-steps 4 --workers 1"
@@ -769,7 +767,8 @@ TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
 }
 
 TEST(Cli, AMissingPeerEndsTheRunWithAClearErrorInsteadOfHanging) {
-  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
+  if (!train::distributed_available())
+    GTEST_SKIP() << "built without c10d/Gloo headers";
   moejet::testing::TempDir dir;
   // Rank 0 of 2 with no rank 1 anywhere: the rendezvous times out after 3 s.
   auto r = run_shell("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29731 MOEJET_DIST_TIMEOUT=3 " +
@@ -780,7 +779,8 @@ TEST(Cli, AMissingPeerEndsTheRunWithAClearErrorInsteadOfHanging) {
 }
 
 TEST(Cli, TheLauncherForwardsSignalsAndNeverLeavesAWorkerBehind) {
-  if (!train::distributed_available()) GTEST_SKIP() << "built without c10d/Gloo headers";
+  if (!train::distributed_available())
+    GTEST_SKIP() << "built without c10d/Gloo headers";
   moejet::testing::TempDir dir;
   // A run far longer than the test: it only ends by the signals sent below.
   const std::string train = std::string(MOEJET_BINARY) + " train -q --config " + MOEJET_SOURCE_DIR +
@@ -792,7 +792,8 @@ TEST(Cli, TheLauncherForwardsSignalsAndNeverLeavesAWorkerBehind) {
   const std::string helpers = R"(
     gone() { s=$(ps -o stat= -p "$1" 2>/dev/null); [ -z "$s" ] || [ "${s#Z}" != "$s" ]; }
     start() {
-      MOEJET_KILL_GRACE=2 )" + train + R"( --out "$1" > "$1.log" 2>&1 & L=$!
+      MOEJET_KILL_GRACE=2 )" + train +
+                              R"( --out "$1" > "$1.log" 2>&1 & L=$!
       for i in $(seq 600); do
         W=$(pgrep -P $L | tr '\n' ' ')
         [ $(echo $W | wc -w) -eq 2 ] && grep -q '"event":"train"' "$1/metrics.jsonl" 2>/dev/null && break
@@ -810,8 +811,8 @@ TEST(Cli, TheLauncherForwardsSignalsAndNeverLeavesAWorkerBehind) {
   )";
   // 1. One worker stopped (SIGSTOP), the other killed: the launcher SIGKILLs the stopped one after
   //    the grace period instead of waiting for ever.
-  auto r = run_shell(helpers + "start " + dir.file("stopped") +
-                     "; set -- $W; kill -STOP $2; kill -9 $1; finish; cat " + dir.file("stopped.log"));
+  auto r = run_shell(helpers + "start " + dir.file("stopped") + "; set -- $W; kill -STOP $2; kill -9 $1; finish; cat " +
+                     dir.file("stopped.log"));
   EXPECT_FALSE(contains(r.output, "STILL RUNNING")) << r.output;
   EXPECT_TRUE(contains(r.output, "still running 2 s after being asked to stop; killing them")) << r.output;
   EXPECT_TRUE(contains(r.output, "launcher exit 137")) << r.output;
@@ -848,14 +849,17 @@ TEST(Cli, AKill9AtAnyMomentThenResumeEndsBitIdentical) {
   for (int k = 0; k < 8; ++k) {
     const double delay = 0.12 * k + std::uniform_real_distribution<double>(0, 0.1)(rng);
     const std::string out = dir.file("kill" + std::to_string(k));
-    r = run_shell(train + out + " & p=$!; while [ ! -f " + out + "/config.json ] && kill -0 $p 2>/dev/null; do sleep 0.01; done; sleep " +
-                  std::to_string(delay) + "; kill -9 $p; wait $p");
+    r = run_shell(train + out + " & p=$!; while [ ! -f " + out +
+                  "/config.json ] && kill -0 $p 2>/dev/null; do sleep 0.01; done; sleep " + std::to_string(delay) +
+                  "; kill -9 $p; wait $p");
     r = run_shell(train + out + " --resume");
     ASSERT_EQ(r.code, 0) << "delay " << delay << "\n" << r.output;
     std::printf("kill -9 %.2f s into the run: %s\n", delay,
                 contains(r.output, "resumed from")
-                    ? r.output.substr(r.output.find("after step"), r.output.find('\n', r.output.find("after step")) -
-                                                                        r.output.find("after step")).c_str()
+                    ? r.output
+                          .substr(r.output.find("after step"),
+                                  r.output.find('\n', r.output.find("after step")) - r.output.find("after step"))
+                          .c_str()
                     : "nothing to resume");
     EXPECT_EQ(read_file_bytes(out + "/last.safetensors"), ref) << "delay " << delay << "\n" << r.output;
     int temp_files = 0;

@@ -52,12 +52,21 @@ TEST(ConfigFields, OneListGivesTheKeysTheWriterAndTheStrictReader) {
 
 TEST(ConfigFields, UnknownKeysAndWrongTypesNameTheirDottedPath) {
   Outer o;
-  EXPECT_TRUE(throws_error<ConfigError>([&] { moejet::read_config(json{{"inner", {{"sise", 1}}}}, o, "model"); },
-                                        {"unknown key 'model.inner.sise'", "known keys: size, values"}));
-  EXPECT_TRUE(throws_error<ConfigError>([&] { moejet::read_config(json{{"inner", {{"size", "big"}}}}, o, "model"); },
-                                        {"'model.inner.size'", "expected number", "string"}));
-  EXPECT_TRUE(throws_error<ConfigError>([&] { moejet::read_config(json{{"inner", {{"size", 1.5}}}}, o, ""); },
-                                        {"'inner.size'", "whole number"}));
+  EXPECT_TRUE(throws_error<ConfigError>(
+      [&] {
+        moejet::read_config(json{{"inner", {{"sise", 1}}}}, o, "model");
+      },
+      {"unknown key 'model.inner.sise'", "known keys: size, values"}));
+  EXPECT_TRUE(throws_error<ConfigError>(
+      [&] {
+        moejet::read_config(json{{"inner", {{"size", "big"}}}}, o, "model");
+      },
+      {"'model.inner.size'", "expected number", "string"}));
+  EXPECT_TRUE(throws_error<ConfigError>(
+      [&] {
+        moejet::read_config(json{{"inner", {{"size", 1.5}}}}, o, "");
+      },
+      {"'inner.size'", "whole number"}));
   EXPECT_TRUE(throws_error<ConfigError>([&] { moejet::read_config(json::array(), o, "model"); },
                                         {"'model'", "expected an object"}));
   // Keys the caller reads itself are allowed by name.

@@ -17,9 +17,7 @@ namespace {
 /// N images [1, 1, 2] whose two pixels encode the sample index (hi byte, lo byte).
 DatasetPtr indexed_dataset(int64_t n) {
   auto idx = torch::arange(n, torch::kLong);
-  auto images = torch::stack({idx.div(256, "floor"), idx.remainder(256)}, 1)
-                    .to(torch::kByte)
-                    .view({n, 1, 1, 2});
+  auto images = torch::stack({idx.div(256, "floor"), idx.remainder(256)}, 1).to(torch::kByte).view({n, 1, 1, 2});
   std::vector<int64_t> labels(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     labels[i] = i % 7;

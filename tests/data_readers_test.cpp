@@ -24,15 +24,13 @@ using moejet::testing::TempDir;
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 void write_gzip(const std::string& path, const std::vector<uint8_t>& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");
   ASSERT_NE(f, nullptr);
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())),
-            static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   gzclose(f);
 }
 
@@ -71,8 +69,7 @@ void expect_data_error(Fn fn, const std::vector<std::string>& parts) {
     ADD_FAILURE() << "expected DataError";
   } catch (const DataError& e) {
     for (const auto& p : parts) {
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << p << "'";
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message '" << e.what() << "' lacks '" << p << "'";
     }
   }
 }
@@ -125,8 +122,7 @@ TEST(IdxReader, ErrorsNameTheFile) {
   auto bad_magic = idx_images(3, 2, 3);
   bad_magic[3] = 0x02;
   write_bytes(tmp.file("magic"), bad_magic);
-  expect_data_error([&] { open_idx(tmp.file("magic"), tmp.file("lbl")); },
-                    {tmp.file("magic"), "magic"});
+  expect_data_error([&] { open_idx(tmp.file("magic"), tmp.file("lbl")); }, {tmp.file("magic"), "magic"});
 
   auto truncated = idx_images(3, 2, 3);
   truncated.resize(truncated.size() - 5);
@@ -141,15 +137,12 @@ TEST(IdxReader, ErrorsNameTheFile) {
 
   write_bytes(tmp.file("img"), idx_images(3, 2, 3));
   write_bytes(tmp.file("lbl4"), idx_labels({1, 2, 3, 0}));
-  expect_data_error([&] { open_idx(tmp.file("img"), tmp.file("lbl4")); },
-                    {tmp.file("lbl4"), "4 labels", "3 images"});
+  expect_data_error([&] { open_idx(tmp.file("img"), tmp.file("lbl4")); }, {tmp.file("lbl4"), "4 labels", "3 images"});
 
-  expect_data_error([&] { open_idx(tmp.file("nope"), tmp.file("lbl")); },
-                    {tmp.file("nope"), "not found"});
+  expect_data_error([&] { open_idx(tmp.file("nope"), tmp.file("lbl")); }, {tmp.file("nope"), "not found"});
 
   // Labels beyond the named classes.
-  expect_data_error(
-      [&] { open_idx(tmp.file("img"), tmp.file("lbl"), {"a", "b"}); }, {tmp.file("lbl"), "3"});
+  expect_data_error([&] { open_idx(tmp.file("img"), tmp.file("lbl"), {"a", "b"}); }, {tmp.file("lbl"), "3"});
 }
 
 void write_fake_mnist(const std::string& dir) {
@@ -207,9 +200,8 @@ TEST(FashionMnist, DebianPackage) {
   EXPECT_EQ(train->channels(), 1);
   EXPECT_EQ(train->get(0).image.sizes(), (std::vector<int64_t>{1, 28, 28}));
   EXPECT_EQ(test->get(9999).image.sizes(), (std::vector<int64_t>{1, 28, 28}));
-  EXPECT_EQ(train->class_names(),
-            (std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}));
+  EXPECT_EQ(train->class_names(), (std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}));
   std::map<int64_t, int> train_hist, test_hist;
   for (int64_t l : train->labels()) {
     ++train_hist[l];
@@ -269,13 +261,11 @@ TEST(CifarReader, Cifar10PixelLayoutAndLabels) {
   TempDir tmp;
   const auto dir = tmp.path / "cifar-10-batches-bin";
   for (int b = 1; b <= 5; ++b) {
-    write_bytes((dir / fmt::format("data_batch_{}.bin", b)).string(),
-                cifar_records((b - 1) * 3, 3, 1, 10));
+    write_bytes((dir / fmt::format("data_batch_{}.bin", b)).string(), cifar_records((b - 1) * 3, 3, 1, 10));
   }
   write_bytes((dir / "test_batch.bin").string(), cifar_records(100, 2, 1, 10));
-  write_bytes((dir / "batches.meta.txt").string(),
-              {'a', '\n', 'b', '\n', 'c', '\n', 'd', '\n', 'e', '\n', 'f', '\n', 'g', '\n', 'h',
-               '\n', 'i', '\n', 'j', '\n', '\n'});
+  write_bytes((dir / "batches.meta.txt").string(), {'a',  '\n', 'b',  '\n', 'c',  '\n', 'd',  '\n', 'e',  '\n', 'f',
+                                                    '\n', 'g',  '\n', 'h',  '\n', 'i',  '\n', 'j',  '\n', '\n'});
   // The parent of the archive's folder is accepted too.
   auto train = open_dataset("cifar10:" + tmp.path.string(), "train");
   auto test = open_cifar10(dir.string(), false);
@@ -309,17 +299,14 @@ TEST(CifarReader, TruncatedAndBadLabels) {
   auto bytes = cifar_records(0, 2, 1, 10);
   bytes.pop_back();
   write_bytes(tmp.file("test_batch.bin"), bytes);
-  expect_data_error([&] { open_cifar10(tmp.path.string(), false); },
-                    {tmp.file("test_batch.bin"), "6145", "6146"});
+  expect_data_error([&] { open_cifar10(tmp.path.string(), false); }, {tmp.file("test_batch.bin"), "6145", "6146"});
 
   bytes = cifar_records(0, 2, 1, 10);
   bytes[3073] = 10;  // second record's label
   write_bytes(tmp.file("test_batch.bin"), bytes);
-  expect_data_error([&] { open_cifar10(tmp.path.string(), false); },
-                    {tmp.file("test_batch.bin"), "label 10"});
+  expect_data_error([&] { open_cifar10(tmp.path.string(), false); }, {tmp.file("test_batch.bin"), "label 10"});
 
-  expect_data_error([&] { open_cifar10(tmp.path.string(), true); },
-                    {tmp.file("data_batch_1.bin"), "not found"});
+  expect_data_error([&] { open_cifar10(tmp.path.string(), true); }, {tmp.file("data_batch_1.bin"), "not found"});
 }
 
 // --- STL-10 ---------------------------------------------------------------------------------
@@ -350,8 +337,7 @@ TEST(Stl10Reader, ColumnMajorImagesAndOneBasedLabels) {
 
   write_bytes(tmp.file("test_X.bin"), x);
   write_bytes(tmp.file("test_y.bin"), {0, 3});
-  expect_data_error([&] { open_stl10(tmp.path.string(), false); },
-                    {tmp.file("test_y.bin"), "label 0"});
+  expect_data_error([&] { open_stl10(tmp.path.string(), false); }, {tmp.file("test_y.bin"), "label 0"});
   write_bytes(tmp.file("test_y.bin"), {1, 2, 3});
   expect_data_error([&] { open_dataset("stl10:" + tmp.path.string(), "test"); },
                     {tmp.file("test_X.bin"), std::to_string(3 * image), std::to_string(2 * image)});
@@ -398,9 +384,9 @@ TEST(ImageFolder, SortedClassesFilesAndExactPixels) {
   ASSERT_EQ(ds->size(), 5u);
   EXPECT_EQ(ds->labels(), (std::vector<int64_t>{0, 1, 1, 2, 2}));
   // torchvision order: a folder's own files before its sub-folders'.
-  EXPECT_EQ(ds->get(1).image[0][0][0].item<int64_t>(), 1);   // mango/z.pgm
-  EXPECT_EQ(ds->get(2).image[0][0][0].item<int64_t>(), 0);   // mango/deep/y.pgm
-  auto a = ds->get(3).image;                                  // zebra/a.pgm
+  EXPECT_EQ(ds->get(1).image[0][0][0].item<int64_t>(), 1);  // mango/z.pgm
+  EXPECT_EQ(ds->get(2).image[0][0][0].item<int64_t>(), 0);  // mango/deep/y.pgm
+  auto a = ds->get(3).image;                                // zebra/a.pgm
   ASSERT_EQ(a.sizes(), (std::vector<int64_t>{1, 2, 3}));
   EXPECT_EQ(a[0][1][2].item<int64_t>(), 10 + 5);
   EXPECT_EQ(ds->get(4).image[0][0][1].item<int64_t>(), 101);  // zebra/b.pgm
@@ -432,12 +418,10 @@ TEST(ImageFolder, Errors) {
   TempDir tmp;
   expect_data_error([&] { open_image_folder(tmp.file("missing")); }, {tmp.file("missing")});
   fs::create_directories(tmp.path / "empty_root");
-  expect_data_error([&] { open_image_folder(tmp.file("empty_root")); },
-                    {tmp.file("empty_root"), "no class"});
+  expect_data_error([&] { open_image_folder(tmp.file("empty_root")); }, {tmp.file("empty_root"), "no class"});
   fs::create_directories(tmp.path / "root/cls_a");
   write_pgm(tmp.file("root/cls_b/1.pgm"), 2, 2, 0);
-  expect_data_error([&] { open_image_folder(tmp.file("root")); },
-                    {tmp.file("root/cls_a"), "no images"});
+  expect_data_error([&] { open_image_folder(tmp.file("root")); }, {tmp.file("root/cls_a"), "no images"});
   write_pgm(tmp.file("root/cls_a/0.pgm"), 2, 2, 0);
   write_bytes(tmp.file("root/cls_a/1.jpg"), {'n', 'o', 't', ' ', 'a', ' ', 'j', 'p', 'g'});
   auto ds = open_image_folder(tmp.file("root"));
@@ -512,8 +496,7 @@ TEST(Subsets, SubsetAndFilterClasses) {
   EXPECT_THROW(filter_classes(base, {3}), ConfigError);
   EXPECT_THROW(filter_classes(base, {1, 1}), ConfigError);
 
-  EXPECT_THROW(make_memory_dataset(torch::zeros({2, 1, 1, 1}, torch::kByte), {0, 5}, {"a"}, "x"),
-               DataError);
+  EXPECT_THROW(make_memory_dataset(torch::zeros({2, 1, 1, 1}, torch::kByte), {0, 5}, {"a"}, "x"), DataError);
 }
 
 TEST(ImageFolder, AHeaderClaimingAHugeImageIsRefusedBeforeDecoding) {
@@ -521,16 +504,17 @@ TEST(ImageFolder, AHeaderClaimingAHugeImageIsRefusedBeforeDecoding) {
   write_pgm(tmp.file("root/a/0.pgm"), 2, 2, 0);
   // A 17-byte JPEG (SOI, SOF0: 8-bit, 20000 x 20000, one component) and a PNG whose IHDR says
   // 12000 x 12000 RGB: 400 MB and 432 MB to decode.
-  write_bytes(tmp.file("root/a/big.jpg"), {0xff, 0xd8, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0x4e, 0x20, 0x4e, 0x20,
-                                           0x01, 0x01, 0x11, 0x00, 0xff, 0xd9});
-  write_bytes(tmp.file("root/b/big.png"), {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d,
-                                           'I', 'H', 'D', 'R', 0x00, 0x00, 0x2e, 0xe0, 0x00, 0x00, 0x2e, 0xe0,
-                                           0x08, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00});
+  write_bytes(tmp.file("root/a/big.jpg"),
+              {0xff, 0xd8, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0x4e, 0x20, 0x4e, 0x20, 0x01, 0x01, 0x11, 0x00, 0xff, 0xd9});
+  write_bytes(tmp.file("root/b/big.png"),
+              {0x89, 'P',  'N',  'G',  0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 'I',  'H',  'D',  'R', 0x00,
+               0x00, 0x2e, 0xe0, 0x00, 0x00, 0x2e, 0xe0, 0x08, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00});
   auto ds = open_image_folder(tmp.file("root"));
   ASSERT_EQ(ds->size(), 3u);
   EXPECT_NO_THROW(ds->get(0));
-  expect_data_error([&] { ds->get(1); }, {"big.jpg", "20000x20000 image (400000000 pixels) is over the 89478485-pixel limit",
-                                          "data.max_image_pixels"});
+  expect_data_error(
+      [&] { ds->get(1); },
+      {"big.jpg", "20000x20000 image (400000000 pixels) is over the 89478485-pixel limit", "data.max_image_pixels"});
   expect_data_error([&] { ds->get(2); }, {"big.png", "12000x12000 image (144000000 pixels)"});
   // The limit comes from the data config through open_dataset.
   expect_data_error([&] { open_dataset("folder:" + tmp.file("root"), "train", 3); },

@@ -17,7 +17,8 @@ TEST(SuperClasses, ConfusionClusteringRecoversBlockDiagonalGroups) {
   auto cm = torch::rand({12, 12}) * 2;
   for (int64_t i = 0; i < 12; ++i) {
     for (int64_t j = 0; j < 12; ++j) {
-      if (i != j && perm[i].item<int64_t>() / 3 == perm[j].item<int64_t>() / 3) cm[i][j] += 40;
+      if (i != j && perm[i].item<int64_t>() / 3 == perm[j].item<int64_t>() / 3)
+        cm[i][j] += 40;
     }
     cm[i][i] += 500;
   }
@@ -35,7 +36,8 @@ TEST(SuperClasses, RandomDivisionIsBalancedAndSeeded) {
   auto a = data::random_superclasses(10, 3, 7);
   a.validate("random", 10);
   std::vector<int> size(3, 0);
-  for (auto s : a.superclass_of) size[s]++;
+  for (auto s : a.superclass_of)
+    size[s]++;
   EXPECT_EQ(*std::max_element(size.begin(), size.end()) - *std::min_element(size.begin(), size.end()), 1);
   EXPECT_EQ(data::random_superclasses(10, 3, 7).superclass_of, a.superclass_of);
   auto m = a.matrix();

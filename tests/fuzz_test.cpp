@@ -54,31 +54,41 @@ void write_bytes(const fs::path& path, const Bytes& bytes) {
 Bytes mutate(Bytes in, std::mt19937_64& rng, bool text) {
   auto pick = [&rng](size_t n) { return n == 0 ? 0 : static_cast<size_t>(rng() % n); };
   static const uint8_t kBytes[] = {0, 1, 0x7f, 0x80, 0xff, '{', '[', '"', '9', '-', '.', ']', '}', ','};
-  static const uint64_t kWords[] = {0, 1, 0x7fffffff, 0x80000000, 0xffffffff, 1u << 20, 1u << 30,
-                                    uint64_t{1} << 40, uint64_t{1} << 62, ~uint64_t{0}};
-  static const char* kNumbers[] = {"99999999999999999999", "-1", "1e999", "nan", "-0", "4294967296",
-                                   "1e-320", "0.5", "[[[[", "null", "\"x\""};
+  static const uint64_t kWords[] = {0,        1,        0x7fffffff,        0x80000000,        0xffffffff,
+                                    1u << 20, 1u << 30, uint64_t{1} << 40, uint64_t{1} << 62, ~uint64_t{0}};
+  static const char* kNumbers[] = {
+      "99999999999999999999", "-1", "1e999", "nan", "-0", "4294967296", "1e-320", "0.5", "[[[[", "null", "\"x\""};
   const int rounds = 1 + static_cast<int>(rng() % 4);
   for (int r = 0; r < rounds && !in.empty(); ++r) {
     const size_t at = pick(in.size());
     switch (rng() % (text ? 8 : 7)) {
-      case 0: in[at] = static_cast<char>(in[at] ^ (1 << (rng() % 8))); break;
-      case 1: in[at] = static_cast<char>(kBytes[pick(sizeof kBytes)]); break;
+      case 0:
+        in[at] = static_cast<char>(in[at] ^ (1 << (rng() % 8)));
+        break;
+      case 1:
+        in[at] = static_cast<char>(kBytes[pick(sizeof kBytes)]);
+        break;
       case 2:
       case 3: {
         const size_t width = rng() % 2 ? 4 : 8;
         const uint64_t w = kWords[pick(sizeof kWords / sizeof kWords[0])];
-        for (size_t k = 0; k < width && at + k < in.size(); ++k) in[at + k] = static_cast<char>(w >> (8 * k));
+        for (size_t k = 0; k < width && at + k < in.size(); ++k)
+          in[at + k] = static_cast<char>(w >> (8 * k));
       } break;
-      case 4: in.erase(at, 1 + pick(16)); break;
+      case 4:
+        in.erase(at, 1 + pick(16));
+        break;
       case 5: {
         const size_t from = pick(in.size());
         in.insert(at, in.substr(from, 1 + pick(32)));
       } break;
-      case 6: in.resize(at); break;
+      case 6:
+        in.resize(at);
+        break;
       case 7: {  // text: a number (or any token) becomes an extreme one
         size_t end = at;
-        while (end < in.size() && (std::isdigit(static_cast<unsigned char>(in[end])) || in[end] == '.')) ++end;
+        while (end < in.size() && (std::isdigit(static_cast<unsigned char>(in[end])) || in[end] == '.'))
+          ++end;
         in.replace(at, std::max<size_t>(end - at, 1), kNumbers[pick(sizeof kNumbers / sizeof kNumbers[0])]);
       } break;
     }
@@ -91,7 +101,7 @@ Bytes mutate(Bytes in, std::mt19937_64& rng, bool text) {
 // mutations do not all fail at the first byte).
 int fuzz(const std::string& target, const Bytes& seed, bool text, const std::function<void(const Bytes&)>& write,
          const std::function<void()>& parse) {
-  std::mt19937_64 rng(std::hash<std::string>{}(target) & 0xffffffff);
+  std::mt19937_64 rng(std::hash<std::string>{}(target)&0xffffffff);
   int accepted = 0;
   for (int i = 0; i < kMutationsPerSeed; ++i) {
     const Bytes input = i == 0 ? seed : mutate(seed, rng, text);
@@ -122,20 +132,22 @@ int fuzz(const std::string& target, const Bytes& seed, bool text, const std::fun
 TEST(Fuzz, Safetensors) {
   moejet::testing::TempDir dir;
   const std::string path = dir.file("x.safetensors");
-  fuzz("safetensors", read_bytes(corpus("safetensors/small.safetensors")), false,
-       [&](const Bytes& b) { write_bytes(path, b); },
-       [&] {
-         io::Metadata meta;
-         io::read_checkpoint(path, &meta);
-       });
+  fuzz(
+      "safetensors", read_bytes(corpus("safetensors/small.safetensors")), false,
+      [&](const Bytes& b) { write_bytes(path, b); },
+      [&] {
+        io::Metadata meta;
+        io::read_checkpoint(path, &meta);
+      });
 }
 
 TEST(Fuzz, TorchSaveZip) {
   moejet::testing::TempDir dir;
   const std::string path = dir.file("x.pth");
   for (const char* seed : {"pth/tiny_state_dict.pth", "pth/tiny_train_checkpoint.pth"}) {
-    fuzz(std::string("pth-zip-") + fs::path(seed).stem().string(), read_bytes(corpus(seed)), false,
-         [&](const Bytes& b) { write_bytes(path, b); }, [&] { io::read_checkpoint(path); });
+    fuzz(
+        std::string("pth-zip-") + fs::path(seed).stem().string(), read_bytes(corpus(seed)), false,
+        [&](const Bytes& b) { write_bytes(path, b); }, [&] { io::read_checkpoint(path); });
   }
 }
 
@@ -158,16 +170,17 @@ TEST(Fuzz, TorchSavePickle) {
       }
     }
     ASSERT_FALSE(pickle.empty()) << seed;
-    const int accepted = fuzz(std::string("pth-pickle-") + fs::path(seed).stem().string(), pickle, false,
-                              [&](const Bytes& b) {
-                                caffe2::serialize::PyTorchStreamWriter writer(path);
-                                writer.writeRecord("data.pkl", b.data(), b.size());
-                                for (const auto& [name, bytes] : records) {
-                                  writer.writeRecord(name, bytes.data(), bytes.size());
-                                }
-                                writer.writeEndOfFile();
-                              },
-                              [&] { io::read_checkpoint(path); });
+    const int accepted = fuzz(
+        std::string("pth-pickle-") + fs::path(seed).stem().string(), pickle, false,
+        [&](const Bytes& b) {
+          caffe2::serialize::PyTorchStreamWriter writer(path);
+          writer.writeRecord("data.pkl", b.data(), b.size());
+          for (const auto& [name, bytes] : records) {
+            writer.writeRecord(name, bytes.data(), bytes.size());
+          }
+          writer.writeEndOfFile();
+        },
+        [&] { io::read_checkpoint(path); });
     EXPECT_GT(accepted, 1) << "no mutation got past the first opcode";
   }
 }
@@ -178,39 +191,47 @@ TEST(Fuzz, Idx) {
   write_bytes(dir.file("labels"), labels);
   write_bytes(dir.file("images"), images);
   auto open = [&](const std::string& img) { data::open_idx(dir.file(img), dir.file("labels"), {})->get(0); };
-  fuzz("idx-images", images, false, [&](const Bytes& b) { write_bytes(dir.file("images.x"), b); },
-       [&] { open("images.x"); });
-  fuzz("idx-images-gz", read_bytes(corpus("idx/images.idx.gz")), false,
-       [&](const Bytes& b) { write_bytes(dir.file("images.x.gz"), b); }, [&] { open("images.x.gz"); });
-  fuzz("idx-labels", labels, false, [&](const Bytes& b) { write_bytes(dir.file("labels"), b); },
-       [&] { open("images"); });
+  fuzz(
+      "idx-images", images, false, [&](const Bytes& b) { write_bytes(dir.file("images.x"), b); },
+      [&] { open("images.x"); });
+  fuzz(
+      "idx-images-gz", read_bytes(corpus("idx/images.idx.gz")), false,
+      [&](const Bytes& b) { write_bytes(dir.file("images.x.gz"), b); }, [&] { open("images.x.gz"); });
+  fuzz(
+      "idx-labels", labels, false, [&](const Bytes& b) { write_bytes(dir.file("labels"), b); },
+      [&] { open("images"); });
 }
 
 TEST(Fuzz, CifarAndStl) {
   moejet::testing::TempDir dir;
-  fuzz("cifar", read_bytes(corpus("cifar/data_batch_1.bin")), false,
-       [&](const Bytes& b) { write_bytes(dir.file("cifar/test_batch.bin"), b); },
-       [&] { data::open_cifar10(dir.file("cifar"), false)->get(0); });
+  fuzz(
+      "cifar", read_bytes(corpus("cifar/data_batch_1.bin")), false,
+      [&](const Bytes& b) { write_bytes(dir.file("cifar/test_batch.bin"), b); },
+      [&] { data::open_cifar10(dir.file("cifar"), false)->get(0); });
   const Bytes x = read_bytes(corpus("stl/test_X.bin")), y = read_bytes(corpus("stl/test_y.bin"));
   write_bytes(dir.file("stl/test_X.bin"), x);
-  fuzz("stl-labels", y, false, [&](const Bytes& b) { write_bytes(dir.file("stl/test_y.bin"), b); },
-       [&] { data::open_stl10(dir.file("stl"), false)->get(0); });
+  fuzz(
+      "stl-labels", y, false, [&](const Bytes& b) { write_bytes(dir.file("stl/test_y.bin"), b); },
+      [&] { data::open_stl10(dir.file("stl"), false)->get(0); });
   write_bytes(dir.file("stl/test_y.bin"), y);
-  fuzz("stl-images", x, false, [&](const Bytes& b) { write_bytes(dir.file("stl/test_X.bin"), b); },
-       [&] { data::open_stl10(dir.file("stl"), false)->get(0); });
+  fuzz(
+      "stl-images", x, false, [&](const Bytes& b) { write_bytes(dir.file("stl/test_X.bin"), b); },
+      [&] { data::open_stl10(dir.file("stl"), false)->get(0); });
 }
 
 TEST(Fuzz, JsonConfigs) {
   moejet::testing::TempDir dir;
   Bytes current;
-  fuzz("train-config", read_bytes(corpus("json/vit_fmnist.json")), true, [&](const Bytes& b) { current = b; },
-       [&] {
-         auto cfg = train::train_config_from_json(parse_json(current, "vit_fmnist.json"));
-         (void)train::to_json(cfg);
-       });
-  fuzz("superclasses", read_bytes(corpus("json/superclasses.json")), true,
-       [&](const Bytes& b) { write_bytes(dir.file("sc.json"), b); },
-       [&] { data::read_superclasses(dir.file("sc.json"), 3); });
+  fuzz(
+      "train-config", read_bytes(corpus("json/vit_fmnist.json")), true, [&](const Bytes& b) { current = b; },
+      [&] {
+        auto cfg = train::train_config_from_json(parse_json(current, "vit_fmnist.json"));
+        (void)train::to_json(cfg);
+      });
+  fuzz(
+      "superclasses", read_bytes(corpus("json/superclasses.json")), true,
+      [&](const Bytes& b) { write_bytes(dir.file("sc.json"), b); },
+      [&] { data::read_superclasses(dir.file("sc.json"), 3); });
 }
 
 TEST(Fuzz, Images) {
@@ -218,8 +239,9 @@ TEST(Fuzz, Images) {
   for (const char* seed : {"image/cat.jpg", "image/small.png", "image/small.pgm", "image/small.bmp"}) {
     const std::string root = dir.file(fs::path(seed).filename().string());
     const std::string file = root + "/c/0" + fs::path(seed).extension().string();
-    fuzz(std::string("image-") + fs::path(seed).filename().string(), read_bytes(corpus(seed)), false,
-         [&](const Bytes& b) { write_bytes(file, b); }, [&] { data::open_image_folder(root)->get(0); });
+    fuzz(
+        std::string("image-") + fs::path(seed).filename().string(), read_bytes(corpus(seed)), false,
+        [&](const Bytes& b) { write_bytes(file, b); }, [&] { data::open_image_folder(root)->get(0); });
   }
 }
 

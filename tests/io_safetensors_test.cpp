@@ -118,8 +118,7 @@ TEST(Safetensors, ReadsTimmFixture) {
   // Reference values computed with numpy from the same file.
   EXPECT_FLOAT_EQ(state["cls_token"][0][0][0].item<float>(), -0.005117951892316341f);
   EXPECT_FLOAT_EQ(state["head.bias"][3].item<float>(), 0.03575759753584862f);
-  EXPECT_NEAR(state["pos_embed"].to(torch::kFloat64).sum().item<double>(), -0.6282677152285032,
-              1e-9);
+  EXPECT_NEAR(state["pos_embed"].to(torch::kFloat64).sum().item<double>(), -0.6282677152285032, 1e-9);
 }
 
 TEST(Safetensors, WritingFixtureBackIsByteIdentical) {
@@ -211,15 +210,13 @@ TEST(Safetensors, DeeplyNestedHeaderIsAnErrorNotACrash) {
 TEST(Safetensors, DataOffsetsOutOfRange) {
   TempDir dir;
   const std::string path = dir.file("offsets.safetensors");
-  write_raw(path, R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
-            std::string(4, '\0'));
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", std::string(4, '\0'));
   std::string msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("out of range"), std::string::npos) << msg;
 
-  write_raw(path, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})",
-            std::string(8, '\0'));
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", std::string(8, '\0'));
   msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
 }
@@ -227,8 +224,7 @@ TEST(Safetensors, DataOffsetsOutOfRange) {
 TEST(Safetensors, UnknownDtype) {
   TempDir dir;
   const std::string path = dir.file("dtype.safetensors");
-  write_raw(path, R"({"w8": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}})",
-            std::string(4, '\0'));
+  write_raw(path, R"({"w8": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}})", std::string(4, '\0'));
   std::string msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("'w8'"), std::string::npos) << msg;
@@ -238,17 +234,14 @@ TEST(Safetensors, UnknownDtype) {
 TEST(Safetensors, ShapeDisagreesWithByteRange) {
   TempDir dir;
   const std::string path = dir.file("shape.safetensors");
-  write_raw(path, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})",
-            std::string(8, '\0'));
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", std::string(8, '\0'));
   std::string msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("needs 12 bytes"), std::string::npos) << msg;
 
   // A product that overflows 64 bits must not wrap around into a plausible size.
-  write_raw(path,
-            R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})",
-            "");
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", "");
   msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find("more than 2^64"), std::string::npos) << msg;
 }
@@ -256,8 +249,7 @@ TEST(Safetensors, ShapeDisagreesWithByteRange) {
 TEST(Safetensors, NegativeDimensionAndMissingFields) {
   TempDir dir;
   const std::string path = dir.file("neg.safetensors");
-  write_raw(path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})",
-            std::string(4, '\0'));
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", std::string(4, '\0'));
   std::string msg = error_of([&] { read_safetensors(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;

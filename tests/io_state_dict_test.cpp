@@ -25,7 +25,7 @@ struct TinyNet : torch::nn::Module {
   torch::nn::Linear head{nullptr};
 };
 
-const std::vector<std::string> kKeys = {"cls_token", "scale", "blocks.0.weight",
+const std::vector<std::string> kKeys = {"cls_token",     "scale",       "blocks.0.weight",
                                         "blocks.0.bias", "head.weight", "head.bias"};
 
 std::vector<std::string> keys_of(const StateDict& state) {
@@ -82,9 +82,7 @@ TEST(StateDict, LoadCopiesEveryValue) {
   EXPECT_TRUE(net.head->bias.requires_grad());
   StateDict after = module_state_dict(net);
   for (const auto& item : state) {
-    EXPECT_TRUE(moejet::testing::all_close(after[item.key()], item.value().to(torch::kFloat32), 0,
-                                           0))
-        << item.key();
+    EXPECT_TRUE(moejet::testing::all_close(after[item.key()], item.value().to(torch::kFloat32), 0, 0)) << item.key();
   }
   EXPECT_NE(report.summary().find("loaded 6"), std::string::npos) << report.summary();
 }
@@ -130,8 +128,7 @@ TEST(StateDict, ReportsEveryProblemAtOnceAndLeavesModelUntouched) {
   EXPECT_NE(msg.find("blocks.0.weight: expected [2, 3], got [3, 2]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("missing in checkpoint: head.bias"), std::string::npos) << msg;
   EXPECT_NE(msg.find("unexpected (not in model): extra.weight"), std::string::npos) << msg;
-  EXPECT_TRUE(torch::equal(module_state_dict(net)["blocks.0.bias"], before))
-      << "a failed load must not copy anything";
+  EXPECT_TRUE(torch::equal(module_state_dict(net)["blocks.0.bias"], before)) << "a failed load must not copy anything";
 }
 
 TEST(StateDict, AllowMissingAndUnexpected) {
@@ -181,13 +178,10 @@ TEST(StateDict, DropOnMismatchSkipsHeadOnly) {
   opts.drop_on_mismatch = {"head."};
   LoadReport report = load_state_dict(net, state, opts);
   EXPECT_EQ(report.dropped, (std::vector<std::string>{"head.weight", "head.bias"}));
-  EXPECT_EQ(report.loaded, (std::vector<std::string>{"cls_token", "scale", "blocks.0.weight",
-                                                     "blocks.0.bias"}));
+  EXPECT_EQ(report.loaded, (std::vector<std::string>{"cls_token", "scale", "blocks.0.weight", "blocks.0.bias"}));
   EXPECT_TRUE(torch::equal(net.head->weight, head_before)) << "dropped keys keep their init";
-  EXPECT_TRUE(torch::equal(net.blocks[0]->as<torch::nn::Linear>()->weight,
-                           state["blocks.0.weight"]));
-  EXPECT_NE(report.summary().find("2 dropped (head.weight, head.bias)"), std::string::npos)
-      << report.summary();
+  EXPECT_TRUE(torch::equal(net.blocks[0]->as<torch::nn::Linear>()->weight, state["blocks.0.weight"]));
+  EXPECT_NE(report.summary().find("2 dropped (head.weight, head.bias)"), std::string::npos) << report.summary();
 
   // Without the option the head is a shape error; a mismatch outside the prefix still is one.
   std::string msg = load_error(net, state);

@@ -128,9 +128,7 @@ TEST(TorchCheckpoint, TextFileRenamedPthIsAClearError) {
   EXPECT_NE(msg.find("not a PyTorch checkpoint"), std::string::npos) << msg;
   msg = error_of([&] { read_checkpoint(path); });
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
-  EXPECT_NE(msg.find("neither a torch.save zip archive nor a safetensors file"),
-            std::string::npos)
-      << msg;
+  EXPECT_NE(msg.find("neither a torch.save zip archive nor a safetensors file"), std::string::npos) << msg;
 
   // A safetensors file handed to the torch reader is named as such.
   const std::string st = dir.file("real.safetensors");
@@ -145,11 +143,10 @@ TEST(TorchCheckpoint, LegacyPickleAsksForResave) {
   TempDir dir;
   const std::string path = dir.file("legacy.pth");
   // What pre-1.6 torch.save wrote: a bare pickle starting with the magic number.
-  const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 'l', 0xfc, 0x9c, 'F',
-                                  0xf9, ' ',  'j',  0xa8, 'P', 0x19, '.'};
+  const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 'l', 0xfc, 0x9c, 'F', 0xf9, ' ', 'j', 0xa8, 'P', 0x19, '.'};
   write_text(path, std::string(reinterpret_cast<const char*>(legacy), sizeof(legacy)));
-  for (auto read : {+[](const std::string& p) { read_torch_checkpoint(p); },
-                    +[](const std::string& p) { read_checkpoint(p); }}) {
+  for (auto read :
+       {+[](const std::string& p) { read_torch_checkpoint(p); }, +[](const std::string& p) { read_checkpoint(p); }}) {
     std::string msg = error_of([&] { read(path); });
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
     EXPECT_NE(msg.find("legacy"), std::string::npos) << msg;
@@ -214,10 +211,12 @@ TEST(TorchCheckpoint, ARecordDeclaringMoreBytesThanTheArchiveHoldsIsRefusedBefor
   size_t at = 0;
   bool patched = false;
   while ((at = text.find(entry, at)) != std::string::npos) {
-    const size_t name_len = static_cast<unsigned char>(text[at + 28]) | (static_cast<unsigned char>(text[at + 29]) << 8);
+    const size_t name_len =
+        static_cast<unsigned char>(text[at + 28]) | (static_cast<unsigned char>(text[at + 29]) << 8);
     if (text.compare(at + 46, name_len, "tiny_state_dict/data.pkl") == 0 ||
         text.substr(at + 46, name_len).find("/data.pkl") != std::string::npos) {
-      for (int k = 0; k < 4; ++k) text[at + 24 + k] = k == 3 ? '\xf0' : '\0';
+      for (int k = 0; k < 4; ++k)
+        text[at + 24 + k] = k == 3 ? '\xf0' : '\0';
       patched = true;
     }
     at += 4;

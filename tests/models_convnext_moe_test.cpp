@@ -56,7 +56,8 @@ TEST(ConvNextMoe, MoeLayersSitInTheChosenBlocksUnderTimmKeys) {
   EXPECT_EQ(m->block_dim(3), 24);
   EXPECT_EQ(m->block_mlp(3), std::static_pointer_cast<nn::FeedForward>(m->moe_layer_list[0].second));
   std::set<std::string> keys;
-  for (const auto& kv : m->named_parameters()) keys.insert(kv.key());
+  for (const auto& kv : m->named_parameters())
+    keys.insert(kv.key());
   EXPECT_TRUE(keys.count("stages.2.blocks.1.mlp.core.fc1.weight")) << "expert keys under the block's mlp";
   EXPECT_TRUE(keys.count("stages.2.blocks.2.mlp.universal.fc2.weight"));
   EXPECT_TRUE(keys.count("stages.2.blocks.0.mlp.fc1.weight")) << "other blocks keep dense MLPs";
@@ -109,7 +110,8 @@ TEST(ConvNextMoe, EveryMoeTypeTrainsAndReachesAllParameters) {
     }
     loss.backward();
     for (const auto& kv : m->named_parameters()) {
-      if (kv.key().find(".mlp.") == std::string::npos && kv.key().rfind("router", 0) != 0) continue;
+      if (kv.key().find(".mlp.") == std::string::npos && kv.key().rfind("router", 0) != 0)
+        continue;
       ASSERT_TRUE(kv.value().grad().defined()) << type << ": " << kv.key() << " gets no gradient";
       EXPECT_TRUE(torch::isfinite(kv.value().grad()).all().item<bool>()) << type << ": " << kv.key();
     }
@@ -167,7 +169,7 @@ TEST(ConvNextMoe, ModelConfigDispatchesOnArchAndRoundTrips) {
 TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   torch::manual_seed(2);
   ConvNext dense(tiny_convnext());
-  auto cfg = tiny_convnext_moe("soft");  // 4 experts x hidden 48 of the 96 units of stage 2
+  auto cfg = tiny_convnext_moe("soft");                            // 4 experts x hidden 48 of the 96 units of stage 2
   std::get<moe::SoftMoeOptions>(cfg.moe.options).mlp_ratio = 1.0;  // 4 experts x 24 units: a partition of 96
   ConvNext moe(cfg);
   recycle::RecycleOptions o;
@@ -180,8 +182,10 @@ TEST(ConvNextMoe, RecyclingPartitionsEachDenseMlpAndCopiesTheRest) {
   // Shared weights are copied exactly.
   auto ds = io::module_state_dict(*dense);
   for (const auto& kv : moe->named_parameters()) {
-    if (kv.key().find("blocks.1.mlp.") != std::string::npos && kv.key().rfind("stages.2", 0) == 0) continue;
-    if (kv.key().find("blocks.2.mlp.") != std::string::npos && kv.key().rfind("stages.2", 0) == 0) continue;
+    if (kv.key().find("blocks.1.mlp.") != std::string::npos && kv.key().rfind("stages.2", 0) == 0)
+      continue;
+    if (kv.key().find("blocks.2.mlp.") != std::string::npos && kv.key().rfind("stages.2", 0) == 0)
+      continue;
     ASSERT_TRUE(ds.contains(kv.key())) << kv.key();
     EXPECT_TRUE(torch::equal(kv.value(), ds[kv.key()])) << kv.key();
   }

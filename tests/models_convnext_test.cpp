@@ -84,7 +84,8 @@ TEST(ConvNext, TinyPresetHasTimmsParameterCountAndFlops) {
   ConvNext tiny(convnext_preset("convnext_tiny"));
   EXPECT_EQ(count_parameters(*tiny), 28589128);  // timm convnext_tiny, 1000 classes
   double macs = 0;
-  for (const auto& kv : tiny->macs_by_layer()) macs += kv.second;
+  for (const auto& kv : tiny->macs_by_layer())
+    macs += kv.second;
   EXPECT_NEAR(macs / 1e9, 4.46, 0.03);  // fvcore: 4.47 G for convnext_tiny at 224
   for (const char* name : {"convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano"}) {
     ConvNext m(convnext_preset(name));

@@ -11,9 +11,9 @@
 
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/models/checkpoint_layout.h"
+#include "moejet/models/model_file.h"
 #include "moejet/models/vit.h"
 #include "moejet/moe/sphero_moe.h"
-#include "moejet/models/model_file.h"
 #include "test_util.h"
 
 using namespace moejet;

@@ -54,8 +54,7 @@ TEST(Entmax15, RowsAreDistributions) {
 }
 
 TEST(Entmax15, SparseForPeakedInputs) {
-  auto x =
-      torch::tensor({{4.0, 0.5, 0.0, -1.0, 0.2}, {1.0, 1.0, -3.0, -3.0, -3.0}}, torch::kDouble);
+  auto x = torch::tensor({{4.0, 0.5, 0.0, -1.0, 0.2}, {1.0, 1.0, -3.0, -3.0, -3.0}}, torch::kDouble);
   auto y = entmax15(x);
   // Row 0: the peak is more than 2 above everything else (x_i / 2 gap > 1), so it is one-hot.
   EXPECT_TRUE(all_close(y[0], torch::tensor({1.0, 0.0, 0.0, 0.0, 0.0}, torch::kDouble), 0, 0));
@@ -138,13 +137,13 @@ TEST(Entmax15, CpuKernelAgreesWithTheGenericTensorOpsPath) {
   for (double scale : {0.1, 1.0, 4.0, 30.0}) {
     auto x = torch::randn({7, 33, 5}, torch::kDouble) * scale;
     for (int64_t dim : {0, 1, 2}) {
-      EXPECT_TRUE(moejet::testing::all_close(moejet::moe::entmax15(x, dim),
-                                             moejet::moe::entmax15_generic(x, dim), 1e-9, 1e-12))
+      EXPECT_TRUE(
+          moejet::testing::all_close(moejet::moe::entmax15(x, dim), moejet::moe::entmax15_generic(x, dim), 1e-9, 1e-12))
           << "scale " << scale << " dim " << dim;
     }
     auto xf = x.to(torch::kFloat);
-    EXPECT_TRUE(moejet::testing::all_close(moejet::moe::entmax15(xf, 1),
-                                           moejet::moe::entmax15_generic(xf, 1), 1e-5, 1e-6));
+    EXPECT_TRUE(
+        moejet::testing::all_close(moejet::moe::entmax15(xf, 1), moejet::moe::entmax15_generic(xf, 1), 1e-5, 1e-6));
   }
 }
 
@@ -157,10 +156,10 @@ TEST(Entmax15, FloatKernelAndItsBackwardAgreeWithTheGenericPathOnSpheroMoeShapes
   for (int64_t n = 1; n < 20; ++n) {
     inputs.push_back(torch::randn({16, n}) * 2);
   }
-  auto keys = torch::nn::functional::normalize(torch::randn({64, 192}),
-                                               torch::nn::functional::NormalizeFuncOptions().dim(-1));
-  auto queries = torch::nn::functional::normalize(
-      torch::randn({294, 192}), torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  auto keys =
+      torch::nn::functional::normalize(torch::randn({64, 192}), torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  auto queries =
+      torch::nn::functional::normalize(torch::randn({294, 192}), torch::nn::functional::NormalizeFuncOptions().dim(-1));
   for (double temperature : {0.02, 0.1, 0.5, 2.0}) {
     inputs.push_back(torch::matmul(keys, queries.t()) / temperature);
   }

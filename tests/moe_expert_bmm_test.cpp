@@ -26,13 +26,13 @@ TEST(ExpertBmm, MatchesTorchForEveryOperandLayoutWithAndWithoutBias) {
   torch::manual_seed(0);
   const int64_t E = 5, M = 7, K = 6, N = 3;
   auto a_rm = torch::randn({E, M, K});
-  auto a_cm = torch::randn({E, K, M}).transpose(1, 2);            // each matrix column-major
+  auto a_cm = torch::randn({E, K, M}).transpose(1, 2);             // each matrix column-major
   auto a_pad = torch::randn({E, M, K + 4}).narrow(2, 1, K);        // row-major, leading dim K + 4
   auto a_slots = torch::randn({M, E, K}).transpose(0, 1);          // [B, E, D] slots seen per expert
   auto a_odd = torch::randn({E, M, 2 * K}).slice(2, 0, 2 * K, 2);  // neither layout: copied
   auto b_rm = torch::randn({E, K, N});
   auto b_cm = torch::randn({E, N, K}).transpose(1, 2);
-  auto b_bcast = torch::randn({1, K, N}).expand({E, K, N});        // batch stride 0
+  auto b_bcast = torch::randn({1, K, N}).expand({E, K, N});  // batch stride 0
   auto bias = torch::randn({E, N});
   for (const auto& a : {a_rm, a_cm, a_pad, a_slots, a_odd}) {
     for (const auto& b : {b_rm, b_cm, b_bcast}) {

@@ -86,7 +86,8 @@ TEST(PerImageMoe, ExpertsNoImageChoseAreNeverRead) {
   // FLOPs per image count k of the E experts.
   double moe_macs = 0;
   for (auto& [name, macs] : m->macs_by_layer()) {
-    if (name == "blocks.2.mlp") moe_macs = macs;
+    if (name == "blocks.2.mlp")
+      moe_macs = macs;
   }
   EXPECT_DOUBLE_EQ(moe_macs, 2.0 * 4 * 16 * 32);  // tokens * D * H * 2 (fc1 + fc2), one expert
 }

@@ -70,8 +70,7 @@ TEST(JetpackOptions, DropPathDropsAnImagesWholeOutputAtTheAuthorsDepthWiseRate) 
   ASSERT_TRUE(built);
   EXPECT_DOUBLE_EQ(built->drop_path, 0.1 * 6 / 11);
   s.expert_drop_path_mode = "expert";
-  EXPECT_DOUBLE_EQ(std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, kDim, 9, 12, 3, 6))->drop_path,
-                   0.1 * 3 / 5);
+  EXPECT_DOUBLE_EQ(std::dynamic_pointer_cast<SpheroMoe>(make_moe_layer(c, kDim, 9, 12, 3, 6))->drop_path, 0.1 * 3 / 5);
 
   // Soft MoE gets the same per-image drop path, and only that one.
   c.set<SoftMoeOptions>().expert_drop_path = 0.1;
@@ -166,8 +165,8 @@ TEST(JetpackOptions, TheConfigReachesTheLayersL2FormSoftNoiseLogitsDropAndSlotLa
   EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config(j); },
                                         {"model.moe.logits_drop", "an option of MoE type soft, not of type sphero"}));
   // ...and reach a soft layer.
-  json soft_json = {{"type", "soft"},         {"layers", {0}},          {"l2_norm", "clamp"},
-                    {"noise_mult", 1.0},      {"noise_in_eval", true},  {"soft_slot_layernorm", true},
+  json soft_json = {{"type", "soft"},    {"layers", {0}},         {"l2_norm", "clamp"},
+                    {"noise_mult", 1.0}, {"noise_in_eval", true}, {"soft_slot_layernorm", true},
                     {"logits_drop", 0.1}};
   auto soft = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(moe_config(soft_json), kDim, 0, 1, 0, 1));
   EXPECT_EQ(soft->options.l2_norm, "clamp");
@@ -177,7 +176,8 @@ TEST(JetpackOptions, TheConfigReachesTheLayersL2FormSoftNoiseLogitsDropAndSlotLa
   EXPECT_TRUE(soft->slot_norm);
   // Soft MoE has no noise unless asked (noise_mult < 0 means 1 / E for SpheroMoE only): two
   // training forwards agree.
-  auto quiet = std::dynamic_pointer_cast<SoftMoe>(make_moe_layer(moe_config({{"type", "soft"}, {"layers", {0}}}), kDim, 0, 1, 0, 1));
+  auto quiet = std::dynamic_pointer_cast<SoftMoe>(
+      make_moe_layer(moe_config({{"type", "soft"}, {"layers", {0}}}), kDim, 0, 1, 0, 1));
   EXPECT_EQ(quiet->options.noise_mult, -1.0);
   quiet->train();
   auto x = torch::randn({2, 5, kDim});
@@ -197,14 +197,36 @@ TEST(MoeConfig, EachLayerTypeReadsItsOwnOptionsAndOlderFilesWithEveryTypesKeysSt
   using moejet::testing::moe_config;
   using moejet::testing::throws_error;
   // What moejet wrote before the options were per type: every type's keys at their defaults.
-  json old = {{"type", "soft"}, {"layers", {1}}, {"last", 0}, {"num_experts", 4}, {"mlp_ratio", 2.0},
-              {"slots_per_expert", 1}, {"normalize", true}, {"soft_slot_layernorm", false}, {"logits_drop", 0.0},
-              {"l2_norm", "add"}, {"core_experts", 0}, {"universal_experts", 0}, {"core_mlp_ratio", 4.0},
-              {"universal_mlp_ratio", 1.0}, {"slot_layernorm", true}, {"offset_scale", false},
-              {"combine", "entmax15"}, {"temperature_init", 0.5}, {"temperature_min", 0.01}, {"noise_mult", -1.0},
-              {"noise_in_eval", false}, {"phi_init", "orthogonal_experts"}, {"expert_init", "auto"},
-              {"expert_drop", 0.0}, {"expert_drop_path", 0.0}, {"expert_drop_path_mode", "image"}, {"top_k", 2},
-              {"capacity_factor", 1.0}, {"router_noise", 0.0}, {"aux_loss_weight", 0.01},
+  json old = {{"type", "soft"},
+              {"layers", {1}},
+              {"last", 0},
+              {"num_experts", 4},
+              {"mlp_ratio", 2.0},
+              {"slots_per_expert", 1},
+              {"normalize", true},
+              {"soft_slot_layernorm", false},
+              {"logits_drop", 0.0},
+              {"l2_norm", "add"},
+              {"core_experts", 0},
+              {"universal_experts", 0},
+              {"core_mlp_ratio", 4.0},
+              {"universal_mlp_ratio", 1.0},
+              {"slot_layernorm", true},
+              {"offset_scale", false},
+              {"combine", "entmax15"},
+              {"temperature_init", 0.5},
+              {"temperature_min", 0.01},
+              {"noise_mult", -1.0},
+              {"noise_in_eval", false},
+              {"phi_init", "orthogonal_experts"},
+              {"expert_init", "auto"},
+              {"expert_drop", 0.0},
+              {"expert_drop_path", 0.0},
+              {"expert_drop_path_mode", "image"},
+              {"top_k", 2},
+              {"capacity_factor", 1.0},
+              {"router_noise", 0.0},
+              {"aux_loss_weight", 0.01},
               {"batch_priority", false}};
   auto c = moe_config(old);
   EXPECT_EQ(c.type(), "soft");
@@ -219,8 +241,11 @@ TEST(MoeConfig, EachLayerTypeReadsItsOwnOptionsAndOlderFilesWithEveryTypesKeysSt
   old["core_experts"] = 98;
   EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config(old); },
                                         {"model.moe.core_experts", "an option of MoE type sphero, not of type soft"}));
-  EXPECT_TRUE(throws_error<ConfigError>([&] { moe_config({{"type", "softer"}}); },
-                                        {"model.moe.type", "none, soft, sphero, topk or image"}));
+  EXPECT_TRUE(throws_error<ConfigError>(
+      [&] {
+        moe_config({{"type", "softer"}});
+      },
+      {"model.moe.type", "none, soft, sphero, topk or image"}));
   EXPECT_THROW(c.get<SpheroMoeOptions>(), ConfigError);
   // A dense model's section: no options at all.
   EXPECT_FALSE(moe_config({{"type", "none"}}).enabled());

@@ -4,9 +4,9 @@
 #include <torch/torch.h>
 
 #include "moejet/io/state_dict.h"
+#include "moejet/models/vit.h"
 #include "moejet/moe/soft_moe.h"
 #include "moejet/moe/sphero_moe.h"
-#include "moejet/models/vit.h"
 #include "test_util.h"
 
 using namespace moejet;
@@ -38,8 +38,7 @@ SoftMoeOptions small_soft() {
 }
 
 // Central differences of sum(w * f(t)) with respect to every element of `t`, against autograd.
-::testing::AssertionResult grad_check(torch::Tensor t, const std::function<torch::Tensor()>& f,
-                                      double tol = 1e-6) {
+::testing::AssertionResult grad_check(torch::Tensor t, const std::function<torch::Tensor()>& f, double tol = 1e-6) {
   torch::manual_seed(7);
   auto w = torch::randn_like(f().detach());
   auto loss = (f() * w).sum();
@@ -227,7 +226,8 @@ TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
   // Tokens as they are, phi through LayerNorm then times scale; softmax over tokens (dispatch)
   // and over slots (combine).
   auto x = torch::randn({2, 5, 6});
-  auto q = torch::layer_norm(layer.phi.reshape({-1, 6}), {6}, layer.slot_norm->weight, layer.slot_norm->bias, 1e-5) * 1.7;
+  auto q =
+      torch::layer_norm(layer.phi.reshape({-1, 6}), {6}, layer.slot_norm->weight, layer.slot_norm->bias, 1e-5) * 1.7;
   auto logits = torch::matmul(x, q.t());  // [B, N, M]
   auto dispatch = logits.softmax(1);
   auto combine = logits.softmax(2);

@@ -109,8 +109,7 @@ TEST(TopKMoe, CapacityKeepsEarliestTokensByPosition) {
     }
   }
   EXPECT_NEAR(layer->last_stats.dropped_fraction, 5.0 / 8.0, 1e-12);
-  EXPECT_TRUE(all_close(layer->last_stats.expert_load,
-                        torch::tensor({1.0, 0.0, 0.0, 0.0}, torch::kDouble), 0, 0));
+  EXPECT_TRUE(all_close(layer->last_stats.expert_load, torch::tensor({1.0, 0.0, 0.0, 0.0}, torch::kDouble), 0, 0));
 }
 
 TEST(TopKMoe, BatchPriorityKeepsMostConfidentTokens) {
@@ -126,8 +125,7 @@ TEST(TopKMoe, BatchPriorityKeepsMostConfidentTokens) {
   auto d = layer->last_dispatch;
   ASSERT_EQ(d.size(3), 3);
   auto kept = d.select(2, 0).sum(-1);  // [B, N]
-  auto expected =
-      torch::tensor({{0., 1., 0., 0., 0., 1., 0., 1.}, {1., 0., 0., 0., 1., 0., 0., 1.}});
+  auto expected = torch::tensor({{0., 1., 0., 0., 0., 1., 0., 1.}, {1., 0., 0., 0., 1., 0., 0., 1.}});
   EXPECT_TRUE(kept.equal(expected)) << kept;
   // Slots are filled in confidence order: the most confident token of each image takes slot 0.
   EXPECT_EQ(d[0][1][0][0].item<double>(), 1.0);

@@ -61,7 +61,8 @@ TEST(UnitSelection, PartitionOfDisjointExpertsSumsToTheDenseMlp) {
     if (method == Method::Graph) {
       // Four cliques of 16 units: METIS must return them as the four parts.
       auto co = torch::zeros({64, 64});
-      for (int64_t p = 0; p < 4; ++p) co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(1.0);
+      for (int64_t p = 0; p < 4; ++p)
+        co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(1.0);
       co += 0.01 * torch::rand({64, 64});
       stats[1].coactivation = co;
       stats[1].mean_abs = stats[1].mean_sq = stats[1].freq = torch::ones({64});
@@ -74,7 +75,8 @@ TEST(UnitSelection, PartitionOfDisjointExpertsSumsToTheDenseMlp) {
     auto report = recycle_model(*dense, *moe, stats, o);
     auto units = report["blocks"][0]["groups"][0]["units"].get<std::vector<std::vector<int64_t>>>();
     std::multiset<int64_t> all;
-    for (const auto& u : units) all.insert(u.begin(), u.end());
+    for (const auto& u : units)
+      all.insert(u.begin(), u.end());
     ASSERT_EQ(all.size(), 64u);
     EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()).size(), 64u) << "experts overlap";
 
@@ -116,8 +118,8 @@ TEST(UnitSelection, CopyMakesEveryExpertTheDenseMlpAndCopiesSharedWeights) {
   o.rescale = true;
   models::VisionTransformer rescaled(tiny_moe("sphero", 2, 4.0));
   auto report2 = recycle_model(*dense, *rescaled, {}, o);
-  EXPECT_TRUE(torch::allclose(group_of(*rescaled, 1)->fc2_weight[3],
-                              dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32) * 2.0));
+  EXPECT_TRUE(
+      torch::allclose(group_of(*rescaled, 1)->fc2_weight[3], dense_mlp(*dense, 1)->fc2->weight.narrow(1, 0, 32) * 2.0));
   EXPECT_EQ(report2["blocks"][0]["groups"][1]["fc2_scale"].get<double>(), 2.0);
   // Everything outside the MoE MLP is the dense model's, including the dense block's MLP.
   auto ds = io::module_state_dict(*dense), ms = io::module_state_dict(*moe);
@@ -137,13 +139,15 @@ TEST(UnitStats, ImportanceSamplingPicksTheUnitsThatFireOnACraftedInput) {
   // Block 1's units fire (or not) regardless of the input: zero fc1 weights, a bias of +3 for
   // the 16 chosen units and -6 (GELU ~ 0) for the rest.
   std::vector<int64_t> live;
-  for (int64_t u = 0; u < 64; u += 4) live.push_back(u + (u / 4) % 4);
+  for (int64_t u = 0; u < 64; u += 4)
+    live.push_back(u + (u / 4) % 4);
   {
     torch::NoGradGuard ng;
     auto mlp = dense_mlp(*dense, 1);
     mlp->fc1->weight.zero_();
     mlp->fc1->bias.fill_(-6.0);
-    for (auto u : live) mlp->fc1->bias[u] = 3.0 + 0.01 * static_cast<double>(u);
+    for (auto u : live)
+      mlp->fc1->bias[u] = 3.0 + 0.01 * static_cast<double>(u);
   }
   auto images = torch::randint(0, 256, {40, 1, 8, 8}, torch::kUInt8);
   auto data = data::make_memory_dataset(images, std::vector<int64_t>(40, 0), {"a", "b", "c"}, "crafted");
@@ -211,7 +215,8 @@ TEST(UnitSelection, AuthorsUniformGridIsRoundedLinspaceForEveryExpert) {
   ASSERT_EQ(in.uniform, "linspace");
   // linspace(0, 3, 3) = 0, 1.5, 3; torch.round rounds half to even.
   auto units = select_units(Method::Uniform, in);
-  for (const auto& u : units) EXPECT_EQ(u, (std::vector<int64_t>{0, 2, 3}));
+  for (const auto& u : units)
+    EXPECT_EQ(u, (std::vector<int64_t>{0, 2, 3}));
   in.hidden = 1536;
   in.units = 768;
   units = select_units(Method::Uniform, in);
@@ -227,7 +232,8 @@ TEST(UnitSelection, AuthorsGraphDrawsWholeMetisPartsByTheirCoactivation) {
   // them: METIS (4 parts) returns the cliques, and each expert's first part is clique p with
   // probability p / 10.
   auto co = torch::zeros({64, 64});
-  for (int64_t p = 0; p < 4; ++p) co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(static_cast<double>(p + 1));
+  for (int64_t p = 0; p < 4; ++p)
+    co.narrow(0, p * 16, 16).narrow(1, p * 16, 16).fill_(static_cast<double>(p + 1));
   SelectionInput in;
   in.hidden = 64;
   in.experts = 2000;
@@ -241,18 +247,22 @@ TEST(UnitSelection, AuthorsGraphDrawsWholeMetisPartsByTheirCoactivation) {
   for (const auto& u : units) {
     ASSERT_EQ(u.size(), 24u);
     std::vector<int64_t> per_clique(4, 0);
-    for (auto x : u) per_clique[x / 16]++;
+    for (auto x : u)
+      per_clique[x / 16]++;
     std::vector<int64_t> counts(per_clique);
     std::sort(counts.begin(), counts.end());
     ASSERT_EQ(counts, (std::vector<int64_t>{0, 0, 8, 16}));
     for (int64_t p = 0; p < 4; ++p) {
       if (per_clique[p] == 8) {  // the second part's lowest 8 units
-        for (int64_t k = 0; k < 8; ++k) EXPECT_NE(std::find(u.begin(), u.end(), p * 16 + k), u.end());
+        for (int64_t k = 0; k < 8; ++k)
+          EXPECT_NE(std::find(u.begin(), u.end(), p * 16 + k), u.end());
       }
-      if (per_clique[p] == 16) first[p] += 1.0 / 2000.0;
+      if (per_clique[p] == 16)
+        first[p] += 1.0 / 2000.0;
     }
   }
-  for (int64_t p = 0; p < 4; ++p) EXPECT_NEAR(first[p], (p + 1) / 10.0, 0.035) << "clique " << p;
+  for (int64_t p = 0; p < 4; ++p)
+    EXPECT_NEAR(first[p], (p + 1) / 10.0, 0.035) << "clique " << p;
   EXPECT_EQ(select_units(Method::Graph, in), units);
 }
 
@@ -275,7 +285,8 @@ TEST(GraphPartition, MetisPartsAreBalancedAndRecoverBlocks) {
   auto a = torch::rand({200, 200});
   auto part = graph::partition_graph(a, 8, 0);
   std::vector<int64_t> sizes(8, 0);
-  for (auto p : part) sizes.at(p)++;
+  for (auto p : part)
+    sizes.at(p)++;
   for (auto s : sizes) {
     EXPECT_LE(s, 26);  // at most 3% (METIS' ufactor) above the 25 per part
     EXPECT_GE(s, 20);
@@ -285,7 +296,8 @@ TEST(GraphPartition, MetisPartsAreBalancedAndRecoverBlocks) {
   auto block = torch::zeros({30, 30});
   for (int64_t i = 0; i < 30; ++i)
     for (int64_t j = 0; j < 30; ++j)
-      if (perm[i].item<int64_t>() / 6 == perm[j].item<int64_t>() / 6) block[i][j] = 1.0;
+      if (perm[i].item<int64_t>() / 6 == perm[j].item<int64_t>() / 6)
+        block[i][j] = 1.0;
   auto p2 = graph::partition_graph(block + 0.01 * torch::rand({30, 30}), 5, 0);
   EXPECT_LT(graph::edge_cut(block, p2), 1e-9);
   EXPECT_THROW(graph::partition_graph(torch::rand({4, 5}), 2), ConfigError);

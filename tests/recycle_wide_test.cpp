@@ -22,7 +22,7 @@ namespace {
 
 models::VitConfig narrow_cfg() {
   auto c = moejet::testing::tiny_vit();  // heads of 8, 64 hidden units
-  c.init_values = 0.5;  // LayerScale, so that ls1/ls2 are narrowed too
+  c.init_values = 0.5;                   // LayerScale, so that ls1/ls2 are narrowed too
   return c;
 }
 
@@ -41,7 +41,7 @@ std::vector<int64_t> sorted_subset(int64_t n, int64_t k) {
 
 // Where each narrow index lives in the wide model.
 struct Embedding {
-  std::vector<int64_t> channels;                  // 16 of 32
+  std::vector<int64_t> channels;                   // 16 of 32
   std::vector<std::vector<int64_t>> heads, units;  // per block: 2 of 4 heads, 64 of 128 units
 };
 
@@ -49,13 +49,15 @@ struct Embedding {
 // index (independently of the library's selection code).
 void embed(models::VisionTransformerImpl& narrow, models::VisionTransformerImpl& wide, const Embedding& e) {
   torch::NoGradGuard ng;
-  for (auto& p : wide.parameters()) p.zero_();
+  for (auto& p : wide.parameters())
+    p.zero_();
   auto n = io::module_state_dict(narrow);
   auto w = io::module_state_dict(wide);
   const auto& ch = e.channels;
   const int64_t D = 32, d = 16, hd = 8;
   auto put_rows = [&](const std::string& key, const std::vector<int64_t>& rows) {
-    for (size_t i = 0; i < rows.size(); ++i) w[key][rows[i]].copy_(n[key][static_cast<int64_t>(i)]);
+    for (size_t i = 0; i < rows.size(); ++i)
+      w[key][rows[i]].copy_(n[key][static_cast<int64_t>(i)]);
   };
   auto put_matrix = [&](const std::string& key, const std::vector<int64_t>& rows, const std::vector<int64_t>& cols) {
     for (size_t i = 0; i < rows.size(); ++i)
@@ -81,9 +83,11 @@ void embed(models::VisionTransformerImpl& narrow, models::VisionTransformerImpl&
     std::vector<int64_t> qkv_wide, head_wide;  // q, k, v rows of the chosen heads; their channels
     for (int64_t part = 0; part < 3; ++part)
       for (size_t h = 0; h < e.heads[b].size(); ++h)
-        for (int64_t j = 0; j < hd; ++j) qkv_wide.push_back(part * D + e.heads[b][h] * hd + j);
+        for (int64_t j = 0; j < hd; ++j)
+          qkv_wide.push_back(part * D + e.heads[b][h] * hd + j);
     for (size_t h = 0; h < e.heads[b].size(); ++h)
-      for (int64_t j = 0; j < hd; ++j) head_wide.push_back(e.heads[b][h] * hd + j);
+      for (int64_t j = 0; j < hd; ++j)
+        head_wide.push_back(e.heads[b][h] * hd + j);
     ASSERT_EQ(qkv_wide.size(), static_cast<size_t>(3 * d));
     put_matrix(p + "attn.qkv.weight", qkv_wide, ch);
     put_rows(p + "attn.qkv.bias", qkv_wide);
@@ -106,8 +110,7 @@ ModelStats wide_stats(models::VisionTransformerImpl& wide, const std::vector<int
   so.num_workers = 0;
   so.show_progress = false;
   so.coactivation = false;
-  return collect_model_stats(wide, blocks, random_images(24), data::make_eval_transform({}, 1), so, torch::kCPU,
-                             true);
+  return collect_model_stats(wide, blocks, random_images(24), data::make_eval_transform({}, 1), so, torch::kCPU, true);
 }
 
 struct Fixture {
@@ -119,7 +122,8 @@ struct Fixture {
     {
       torch::NoGradGuard ng;  // non-trivial norms and biases everywhere
       for (auto& p : narrow->parameters()) {
-        if (p.dim() == 1) p.uniform_(0.5, 1.5);
+        if (p.dim() == 1)
+          p.uniform_(0.5, 1.5);
       }
     }
     wide = models::VisionTransformer(wide_cfg());
@@ -162,8 +166,7 @@ TEST(RecycleWide, ImportanceSelectionRecoversTheNarrowModelHiddenInAZeroPaddedWi
     f.narrow->eval();
     target->eval();
     torch::NoGradGuard ng;
-    EXPECT_TRUE(moejet::testing::all_close(target->forward(x), f.narrow->forward(x), 1e-5, 1e-5))
-        << "topk " << topk;
+    EXPECT_TRUE(moejet::testing::all_close(target->forward(x), f.narrow->forward(x), 1e-5, 1e-5)) << "topk " << topk;
   }
   // Uniform selection is data-free and picks other channels: the logits differ.
   models::VisionTransformer target(narrow_cfg());
@@ -230,7 +233,8 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
       fn();
       FAIL() << "expected an error";
     } catch (const Error& e) {
-      for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+      for (const auto& p : parts)
+        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
     }
   };
   RecycleOptions o;
@@ -356,7 +360,8 @@ TEST(RecycleWide, UniversalExpertsFromAWiderSourceAreReslicedFromACoreSizedDrawA
   // universal expert keeps positions round(linspace(0, 63, 16)) of it: the same 16 units.
   std::vector<int64_t> expected;
   const auto& live = f.e.units[1];
-  for (int j = 0; j < 16; ++j) expected.push_back(live[static_cast<size_t>(std::nearbyint(j * 63.0 / 15.0))]);
+  for (int j = 0; j < 16; ++j)
+    expected.push_back(live[static_cast<size_t>(std::nearbyint(j * 63.0 / 15.0))]);
   {
     models::VisionTransformer moe(cfg);
     auto report = recycle_model(sources, *moe, o);

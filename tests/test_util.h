@@ -18,11 +18,10 @@
 namespace moejet::testing {
 
 /// Fails with shape, max |diff| and the first offending index when `a` and `b` differ.
-inline ::testing::AssertionResult all_close(
-    const torch::Tensor& a, const torch::Tensor& b, double rtol = 1e-4, double atol = 1e-5) {
+inline ::testing::AssertionResult all_close(const torch::Tensor& a, const torch::Tensor& b, double rtol = 1e-4,
+                                            double atol = 1e-5) {
   if (a.sizes() != b.sizes()) {
-    return ::testing::AssertionFailure()
-           << "shape mismatch: " << a.sizes() << " vs " << b.sizes();
+    return ::testing::AssertionFailure() << "shape mismatch: " << a.sizes() << " vs " << b.sizes();
   }
   auto ad = a.to(torch::kDouble), bd = b.to(torch::kDouble);
   auto diff = (ad - bd).abs();
@@ -30,10 +29,10 @@ inline ::testing::AssertionResult all_close(
   auto bad = diff > tol;
   if (bad.any().item<bool>()) {
     auto idx = bad.flatten().nonzero()[0].item<int64_t>();
-    return ::testing::AssertionFailure()
-           << "max |diff| " << diff.max().item<double>() << " (shape " << a.sizes()
-           << "), first bad flat index " << idx << ": " << ad.flatten()[idx].item<double>()
-           << " vs " << bd.flatten()[idx].item<double>();
+    return ::testing::AssertionFailure() << "max |diff| " << diff.max().item<double>() << " (shape " << a.sizes()
+                                         << "), first bad flat index " << idx << ": "
+                                         << ad.flatten()[idx].item<double>() << " vs "
+                                         << bd.flatten()[idx].item<double>();
   }
   return ::testing::AssertionSuccess();
 }

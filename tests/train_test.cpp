@@ -46,8 +46,10 @@ TEST(LrSchedule, LinearWarmupThenCosineToMinLr) {
   o.sched_unit = "epoch";
   LrSchedule e(o, 110, 10, 10);
   EXPECT_DOUBLE_EQ(e.at(5), 0.5);  // warm-up still per step
-  for (int64_t t = 10; t < 20; ++t) EXPECT_DOUBLE_EQ(e.at(t), 1.0) << t;
-  for (int64_t t = 60; t < 70; ++t) EXPECT_NEAR(e.at(t), 0.55, 1e-12) << t;
+  for (int64_t t = 10; t < 20; ++t)
+    EXPECT_DOUBLE_EQ(e.at(t), 1.0) << t;
+  for (int64_t t = 60; t < 70; ++t)
+    EXPECT_NEAR(e.at(t), 0.55, 1e-12) << t;
   EXPECT_NEAR(e.at(109), s.at(100), 1e-12);
   EXPECT_THROW(LrSchedule(o, 110, 10), ConfigError);
   o.sched_unit = "step";
@@ -109,10 +111,12 @@ TEST(TrainConfig, EveryTrainingConfigParsesAndThePaperRecipesAreTheAuthors) {
   // erasing noise, RandAugment resampled with the pipeline's bicubic interpolation).
   int paper_recipes = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(MOEJET_SOURCE_DIR) + "/configs")) {
-    if (entry.path().extension() != ".json") continue;
+    if (entry.path().extension() != ".json")
+      continue;
     std::ifstream in(entry.path());
     auto j = json::parse(in);
-    if (!j.contains("model") || !j.contains("train")) continue;  // a model config
+    if (!j.contains("model") || !j.contains("train"))
+      continue;  // a model config
     TrainConfig cfg;
     ASSERT_NO_THROW(cfg = train_config_from_json(j)) << entry.path();
     if (cfg.augment.randaugment.find("inc1") != std::string::npos) {
@@ -176,8 +180,8 @@ TEST(Optimizer, VJetMoeTinyPaperRecipeHasTheAuthorsLayerDecayAndWeightDecayGroup
   }
   for (const char* undecayed :
        {"pos_embed", "blocks.6.mlp.dispatch_temperature", "blocks.6.mlp.combine_temperature",
-        "blocks.6.mlp.core.fc1.bias", "blocks.6.mlp.universal.fc2.bias", "blocks.6.norm2.weight",
-        "blocks.0.norm1.bias", "blocks.0.attn.qkv.bias", "patch_embed.proj.bias", "fc_norm.weight", "head.bias"}) {
+        "blocks.6.mlp.core.fc1.bias", "blocks.6.mlp.universal.fc2.bias", "blocks.6.norm2.weight", "blocks.0.norm1.bias",
+        "blocks.0.attn.qkv.bias", "patch_embed.proj.bias", "fc_norm.weight", "head.bias"}) {
     EXPECT_EQ(seen[undecayed].first, 0.0) << undecayed;
   }
 
@@ -254,8 +258,11 @@ TEST(TrainConfigJson, NonsenseValuesAreErrorsNotSilentlyChanged) {
   rejects([](json& j) { j["data"]["eval_limit"] = -3; }, "a negative eval_limit");
   rejects([](json& j) { j["train"]["threads"] = 100000; }, "100000 threads");
   rejects([](json& j) { j["model"]["moe"] = {{"type", "soft"}, {"layers", {1, 1}}}; }, "a block listed twice");
-  rejects([](json& j) { j["model"]["moe"] = {{"type", "topk"}, {"layers", {1}}, {"capacity_factor", 0}}; },
-          "capacity 0");
+  rejects(
+      [](json& j) {
+        j["model"]["moe"] = {{"type", "topk"}, {"layers", {1}}, {"capacity_factor", 0}};
+      },
+      "capacity 0");
   json ok = to_json(TrainConfig{});
   ok["train"]["epochs"] = 3.0;  // a whole number written as a float is fine
   EXPECT_EQ(train_config_from_json(ok).train.epochs, 3);
@@ -427,8 +434,7 @@ TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
   torch::manual_seed(0);
   auto make = [] {
     // The first is large enough to be split across threads.
-    return std::vector<torch::Tensor>{torch::randn({1100, 1000}).requires_grad_(),
-                                      torch::randn({5}).requires_grad_(),
+    return std::vector<torch::Tensor>{torch::randn({1100, 1000}).requires_grad_(), torch::randn({5}).requires_grad_(),
                                       torch::randn({4, 6}).t().requires_grad_()};  // non-contiguous
   };
   auto a = make();
@@ -464,7 +470,8 @@ TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {
 TEST(Configs, EveryShippedConfigParsesAndValidates) {
   int checked = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(MOEJET_SOURCE_DIR) + "/configs")) {
-    if (entry.path().extension() != ".json") continue;
+    if (entry.path().extension() != ".json")
+      continue;
     const std::string path = entry.path().string();
     auto j = read_json_file(path);
     if (path.find("/superclasses/") != std::string::npos) {
@@ -558,7 +565,8 @@ TEST(Checkpoint, AFullDiskIsAClearErrorAndLeavesThePreviousFilesIntact) {
   }
   EXPECT_EQ(load_train_state(state, opt).step, 5);
   auto after = io::read_safetensors(weights);
-  for (const auto& item : before) EXPECT_TRUE(item.value().equal(after[item.key()])) << item.key();
+  for (const auto& item : before)
+    EXPECT_TRUE(item.value().equal(after[item.key()])) << item.key();
 }
 
 TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
@@ -583,7 +591,8 @@ TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
     return out;
   };
   auto a = bytes(train), b = bytes(held);
-  for (const auto& x : b) EXPECT_EQ(a.count(x), 0u) << "a held-out image is also a training image";
+  for (const auto& x : b)
+    EXPECT_EQ(a.count(x), 0u) << "a held-out image is also a training image";
   EXPECT_EQ(bytes(data::open_split(dc, dc.eval_split, 0, 7)), b) << "the held-out images depend on the seed";
   EXPECT_EQ(held->class_names(), train->class_names());
 

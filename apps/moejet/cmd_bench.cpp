@@ -85,11 +85,9 @@ Runner add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   auto* sub = app.add_subcommand(
       "bench", "train-step time of models measured side by side in one run, with ratios to the first");
-  sub->add_option("-m,--models", a->models, "presets or model/train config JSON files")
-      ->capture_default_str();
+  sub->add_option("-m,--models", a->models, "presets or model/train config JSON files")->capture_default_str();
   sub->add_option("--set", a->sets, "override applied to every model config, e.g. --set img_size=112");
-  sub->add_option("--batch", a->batches,
-                  "batch size(s); a list (e.g. 32,64,128) times every model at each, in one run")
+  sub->add_option("--batch", a->batches, "batch size(s); a list (e.g. 32,64,128) times every model at each, in one run")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--steps", a->steps, "timed steps per model (interleaved)")->capture_default_str();
@@ -124,10 +122,9 @@ Runner add_bench_command(CLI::App& app) {
       subjects.push_back(std::move(s));
     }
     auto info = system_info();
-    json result = {{"device", a->device}, {"steps", a->steps}, {"system", info.summary()},
-                   {"runs", json::array()}};
-    fmt::print("{:<40} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "batch",
-               "Param (M)", "step (s)", "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
+    json result = {{"device", a->device}, {"steps", a->steps}, {"system", info.summary()}, {"runs", json::array()}};
+    fmt::print("{:<40} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "batch", "Param (M)", "step (s)",
+               "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
     for (const int64_t batch : a->batches) {
       for (auto& s : subjects) {
         const int64_t size = s.model->image_size();
@@ -153,15 +150,19 @@ Runner add_bench_command(CLI::App& app) {
         for (auto& kv : s.model->macs_by_layer()) {
           macs += kv.second;
         }
-        run["models"].push_back({{"model", s.name}, {"params", models::count_parameters(*s.model)},
-                                 {"flops", macs}, {"step_seconds_median", med},
+        run["models"].push_back({{"model", s.name},
+                                 {"params", models::count_parameters(*s.model)},
+                                 {"flops", macs},
+                                 {"step_seconds_median", med},
                                  {"img_per_s", static_cast<double>(batch) / med},
-                                 {"ratio_to_first", med / base}, {"step_seconds", s.seconds},
-                                 {"forward_seconds_median", fwd}, {"backward_seconds_median", bwd},
+                                 {"ratio_to_first", med / base},
+                                 {"step_seconds", s.seconds},
+                                 {"forward_seconds_median", fwd},
+                                 {"backward_seconds_median", bwd},
                                  {"optimizer_seconds_median", optim}});
-        fmt::print("{:<40} {:>6} {:>10.2f} {:>10.3f} {:>8.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n",
-                   s.name, batch, models::count_parameters(*s.model) / 1e6, med,
-                   static_cast<double>(batch) / med, med / base, fwd, bwd, optim);
+        fmt::print("{:<40} {:>6} {:>10.2f} {:>10.3f} {:>8.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n", s.name, batch,
+                   models::count_parameters(*s.model) / 1e6, med, static_cast<double>(batch) / med, med / base, fwd,
+                   bwd, optim);
       }
       std::fflush(stdout);
       result["runs"].push_back(run);

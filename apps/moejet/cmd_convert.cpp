@@ -75,8 +75,7 @@ Runner add_convert_command(CLI::App& app) {
       for (const auto& n : notes) {
         spdlog::info("{}: {}", a->in, n);
       }
-      spdlog::warn("{}: no model config (--model), so the weights are renamed but not checked against a model",
-                   a->in);
+      spdlog::warn("{}: no model config (--model), so the weights are renamed but not checked against a model", a->in);
     }
     // Only MoE keys are named differently in the authors' layout.
     auto jetpack = models::to_jetpack_layout(weights);

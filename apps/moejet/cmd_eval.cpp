@@ -35,8 +35,7 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("-m,--model", a->model,
-                  "model preset or JSON (needed when the checkpoint carries no moejet config)");
+  sub->add_option("-m,--model", a->model, "model preset or JSON (needed when the checkpoint carries no moejet config)");
   sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
   sub->add_option("--data", a->data.dataset, "data set spec (default: the one the checkpoint was trained on)");
   sub->add_option("--split", a->data.split, "split to evaluate (default: the training config's eval split, else test)");
@@ -46,8 +45,7 @@ Runner add_eval_command(CLI::App& app) {
                   "refuse image files larger than this many pixels (default: as in training, else PIL's "
                   "89478485; 0 = no limit)")
       ->check(CLI::Range(int64_t{0}, std::numeric_limits<int64_t>::max()));
-  sub->add_option("--range", a->data.range, "only images START..END-1 of the split (as data.train_range)")
-      ->expected(2);
+  sub->add_option("--range", a->data.range, "only images START..END-1 of the split (as data.train_range)")->expected(2);
   sub->add_option("--batch-size", a->batch_size)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
   sub->add_option("--crop-pct", a->pre.crop_pct,
@@ -75,9 +73,8 @@ Runner add_eval_command(CLI::App& app) {
     model->eval();
 
     // Preprocessing and data: the checkpoint's own unless flags say otherwise; the log says which.
-    const std::string preset = a->model.empty() || file_exists(a->model)
-                                   ? loaded.config_json.value("preset", std::string())
-                                   : a->model;
+    const std::string preset =
+        a->model.empty() || file_exists(a->model) ? loaded.config_json.value("preset", std::string()) : a->model;
     const auto pre = eval::resolve_preprocess(meta, a->checkpoint, preset, cfg, a->pre);
     spdlog::info("preprocessing ({}): {}", pre.source, data::describe(pre.preprocess));
     const auto d = eval::open_eval_data(meta, a->checkpoint, a->data, cfg, pre.preprocess);

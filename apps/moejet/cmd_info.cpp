@@ -81,8 +81,8 @@ Runner add_info_command(CLI::App& app) {
         const auto& v = cfg.vit;
         fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", v.embed_dim, v.depth,
                    v.num_heads, v.patch_size, v.img_size, v.num_classes);
-        fmt::print("tokens     {} ({} patches + {} prefix)\n", v.num_patches() + v.num_prefix_tokens(),
-                   v.num_patches(), v.num_prefix_tokens());
+        fmt::print("tokens     {} ({} patches + {} prefix)\n", v.num_patches() + v.num_prefix_tokens(), v.num_patches(),
+                   v.num_prefix_tokens());
       } else {
         const auto& c = cfg.convnext;
         fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(c.depths, ","),

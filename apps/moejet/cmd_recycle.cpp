@@ -22,7 +22,8 @@ Runner add_recycle_command(CLI::App& app) {
   auto a = std::make_shared<RecycleArgs>();
   auto* sub = app.add_subcommand(
       "recycle", "build the initial weights of an MoE model from dense checkpoints (checkpoint recycling)");
-  sub->add_option("--dense", a->job.dense.path, "dense checkpoint (moejet or timm safetensors / .pth), equal or wider")->required();
+  sub->add_option("--dense", a->job.dense.path, "dense checkpoint (moejet or timm safetensors / .pth), equal or wider")
+      ->required();
   sub->add_option("--dense-model", a->dense_model,
                   "dense model config (preset or JSON) when the checkpoint does not carry one; "
                   "default: the MoE model without MoE blocks");

@@ -23,8 +23,7 @@ Runner add_superclasses_command(CLI::App& app) {
   auto a = std::make_shared<SuperclassArgs>();
   auto* sub = app.add_subcommand(
       "superclasses", "group classes into super-classes (one per expert) from a dense model's confusion matrix");
-  sub->add_option("--confusion", a->confusion,
-                  "confusion matrix from moejet eval --out (confusion.csv or eval.json)")
+  sub->add_option("--confusion", a->confusion, "confusion matrix from moejet eval --out (confusion.csv or eval.json)")
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-e,--experts", a->experts, "number of super-classes (= experts)")->capture_default_str();

@@ -30,8 +30,7 @@ Runner add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   auto* sub = app.add_subcommand("train", "train or fine-tune a model from a JSON config");
   sub->add_option("-c,--config", args->config, "training config JSON (see configs/)");
-  sub->add_option("--set", args->sets,
-                  "override a config value, e.g. --set optim.lr=5e-4 --set model.depth=6");
+  sub->add_option("--set", args->sets, "override a config value, e.g. --set optim.lr=5e-4 --set model.depth=6");
   sub->add_option("-o,--out", args->out,
                   "run folder (train.out_dir); default: a new runs/<config>-<date>-<time> for each run");
   sub->add_option("--init", args->init, "initialise from a checkpoint (timm or moejet layout)");
@@ -56,28 +55,39 @@ Runner add_train_command(CLI::App& app) {
     json j = args->config.empty() ? json::object() : read_json_file(resolve_config_path(args->config));
     std::vector<std::string> sets = args->sets;
     auto set = [&](const std::string& key, const json& v) { sets.push_back(key + "=" + v.dump()); };
-    if (!args->out.empty()) set("train.out_dir", args->out);
-    if (!args->init.empty()) set("train.init", args->init);
-    if (!args->data.empty()) set("data.dataset", args->data);
-    if (!args->device.empty()) set("train.device", args->device);
-    if (sub->count("--epochs") > 0) set("train.epochs", args->epochs);
-    if (sub->count("--batch-size") > 0) set("train.batch_size", args->batch_size);
+    if (!args->out.empty())
+      set("train.out_dir", args->out);
+    if (!args->init.empty())
+      set("train.init", args->init);
+    if (!args->data.empty())
+      set("data.dataset", args->data);
+    if (!args->device.empty())
+      set("train.device", args->device);
+    if (sub->count("--epochs") > 0)
+      set("train.epochs", args->epochs);
+    if (sub->count("--batch-size") > 0)
+      set("train.batch_size", args->batch_size);
     check<ConfigError>(sub->count("--lr") == 0 || std::isfinite(args->lr), "--lr: must be a finite number, got {}",
                        args->lr);
-    if (sub->count("--lr") > 0) set("optim.lr", args->lr);
-    if (sub->count("--seed") > 0) set("train.seed", args->seed);
-    if (sub->count("--workers") > 0) set("data.num_workers", args->workers);
-    if (sub->count("--max-steps") > 0) set("train.max_steps", args->max_steps);
+    if (sub->count("--lr") > 0)
+      set("optim.lr", args->lr);
+    if (sub->count("--seed") > 0)
+      set("train.seed", args->seed);
+    if (sub->count("--workers") > 0)
+      set("data.num_workers", args->workers);
+    if (sub->count("--max-steps") > 0)
+      set("train.max_steps", args->max_steps);
     apply_overrides(j, sets);
     auto config = train::train_config_from_json(j);
     if (config.train.out_dir.empty()) {
       // One folder per run. --nproc workers inherit the parent's choice, so all ranks agree.
       check<ConfigError>(!args->resume, "--resume: name the run to continue with --out");
       const char* chosen = std::getenv("MOEJET_RUN_DIR");
-      config.train.out_dir = chosen != nullptr ? chosen
-                                               : train::default_run_dir(args->config.empty()
-                                                                            ? std::string("train")
-                                                                            : std::filesystem::path(args->config).stem().string());
+      config.train.out_dir =
+          chosen != nullptr
+              ? chosen
+              : train::default_run_dir(args->config.empty() ? std::string("train")
+                                                            : std::filesystem::path(args->config).stem().string());
       setenv("MOEJET_RUN_DIR", config.train.out_dir.c_str(), 1);
     }
     if (args->nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
@@ -96,9 +106,8 @@ Runner add_train_command(CLI::App& app) {
     if (result.interrupted_by) {
       return 128 + result.interrupted_by;  // the shell's convention for a signal's end
     }
-    spdlog::info("done: {} steps, final top1 {:.2f}%, best top1 {:.2f}%, {:.1f} train img/s; run in {}",
-                 result.steps, result.final_top1, result.best_top1, result.train_images_per_second,
-                 result.out_dir);
+    spdlog::info("done: {} steps, final top1 {:.2f}%, best top1 {:.2f}%, {:.1f} train img/s; run in {}", result.steps,
+                 result.final_top1, result.best_top1, result.train_images_per_second, result.out_dir);
     return 0;
   };
 }

@@ -14,8 +14,7 @@ namespace moejet::cli {
 void apply_overrides(json& config, const std::vector<std::string>& overrides) {
   for (const auto& item : overrides) {
     auto eq = item.find('=');
-    check<ConfigError>(eq != std::string::npos && eq > 0,
-                       "--set '{}': expected KEY=VALUE, e.g. optim.lr=0.001", item);
+    check<ConfigError>(eq != std::string::npos && eq > 0, "--set '{}': expected KEY=VALUE, e.g. optim.lr=0.001", item);
     std::string key = item.substr(0, eq), text = item.substr(eq + 1);
     json value;
     try {

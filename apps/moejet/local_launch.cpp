@@ -63,11 +63,11 @@ extern "C" void on_launcher_signal(int sig) {
 
 double kill_grace_seconds() {
   const char* env = std::getenv("MOEJET_KILL_GRACE");
-  if (env == nullptr) return 30.0;
+  if (env == nullptr)
+    return 30.0;
   char* end = nullptr;
   const double v = std::strtod(env, &end);
-  check<ConfigError>(end != env && *end == '\0' && v >= 0, "MOEJET_KILL_GRACE: expected seconds >= 0, got '{}'",
-                     env);
+  check<ConfigError>(end != env && *end == '\0' && v >= 0, "MOEJET_KILL_GRACE: expected seconds >= 0, got '{}'", env);
   return v;
 }
 
@@ -87,7 +87,8 @@ int launch_local_workers(int nproc) {
       ++i;
       continue;
     }
-    if (all[i].rfind("--nproc=", 0) == 0) continue;
+    if (all[i].rfind("--nproc=", 0) == 0)
+      continue;
     args.push_back(all[i]);
   }
   const int port = free_port();
@@ -96,7 +97,8 @@ int launch_local_workers(int nproc) {
   struct sigaction sa {};
   sa.sa_handler = on_launcher_signal;
   sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    sigaction(sig, &sa, nullptr);
   const pid_t launcher = getpid();
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
@@ -105,7 +107,8 @@ int launch_local_workers(int nproc) {
     if (pid == 0) {
       setpgid(0, 0);
       prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != launcher) _exit(1);  // the launcher died before prctl took effect
+      if (getppid() != launcher)
+        _exit(1);  // the launcher died before prctl took effect
       setenv("RANK", std::to_string(r).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
@@ -116,7 +119,8 @@ int launch_local_workers(int nproc) {
       setenv("OMP_NUM_THREADS", threads.c_str(), 0);
       setenv("OPENBLAS_NUM_THREADS", threads.c_str(), 0);
       std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
+      for (auto& a : args)
+        argv.push_back(a.data());
       argv.push_back(nullptr);
       execv("/proc/self/exe", argv.data());
       std::fprintf(stderr, "--nproc: exec failed: %s\n", std::strerror(errno));
@@ -129,7 +133,8 @@ int launch_local_workers(int nproc) {
   std::vector<bool> running(pids.size(), true);
   auto signal_workers = [&](int sig) {
     for (size_t k = 0; k < pids.size(); ++k) {
-      if (running[k]) kill(pids[k], sig);
+      if (running[k])
+        kill(pids[k], sig);
     }
   };
   int result = 0;
@@ -142,7 +147,8 @@ int launch_local_workers(int nproc) {
     const pid_t done = waitpid(-1, &status, WNOHANG);
     if (done > 0) {
       const auto k = static_cast<size_t>(std::find(pids.begin(), pids.end(), done) - pids.begin());
-      if (k < running.size()) running[k] = false;
+      if (k < running.size())
+        running[k] = false;
       --alive;
       const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       if (code != 0 && result == 0) {
@@ -156,7 +162,8 @@ int launch_local_workers(int nproc) {
       }
       continue;
     }
-    if (done < 0 && errno != EINTR) break;
+    if (done < 0 && errno != EINTR)
+      break;
     if (signals_forwarded < g_signals_received) {
       ++signals_forwarded;
       const int sig = g_last_signal;
@@ -168,14 +175,14 @@ int launch_local_workers(int nproc) {
       }
     }
     if (stopping && Clock::now() >= kill_at) {
-      spdlog::error("--nproc: {} worker(s) still running {:g} s after being asked to stop; killing them",
-                    alive, grace);
+      spdlog::error("--nproc: {} worker(s) still running {:g} s after being asked to stop; killing them", alive, grace);
       signal_workers(SIGKILL);
       kill_at = Clock::time_point::max();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    signal(sig, SIG_DFL);
   return result;
 }
 

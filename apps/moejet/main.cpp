@@ -22,7 +22,8 @@ namespace {
 // Levenshtein distance, for "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     size_t prev = row[0];
     row[0] = i;
@@ -68,10 +69,10 @@ int main(int argc, char** argv) {
 
   // Each add_*_command adds one subcommand; remember which runner belongs to which.
   std::vector<std::pair<CLI::App*, moejet::cli::Runner>> commands;
-  for (auto add : {moejet::cli::add_train_command, moejet::cli::add_eval_command,
-                   moejet::cli::add_info_command, moejet::cli::add_bench_command,
-                   moejet::cli::add_recycle_command, moejet::cli::add_superclasses_command,
-                   moejet::cli::add_report_command, moejet::cli::add_convert_command}) {
+  for (auto add :
+       {moejet::cli::add_train_command, moejet::cli::add_eval_command, moejet::cli::add_info_command,
+        moejet::cli::add_bench_command, moejet::cli::add_recycle_command, moejet::cli::add_superclasses_command,
+        moejet::cli::add_report_command, moejet::cli::add_convert_command}) {
     auto runner = add(app);
     commands.emplace_back(app.get_subcommands({}).back(), std::move(runner));
   }
@@ -88,13 +89,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string word = argv[i];
     if (word.empty() || word[0] == '-') {
-      if (word == "--log-level" || word == "--threads") ++i;  // their values
+      if (word == "--log-level" || word == "--threads")
+        ++i;  // their values
       continue;
     }
     if (std::find(names.begin(), names.end(), word) == names.end()) {
       const auto near = closest(word, names);
-      std::cerr << "moejet: unknown command '" << word << "'"
-                << (near.empty() ? "" : "; did you mean '" + near + "'?") << "\n"
+      std::cerr << "moejet: unknown command '" << word << "'" << (near.empty() ? "" : "; did you mean '" + near + "'?")
+                << "\n"
                 << "commands: " << fmt::format("{}", fmt::join(names, ", ")) << "\n";
       return 2;
     }
@@ -106,22 +108,26 @@ int main(int argc, char** argv) {
     // An unknown flag: suggest the subcommand's closest option.
     std::vector<std::string> flags;
     for (auto& [sub, runner] : commands) {
-      if (!sub->parsed()) continue;
+      if (!sub->parsed())
+        continue;
       for (const auto* opt : sub->get_options()) {
-        for (const auto& n : opt->get_lnames()) flags.push_back("--" + n);
+        for (const auto& n : opt->get_lnames())
+          flags.push_back("--" + n);
       }
     }
     std::string hint;
     for (int i = 1; i < argc && hint.empty(); ++i) {
       const std::string word = argv[i];
-      if (word.rfind("--", 0) == 0 && std::find(flags.begin(), flags.end(), word.substr(0, word.find('='))) == flags.end()) {
+      if (word.rfind("--", 0) == 0 &&
+          std::find(flags.begin(), flags.end(), word.substr(0, word.find('='))) == flags.end()) {
         if (auto near = closest(word.substr(0, word.find('=')), flags); !near.empty()) {
           hint = "did you mean " + near + "?";
         }
       }
     }
     const int code = app.exit(e);
-    if (!hint.empty()) std::cerr << hint << "\n";
+    if (!hint.empty())
+      std::cerr << hint << "\n";
     return code;
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

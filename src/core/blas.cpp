@@ -52,7 +52,8 @@ std::string openblas_coretype_needed() {
 #if defined(__x86_64__) || defined(__i386__)
   // OpenBLAS's x86 kernel sets that use AVX2 (names as openblas_get_corename() reports them).
   std::string lower;
-  for (char c : core) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char c : core)
+    lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (const char* avx2 : {"haswell", "skylakex", "cooperlake", "sapphirerapids", "zen", "excavator"}) {
     if (lower == avx2) {
       return "";
@@ -62,8 +63,8 @@ std::string openblas_coretype_needed() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
     return "";
   }
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl")) {
     return "SkylakeX";
   }
   return "Haswell";

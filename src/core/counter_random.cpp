@@ -41,10 +41,14 @@ inline void sincos_2pi4(v4f u, v4f* sin_out, v4f* cos_out) {
   x = select(hi, kPi - x, select(lo, -kPi - x, x));
   const v4f sign_cos = select(hi | lo, v4f{} + 1.0f, v4f{} - 1.0f);
   const v4f x2 = x * x;
-  const v4f sn = x * (1.0f + x2 * (-1.0f / 6.0f + x2 * (1.0f / 120.0f + x2 * (-1.0f / 5040.0f +
-                 x2 * (1.0f / 362880.0f + x2 * (-1.0f / 39916800.0f))))));
-  const v4f cs = 1.0f + x2 * (-0.5f + x2 * (1.0f / 24.0f + x2 * (-1.0f / 720.0f + x2 * (1.0f / 40320.0f +
-                 x2 * (-1.0f / 3628800.0f + x2 * (1.0f / 479001600.0f))))));
+  const v4f sn =
+      x * (1.0f +
+           x2 * (-1.0f / 6.0f +
+                 x2 * (1.0f / 120.0f + x2 * (-1.0f / 5040.0f + x2 * (1.0f / 362880.0f + x2 * (-1.0f / 39916800.0f))))));
+  const v4f cs =
+      1.0f + x2 * (-0.5f + x2 * (1.0f / 24.0f +
+                                 x2 * (-1.0f / 720.0f + x2 * (1.0f / 40320.0f + x2 * (-1.0f / 3628800.0f +
+                                                                                      x2 * (1.0f / 479001600.0f))))));
   *sin_out = -sn;
   *cos_out = sign_cos * cs;
 }

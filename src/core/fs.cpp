@@ -4,9 +4,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -85,8 +85,7 @@ std::vector<char> read_file_bytes(const std::string& path) {
 namespace {
 
 bool is_gzip(const std::vector<char>& raw) {
-  return raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1f &&
-         static_cast<unsigned char>(raw[1]) == 0x8b;
+  return raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1f && static_cast<unsigned char>(raw[1]) == 0x8b;
 }
 
 // Inflates a gzip stream without ever holding more than `limit` bytes of output. With
@@ -131,7 +130,8 @@ std::vector<char> gunzip(const std::string& path, std::vector<char> raw, uint64_
     }
     if (ret == Z_BUF_ERROR && zs.avail_in == 0) {
       inflateEnd(&zs);
-      if (head_only) break;
+      if (head_only)
+        break;
       throw DataError(fmt::format("{}: truncated gzip file", path));
     }
   }

@@ -10,11 +10,10 @@
 
 namespace moejet {
 
-void check_known_keys(
-    const json& j, const std::vector<std::string>& known, const std::string& path) {
+void check_known_keys(const json& j, const std::vector<std::string>& known, const std::string& path) {
   if (!j.is_object()) {
-    throw ConfigError(fmt::format(
-        "config '{}': expected an object, got {}", path.empty() ? "<root>" : path, j.type_name()));
+    throw ConfigError(
+        fmt::format("config '{}': expected an object, got {}", path.empty() ? "<root>" : path, j.type_name()));
   }
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = std::any_of(known.begin(), known.end(), [&](const std::string& k) { return it.key() == k; });
@@ -23,9 +22,8 @@ void check_known_keys(
       for (const auto& k : known) {
         names += names.empty() ? k : ", " + k;
       }
-      throw ConfigError(fmt::format(
-          "config: unknown key '{}{}' (known keys: {})", path.empty() ? "" : path + ".", it.key(),
-          names));
+      throw ConfigError(
+          fmt::format("config: unknown key '{}{}' (known keys: {})", path.empty() ? "" : path + ".", it.key(), names));
     }
   }
 }

@@ -93,9 +93,9 @@ void Progress::draw(bool final) {
     filled = std::min(std::max(filled, 0), width);
     bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
   }
-  std::string line = fmt::format("{} {}{} {:.1f} {}/s {}{}{}", label_, bar, count, r, unit_,
-                                 final ? "in " + format_duration(elapsed()) : "", eta,
-                                 status_.empty() ? "" : " | " + status_);
+  std::string line =
+      fmt::format("{} {}{} {:.1f} {}/s {}{}{}", label_, bar, count, r, unit_,
+                  final ? "in " + format_duration(elapsed()) : "", eta, status_.empty() ? "" : " | " + status_);
   if (tty_) {
     std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final ? "\n" : "");
   } else {

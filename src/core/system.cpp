@@ -26,8 +26,8 @@ std::string loaded_blas_path() {
     }
     std::string path = line.substr(pos);
     auto name = std::filesystem::path(path).filename().string();
-    if (name.rfind("libblas.so", 0) == 0 || name.rfind("libopenblas", 0) == 0 ||
-        name.rfind("libmkl_rt", 0) == 0 || name.rfind("libblis", 0) == 0) {
+    if (name.rfind("libblas.so", 0) == 0 || name.rfind("libopenblas", 0) == 0 || name.rfind("libmkl_rt", 0) == 0 ||
+        name.rfind("libblis", 0) == 0) {
       std::error_code ec;
       auto canon = std::filesystem::canonical(path, ec);
       return ec ? path : canon.string();
@@ -40,8 +40,7 @@ std::string loaded_blas_path() {
 
 SystemInfo system_info() {
   SystemInfo info;
-  info.torch_version = fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR,
-                                   TORCH_VERSION_PATCH);
+  info.torch_version = fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
   info.torch_threads = torch::get_num_threads();
   info.cuda_available = torch::cuda::is_available();
   info.blas_path = loaded_blas_path();
@@ -94,9 +93,8 @@ torch::Device parse_device(const std::string& name) {
     throw ConfigError(fmt::format("--device '{}': expected cpu, cuda or cuda:N", name));
   }
   if (dev.is_cuda() && !torch::cuda::is_available()) {
-    throw ConfigError(fmt::format(
-        "--device '{}': this libtorch build has no usable CUDA device (CPU-only build or no GPU)",
-        name));
+    throw ConfigError(
+        fmt::format("--device '{}': this libtorch build has no usable CUDA device (CPU-only build or no GPU)", name));
   }
   return dev;
 }

@@ -33,13 +33,12 @@ int64_t round_half_even(double v) {
 }
 
 void check_image(const torch::Tensor& img, const char* what) {
-  check<DataError>(img.dim() == 3 && img.numel() > 0, "{}: expected an image [C, H, W], got [{}]",
-                   what, fmt::join(img.sizes(), ", "));
+  check<DataError>(img.dim() == 3 && img.numel() > 0, "{}: expected an image [C, H, W], got [{}]", what,
+                   fmt::join(img.sizes(), ", "));
 }
 
 /// Resizes so that the shorter side is `size` (torchvision's Resize(int)).
-torch::Tensor resize_shorter(const torch::Tensor& img, int64_t size,
-                             const std::string& interpolation) {
+torch::Tensor resize_shorter(const torch::Tensor& img, int64_t size, const std::string& interpolation) {
   const int64_t h = img.size(1), w = img.size(2);
   if (std::min(h, w) == size) {
     return img;
@@ -51,13 +50,11 @@ torch::Tensor resize_shorter(const torch::Tensor& img, int64_t size,
 }
 
 torch::Tensor to_float01(const torch::Tensor& img) {
-  return img.scalar_type() == torch::kByte ? img.to(torch::kFloat).div_(255.0)
-                                           : img.to(torch::kFloat);
+  return img.scalar_type() == torch::kByte ? img.to(torch::kFloat).div_(255.0) : img.to(torch::kFloat);
 }
 
 /// One value per channel: empty -> `fallback`, one value -> broadcast, else must match.
-std::vector<double> per_channel(const std::vector<double>& v, int64_t channels, double fallback,
-                                const char* what) {
+std::vector<double> per_channel(const std::vector<double>& v, int64_t channels, double fallback, const char* what) {
   if (v.empty()) {
     return std::vector<double>(static_cast<size_t>(channels), fallback);
   }
@@ -65,14 +62,12 @@ std::vector<double> per_channel(const std::vector<double>& v, int64_t channels, 
     return std::vector<double>(static_cast<size_t>(channels), v[0]);
   }
   check<ConfigError>(static_cast<int64_t>(v.size()) == channels,
-                     "augment.{}: {} values for an image with {} channel(s)", what, v.size(),
-                     channels);
+                     "augment.{}: {} values for an image with {} channel(s)", what, v.size(), channels);
   return v;
 }
 
 void validate_pipeline(const AugmentConfig& c, int64_t channels) {
-  check<ConfigError>(channels == 1 || channels == 3, "transform: channels must be 1 or 3, got {}",
-                     channels);
+  check<ConfigError>(channels == 1 || channels == 3, "transform: channels must be 1 or 3, got {}", channels);
   per_channel(c.mean, channels, 0.5, "mean");
   for (double s : per_channel(c.std, channels, 0.5, "std")) {
     check<ConfigError>(s > 0.0, "augment.std: values must be > 0, got {}", s);
@@ -83,8 +78,7 @@ void validate_pipeline(const AugmentConfig& c, int64_t channels) {
 
 // --- single transforms ----------------------------------------------------------------------
 
-torch::Tensor resize(const torch::Tensor& img, int64_t h, int64_t w,
-                     const std::string& interpolation) {
+torch::Tensor resize(const torch::Tensor& img, int64_t h, int64_t w, const std::string& interpolation) {
   check_image(img, "resize");
   check<DataError>(h > 0 && w > 0, "resize: target size must be positive, got {}x{}", h, w);
   if (img.size(1) == h && img.size(2) == w) {
@@ -103,9 +97,8 @@ torch::Tensor resize(const torch::Tensor& img, int64_t h, int64_t w,
   } else if (interpolation == "bilinear") {
     opts.mode(torch::kBilinear).align_corners(false).antialias(shrinking);
   } else {
-    throw ConfigError(fmt::format(
-        "resize: unknown interpolation '{}' (expected bilinear, bicubic or nearest)",
-        interpolation));
+    throw ConfigError(
+        fmt::format("resize: unknown interpolation '{}' (expected bilinear, bicubic or nearest)", interpolation));
   }
   auto out = F::interpolate(x, opts).squeeze(0);
   if (is_byte) {
@@ -130,9 +123,8 @@ torch::Tensor center_crop(const torch::Tensor& img, int64_t h, int64_t w) {
   return x.slice(1, top, top + h).slice(2, left, left + w).contiguous();
 }
 
-torch::Tensor random_resized_crop(const torch::Tensor& img, int64_t size, double scale_min,
-                                  double scale_max, double ratio_min, double ratio_max,
-                                  const std::string& interpolation, Rng& rng) {
+torch::Tensor random_resized_crop(const torch::Tensor& img, int64_t size, double scale_min, double scale_max,
+                                  double ratio_min, double ratio_max, const std::string& interpolation, Rng& rng) {
   check_image(img, "random_resized_crop");
   const int64_t height = img.size(1), width = img.size(2);
   const double area = static_cast<double>(height * width);
@@ -192,8 +184,7 @@ torch::Tensor normalize(const torch::Tensor& img_float01, const std::vector<doub
 torch::Tensor random_erasing(const torch::Tensor& img, double probability, Rng& rng,
                              const std::vector<double>& pixel8_mean, const std::vector<double>& pixel8_std) {
   check_image(img, "random_erasing");
-  check<DataError>(img.is_floating_point(),
-                   "random_erasing: expected a normalised float image, got {}",
+  check<DataError>(img.is_floating_point(), "random_erasing: expected a normalised float image, got {}",
                    std::string(c10::toString(img.scalar_type())));
   // timm's defaults: area fraction in [0.02, 1/3], log aspect ratio in [log 0.3, log 1/0.3].
   constexpr double kMinArea = 0.02, kMaxArea = 1.0 / 3.0, kMinAspect = 0.3;
@@ -252,11 +243,10 @@ Transform make_train_transform(const AugmentConfig& config, int64_t channels) {
     torch::Tensor x = image;
     if (c.random_resized_crop) {
       const int64_t size = c.image_size > 0 ? c.image_size : std::min(x.size(1), x.size(2));
-      x = random_resized_crop(x, size, c.rrc_scale_min, c.rrc_scale_max, c.rrc_ratio_min,
-                              c.rrc_ratio_max, c.interpolation, rng);
+      x = random_resized_crop(x, size, c.rrc_scale_min, c.rrc_scale_max, c.rrc_ratio_min, c.rrc_ratio_max,
+                              c.interpolation, rng);
     } else if (c.image_size > 0) {
-      x = center_crop(resize_shorter(x, c.image_size, c.interpolation), c.image_size,
-                      c.image_size);
+      x = center_crop(resize_shorter(x, c.image_size, c.interpolation), c.image_size, c.image_size);
     }
     if (c.random_crop_padding > 0) {
       x = pad_random_crop(x, c.random_crop_padding, rng);

@@ -44,9 +44,8 @@ fs::path resolve_dir(const std::string& dir, const std::string& probe, const cha
   return fs::path(dir) / archive_dir;
 }
 
-DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files,
-                      int64_t label_bytes, int64_t num_classes, std::vector<std::string> names,
-                      const std::string& description) {
+DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files, int64_t label_bytes,
+                      int64_t num_classes, std::vector<std::string> names, const std::string& description) {
   const int64_t record = label_bytes + kImageBytes;
   std::vector<std::vector<char>> contents;
   int64_t total = 0;
@@ -74,8 +73,8 @@ DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files
       const char* rec = bytes.data() + i * record;
       // CIFAR-100 records are <coarse, fine>; the fine label is the one classifiers use.
       const int64_t label = static_cast<unsigned char>(rec[label_bytes - 1]);
-      check<DataError>(label < num_classes, "{}: record {} has label {}, expected < {}",
-                       (dir / files[f]).string(), i, label, num_classes);
+      check<DataError>(label < num_classes, "{}: record {} has label {}, expected < {}", (dir / files[f]).string(), i,
+                       label, num_classes);
       labels.push_back(label);
       std::memcpy(out, rec + label_bytes, kImageBytes);
       out += kImageBytes;
@@ -104,11 +103,9 @@ DatasetPtr open_cifar10(const std::string& dir, bool train) {
   fs::path root = resolve_dir(dir, files[0], "cifar-10-batches-bin");
   std::vector<std::string> names = read_names(root / "batches.meta.txt");
   if (names.size() != 10) {
-    names = {"airplane", "automobile", "bird", "cat", "deer",
-             "dog",      "frog",       "horse", "ship", "truck"};
+    names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   }
-  return read_cifar(root, files, 1, 10, std::move(names),
-                    fmt::format("cifar10 {}", train ? "train" : "test"));
+  return read_cifar(root, files, 1, 10, std::move(names), fmt::format("cifar10 {}", train ? "train" : "test"));
 }
 
 DatasetPtr open_cifar100(const std::string& dir, bool train) {

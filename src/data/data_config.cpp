@@ -11,17 +11,16 @@ void DataConfig::validate() const {
   check<ConfigError>(train_limit >= 0 && eval_limit >= 0,
                      "config 'data.train_limit'/'data.eval_limit': must be >= 0, got {} / {}", train_limit, eval_limit);
   check<ConfigError>(num_workers >= 0, "config 'data.num_workers': must be >= 0");
-  check<ConfigError>(train_range.empty() || (train_range.size() == 2 && train_range[0] >= 0 &&
-                                             train_range[0] < train_range[1]),
-                     "config 'data.train_range': expected [start, end) with 0 <= start < end");
+  check<ConfigError>(
+      train_range.empty() || (train_range.size() == 2 && train_range[0] >= 0 && train_range[0] < train_range[1]),
+      "config 'data.train_range': expected [start, end) with 0 <= start < end");
   check<ConfigError>(max_image_pixels >= 0, "config 'data.max_image_pixels': must be >= 0 (0 = no limit), got {}",
                      max_image_pixels);
   check<ConfigError>(val_split >= 0.0 && val_split < 1.0, "config 'data.val_split': must be in [0, 1), got {}",
                      val_split);
 }
 
-DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit,
-                            uint64_t seed) {
+DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_t limit, uint64_t seed) {
   // With val_split, both splits are parts of the training split.
   const bool carved = config.val_split > 0;
   check<ConfigError>(!carved || split == config.train_split || split == config.eval_split,
@@ -40,8 +39,8 @@ DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_
   if (!config.classes.empty()) {
     for (int64_t c : config.classes) {
       check<ConfigError>(c >= 0 && c < ds->num_classes(),
-                         "config 'data.classes': class {} out of range for {} ({} classes)", c,
-                         config.dataset, ds->num_classes());
+                         "config 'data.classes': class {} out of range for {} ({} classes)", c, config.dataset,
+                         ds->num_classes());
     }
     ds = filter_classes(ds, config.classes);
   }
@@ -50,12 +49,14 @@ DatasetPtr open_split(const DataConfig& config, const std::string& split, int64_
     // same images: per class, a shuffled round(val_split * n) of them (at least one).
     auto labels = ds->labels();
     std::map<int64_t, std::vector<size_t>> by_class;
-    for (size_t i = 0; i < labels.size(); ++i) by_class[labels[i]].push_back(i);
+    for (size_t i = 0; i < labels.size(); ++i)
+      by_class[labels[i]].push_back(i);
     std::mt19937_64 rng(0x7661'6c5f'7370'6c74ULL);
     std::vector<size_t> held, rest;
     for (auto& [c, idx] : by_class) {
       std::shuffle(idx.begin(), idx.end(), rng);
-      const auto n = std::max<size_t>(1, static_cast<size_t>(std::llround(config.val_split * static_cast<double>(idx.size()))));
+      const auto n =
+          std::max<size_t>(1, static_cast<size_t>(std::llround(config.val_split * static_cast<double>(idx.size()))));
       check<ConfigError>(n < idx.size(), "data.val_split {}: class {} has only {} image(s) to split", config.val_split,
                          c, idx.size());
       held.insert(held.end(), idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n));

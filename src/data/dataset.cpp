@@ -33,8 +33,8 @@ namespace {
 
 class MemoryDataset final : public Dataset {
  public:
-  MemoryDataset(torch::Tensor images, std::vector<int64_t> labels,
-                std::vector<std::string> class_names, std::string description)
+  MemoryDataset(torch::Tensor images, std::vector<int64_t> labels, std::vector<std::string> class_names,
+                std::string description)
       : images_(std::move(images)),
         labels_(std::move(labels)),
         class_names_(std::move(class_names)),
@@ -43,15 +43,14 @@ class MemoryDataset final : public Dataset {
                      "{}: images must be uint8 [N, C, H, W], got {} {}", description_,
                      std::string(c10::toString(images_.scalar_type())),
                      fmt::format("{}", fmt::join(images_.sizes(), "x")));
-    check<DataError>(images_.size(1) == 1 || images_.size(1) == 3,
-                     "{}: images must have 1 or 3 channels, got {}", description_, images_.size(1));
-    check<DataError>(static_cast<size_t>(images_.size(0)) == labels_.size(),
-                     "{}: {} images but {} labels", description_, images_.size(0), labels_.size());
+    check<DataError>(images_.size(1) == 1 || images_.size(1) == 3, "{}: images must have 1 or 3 channels, got {}",
+                     description_, images_.size(1));
+    check<DataError>(static_cast<size_t>(images_.size(0)) == labels_.size(), "{}: {} images but {} labels",
+                     description_, images_.size(0), labels_.size());
     const auto k = static_cast<int64_t>(class_names_.size());
     for (size_t i = 0; i < labels_.size(); ++i) {
-      check<DataError>(labels_[i] >= 0 && labels_[i] < k,
-                       "{}: label {} of sample {} is outside [0, {})", description_, labels_[i], i,
-                       k);
+      check<DataError>(labels_[i] >= 0 && labels_[i] < k, "{}: label {} of sample {} is outside [0, {})", description_,
+                       labels_[i], i, k);
     }
     images_ = images_.contiguous();
   }
@@ -60,8 +59,8 @@ class MemoryDataset final : public Dataset {
     return labels_.size();
   }
   Sample get(size_t index) const override {
-    check<DataError>(index < labels_.size(), "{}: index {} out of range (size {})", description_,
-                     index, labels_.size());
+    check<DataError>(index < labels_.size(), "{}: index {} out of range (size {})", description_, index,
+                     labels_.size());
     // A clone, not a view: a transform that writes in place must not corrupt the data set.
     return {images_[static_cast<int64_t>(index)].clone(), labels_[index]};
   }
@@ -78,8 +77,8 @@ class MemoryDataset final : public Dataset {
     return labels_;
   }
   std::string describe() const override {
-    return fmt::format("{}: {} images {}x{}x{}, {} classes", description_, labels_.size(),
-                       images_.size(2), images_.size(3), images_.size(1), class_names_.size());
+    return fmt::format("{}: {} images {}x{}x{}, {} classes", description_, labels_.size(), images_.size(2),
+                       images_.size(3), images_.size(1), class_names_.size());
   }
 
  private:
@@ -93,8 +92,7 @@ class MemoryDataset final : public Dataset {
 class SubsetDataset final : public Dataset {
  public:
   SubsetDataset(DatasetPtr base, std::vector<size_t> indices, std::vector<int64_t> labels,
-                std::vector<std::string> class_names, std::vector<int64_t> label_map,
-                std::string description)
+                std::vector<std::string> class_names, std::vector<int64_t> label_map, std::string description)
       : base_(std::move(base)),
         indices_(std::move(indices)),
         labels_(std::move(labels)),
@@ -106,8 +104,8 @@ class SubsetDataset final : public Dataset {
     return indices_.size();
   }
   Sample get(size_t index) const override {
-    check<DataError>(index < indices_.size(), "{}: index {} out of range (size {})", description_,
-                     index, indices_.size());
+    check<DataError>(index < indices_.size(), "{}: index {} out of range (size {})", description_, index,
+                     indices_.size());
     Sample s = base_->get(indices_[index]);
     if (!label_map_.empty()) {
       s.label = label_map_.at(static_cast<size_t>(s.label));
@@ -127,8 +125,8 @@ class SubsetDataset final : public Dataset {
     return labels_;
   }
   std::string describe() const override {
-    return fmt::format("{}: {} images, {} classes (of {})", description_, indices_.size(),
-                       class_names_.size(), base_->describe());
+    return fmt::format("{}: {} images, {} classes (of {})", description_, indices_.size(), class_names_.size(),
+                       base_->describe());
   }
 
  private:
@@ -160,22 +158,21 @@ std::string find_idx_file(const std::string& dir, const std::string& stem) {
   throw DataError(fmt::format("{}: no {} or {}.gz (IDX data set files)", dir, stem, stem));
 }
 
-DatasetPtr open_idx_dir(const std::string& dir, bool train, std::vector<std::string> names,
-                        const std::string& hint, const std::string& description) {
+DatasetPtr open_idx_dir(const std::string& dir, bool train, std::vector<std::string> names, const std::string& hint,
+                        const std::string& description) {
   check<DataError>(fs::is_directory(dir), "{}: data set directory not found{}", dir,
                    hint.empty() ? "" : " (" + hint + ")");
   const std::string prefix = train ? "train" : "t10k";
-  return open_idx(find_idx_file(dir, prefix + "-images-idx3-ubyte"),
-                  find_idx_file(dir, prefix + "-labels-idx1-ubyte"), std::move(names),
-                  description);
+  return open_idx(find_idx_file(dir, prefix + "-images-idx3-ubyte"), find_idx_file(dir, prefix + "-labels-idx1-ubyte"),
+                  std::move(names), description);
 }
 
 }  // namespace
 
-DatasetPtr make_memory_dataset(torch::Tensor images, std::vector<int64_t> labels,
-                               std::vector<std::string> class_names, std::string description) {
-  return std::make_shared<MemoryDataset>(std::move(images), std::move(labels),
-                                         std::move(class_names), std::move(description));
+DatasetPtr make_memory_dataset(torch::Tensor images, std::vector<int64_t> labels, std::vector<std::string> class_names,
+                               std::string description) {
+  return std::make_shared<MemoryDataset>(std::move(images), std::move(labels), std::move(class_names),
+                                         std::move(description));
 }
 
 DatasetPtr subset(DatasetPtr base, std::vector<size_t> indices, std::string description) {
@@ -184,14 +181,13 @@ DatasetPtr subset(DatasetPtr base, std::vector<size_t> indices, std::string desc
   std::vector<int64_t> labels;
   labels.reserve(indices.size());
   for (size_t i : indices) {
-    check<DataError>(i < base_labels.size(), "subset '{}': index {} out of range for {}",
-                     description, i, base->describe());
+    check<DataError>(i < base_labels.size(), "subset '{}': index {} out of range for {}", description, i,
+                     base->describe());
     labels.push_back(base_labels[i]);
   }
   auto names = base->class_names();
-  return std::make_shared<SubsetDataset>(std::move(base), std::move(indices), std::move(labels),
-                                         std::move(names), std::vector<int64_t>{},
-                                         std::move(description));
+  return std::make_shared<SubsetDataset>(std::move(base), std::move(indices), std::move(labels), std::move(names),
+                                         std::vector<int64_t>{}, std::move(description));
 }
 
 DatasetPtr filter_classes(DatasetPtr base, const std::vector<int64_t>& classes) {
@@ -201,8 +197,7 @@ DatasetPtr filter_classes(DatasetPtr base, const std::vector<int64_t>& classes) 
   std::vector<std::string> base_names = base->class_names(), names;
   for (size_t j = 0; j < classes.size(); ++j) {
     int64_t c = classes[j];
-    check<ConfigError>(c >= 0 && c < k, "filter_classes: class {} outside [0, {}) of {}", c, k,
-                       base->describe());
+    check<ConfigError>(c >= 0 && c < k, "filter_classes: class {} outside [0, {}) of {}", c, k, base->describe());
     check<ConfigError>(label_map[c] < 0, "filter_classes: class {} listed twice", c);
     label_map[c] = static_cast<int64_t>(j);
     names.push_back(base_names.at(c));
@@ -217,20 +212,19 @@ DatasetPtr filter_classes(DatasetPtr base, const std::vector<int64_t>& classes) 
     }
   }
   std::string desc = fmt::format("{} classes [{}]", classes.size(), fmt::join(classes, ","));
-  return std::make_shared<SubsetDataset>(std::move(base), std::move(indices), std::move(labels),
-                                         std::move(names), std::move(label_map), std::move(desc));
+  return std::make_shared<SubsetDataset>(std::move(base), std::move(indices), std::move(labels), std::move(names),
+                                         std::move(label_map), std::move(desc));
 }
 
 DatasetPtr open_dataset(const std::string& spec, const std::string& split, int64_t max_image_pixels) {
-  check<ConfigError>(split == "train" || split == "test",
-                     "data set '{}': split must be 'train' or 'test', got '{}'", spec, split);
+  check<ConfigError>(split == "train" || split == "test", "data set '{}': split must be 'train' or 'test', got '{}'",
+                     spec, split);
   const bool train = split == "train";
   const auto colon = spec.find(':');
   const std::string kind = spec.substr(0, colon);
   const std::string dir = colon == std::string::npos ? "" : spec.substr(colon + 1);
   if (colon != std::string::npos) {
-    check<ConfigError>(!dir.empty(), "data set '{}': empty directory (accepted forms: {})", spec,
-                       kAcceptedSpecs);
+    check<ConfigError>(!dir.empty(), "data set '{}': empty directory (accepted forms: {})", spec, kAcceptedSpecs);
   }
 
   if (kind == "fashion-mnist" || kind == "mnist") {
@@ -240,18 +234,16 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split, int64
     }
     std::vector<std::string> names;
     if (kind == "fashion-mnist") {
-      names = {"T-shirt/top", "Trouser", "Pullover", "Dress",   "Coat",
-               "Sandal",      "Shirt",   "Sneaker",  "Bag",     "Ankle boot"};
+      names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
     } else {
       names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
     }
-    return open_idx_dir(d, train, std::move(names),
-                        dir.empty() ? "set MOEJET_DATA_DIR or install dataset-" + kind : "",
+    return open_idx_dir(d, train, std::move(names), dir.empty() ? "set MOEJET_DATA_DIR or install dataset-" + kind : "",
                         kind + " " + split);
   }
   if (colon == std::string::npos) {
-    throw ConfigError(
-        fmt::format("unknown data set '{}' (accepted forms: {})", spec, kAcceptedSpecs));
+    throw ConfigError(fmt::format("unknown data set '{}' (accepted forms: {})", spec, kAcceptedSpecs));
   }
   if (kind == "idx") {
     return open_idx_dir(dir, train, {}, "", "idx " + split);
@@ -286,8 +278,7 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split, int64
                      spec, split, dir, split, train ? "" : "or " + dir + "/val/<class>/");
     return open_image_folder(dir, 0, max_image_pixels);
   }
-  throw ConfigError(fmt::format("unknown data set kind '{}' in '{}' (accepted forms: {})", kind,
-                                spec, kAcceptedSpecs));
+  throw ConfigError(fmt::format("unknown data set kind '{}' in '{}' (accepted forms: {})", kind, spec, kAcceptedSpecs));
 }
 
 }  // namespace moejet::data

@@ -25,8 +25,7 @@ bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  static const char* const kExts[] = {".jpg", ".jpeg", ".png", ".bmp", ".ppm",
-                                      ".pgm", ".pnm",  ".tga", ".gif"};
+  static const char* const kExts[] = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pnm", ".tga", ".gif"};
   return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
 }
 
@@ -55,7 +54,8 @@ std::vector<char> read_image(const std::string& path, int64_t max_pixels, int* c
                      stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
     return bytes;  // stbi_load gives its own error
   }
-  if (comp != nullptr) *comp = c;
+  if (comp != nullptr)
+    *comp = c;
   const int64_t pixels = int64_t{w} * h;
   check<DataError>(max_pixels <= 0 || pixels <= max_pixels,
                    "{}: {}x{} image ({} pixels) is over the {}-pixel limit{}; if it is real, raise "
@@ -68,9 +68,8 @@ std::vector<char> read_image(const std::string& path, int64_t max_pixels, int* c
 
 class ImageFolderDataset final : public Dataset {
  public:
-  ImageFolderDataset(std::string root, std::vector<std::string> classes,
-                     std::vector<std::string> files, std::vector<int64_t> labels, int channels,
-                     int64_t max_pixels)
+  ImageFolderDataset(std::string root, std::vector<std::string> classes, std::vector<std::string> files,
+                     std::vector<int64_t> labels, int channels, int64_t max_pixels)
       : max_pixels_(max_pixels),
         root_(std::move(root)),
         classes_(std::move(classes)),
@@ -82,18 +81,16 @@ class ImageFolderDataset final : public Dataset {
     return files_.size();
   }
   Sample get(size_t index) const override {
-    check<DataError>(index < files_.size(), "{}: index {} out of range (size {})", root_, index,
-                     files_.size());
+    check<DataError>(index < files_.size(), "{}: index {} out of range (size {})", root_, index, files_.size());
     const std::string& path = files_[index];
     const std::vector<char> bytes = read_image(path, max_pixels_, nullptr);
     int w = 0, h = 0, comp = 0;
-    stbi_uc* pixels = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
-                                            static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)), &w, &h,
-                                            &comp, channels_);
+    stbi_uc* pixels =
+        stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                              static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)), &w, &h, &comp, channels_);
     if (pixels == nullptr) {
       const char* why = stbi_failure_reason();
-      throw DataError(
-          fmt::format("{}: cannot decode image ({})", path, why ? why : "unknown reason"));
+      throw DataError(fmt::format("{}: cannot decode image ({})", path, why ? why : "unknown reason"));
     }
     auto hwc = torch::from_blob(pixels, {h, w, channels_}, torch::kByte);
     // clone(), not contiguous(): for one channel the permuted view already counts as contiguous
@@ -115,8 +112,8 @@ class ImageFolderDataset final : public Dataset {
     return labels_;
   }
   std::string describe() const override {
-    return fmt::format("image folder {}: {} images, {} classes, {} channel(s)", root_,
-                       files_.size(), classes_.size(), channels_);
+    return fmt::format("image folder {}: {} images, {} classes, {} channel(s)", root_, files_.size(), classes_.size(),
+                       channels_);
   }
 
  private:
@@ -152,11 +149,10 @@ DatasetPtr open_image_folder(const std::string& dir, int channels, int64_t max_p
     // (folder, file name) pairs: sorting them reproduces torchvision's sorted(os.walk(...)) order,
     // where a folder's own files come before those of its sub-folders.
     std::vector<std::pair<std::string, std::string>> class_files;
-    for (const auto& entry : fs::recursive_directory_iterator(
-             class_dir, fs::directory_options::follow_directory_symlink)) {
+    for (const auto& entry :
+         fs::recursive_directory_iterator(class_dir, fs::directory_options::follow_directory_symlink)) {
       if (entry.is_regular_file() && is_image_file(entry.path())) {
-        class_files.emplace_back(entry.path().parent_path().string(),
-                                 entry.path().filename().string());
+        class_files.emplace_back(entry.path().parent_path().string(), entry.path().filename().string());
       }
     }
     check<DataError>(!class_files.empty(),
@@ -175,8 +171,8 @@ DatasetPtr open_image_folder(const std::string& dir, int channels, int64_t max_p
     read_image(files[0], max_pixels, &comp);
     channels = static_cast<int>(channels_for(comp));
   }
-  return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files),
-                                              std::move(labels), channels, max_pixels);
+  return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files), std::move(labels), channels,
+                                              max_pixels);
 }
 
 }  // namespace moejet::data

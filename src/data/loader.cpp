@@ -104,14 +104,13 @@ struct Loader::Impl {
       const size_t idx = order[static_cast<size_t>(pos)];
       Sample s = dataset->get(idx);
       Rng rng(sample_seed(options.seed, epoch, idx));
-      torch::Tensor img =
-          transform ? transform(s.image, rng) : s.image.to(torch::kFloat).div_(255.0);
+      torch::Tensor img = transform ? transform(s.image, rng) : s.image.to(torch::kFloat).div_(255.0);
       if (!images.empty() && img.sizes() != images.front().sizes()) {
-        throw DataError(fmt::format(
-            "batch {}: sample {} transforms to [{}] but sample {} to [{}] (set image_size to "
-            "batch images of different sizes)",
-            k, idx, fmt::join(img.sizes(), ", "), order[static_cast<size_t>(begin)],
-            fmt::join(images.front().sizes(), ", ")));
+        throw DataError(
+            fmt::format("batch {}: sample {} transforms to [{}] but sample {} to [{}] (set image_size to "
+                        "batch images of different sizes)",
+                        k, idx, fmt::join(img.sizes(), ", "), order[static_cast<size_t>(begin)],
+                        fmt::join(images.front().sizes(), ", ")));
       }
       images.push_back(std::move(img));
       labels.push_back(s.label);
@@ -128,9 +127,7 @@ struct Loader::Impl {
       int64_t k;
       {
         std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] {
-          return stop || next_claim >= num_batches || next_claim < cursor + window();
-        });
+        work_cv.wait(lock, [&] { return stop || next_claim >= num_batches || next_claim < cursor + window(); });
         if (stop || next_claim >= num_batches) {
           return;
         }
@@ -165,11 +162,11 @@ struct Loader::Impl {
 
   void start(int64_t e, int64_t start_batch) {
     const auto n = static_cast<int64_t>(dataset->size());
-    const int64_t batches = options.drop_last ? n / options.batch_size
-                                              : (n + options.batch_size - 1) / options.batch_size;
+    const int64_t batches =
+        options.drop_last ? n / options.batch_size : (n + options.batch_size - 1) / options.batch_size;
     check<ConfigError>(start_batch >= 0 && start_batch <= batches,
-                       "loader: start batch {} outside [0, {}] for epoch {} of {}", start_batch,
-                       batches, e, dataset->describe());
+                       "loader: start batch {} outside [0, {}] for epoch {} of {}", start_batch, batches, e,
+                       dataset->describe());
     stop_workers();
     epoch = e;
     order = epoch_order(dataset->size(), options.seed, epoch, options.shuffle);
@@ -221,20 +218,16 @@ struct Loader::Impl {
   }
 };
 
-Loader::Loader(DatasetPtr dataset, Transform transform, LoaderOptions options)
-    : impl_(std::make_unique<Impl>()) {
+Loader::Loader(DatasetPtr dataset, Transform transform, LoaderOptions options) : impl_(std::make_unique<Impl>()) {
   check<ConfigError>(dataset != nullptr, "loader: data set is null");
-  check<ConfigError>(options.batch_size > 0, "loader: batch_size must be > 0, got {}",
-                     options.batch_size);
+  check<ConfigError>(options.batch_size > 0, "loader: batch_size must be > 0, got {}", options.batch_size);
   check<ConfigError>(options.shards >= 1 && options.shard >= 0 && options.shard < options.shards,
                      "loader: shard {} of {} is invalid", options.shard, options.shards);
   check<ConfigError>(options.batch_size % options.shards == 0,
                      "loader: the global batch {} does not split evenly over {} processes", options.batch_size,
                      options.shards);
-  check<ConfigError>(options.num_workers >= 0, "loader: num_workers must be >= 0, got {}",
-                     options.num_workers);
-  check<ConfigError>(options.prefetch >= 1, "loader: prefetch must be >= 1, got {}",
-                     options.prefetch);
+  check<ConfigError>(options.num_workers >= 0, "loader: num_workers must be >= 0, got {}", options.num_workers);
+  check<ConfigError>(options.prefetch >= 1, "loader: prefetch must be >= 1, got {}", options.prefetch);
   impl_->dataset = std::move(dataset);
   impl_->transform = std::move(transform);
   impl_->options = options;

@@ -34,13 +34,12 @@ double sample_beta(double alpha, Rng& rng) {
 }
 
 void check_labels(const torch::Tensor& labels, int64_t num_classes, const char* what) {
-  check<DataError>(labels.dim() == 1, "{}: labels must be [B], got [{}]", what,
-                   fmt::join(labels.sizes(), ", "));
+  check<DataError>(labels.dim() == 1, "{}: labels must be [B], got [{}]", what, fmt::join(labels.sizes(), ", "));
   check<DataError>(num_classes > 0, "{}: num_classes must be > 0, got {}", what, num_classes);
   if (labels.numel() > 0) {
     const auto lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
-    check<DataError>(lo >= 0 && hi < num_classes, "{}: labels span [{}, {}], outside [0, {})",
-                     what, lo, hi, num_classes);
+    check<DataError>(lo >= 0 && hi < num_classes, "{}: labels span [{}, {}], outside [0, {})", what, lo, hi,
+                     num_classes);
   }
 }
 
@@ -48,8 +47,7 @@ void check_labels(const torch::Tensor& labels, int64_t num_classes, const char* 
 
 torch::Tensor smooth_one_hot(const torch::Tensor& labels, int64_t num_classes, double smoothing) {
   check_labels(labels, num_classes, "smooth_one_hot");
-  check<ConfigError>(smoothing >= 0.0 && smoothing < 1.0,
-                     "label smoothing must be in [0, 1), got {}", smoothing);
+  check<ConfigError>(smoothing >= 0.0 && smoothing < 1.0, "label smoothing must be in [0, 1), got {}", smoothing);
   // timm's mixup_target convention: every class gets s/K, the label gets 1 - s + s/K.
   const double off = smoothing / static_cast<double>(num_classes);
   const double on = 1.0 - smoothing + off;
@@ -63,8 +61,8 @@ MixResult mix_batch(const torch::Tensor& images, const torch::Tensor& labels, in
                     const AugmentConfig& config, double label_smoothing, Rng& rng) {
   check<DataError>(images.dim() == 4, "mix_batch: images must be [B, C, H, W], got [{}]",
                    fmt::join(images.sizes(), ", "));
-  check<DataError>(labels.dim() == 1 && labels.size(0) == images.size(0),
-                   "mix_batch: {} labels for {} images", labels.numel(), images.size(0));
+  check<DataError>(labels.dim() == 1 && labels.size(0) == images.size(0), "mix_batch: {} labels for {} images",
+                   labels.numel(), images.size(0));
   auto target = smooth_one_hot(labels, num_classes, label_smoothing);
 
   double lam = 1.0;
@@ -113,9 +111,7 @@ MixResult mix_batch(const torch::Tensor& images, const torch::Tensor& labels, in
     const int64_t xl = std::clamp<int64_t>(cx - cut_w / 2, 0, w);
     const int64_t xh = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
     mixed = images.clone();
-    mixed.slice(2, yl, yh)
-        .slice(3, xl, xh)
-        .copy_(partner_images.slice(2, yl, yh).slice(3, xl, xh));
+    mixed.slice(2, yl, yh).slice(3, xl, xh).copy_(partner_images.slice(2, yl, yh).slice(3, xl, xh));
     lam = 1.0 - static_cast<double>((yh - yl) * (xh - xl)) / static_cast<double>(h * w);
   } else {
     mixed = images * lam + partner_images * (1.0 - lam);

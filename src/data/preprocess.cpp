@@ -10,8 +10,10 @@ namespace moejet::data {
 namespace {
 
 std::vector<double> per_channel_values(const std::vector<double>& v, int64_t channels, double fallback) {
-  if (v.empty()) return std::vector<double>(static_cast<size_t>(channels), fallback);
-  if (v.size() == 1) return std::vector<double>(static_cast<size_t>(channels), v[0]);
+  if (v.empty())
+    return std::vector<double>(static_cast<size_t>(channels), fallback);
+  if (v.size() == 1)
+    return std::vector<double>(static_cast<size_t>(channels), v[0]);
   return v;
 }
 
@@ -63,19 +65,20 @@ Preprocess preprocess_from_pretrained_cfg(const json& j, const std::string& sour
     p.std = j.at("std").get<std::vector<double>>();
     p.crop_pct = j.at("crop_pct").get<double>();
     p.interpolation = j.at("interpolation").get<std::string>();
-    if (j.contains("label_names")) p.label_names = j.at("label_names").get<std::vector<std::string>>();
+    if (j.contains("label_names"))
+      p.label_names = j.at("label_names").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     throw CheckpointError(fmt::format("{}: malformed pretrained_cfg: {}", source, e.what()));
   }
-  check<CheckpointError>(p.input_size.size() == 3 && p.input_size[0] > 0 && p.input_size[1] > 0 &&
-                             p.input_size[2] > 0,
+  check<CheckpointError>(p.input_size.size() == 3 && p.input_size[0] > 0 && p.input_size[1] > 0 && p.input_size[2] > 0,
                          "{}: pretrained_cfg.input_size must be [C, H, W], got [{}]", source,
                          fmt::join(p.input_size, ", "));
   const auto c = static_cast<size_t>(p.input_size[0]);
   check<CheckpointError>(p.mean.size() == c && p.std.size() == c,
                          "{}: pretrained_cfg mean/std need {} values, got {} / {}", source, c, p.mean.size(),
                          p.std.size());
-  for (double s : p.std) check<CheckpointError>(s > 0, "{}: pretrained_cfg.std values must be > 0", source);
+  for (double s : p.std)
+    check<CheckpointError>(s > 0, "{}: pretrained_cfg.std values must be > 0", source);
   check<CheckpointError>(p.crop_pct > 0 && p.crop_pct <= 1, "{}: pretrained_cfg.crop_pct must be in (0, 1]", source);
   check<CheckpointError>(p.interpolation == "bilinear" || p.interpolation == "bicubic" || p.interpolation == "nearest",
                          "{}: pretrained_cfg.interpolation '{}' (expected bilinear, bicubic or nearest)", source,
@@ -96,7 +99,8 @@ std::optional<Preprocess> timm_default_preprocess(const std::string& preset, int
   }
   if (preset.rfind("convnext_", 0) == 0) {
     // timm's convnext _cfg: IMAGENET_DEFAULT_MEAN / STD, crop_pct 0.875.
-    if (channels != 3) return std::nullopt;
+    if (channels != 3)
+      return std::nullopt;
     p.mean = {0.485, 0.456, 0.406};
     p.std = {0.229, 0.224, 0.225};
     p.crop_pct = 0.875;

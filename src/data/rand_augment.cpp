@@ -159,10 +159,7 @@ torch::Tensor sharpness(const torch::Tensor& img, double factor) {
   kernel[1][1] = 5.0f;
   kernel = (kernel / 13.0f).expand({c, 1, 3, 3}).contiguous();
   auto f = img.to(torch::kFloat);
-  auto smooth = F::conv2d(f.unsqueeze(0), kernel, F::Conv2dFuncOptions().groups(c))
-                    .squeeze(0)
-                    .round()
-                    .clamp(0, 255);
+  auto smooth = F::conv2d(f.unsqueeze(0), kernel, F::Conv2dFuncOptions().groups(c)).squeeze(0).round().clamp(0, 255);
   auto degenerate = f.clone();
   degenerate.slice(1, 1, h - 1).slice(2, 1, w - 1).copy_(smooth);
   return blend(degenerate, img, factor);
@@ -293,8 +290,8 @@ constexpr const char* kGrammar =
 torch::Tensor pil_affine(const torch::Tensor& img, const std::array<double, 6>& m, const std::vector<double>& fill,
                          const std::string& interpolation) {
   check<DataError>(img.dim() == 3 && img.scalar_type() == torch::kByte,
-                   "pil_affine: expected a uint8 [C, H, W] image, got {} [{}]", std::string(c10::toString(img.scalar_type())),
-                   fmt::join(img.sizes(), ", "));
+                   "pil_affine: expected a uint8 [C, H, W] image, got {} [{}]",
+                   std::string(c10::toString(img.scalar_type())), fmt::join(img.sizes(), ", "));
   return affine(img, m[0], m[1], m[2], m[3], m[4], m[5], fill, interpolation);
 }
 
@@ -314,8 +311,8 @@ RandAugmentSpec parse_rand_augment(const std::string& spec) {
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& part = parts[i];
     const size_t digit = part.find_first_of("0123456789");
-    check<ConfigError>(digit != std::string::npos && digit > 0,
-                       "RandAugment spec '{}': bad section '{}'; {}", spec, part, kGrammar);
+    check<ConfigError>(digit != std::string::npos && digit > 0, "RandAugment spec '{}': bad section '{}'; {}", spec,
+                       part, kGrammar);
     const std::string key = part.substr(0, digit), val = part.substr(digit);
     double v = 0;
     size_t used = 0;
@@ -324,11 +321,10 @@ RandAugmentSpec parse_rand_augment(const std::string& spec) {
     } catch (const std::exception&) {
       used = 0;
     }
-    check<ConfigError>(used == val.size(), "RandAugment spec '{}': bad number in section '{}'",
-                       spec, part);
+    check<ConfigError>(used == val.size(), "RandAugment spec '{}': bad number in section '{}'", spec, part);
     auto as_int = [&]() {
-      check<ConfigError>(v == std::floor(v) && v <= 1000,
-                         "RandAugment spec '{}': section '{}' needs a (small) integer", spec, part);
+      check<ConfigError>(v == std::floor(v) && v <= 1000, "RandAugment spec '{}': section '{}' needs a (small) integer",
+                         spec, part);
       return static_cast<int>(v);
     };
     if (key == "m") {
@@ -346,8 +342,7 @@ RandAugmentSpec parse_rand_augment(const std::string& spec) {
       check<ConfigError>(v <= 1.0, "RandAugment spec '{}': p must be in [0, 1], got {}", spec, v);
       out.prob = v;
     } else {
-      throw ConfigError(fmt::format("RandAugment spec '{}': unknown section '{}'; {}", spec, part,
-                                    kGrammar));
+      throw ConfigError(fmt::format("RandAugment spec '{}': unknown section '{}'; {}", spec, part, kGrammar));
     }
   }
   return out;
@@ -355,8 +350,7 @@ RandAugmentSpec parse_rand_augment(const std::string& spec) {
 
 torch::Tensor rand_augment(const torch::Tensor& img, const RandAugmentSpec& spec, Rng& rng,
                            const std::vector<double>& fill) {
-  check<DataError>(img.dim() == 3 && img.scalar_type() == torch::kByte &&
-                       (img.size(0) == 1 || img.size(0) == 3),
+  check<DataError>(img.dim() == 3 && img.scalar_type() == torch::kByte && (img.size(0) == 1 || img.size(0) == 3),
                    "rand_augment: expected uint8 [1 or 3, H, W], got {} [{}]",
                    std::string(c10::toString(img.scalar_type())), fmt::join(img.sizes(), ", "));
   check<DataError>(!fill.empty(), "rand_augment: empty fill colour");

@@ -44,14 +44,13 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
   std::vector<char> x = read_required(x_path, static_cast<uint64_t>(y.size()) * kImageBytes);
   const int64_t expected = n * kImageBytes;
   check<DataError>(static_cast<int64_t>(x.size()) == expected,
-                   "{}: expected {} bytes ({} images of 96x96x3 for the {} labels in {}), got {}",
-                   x_path, expected, n, n, y_path, x.size());
+                   "{}: expected {} bytes ({} images of 96x96x3 for the {} labels in {}), got {}", x_path, expected, n,
+                   n, y_path, x.size());
 
   std::vector<int64_t> labels(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t raw = static_cast<unsigned char>(y[i]);
-    check<DataError>(raw >= 1 && raw <= kClasses, "{}: label {} of sample {} outside 1..{}", y_path,
-                     raw, i, kClasses);
+    check<DataError>(raw >= 1 && raw <= kClasses, "{}: label {} of sample {} outside 1..{}", y_path, raw, i, kClasses);
     labels[i] = raw - 1;
   }
 
@@ -76,8 +75,7 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
   if (names.size() != kClasses) {
     names = {"airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"};
   }
-  return make_memory_dataset(std::move(images), std::move(labels), std::move(names),
-                             "stl10 " + split);
+  return make_memory_dataset(std::move(images), std::move(labels), std::move(names), "stl10 " + split);
 }
 
 }  // namespace moejet::data

@@ -36,8 +36,8 @@ void SuperClasses::validate(const std::string& source, int64_t expected_classes)
   std::vector<int64_t> size(num_superclasses, 0);
   for (int64_t c = 0; c < num_classes(); ++c) {
     const int64_t s = superclass_of[c];
-    check<ConfigError>(s >= 0 && s < num_superclasses,
-                       "{}: class {} has super-class {}, outside 0..{}", source, c, s, num_superclasses - 1);
+    check<ConfigError>(s >= 0 && s < num_superclasses, "{}: class {} has super-class {}, outside 0..{}", source, c, s,
+                       num_superclasses - 1);
     size[s]++;
   }
   for (int64_t s = 0; s < num_superclasses; ++s) {
@@ -79,8 +79,9 @@ SuperClasses superclasses_from_json(const json& j, const std::string& source) {
     throw ConfigError(fmt::format("{}: {}", source, e.what()));
   }
   if (j.contains("num_superclasses")) {
-    check<ConfigError>(j.at("num_superclasses").is_number_integer(), "{}: 'num_superclasses' must be an integer, got {}",
-                       source, j.at("num_superclasses").type_name());
+    check<ConfigError>(j.at("num_superclasses").is_number_integer(),
+                       "{}: 'num_superclasses' must be an integer, got {}", source,
+                       j.at("num_superclasses").type_name());
     s.num_superclasses = j.at("num_superclasses").get<int64_t>();
   } else if (!s.superclass_of.empty()) {
     s.num_superclasses = *std::max_element(s.superclass_of.begin(), s.superclass_of.end()) + 1;
@@ -119,8 +120,8 @@ SuperClasses superclasses_from_confusion(const torch::Tensor& confusion, int64_t
                      "confusion matrix must be square, got [{}]",
                      fmt::join(confusion.sizes().begin(), confusion.sizes().end(), ", "));
   const int64_t K = confusion.size(0);
-  check<ConfigError>(num_superclasses >= 1 && num_superclasses <= K,
-                     "cannot split {} classes into {} super-classes", K, num_superclasses);
+  check<ConfigError>(num_superclasses >= 1 && num_superclasses <= K, "cannot split {} classes into {} super-classes", K,
+                     num_superclasses);
   auto c = confusion.to(torch::kDouble);
   auto rates = c / c.sum(1, true).clamp_min(1.0);
   auto graph = rates + rates.t();
@@ -131,17 +132,21 @@ SuperClasses superclasses_from_confusion(const torch::Tensor& confusion, int64_t
   // METIS may leave a part empty on tiny graphs; move the least attached class of the largest
   // part there, so that every expert has a super-class.
   std::vector<int64_t> size(num_superclasses, 0);
-  for (auto p : s.superclass_of) size[p]++;
+  for (auto p : s.superclass_of)
+    size[p]++;
   for (int64_t e = 0; e < num_superclasses; ++e) {
-    if (size[e] > 0) continue;
+    if (size[e] > 0)
+      continue;
     const int64_t big = std::max_element(size.begin(), size.end()) - size.begin();
     int64_t pick = -1;
     double least = 0;
     for (int64_t k = 0; k < K; ++k) {
-      if (s.superclass_of[k] != big) continue;
+      if (s.superclass_of[k] != big)
+        continue;
       double tie = 0;
       for (int64_t j = 0; j < K; ++j) {
-        if (j != k && s.superclass_of[j] == big) tie += graph[k][j].item<double>();
+        if (j != k && s.superclass_of[j] == big)
+          tie += graph[k][j].item<double>();
       }
       if (pick < 0 || tie < least) {
         pick = k;
@@ -189,15 +194,16 @@ torch::Tensor read_confusion(const std::string& path, std::vector<std::string>* 
         *class_names = j.at("class_names").get<std::vector<std::string>>();
       }
     } catch (const json::exception& e) {
-      throw DataError(fmt::format("{}: 'confusion' must be rows of numbers and 'class_names' strings: {}", path,
-                                  e.what()));
+      throw DataError(
+          fmt::format("{}: 'confusion' must be rows of numbers and 'class_names' strings: {}", path, e.what()));
     }
     const int64_t K = static_cast<int64_t>(rows.size());
     auto m = torch::zeros({K, K}, torch::kDouble);
     for (int64_t r = 0; r < K; ++r) {
       check<DataError>(static_cast<int64_t>(rows[r].size()) == K, "{}: confusion row {} has {} values, expected {}",
                        path, r, rows[r].size(), K);
-      for (int64_t c = 0; c < K; ++c) m[r][c] = rows[r][c];
+      for (int64_t c = 0; c < K; ++c)
+        m[r][c] = rows[r][c];
     }
     return m;
   }
@@ -210,10 +216,11 @@ torch::Tensor read_confusion(const std::string& path, std::vector<std::string>* 
   auto m = torch::zeros({K, K}, torch::kDouble);
   int64_t r = 0;
   while (std::getline(in, line)) {
-    if (line.empty()) continue;
+    if (line.empty())
+      continue;
     auto cells = split_csv_line(line);
-    check<DataError>(static_cast<int64_t>(cells.size()) == K + 1, "{}: line {} has {} cells, expected {}", path,
-                     r + 2, cells.size(), K + 1);
+    check<DataError>(static_cast<int64_t>(cells.size()) == K + 1, "{}: line {} has {} cells, expected {}", path, r + 2,
+                     cells.size(), K + 1);
     check<DataError>(r < K, "{}: more than {} rows", path, K);
     for (int64_t c = 0; c < K; ++c) {
       try {

@@ -28,11 +28,16 @@ ResolvedPreprocess resolve_preprocess(const io::Metadata& metadata, const std::s
                        "eval --{}: give 1 or {} values, got {}", what, channels, v.size());
     return v.size() == 1 ? std::vector<double>(static_cast<size_t>(channels), v[0]) : v;
   };
-  if (!overrides.mean.empty()) pre.mean = per_channel(overrides.mean, "mean");
-  if (!overrides.std.empty()) pre.std = per_channel(overrides.std, "std");
-  if (overrides.crop_pct > 0) pre.crop_pct = overrides.crop_pct;
-  if (!overrides.interpolation.empty()) pre.interpolation = overrides.interpolation;
-  if (overrides.any()) r.source += ", with flags";
+  if (!overrides.mean.empty())
+    pre.mean = per_channel(overrides.mean, "mean");
+  if (!overrides.std.empty())
+    pre.std = per_channel(overrides.std, "std");
+  if (overrides.crop_pct > 0)
+    pre.crop_pct = overrides.crop_pct;
+  if (!overrides.interpolation.empty())
+    pre.interpolation = overrides.interpolation;
+  if (overrides.any())
+    r.source += ", with flags";
   check<ConfigError>(pre.input_size.size() == 3 && pre.input_size[0] == channels,
                      "{}: its preprocessing is for {}-channel input, the model takes {}", checkpoint,
                      pre.input_size.empty() ? 0 : pre.input_size[0], channels);
@@ -42,8 +47,8 @@ ResolvedPreprocess resolve_preprocess(const io::Metadata& metadata, const std::s
 
 data::DataConfig stored_data_config(const io::Metadata& metadata, const std::string& checkpoint) {
   auto it = metadata.find(models::kDataKey);
-  check<ConfigError>(it != metadata.end(),
-                     "{}: the checkpoint does not say which data it was trained on; pass --data", checkpoint);
+  check<ConfigError>(it != metadata.end(), "{}: the checkpoint does not say which data it was trained on; pass --data",
+                     checkpoint);
   data::DataConfig dc;
   read_config(parse_json(it->second, checkpoint), dc, "data");
   dc.validate();
@@ -61,13 +66,15 @@ EvalData open_eval_data(const io::Metadata& metadata, const std::string& checkpo
     spdlog::info("data: {} (the checkpoint's training data)", dc.dataset);
   }
   d.split = o.split.empty() ? dc.eval_split : o.split;
-  if (!o.classes.empty()) dc.classes = o.classes;
+  if (!o.classes.empty())
+    dc.classes = o.classes;
   if (!o.range.empty()) {
     dc.train_split = d.split;
     dc.train_range = o.range;
     dc.val_split = 0;
   }
-  if (o.max_image_pixels >= 0) dc.max_image_pixels = o.max_image_pixels;
+  if (o.max_image_pixels >= 0)
+    dc.max_image_pixels = o.max_image_pixels;
   d.dataset = data::open_split(dc, d.split, o.limit, 0);
   const auto& ds = d.dataset;
   check<ConfigError>(ds->num_classes() == model.num_classes(), "{} has {} classes but the model has {} outputs",

@@ -17,10 +17,10 @@ ConfusionAccumulator::ConfusionAccumulator(int64_t num_classes)
 void ConfusionAccumulator::add(const torch::Tensor& logits_in, const torch::Tensor& labels_in) {
   auto logits = logits_in.detach().to(torch::kCPU, torch::kFloat);
   auto labels = labels_in.to(torch::kCPU, torch::kLong);
-  TORCH_CHECK(logits.dim() == 2 && logits.size(1) == k_, "evaluate: expected logits [B, ", k_,
-              "], got ", logits.sizes());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0),
-              "evaluate: labels ", labels.sizes(), " do not match logits ", logits.sizes());
+  TORCH_CHECK(logits.dim() == 2 && logits.size(1) == k_, "evaluate: expected logits [B, ", k_, "], got ",
+              logits.sizes());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "evaluate: labels ", labels.sizes(),
+              " do not match logits ", logits.sizes());
   const int64_t B = logits.size(0);
   const int64_t k = std::min<int64_t>(5, k_);
   auto topk = std::get<1>(logits.topk(k, 1));
@@ -28,8 +28,7 @@ void ConfusionAccumulator::add(const torch::Tensor& logits_in, const torch::Tens
   correct1_ += hit.select(1, 0).sum().item<int64_t>();
   correct5_ += hit.any(1).sum().item<int64_t>();
   loss_sum_ += torch::nn::functional::cross_entropy(
-                   logits, labels,
-                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                   logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                    .item<double>();
   auto pred = topk.select(1, 0);
   confusion_.view(-1).index_add_(0, labels * k_ + pred, torch::ones({B}, torch::kLong));
@@ -86,17 +85,21 @@ json EvalResult::to_json(const std::vector<std::string>& class_names) const {
     std::vector<int64_t> row(conf[r].data_ptr<int64_t>(), conf[r].data_ptr<int64_t>() + conf.size(1));
     cm.push_back(row);
   }
-  json j = {{"count", count},         {"top1", top1},     {"top5", top5}, {"loss", loss},
-            {"per_class_top1", per_class}, {"class_names", class_names}, {"confusion", cm}};
+  json j = {{"count", count},
+            {"top1", top1},
+            {"top5", top5},
+            {"loss", loss},
+            {"per_class_top1", per_class},
+            {"class_names", class_names},
+            {"confusion", cm}};
   if (router_top1 >= 0) {
     j["router_top1"] = router_top1;
   }
   return j;
 }
 
-EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes,
-                    torch::Device device, bool show_progress, const RouterFn& router,
-                    const torch::Tensor& superclass_of) {
+EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes, torch::Device device,
+                    bool show_progress, const RouterFn& router, const torch::Tensor& superclass_of) {
   const bool measure_router = router && superclass_of.defined();
   const torch::Tensor superclass_table = measure_router ? superclass_of.to(torch::kCPU) : torch::Tensor();
   int64_t router_correct = 0, router_count = 0;

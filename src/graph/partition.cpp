@@ -11,13 +11,11 @@
 
 namespace moejet::graph {
 
-std::vector<int64_t> partition_graph(const torch::Tensor& affinity, int64_t parts, uint64_t seed,
-                                     double imbalance) {
+std::vector<int64_t> partition_graph(const torch::Tensor& affinity, int64_t parts, uint64_t seed, double imbalance) {
   check<ConfigError>(affinity.dim() == 2 && affinity.size(0) == affinity.size(1),
                      "graph partition: affinity must be a square matrix, got {}", fmt::join(affinity.sizes(), "x"));
   const int64_t n = affinity.size(0);
-  check<ConfigError>(parts >= 1 && parts <= n, "graph partition: cannot split {} vertices into {} parts", n,
-                     parts);
+  check<ConfigError>(parts >= 1 && parts <= n, "graph partition: cannot split {} vertices into {} parts", n, parts);
   if (parts == 1) {
     return std::vector<int64_t>(n, 0);
   }
@@ -47,15 +45,14 @@ std::vector<int64_t> partition_graph(const torch::Tensor& affinity, int64_t part
   options[METIS_OPTION_UFACTOR] = static_cast<idx_t>(std::lround(imbalance * 1000.0));
   options[METIS_OPTION_NUMBERING] = 0;
   // Recursive bisection balances small graphs (tens of classes) far better than k-way.
-  int status = n <= 256
-                   ? METIS_PartGraphRecursive(&nvtxs, &ncon, xadj.data(), adjncy.data(), nullptr, nullptr,
-                                              adjwgt.empty() ? nullptr : adjwgt.data(), &nparts, nullptr,
-                                              nullptr, options, &objval, part.data())
-                   : METIS_PartGraphKway(&nvtxs, &ncon, xadj.data(), adjncy.data(), nullptr, nullptr,
-                                         adjwgt.empty() ? nullptr : adjwgt.data(), &nparts, nullptr,
-                                         nullptr, options, &objval, part.data());
-  check<Error>(status == METIS_OK, "graph partition: METIS failed (status {}) on {} vertices, {} parts",
-               status, n, parts);
+  int status = n <= 256 ? METIS_PartGraphRecursive(&nvtxs, &ncon, xadj.data(), adjncy.data(), nullptr, nullptr,
+                                                   adjwgt.empty() ? nullptr : adjwgt.data(), &nparts, nullptr, nullptr,
+                                                   options, &objval, part.data())
+                        : METIS_PartGraphKway(&nvtxs, &ncon, xadj.data(), adjncy.data(), nullptr, nullptr,
+                                              adjwgt.empty() ? nullptr : adjwgt.data(), &nparts, nullptr, nullptr,
+                                              options, &objval, part.data());
+  check<Error>(status == METIS_OK, "graph partition: METIS failed (status {}) on {} vertices, {} parts", status, n,
+               parts);
   return std::vector<int64_t>(part.begin(), part.end());
 }
 

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
@@ -41,10 +41,9 @@ struct DtypeName {
 };
 
 constexpr DtypeName kDtypes[] = {
-    {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16},
-    {"BF16", torch::kBFloat16}, {"I64", torch::kInt64}, {"I32", torch::kInt32},
-    {"I16", torch::kInt16}, {"I8", torch::kInt8}, {"U8", torch::kUInt8},
-    {"BOOL", torch::kBool},
+    {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+    {"I64", torch::kInt64},   {"I32", torch::kInt32},   {"I16", torch::kInt16},   {"I8", torch::kInt8},
+    {"U8", torch::kUInt8},    {"BOOL", torch::kBool},
 };
 
 const char* dtype_to_name(torch::ScalarType type) {
@@ -79,8 +78,7 @@ std::string quote(const std::string& s, const std::string& path, const char* wha
   try {
     return nlohmann::json(s).dump();
   } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(
-        fmt::format("{}: cannot write {} '{}': not valid UTF-8", path, what, s));
+    throw CheckpointError(fmt::format("{}: cannot write {} '{}': not valid UTF-8", path, what, s));
   }
 }
 
@@ -103,42 +101,37 @@ struct Entry {
 };
 
 // Reads a non-negative JSON integer; `what` names the field in the error.
-uint64_t read_uint(const nlohmann::ordered_json& j, const std::string& path,
-                   const std::string& key, const char* what) {
+uint64_t read_uint(const nlohmann::ordered_json& j, const std::string& path, const std::string& key, const char* what) {
   if (j.is_number_unsigned()) {
     return j.get<uint64_t>();
   }
   if (j.is_number_integer()) {
-    throw CheckpointError(fmt::format("{}: tensor '{}': {} must not be negative, got {}", path,
-                                      key, what, j.dump()));
+    throw CheckpointError(fmt::format("{}: tensor '{}': {} must not be negative, got {}", path, key, what, j.dump()));
   }
-  throw CheckpointError(fmt::format("{}: tensor '{}': {} must be an integer, got {}", path, key,
-                                    what, j.dump()));
+  throw CheckpointError(fmt::format("{}: tensor '{}': {} must be an integer, got {}", path, key, what, j.dump()));
 }
 
-Entry parse_entry(const std::string& path, const std::string& key,
-                  const nlohmann::ordered_json& j, uint64_t buffer_size) {
+Entry parse_entry(const std::string& path, const std::string& key, const nlohmann::ordered_json& j,
+                  uint64_t buffer_size) {
   if (!j.is_object()) {
-    throw CheckpointError(fmt::format("{}: tensor '{}': expected an object in the header, got {}",
-                                      path, key, j.type_name()));
+    throw CheckpointError(
+        fmt::format("{}: tensor '{}': expected an object in the header, got {}", path, key, j.type_name()));
   }
   for (const char* field : {"dtype", "shape", "data_offsets"}) {
     if (!j.contains(field)) {
-      throw CheckpointError(
-          fmt::format("{}: tensor '{}': header entry lacks \"{}\"", path, key, field));
+      throw CheckpointError(fmt::format("{}: tensor '{}': header entry lacks \"{}\"", path, key, field));
     }
   }
   Entry e;
   e.name = key;
   const auto& dtype = j.at("dtype");
   if (!dtype.is_string() || !name_to_dtype(dtype.get<std::string>(), &e.dtype)) {
-    throw CheckpointError(fmt::format("{}: tensor '{}': unsupported dtype {} (supported: {})",
-                                      path, key, dtype.dump(), known_dtype_names()));
+    throw CheckpointError(fmt::format("{}: tensor '{}': unsupported dtype {} (supported: {})", path, key, dtype.dump(),
+                                      known_dtype_names()));
   }
   const auto& shape = j.at("shape");
   if (!shape.is_array()) {
-    throw CheckpointError(fmt::format("{}: tensor '{}': shape must be an array, got {}", path,
-                                      key, shape.dump()));
+    throw CheckpointError(fmt::format("{}: tensor '{}': shape must be an array, got {}", path, key, shape.dump()));
   }
   // numel * itemsize is compared with the byte range, so guard it against overflow first.
   uint64_t bytes = torch::elementSize(e.dtype);
@@ -151,27 +144,26 @@ Entry parse_entry(const std::string& path, const std::string& key,
       overflow = true;
     }
     bytes = overflow ? 0 : bytes * d;
-    e.shape.push_back(static_cast<int64_t>(std::min<uint64_t>(
-        d, static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
+    e.shape.push_back(
+        static_cast<int64_t>(std::min<uint64_t>(d, static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
   }
   const auto& offsets = j.at("data_offsets");
   if (!offsets.is_array() || offsets.size() != 2) {
-    throw CheckpointError(fmt::format(
-        "{}: tensor '{}': data_offsets must be [begin, end], got {}", path, key, offsets.dump()));
+    throw CheckpointError(
+        fmt::format("{}: tensor '{}': data_offsets must be [begin, end], got {}", path, key, offsets.dump()));
   }
   e.begin = read_uint(offsets[0], path, key, "data_offsets begin");
   e.end = read_uint(offsets[1], path, key, "data_offsets end");
   if (e.begin > e.end || e.end > buffer_size) {
-    throw CheckpointError(fmt::format(
-        "{}: tensor '{}': data_offsets [{}, {}] out of range (data buffer holds {} bytes)", path,
-        key, e.begin, e.end, buffer_size));
+    throw CheckpointError(
+        fmt::format("{}: tensor '{}': data_offsets [{}, {}] out of range (data buffer holds {} bytes)", path, key,
+                    e.begin, e.end, buffer_size));
   }
   if (overflow || bytes != e.end - e.begin) {
-    throw CheckpointError(fmt::format(
-        "{}: tensor '{}': shape {} of {} needs {} bytes, but data_offsets [{}, {}] span {}", path,
-        key, int_list(e.shape), dtype.get<std::string>(),
-        overflow ? std::string("more than 2^64") : std::to_string(bytes), e.begin, e.end,
-        e.end - e.begin));
+    throw CheckpointError(
+        fmt::format("{}: tensor '{}': shape {} of {} needs {} bytes, but data_offsets [{}, {}] span {}", path, key,
+                    int_list(e.shape), dtype.get<std::string>(),
+                    overflow ? std::string("more than 2^64") : std::to_string(bytes), e.begin, e.end, e.end - e.begin));
   }
   return e;
 }
@@ -179,8 +171,7 @@ Entry parse_entry(const std::string& path, const std::string& key,
 }  // namespace
 
 StateDict read_safetensors(const std::string& path, Metadata* metadata) {
-  check<CheckpointError>(host_is_little_endian(),
-                         "{}: safetensors data is little-endian; this host is not", path);
+  check<CheckpointError>(host_is_little_endian(), "{}: safetensors data is little-endian; this host is not", path);
   std::error_code ec;
   const uint64_t file_size = std::filesystem::file_size(path, ec);
   std::ifstream in(path, std::ios::binary);
@@ -188,9 +179,8 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
     throw CheckpointError(fmt::format("{}: cannot open safetensors file", path));
   }
   if (file_size < 8) {
-    throw CheckpointError(fmt::format(
-        "{}: truncated safetensors file ({} bytes; the header length alone takes 8)", path,
-        file_size));
+    throw CheckpointError(
+        fmt::format("{}: truncated safetensors file ({} bytes; the header length alone takes 8)", path, file_size));
   }
   unsigned char len_bytes[8];
   in.read(reinterpret_cast<char*>(len_bytes), 8);
@@ -199,10 +189,10 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
     header_len = (header_len << 8) | len_bytes[i];
   }
   if (header_len > file_size - 8) {
-    throw CheckpointError(fmt::format(
-        "{}: header length {} exceeds the file size ({} bytes): truncated or not a safetensors "
-        "file",
-        path, header_len, file_size));
+    throw CheckpointError(
+        fmt::format("{}: header length {} exceeds the file size ({} bytes): truncated or not a safetensors "
+                    "file",
+                    path, header_len, file_size));
   }
   std::string header(static_cast<size_t>(header_len), '\0');
   if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) {
@@ -214,8 +204,7 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
   // top-level key, so a duplicated tensor name is reported instead of silently shadowed.
   std::set<std::string> seen;
   std::string duplicate;
-  auto on_event = [&](int depth, nlohmann::ordered_json::parse_event_t event,
-                      nlohmann::ordered_json& parsed) {
+  auto on_event = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed) {
     // A header is {name: {dtype, shape, data_offsets}} plus string metadata: three levels. Deep
     // nesting in a hostile file would only cost stack (and crash on destruction).
     if (depth > 16) {
@@ -235,25 +224,22 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
     throw CheckpointError(fmt::format("{}: invalid safetensors header JSON: {}", path, e.what()));
   }
   if (!j.is_object()) {
-    throw CheckpointError(
-        fmt::format("{}: safetensors header must be a JSON object, got {}", path, j.type_name()));
+    throw CheckpointError(fmt::format("{}: safetensors header must be a JSON object, got {}", path, j.type_name()));
   }
   if (!duplicate.empty()) {
-    throw CheckpointError(
-        fmt::format("{}: tensor '{}' appears twice in the safetensors header", path, duplicate));
+    throw CheckpointError(fmt::format("{}: tensor '{}' appears twice in the safetensors header", path, duplicate));
   }
 
   std::vector<Entry> entries;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it->is_object()) {
-        throw CheckpointError(fmt::format("{}: __metadata__ must be an object, got {}", path,
-                                          it->type_name()));
+        throw CheckpointError(fmt::format("{}: __metadata__ must be an object, got {}", path, it->type_name()));
       }
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (!m->is_string()) {
-          throw CheckpointError(fmt::format("{}: __metadata__ '{}' must be a string, got {}",
-                                            path, m.key(), m->dump()));
+          throw CheckpointError(
+              fmt::format("{}: __metadata__ '{}' must be a string, got {}", path, m.key(), m->dump()));
         }
         if (metadata) {
           (*metadata)[m.key()] = m->get<std::string>();
@@ -271,15 +257,13 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
       by_offset.push_back(&e);
     }
   }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const Entry& prev = *by_offset[i - 1];
     const Entry& cur = *by_offset[i];
     if (cur.begin < prev.end) {
-      throw CheckpointError(fmt::format(
-          "{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data buffer", path,
-          prev.name, prev.begin, prev.end, cur.name, cur.begin, cur.end));
+      throw CheckpointError(fmt::format("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap in the data buffer", path,
+                                        prev.name, prev.begin, prev.end, cur.name, cur.begin, cur.end));
     }
   }
 
@@ -291,8 +275,7 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
     if (n > 0) {
       in.seekg(static_cast<std::streamoff>(data_start + e.begin));
       if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(n))) {
-        throw CheckpointError(
-            fmt::format("{}: tensor '{}': read of {} bytes failed", path, e.name, n));
+        throw CheckpointError(fmt::format("{}: tensor '{}': read of {} bytes failed", path, e.name, n));
       }
     }
     state.insert(e.name, std::move(t));
@@ -301,8 +284,7 @@ StateDict read_safetensors(const std::string& path, Metadata* metadata) {
 }
 
 void write_safetensors(const std::string& path, const StateDict& state, const Metadata& metadata) {
-  check<CheckpointError>(host_is_little_endian(),
-                         "{}: safetensors data is little-endian; this host is not", path);
+  check<CheckpointError>(host_is_little_endian(), "{}: safetensors data is little-endian; this host is not", path);
   // Validate and lay out everything before write_atomic opens the temp file, so a bad tensor
   // never costs a partial write.
   // The header is written the way Python's json.dumps does (", " and ": "), which makes a round
@@ -325,28 +307,25 @@ void write_safetensors(const std::string& path, const StateDict& state, const Me
     const std::string& key = item.key();
     const torch::Tensor& t = item.value();
     if (key == "__metadata__") {
-      throw CheckpointError(
-          fmt::format("{}: '__metadata__' is reserved and cannot name a tensor", path));
+      throw CheckpointError(fmt::format("{}: '__metadata__' is reserved and cannot name a tensor", path));
     }
     if (!t.defined()) {
       throw CheckpointError(fmt::format("{}: tensor '{}' is undefined", path, key));
     }
     if (t.layout() != torch::kStrided) {
-      throw CheckpointError(
-          fmt::format("{}: tensor '{}' is not dense (layout {})", path, key, layout_name(t)));
+      throw CheckpointError(fmt::format("{}: tensor '{}' is not dense (layout {})", path, key, layout_name(t)));
     }
     const char* dtype = dtype_to_name(t.scalar_type());
     if (!dtype) {
-      throw CheckpointError(fmt::format("{}: tensor '{}' has dtype {}, which safetensors cannot "
-                                        "store here (supported: {})",
-                                        path, key, c10::toString(t.scalar_type()),
-                                        known_dtype_names()));
+      throw CheckpointError(
+          fmt::format("{}: tensor '{}' has dtype {}, which safetensors cannot "
+                      "store here (supported: {})",
+                      path, key, c10::toString(t.scalar_type()), known_dtype_names()));
     }
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
     header += first ? "" : ", ";
     header += fmt::format("{}: {{\"dtype\": \"{}\", \"shape\": {}, \"data_offsets\": [{}, {}]}}",
-                          quote(key, path, "tensor name"), dtype, int_list(t.sizes().vec()),
-                          offset, offset + bytes);
+                          quote(key, path, "tensor name"), dtype, int_list(t.sizes().vec()), offset, offset + bytes);
     offset += bytes;
     first = false;
   }
@@ -365,8 +344,7 @@ void write_safetensors(const std::string& path, const StateDict& state, const Me
     for (const auto& item : state) {
       // One tensor at a time, so a GPU or strided state dict never needs a second full copy.
       torch::Tensor t = item.value().detach().to(torch::kCPU).contiguous();
-      out.write(static_cast<const char*>(t.data_ptr()),
-                static_cast<std::streamsize>(t.numel() * t.element_size()));
+      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
     }
   });
 }

@@ -42,8 +42,7 @@ std::vector<std::pair<std::string, torch::Tensor>> module_tensors(const torch::n
 }
 
 bool has_prefix(const std::string& key, const std::vector<std::string>& prefixes) {
-  return std::any_of(prefixes.begin(), prefixes.end(),
-                     [&](const std::string& p) { return key.rfind(p, 0) == 0; });
+  return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return key.rfind(p, 0) == 0; });
 }
 
 std::string name_list(const std::vector<std::string>& names, size_t limit = 8) {
@@ -81,8 +80,8 @@ std::string LoadReport::summary() const {
   return s;
 }
 
-LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
-                           const LoadOptions& options, const std::string& source) {
+LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state, const LoadOptions& options,
+                           const std::string& source) {
   LoadReport report;
   auto targets = module_tensors(module);
   std::unordered_set<std::string> model_keys;
@@ -99,17 +98,17 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
       if (has_prefix(key, options.drop_on_mismatch)) {
         report.dropped.push_back(key);
       } else {
-        report.shape_mismatch.push_back(fmt::format("{}: expected {}, got {}", key,
-                                                    shape_string(target), shape_string(*value)));
+        report.shape_mismatch.push_back(
+            fmt::format("{}: expected {}, got {}", key, shape_string(target), shape_string(*value)));
       }
       continue;
     }
     // copy_ would turn the integers of F32 bytes labelled I32 into huge float weights, silently.
     if (target.is_floating_point() && !value->is_floating_point()) {
-      report.dtype_mismatch.push_back(fmt::format("{}: the model holds {} but the checkpoint {} (integer data "
-                                                  "cannot be float weights; is the file's dtype label right?)",
-                                                  key, c10::toString(target.scalar_type()),
-                                                  c10::toString(value->scalar_type())));
+      report.dtype_mismatch.push_back(
+          fmt::format("{}: the model holds {} but the checkpoint {} (integer data "
+                      "cannot be float weights; is the file's dtype label right?)",
+                      key, c10::toString(target.scalar_type()), c10::toString(value->scalar_type())));
       continue;
     }
     report.loaded.push_back(key);
@@ -140,8 +139,8 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state,
     }
   }
   if (!problems.empty()) {
-    std::string msg = fmt::format("{}: cannot load into the model ({} problem{}):", source,
-                                  problems.size(), problems.size() == 1 ? "" : "s");
+    std::string msg = fmt::format("{}: cannot load into the model ({} problem{}):", source, problems.size(),
+                                  problems.size() == 1 ? "" : "s");
     for (const auto& p : problems) {
       msg += "\n  " + p;
     }

@@ -40,8 +40,7 @@ using PyRef = std::shared_ptr<PyValue>;
 // The Python objects a checkpoint pickle can build. Anything that is not a plain container,
 // scalar or tensor becomes an Object named by its class, so it can be skipped or reported.
 struct PyValue {
-  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Object,
-                    Storage, Tensor };
+  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Object, Storage, Tensor };
   Kind kind = Kind::None;
   int64_t i = 0;                                  // Bool, Int
   double f = 0;                                   // Float
@@ -60,7 +59,8 @@ struct PyValue {
   ~PyValue() {
     std::vector<PyRef> pending;
     auto take_children = [&pending](PyValue& v) {
-      for (auto& item : v.items) pending.push_back(std::move(item));
+      for (auto& item : v.items)
+        pending.push_back(std::move(item));
       for (auto& [key, value] : v.entries) {
         pending.push_back(std::move(key));
         pending.push_back(std::move(value));
@@ -72,7 +72,8 @@ struct PyValue {
     while (!pending.empty()) {
       PyRef v = std::move(pending.back());
       pending.pop_back();
-      if (v && v.use_count() == 1) take_children(*v);
+      if (v && v.use_count() == 1)
+        take_children(*v);
     }  // v, now without children, is destroyed here without recursion
   }
 
@@ -108,30 +109,48 @@ struct PyValue {
 std::string describe(const PyValue& v) {
   using K = PyValue::Kind;
   switch (v.kind) {
-    case K::None: return "None";
-    case K::Bool: return "bool";
-    case K::Int: return "int";
-    case K::Float: return "float";
-    case K::Str: return "str";
-    case K::Bytes: return "bytes";
-    case K::Tuple: return "tuple";
-    case K::List: return "list";
-    case K::Dict: return "dict";
-    case K::Global: return "class " + v.s;
-    case K::Object: return v.s + " object";
-    case K::Storage: return "storage";
-    case K::Tensor: return "tensor";
+    case K::None:
+      return "None";
+    case K::Bool:
+      return "bool";
+    case K::Int:
+      return "int";
+    case K::Float:
+      return "float";
+    case K::Str:
+      return "str";
+    case K::Bytes:
+      return "bytes";
+    case K::Tuple:
+      return "tuple";
+    case K::List:
+      return "list";
+    case K::Dict:
+      return "dict";
+    case K::Global:
+      return "class " + v.s;
+    case K::Object:
+      return v.s + " object";
+    case K::Storage:
+      return "storage";
+    case K::Tensor:
+      return "tensor";
   }
   return "?";
 }
 
 torch::ScalarType storage_dtype(const std::string& name, const std::string& path) {
   static const std::map<std::string, torch::ScalarType> kStorages = {
-      {"torch.DoubleStorage", torch::kFloat64}, {"torch.FloatStorage", torch::kFloat32},
-      {"torch.HalfStorage", torch::kFloat16}, {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.LongStorage", torch::kInt64}, {"torch.IntStorage", torch::kInt32},
-      {"torch.ShortStorage", torch::kInt16}, {"torch.CharStorage", torch::kInt8},
-      {"torch.ByteStorage", torch::kUInt8}, {"torch.BoolStorage", torch::kBool},
+      {"torch.DoubleStorage", torch::kFloat64},
+      {"torch.FloatStorage", torch::kFloat32},
+      {"torch.HalfStorage", torch::kFloat16},
+      {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kInt64},
+      {"torch.IntStorage", torch::kInt32},
+      {"torch.ShortStorage", torch::kInt16},
+      {"torch.CharStorage", torch::kInt8},
+      {"torch.ByteStorage", torch::kUInt8},
+      {"torch.BoolStorage", torch::kBool},
       {"torch.ComplexFloatStorage", torch::kComplexFloat},
       {"torch.ComplexDoubleStorage", torch::kComplexDouble},
       {"torch.UntypedStorage", torch::kUInt8},
@@ -145,8 +164,7 @@ torch::ScalarType storage_dtype(const std::string& name, const std::string& path
 
 class Unpickler {
  public:
-  Unpickler(std::string path, const std::string& pickle,
-            caffe2::serialize::PyTorchStreamReader& zip)
+  Unpickler(std::string path, const std::string& pickle, caffe2::serialize::PyTorchStreamReader& zip)
       : path_(std::move(path)), data_(pickle), zip_(zip) {}
 
   PyRef run() {
@@ -161,20 +179,36 @@ class Unpickler {
             fail(at, fmt::format("pickle protocol {} is newer than any Python writes", proto));
           }
         } break;
-        case 0x95: u64(); break;  // FRAME: only a read-ahead hint
-        case '.': {               // STOP
+        case 0x95:
+          u64();
+          break;     // FRAME: only a read-ahead hint
+        case '.': {  // STOP
           if (stack_.size() != 1 || !marks_.empty()) {
             fail(at, "malformed pickle: stack not empty at STOP");
           }
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;
-        case '0': pop(at); break;
-        case '1': pop_mark(at); break;
-        case '2': push(top(at)); break;
-        case 'N': push(PyValue::make(K::None)); break;
-        case 0x88: push(PyValue::integer(1, K::Bool)); break;
-        case 0x89: push(PyValue::integer(0, K::Bool)); break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;
+        case '0':
+          pop(at);
+          break;
+        case '1':
+          pop_mark(at);
+          break;
+        case '2':
+          push(top(at));
+          break;
+        case 'N':
+          push(PyValue::make(K::None));
+          break;
+        case 0x88:
+          push(PyValue::integer(1, K::Bool));
+          break;
+        case 0x89:
+          push(PyValue::integer(0, K::Bool));
+          break;
         case 'I': {
           std::string text = line(at);
           if (text == "00" || text == "01") {
@@ -183,12 +217,24 @@ class Unpickler {
             push(PyValue::integer(std::strtoll(text.c_str(), nullptr, 10)));
           }
         } break;
-        case 'J': push(PyValue::integer(static_cast<int32_t>(u32()))); break;
-        case 'K': push(PyValue::integer(u8())); break;
-        case 'M': push(PyValue::integer(u16())); break;
-        case 'L': push(PyValue::integer(std::strtoll(line(at).c_str(), nullptr, 10))); break;
-        case 0x8a: push(long_int(at, u8())); break;
-        case 0x8b: push(long_int(at, u32())); break;
+        case 'J':
+          push(PyValue::integer(static_cast<int32_t>(u32())));
+          break;
+        case 'K':
+          push(PyValue::integer(u8()));
+          break;
+        case 'M':
+          push(PyValue::integer(u16()));
+          break;
+        case 'L':
+          push(PyValue::integer(std::strtoll(line(at).c_str(), nullptr, 10)));
+          break;
+        case 0x8a:
+          push(long_int(at, u8()));
+          break;
+        case 0x8b:
+          push(long_int(at, u32()));
+          break;
         case 'F': {
           auto v = PyValue::make(K::Float);
           v->f = std::strtod(line(at).c_str(), nullptr);
@@ -210,17 +256,37 @@ class Unpickler {
           }
           push(PyValue::str(K::Str, text));
         } break;
-        case 'T': push(PyValue::str(K::Str, bytes(at, u32()))); break;
-        case 'U': push(PyValue::str(K::Str, bytes(at, u8()))); break;
-        case 'B': push(PyValue::str(K::Bytes, bytes(at, u32()))); break;
-        case 'C': push(PyValue::str(K::Bytes, bytes(at, u8()))); break;
+        case 'T':
+          push(PyValue::str(K::Str, bytes(at, u32())));
+          break;
+        case 'U':
+          push(PyValue::str(K::Str, bytes(at, u8())));
+          break;
+        case 'B':
+          push(PyValue::str(K::Bytes, bytes(at, u32())));
+          break;
+        case 'C':
+          push(PyValue::str(K::Bytes, bytes(at, u8())));
+          break;
         case 0x8e:
-        case 0x96: push(PyValue::str(K::Bytes, bytes(at, u64()))); break;
-        case 'V': push(PyValue::str(K::Str, line(at))); break;
-        case 'X': push(PyValue::str(K::Str, bytes(at, u32()))); break;
-        case 0x8c: push(PyValue::str(K::Str, bytes(at, u8()))); break;
-        case 0x8d: push(PyValue::str(K::Str, bytes(at, u64()))); break;
-        case ')': push(PyValue::make(K::Tuple)); break;
+        case 0x96:
+          push(PyValue::str(K::Bytes, bytes(at, u64())));
+          break;
+        case 'V':
+          push(PyValue::str(K::Str, line(at)));
+          break;
+        case 'X':
+          push(PyValue::str(K::Str, bytes(at, u32())));
+          break;
+        case 0x8c:
+          push(PyValue::str(K::Str, bytes(at, u8())));
+          break;
+        case 0x8d:
+          push(PyValue::str(K::Str, bytes(at, u64())));
+          break;
+        case ')':
+          push(PyValue::make(K::Tuple));
+          break;
         case 't': {
           auto v = PyValue::make(K::Tuple);
           v->items = pop_mark(at);
@@ -236,7 +302,9 @@ class Unpickler {
           }
           push(v);
         } break;
-        case ']': push(PyValue::make(K::List)); break;
+        case ']':
+          push(PyValue::make(K::List));
+          break;
         case 'l': {
           auto v = PyValue::make(K::List);
           v->items = pop_mark(at);
@@ -246,8 +314,12 @@ class Unpickler {
           PyRef item = pop(at);
           append(at, {item});
         } break;
-        case 'e': append(at, pop_mark(at)); break;
-        case '}': push(PyValue::make(K::Dict)); break;
+        case 'e':
+          append(at, pop_mark(at));
+          break;
+        case '}':
+          push(PyValue::make(K::Dict));
+          break;
         case 'd': {
           auto v = PyValue::make(K::Dict);
           set_items(at, *v, pop_mark(at));
@@ -258,17 +330,40 @@ class Unpickler {
           PyRef key = pop(at);
           set_items_on_top(at, {key, value});
         } break;
-        case 'u': set_items_on_top(at, pop_mark(at)); break;
-        case 0x8f: push(PyValue::str(K::Object, "builtins.set")); break;
-        case 0x90: pop_mark(at); break;  // ADDITEMS: sets never hold weights
-        case 0x91: pop_mark(at); push(PyValue::str(K::Object, "builtins.frozenset")); break;
-        case 'g': push(memo_get(at, std::strtoull(line(at).c_str(), nullptr, 10))); break;
-        case 'h': push(memo_get(at, u8())); break;
-        case 'j': push(memo_get(at, u32())); break;
-        case 'p': memo_[std::strtoull(line(at).c_str(), nullptr, 10)] = top(at); break;
-        case 'q': memo_[u8()] = top(at); break;
-        case 'r': memo_[u32()] = top(at); break;
-        case 0x94: memo_[memo_.size()] = top(at); break;
+        case 'u':
+          set_items_on_top(at, pop_mark(at));
+          break;
+        case 0x8f:
+          push(PyValue::str(K::Object, "builtins.set"));
+          break;
+        case 0x90:
+          pop_mark(at);
+          break;  // ADDITEMS: sets never hold weights
+        case 0x91:
+          pop_mark(at);
+          push(PyValue::str(K::Object, "builtins.frozenset"));
+          break;
+        case 'g':
+          push(memo_get(at, std::strtoull(line(at).c_str(), nullptr, 10)));
+          break;
+        case 'h':
+          push(memo_get(at, u8()));
+          break;
+        case 'j':
+          push(memo_get(at, u32()));
+          break;
+        case 'p':
+          memo_[std::strtoull(line(at).c_str(), nullptr, 10)] = top(at);
+          break;
+        case 'q':
+          memo_[u8()] = top(at);
+          break;
+        case 'r':
+          memo_[u32()] = top(at);
+          break;
+        case 0x94:
+          memo_[memo_.size()] = top(at);
+          break;
         case 'c': {
           std::string module = line(at);
           std::string name = line(at);
@@ -295,8 +390,13 @@ class Unpickler {
           PyRef cls = pop(at);
           push(instance(*cls));
         } break;
-        case 'b': pop(at); top(at); break;  // BUILD sets attributes (OrderedDict._metadata)
-        case 'Q': push(persistent_load(at, *pop(at))); break;
+        case 'b':
+          pop(at);
+          top(at);
+          break;  // BUILD sets attributes (OrderedDict._metadata)
+        case 'Q':
+          push(persistent_load(at, *pop(at)));
+          break;
         case 'o': {
           auto items = pop_mark(at);
           push(items.empty() ? PyValue::str(K::Object, "?") : instance(*items[0]));
@@ -336,9 +436,15 @@ class Unpickler {
     pos_ += n;
     return v;
   }
-  uint16_t u16() { return static_cast<uint16_t>(little(2)); }
-  uint32_t u32() { return static_cast<uint32_t>(little(4)); }
-  uint64_t u64() { return little(8); }
+  uint16_t u16() {
+    return static_cast<uint16_t>(little(2));
+  }
+  uint32_t u32() {
+    return static_cast<uint32_t>(little(4));
+  }
+  uint64_t u64() {
+    return little(8);
+  }
   std::string bytes(size_t at, uint64_t n) {
     if (n > data_.size() - pos_) {
       fail(at, fmt::format("truncated pickle: a {}-byte string runs past the end", n));
@@ -369,7 +475,9 @@ class Unpickler {
     return PyValue::integer(static_cast<int64_t>(v));
   }
 
-  void push(PyRef v) { stack_.push_back(std::move(v)); }
+  void push(PyRef v) {
+    stack_.push_back(std::move(v));
+  }
   PyRef& top(size_t at) {
     if (stack_.empty() || (!marks_.empty() && marks_.back() == stack_.size())) {
       fail(at, "malformed pickle: stack underflow");
@@ -442,8 +550,7 @@ class Unpickler {
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       return rebuild_tensor(at, args);
     }
-    if (name == "torch._utils._rebuild_parameter" ||
-        name == "torch._utils._rebuild_parameter_with_state") {
+    if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
       if (args.kind == K::Tuple && !args.items.empty() && args.items[0]->kind == K::Tensor) {
         return args.items[0];
       }
@@ -456,9 +563,8 @@ class Unpickler {
   // record data/<key>. Storages shared by several tensors (views, tied weights) are read once.
   PyRef persistent_load(size_t at, const PyValue& pid) {
     using K = PyValue::Kind;
-    if (pid.kind != K::Tuple || pid.items.size() < 3 || pid.items[0]->kind != K::Str ||
-        pid.items[0]->s != "storage" || pid.items[1]->kind != K::Global ||
-        pid.items[2]->kind != K::Str) {
+    if (pid.kind != K::Tuple || pid.items.size() < 3 || pid.items[0]->kind != K::Str || pid.items[0]->s != "storage" ||
+        pid.items[1]->kind != K::Global || pid.items[2]->kind != K::Str) {
       fail(at, "unsupported persistent id (expected a torch.save storage reference)");
     }
     const std::string& key = pid.items[2]->s;
@@ -469,15 +575,15 @@ class Unpickler {
     const torch::ScalarType dtype = storage_dtype(pid.items[1]->s, path_);
     const std::string record = "data/" + key;
     if (!zip_.hasRecord(record)) {
-      throw CheckpointError(
-          fmt::format("{}: tensor data record '{}' is missing from the archive", path_, record));
+      throw CheckpointError(fmt::format("{}: tensor data record '{}' is missing from the archive", path_, record));
     }
     auto [data, size] = zip_.getRecord(record);
     const size_t item = c10::elementSize(dtype);
     if (size % item != 0) {
-      throw CheckpointError(fmt::format("{}: record '{}' holds {} bytes, not a whole number of "
-                                        "{}-byte elements",
-                                        path_, record, size, item));
+      throw CheckpointError(
+          fmt::format("{}: record '{}' holds {} bytes, not a whole number of "
+                      "{}-byte elements",
+                      path_, record, size, item));
     }
     auto v = PyValue::make(K::Storage);
     v->tensor = torch::empty({static_cast<int64_t>(size / item)}, torch::dtype(dtype));
@@ -505,8 +611,8 @@ class Unpickler {
     };
     std::vector<int64_t> sizes, strides;
     if (args.kind != K::Tuple || args.items.size() < 4 || args.items[0]->kind != K::Storage ||
-        args.items[1]->kind != K::Int || !int_tuple(*args.items[2], &sizes) ||
-        !int_tuple(*args.items[3], &strides) || sizes.size() != strides.size()) {
+        args.items[1]->kind != K::Int || !int_tuple(*args.items[2], &sizes) || !int_tuple(*args.items[3], &strides) ||
+        sizes.size() != strides.size()) {
       fail(at, "malformed _rebuild_tensor_v2 arguments");
     }
     const torch::Tensor& storage = args.items[0]->tensor;
@@ -523,8 +629,7 @@ class Unpickler {
     if (offset < 0 || (numel > 0 && last >= storage.numel())) {
       fail(at, fmt::format("tensor view (offset {}, sizes {}, strides {}) exceeds its storage of "
                            "{} elements",
-                           offset, fmt::join(sizes, "x"), fmt::join(strides, ","),
-                           storage.numel()));
+                           offset, fmt::join(sizes, "x"), fmt::join(strides, ","), storage.numel()));
     }
     torch::Tensor t = storage.as_strided(sizes, strides, offset);
     // A view of part of a storage is copied out, so it does not pin (and alias) the whole buffer.
@@ -570,8 +675,8 @@ std::string key_summary(const PyValue& dict) {
       s += fmt::format(", ... ({} more)", dict.entries.size() - 8);
       break;
     }
-    s += fmt::format("{}{} ({})", s.empty() ? "" : ", ",
-                     k->kind == PyValue::Kind::Str ? k->s : describe(*k), describe(*v));
+    s += fmt::format("{}{} ({})", s.empty() ? "" : ", ", k->kind == PyValue::Kind::Str ? k->s : describe(*k),
+                     describe(*v));
   }
   return s;
 }
@@ -580,8 +685,8 @@ std::string key_summary(const PyValue& dict) {
 StateDict extract_state_dict(const std::string& path, const PyValue& root) {
   using K = PyValue::Kind;
   if (root.kind != K::Dict) {
-    throw CheckpointError(fmt::format(
-        "{}: expected a dict of tensors (a state dict), found a {}", path, describe(root)));
+    throw CheckpointError(
+        fmt::format("{}: expected a dict of tensors (a state dict), found a {}", path, describe(root)));
   }
   const PyValue* weights = &root;
   std::string where = "top level";
@@ -596,10 +701,10 @@ StateDict extract_state_dict(const std::string& path, const PyValue& root) {
       }
     }
     if (!weights) {
-      throw CheckpointError(fmt::format(
-          "{}: no state dict found: the top-level dict is not all tensors and has no "
-          "'state_dict', 'model', 'model_ema' or 'module' dict (found: {})",
-          path, root.entries.empty() ? std::string("an empty dict") : key_summary(root)));
+      throw CheckpointError(
+          fmt::format("{}: no state dict found: the top-level dict is not all tensors and has no "
+                      "'state_dict', 'model', 'model_ema' or 'module' dict (found: {})",
+                      path, root.entries.empty() ? std::string("an empty dict") : key_summary(root)));
     }
   }
   if (weights->entries.empty()) {
@@ -608,12 +713,12 @@ StateDict extract_state_dict(const std::string& path, const PyValue& root) {
   StateDict state;
   for (const auto& [k, v] : weights->entries) {
     if (k->kind != K::Str) {
-      throw CheckpointError(fmt::format(
-          "{}: state dict at {} has a {} key; expected str keys", path, where, describe(*k)));
+      throw CheckpointError(
+          fmt::format("{}: state dict at {} has a {} key; expected str keys", path, where, describe(*k)));
     }
     if (v->kind != K::Tensor) {
-      throw CheckpointError(fmt::format("{}: state dict at {}: '{}' is a {}, not a tensor", path,
-                                        where, k->s, describe(*v)));
+      throw CheckpointError(
+          fmt::format("{}: state dict at {}: '{}' is a {}, not a tensor", path, where, k->s, describe(*v)));
     }
     state.insert(k->s, v->tensor);
   }
@@ -658,53 +763,53 @@ FileKind sniff(const std::string& path) {
 }
 
 [[noreturn]] void throw_legacy(const std::string& path) {
-  throw CheckpointError(fmt::format(
-      "{}: legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it in Python "
-      "with torch.save(torch.load(path), new_path), whose default is the zip format",
-      path));
+  throw CheckpointError(
+      fmt::format("{}: legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it in Python "
+                  "with torch.save(torch.load(path), new_path), whose default is the zip format",
+                  path));
 }
 
 }  // namespace
 
 StateDict read_torch_checkpoint(const std::string& path) {
   switch (sniff(path)) {
-    case FileKind::Zip: break;
-    case FileKind::LegacyPickle: throw_legacy(path);
+    case FileKind::Zip:
+      break;
+    case FileKind::LegacyPickle:
+      throw_legacy(path);
     case FileKind::Safetensors:
-      throw CheckpointError(fmt::format(
-          "{}: not a PyTorch checkpoint but a safetensors file; read it with read_checkpoint",
-          path));
+      throw CheckpointError(
+          fmt::format("{}: not a PyTorch checkpoint but a safetensors file; read it with read_checkpoint", path));
     case FileKind::Other:
-      throw CheckpointError(fmt::format(
-          "{}: not a PyTorch checkpoint (expected a torch.save zip archive, the file does not "
-          "start with the zip signature)",
-          path));
+      throw CheckpointError(
+          fmt::format("{}: not a PyTorch checkpoint (expected a torch.save zip archive, the file does not "
+                      "start with the zip signature)",
+                      path));
   }
   // Sizes are checked against the file before libtorch allocates what the archive declares.
   const auto records = read_zip_directory(path);
   auto pkl = records.find("data.pkl");
   constexpr uint64_t kMaxPickleBytes = uint64_t{256} << 20;
   if (pkl != records.end() && pkl->second.size > kMaxPickleBytes) {
-    throw CheckpointError(fmt::format(
-        "{}: data.pkl is {} bytes; a checkpoint's pickle holds names and tensor references "
-        "(the weights are separate records), and over {} MiB it is not a torch.save state dict",
-        path, pkl->second.size, kMaxPickleBytes >> 20));
+    throw CheckpointError(
+        fmt::format("{}: data.pkl is {} bytes; a checkpoint's pickle holds names and tensor references "
+                    "(the weights are separate records), and over {} MiB it is not a torch.save state dict",
+                    path, pkl->second.size, kMaxPickleBytes >> 20));
   }
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   std::string pickle;
   try {
     zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
     if (!zip->hasRecord("data.pkl")) {
-      throw CheckpointError(fmt::format(
-          "{}: zip archive has no data.pkl record; not written by torch.save (a TorchScript "
-          "archive or another zip file?)",
-          path));
+      throw CheckpointError(
+          fmt::format("{}: zip archive has no data.pkl record; not written by torch.save (a TorchScript "
+                      "archive or another zip file?)",
+                      path));
     }
     auto [data, size] = zip->getRecord("data.pkl");
     pickle.assign(static_cast<const char*>(data.get()), size);
   } catch (const c10::Error& e) {
-    throw CheckpointError(
-        fmt::format("{}: cannot read the torch.save zip archive: {}", path, c10_message(e)));
+    throw CheckpointError(fmt::format("{}: cannot read the torch.save zip archive: {}", path, c10_message(e)));
   }
   try {
     Unpickler unpickler(path, pickle, *zip);
@@ -717,15 +822,19 @@ StateDict read_torch_checkpoint(const std::string& path) {
 
 StateDict read_checkpoint(const std::string& path, Metadata* metadata) {
   switch (sniff(path)) {
-    case FileKind::Zip: return read_torch_checkpoint(path);
-    case FileKind::LegacyPickle: throw_legacy(path);
-    case FileKind::Safetensors: return read_safetensors(path, metadata);
-    case FileKind::Other: break;
+    case FileKind::Zip:
+      return read_torch_checkpoint(path);
+    case FileKind::LegacyPickle:
+      throw_legacy(path);
+    case FileKind::Safetensors:
+      return read_safetensors(path, metadata);
+    case FileKind::Other:
+      break;
   }
-  throw CheckpointError(fmt::format(
-      "{}: not a checkpoint: neither a torch.save zip archive nor a safetensors file (whose JSON "
-      "header starts at byte 8)",
-      path));
+  throw CheckpointError(
+      fmt::format("{}: not a checkpoint: neither a torch.save zip archive nor a safetensors file (whose JSON "
+                  "header starts at byte 8)",
+                  path));
 }
 
 }  // namespace moejet::io

@@ -22,9 +22,9 @@ namespace moejet::io {
 namespace {
 
 // The pickle opcodes used below (Python's pickletools names).
-constexpr char PROTO = '\x80', EMPTY_DICT = '}', MARK = '(', BINUNICODE = 'X', GLOBAL = 'c',
-               TUPLE = 't', EMPTY_TUPLE = ')', BINPERSID = 'Q', BININT = 'J', LONG1 = '\x8a',
-               NEWFALSE = '\x89', REDUCE = 'R', SETITEMS = 'u', STOP = '.';
+constexpr char PROTO = '\x80', EMPTY_DICT = '}', MARK = '(', BINUNICODE = 'X', GLOBAL = 'c', TUPLE = 't',
+               EMPTY_TUPLE = ')', BINPERSID = 'Q', BININT = 'J', LONG1 = '\x8a', NEWFALSE = '\x89', REDUCE = 'R',
+               SETITEMS = 'u', STOP = '.';
 
 class PickleWriter {
  public:
@@ -74,19 +74,28 @@ class PickleWriter {
 
 const char* storage_type(const std::string& key, c10::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return "FloatStorage";
-    case torch::kDouble: return "DoubleStorage";
-    case torch::kHalf: return "HalfStorage";
-    case torch::kBFloat16: return "BFloat16Storage";
-    case torch::kLong: return "LongStorage";
-    case torch::kInt: return "IntStorage";
-    case torch::kShort: return "ShortStorage";
-    case torch::kChar: return "CharStorage";
-    case torch::kByte: return "ByteStorage";
-    case torch::kBool: return "BoolStorage";
+    case torch::kFloat:
+      return "FloatStorage";
+    case torch::kDouble:
+      return "DoubleStorage";
+    case torch::kHalf:
+      return "HalfStorage";
+    case torch::kBFloat16:
+      return "BFloat16Storage";
+    case torch::kLong:
+      return "LongStorage";
+    case torch::kInt:
+      return "IntStorage";
+    case torch::kShort:
+      return "ShortStorage";
+    case torch::kChar:
+      return "CharStorage";
+    case torch::kByte:
+      return "ByteStorage";
+    case torch::kBool:
+      return "BoolStorage";
     default:
-      throw CheckpointError(fmt::format("{}: dtype {} cannot be written to a torch.save file", key,
-                                        c10::toString(t)));
+      throw CheckpointError(fmt::format("{}: dtype {} cannot be written to a torch.save file", key, c10::toString(t)));
   }
 }
 

@@ -13,7 +13,7 @@ namespace moejet::io {
 struct ZipRecord {
   uint16_t method = 0;  ///< 0 stored (what torch.save writes), 8 deflated
   uint64_t compressed = 0;
-  uint64_t size = 0;    ///< uncompressed size, as the directory declares it
+  uint64_t size = 0;  ///< uncompressed size, as the directory declares it
 };
 
 /// Records by name without the archive's top folder ("data.pkl", "data/0"), or an empty map

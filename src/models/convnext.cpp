@@ -24,24 +24,24 @@ void ConvNextConfig::validate() const {
   check<ConfigError>(in_chans > 0 && num_classes >= 0 && mlp_ratio > 0 && kernel_size % 2 == 1,
                      "model: invalid ConvNeXt sizes (in_chans {}, num_classes {}, mlp_ratio {}, kernel {})", in_chans,
                      num_classes, mlp_ratio, kernel_size);
-  check<ConfigError>(img_size > 0 && img_size <= 16384 && in_chans <= 1024 && num_classes <= 10000000 &&
-                         mlp_ratio <= 64,
-                     "model: sizes beyond any ConvNeXt (img_size {} in 1..16384, in_chans {} <= 1024, num_classes {} "
-                     "<= 10^7, mlp_ratio {} <= 64)",
-                     img_size, in_chans, num_classes, mlp_ratio);
+  check<ConfigError>(
+      img_size > 0 && img_size <= 16384 && in_chans <= 1024 && num_classes <= 10000000 && mlp_ratio <= 64,
+      "model: sizes beyond any ConvNeXt (img_size {} in 1..16384, in_chans {} <= 1024, num_classes {} "
+      "<= 10^7, mlp_ratio {} <= 64)",
+      img_size, in_chans, num_classes, mlp_ratio);
   for (size_t i = 0; i < 4; ++i) {
     check<ConfigError>(static_cast<int64_t>(static_cast<double>(dims[i]) * mlp_ratio) >= 1,
                        "model.mlp_ratio: {} x stage {}'s dim {} gives an MLP of no hidden units; it needs at least 1",
                        mlp_ratio, i, dims[i]);
   }
-  check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple",
-                     img_size);
+  check<ConfigError>(img_size % 32 == 0, "model.img_size: ConvNeXt downsamples by 32; {} is not a multiple", img_size);
   moe.validate(total_blocks());
 }
 
 int64_t ConvNextConfig::total_blocks() const {
   int64_t n = 0;
-  for (auto d : depths) n += d;
+  for (auto d : depths)
+    n += d;
   return n;
 }
 
@@ -77,10 +77,10 @@ ConvNextConfig convnext_preset(const std::string& name) {
   } else if (name == "convnext_tiny") {
     c.depths = {3, 3, 9, 3}, c.dims = {96, 192, 384, 768};
   } else {
-    throw ConfigError(fmt::format(
-        "unknown ConvNeXt preset '{}' (known: convnext_atto, convnext_femto, convnext_pico, convnext_nano, "
-        "convnext_tiny)",
-        name));
+    throw ConfigError(
+        fmt::format("unknown ConvNeXt preset '{}' (known: convnext_atto, convnext_femto, convnext_pico, convnext_nano, "
+                    "convnext_tiny)",
+                    name));
   }
   return c;
 }
@@ -120,7 +120,8 @@ void ConvNextBlockImpl::set_mlp(std::shared_ptr<nn::FeedForward> new_mlp) {
 ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, double drop_path_rate)
     : drop_path_rate(drop_path_rate) {
   conv_dw = register_module(
-      "conv_dw", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, dim, c.kernel_size).padding(c.kernel_size / 2).groups(dim)));
+      "conv_dw",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, dim, c.kernel_size).padding(c.kernel_size / 2).groups(dim)));
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)));
   auto m = std::make_shared<nn::Mlp>(dim, static_cast<int64_t>(static_cast<double>(dim) * c.mlp_ratio));
   mlp = register_module("mlp", m);
@@ -155,25 +156,28 @@ struct HeadImpl : torch::nn::Module {};
 
 ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
   c.validate();
-  stem = register_module("stem", torch::nn::Sequential(
-                                     torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_chans, c.dims[0], 4).stride(4)),
-                                     LayerNorm2d(c.dims[0], c.norm_eps)));
+  stem = register_module(
+      "stem", torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_chans, c.dims[0], 4).stride(4)),
+                                    LayerNorm2d(c.dims[0], c.norm_eps)));
   stages = register_module("stages", torch::nn::ModuleList());
   int64_t total = 0;
-  for (auto d : c.depths) total += d;
+  for (auto d : c.depths)
+    total += d;
   int64_t index = 0;
   blocks.resize(4);
   for (int64_t s = 0; s < 4; ++s) {
     Stage stage;
     if (s > 0) {
       stage->downsample = stage->register_module(
-          "downsample", torch::nn::Sequential(LayerNorm2d(c.dims[s - 1], c.norm_eps),
-                                              torch::nn::Conv2d(torch::nn::Conv2dOptions(c.dims[s - 1], c.dims[s], 2).stride(2))));
+          "downsample",
+          torch::nn::Sequential(LayerNorm2d(c.dims[s - 1], c.norm_eps),
+                                torch::nn::Conv2d(torch::nn::Conv2dOptions(c.dims[s - 1], c.dims[s], 2).stride(2))));
     }
     stage->blocks = stage->register_module("blocks", torch::nn::Sequential());
     for (int64_t b = 0; b < c.depths[s]; ++b, ++index) {
       // timm: drop-path rate rises linearly over all blocks of all stages.
-      const double dpr = total > 1 ? c.drop_path_rate * static_cast<double>(index) / static_cast<double>(total - 1) : 0.0;
+      const double dpr =
+          total > 1 ? c.drop_path_rate * static_cast<double>(index) / static_cast<double>(total - 1) : 0.0;
       ConvNextBlock block(c.dims[s], c, dpr);
       stage->blocks->push_back(block);
       blocks[s].push_back(block);
@@ -189,7 +193,8 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
                      /*pool_class_token=*/false);
   }
   auto head = register_module("head", std::make_shared<HeadImpl>());
-  head_norm = head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));
+  head_norm =
+      head->register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dims[3]}).eps(c.norm_eps)));
   if (c.num_classes > 0) {
     head_fc = head->register_module("fc", torch::nn::Linear(c.dims[3], c.num_classes));
   }
@@ -209,8 +214,8 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
 }
 
 torch::Tensor ConvNextImpl::forward_features(const torch::Tensor& images) {
-  TORCH_CHECK(images.dim() == 4 && images.size(1) == config.in_chans, "ConvNeXt: expected images [B, ",
-              config.in_chans, ", H, W], got ", images.sizes());
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == config.in_chans, "ConvNeXt: expected images [B, ", config.in_chans,
+              ", H, W], got ", images.sizes());
   auto x = stem->forward(images);
   const int64_t first_moe = moe_layer_list.empty() ? -1 : moe_layer_list.front().first;
   int64_t index = 0;
@@ -287,7 +292,8 @@ int64_t ConvNextImpl::layer_id(const std::string& name) const {
   std::smatch m;
   auto stage_start = [&](int64_t s) {
     int64_t start = 0;
-    for (int64_t i = 0; i < s; ++i) start += config.depths[i];
+    for (int64_t i = 0; i < s; ++i)
+      start += config.depths[i];
     return start;
   };
   if (std::regex_search(name, m, block_re)) {
@@ -318,12 +324,12 @@ std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const 
     for (int64_t b = 0; b < c.depths[s]; ++b) {
       const double k = static_cast<double>(c.kernel_size);
       out.emplace_back(fmt::format("stages.{}.blocks.{}.conv_dw", s, b), hw * C * k * k);
-      out.emplace_back(fmt::format("stages.{}.blocks.{}.mlp", s, b),
-                       blocks[s][b]->mlp->macs(static_cast<int64_t>(hw)));
+      out.emplace_back(fmt::format("stages.{}.blocks.{}.mlp", s, b), blocks[s][b]->mlp->macs(static_cast<int64_t>(hw)));
     }
   }
   if (router) {
-    out.emplace_back("router", static_cast<double>(block_dim(moe_layer_list.front().first) * c.moe.get<moe::PerImageMoeOptions>().num_experts));
+    out.emplace_back("router", static_cast<double>(block_dim(moe_layer_list.front().first) *
+                                                   c.moe.get<moe::PerImageMoeOptions>().num_experts));
   }
   if (c.num_classes > 0) {
     out.emplace_back("head", static_cast<double>(c.dims[3] * c.num_classes));

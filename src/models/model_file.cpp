@@ -72,8 +72,7 @@ LoadedModel load_model(const std::string& path, json model_json, const std::func
   return m;
 }
 
-void save_model(const std::string& path, const torch::nn::Module& model, const json& model_config,
-                io::Metadata extra) {
+void save_model(const std::string& path, const torch::nn::Module& model, const json& model_config, io::Metadata extra) {
   extra[kFormatVersionKey] = kFormatVersion;
   extra[kModelConfigKey] = model_config.dump();
   io::write_safetensors(path, io::module_state_dict(model), extra);

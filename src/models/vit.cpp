@@ -12,16 +12,15 @@
 namespace moejet::models {
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size) {
-  proj = register_module(
-      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch_size).stride(patch_size)));
+  proj = register_module("proj",
+                         torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch_size).stride(patch_size)));
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   return proj(images).flatten(2).transpose(1, 2);
 }
 
-AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias, double attn_drop,
-                             double proj_drop)
+AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias, double attn_drop, double proj_drop)
     : num_heads(num_heads), attn_drop(attn_drop), proj_drop(proj_drop) {
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(qkv_bias)));
   proj = register_module("proj", torch::nn::Linear(dim, dim));
@@ -55,12 +54,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
 }
 
 BlockImpl::BlockImpl(const VitConfig& c, double drop_path_rate) : drop_path_rate(drop_path_rate) {
-  auto ln = [&] {
-    return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.embed_dim}).eps(c.norm_eps));
-  };
+  auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.embed_dim}).eps(c.norm_eps)); };
   norm1 = register_module("norm1", ln());
-  attn = register_module(
-      "attn", Attention(c.embed_dim, c.num_heads, c.qkv_bias, c.attn_drop_rate, c.proj_drop_rate));
+  attn = register_module("attn", Attention(c.embed_dim, c.num_heads, c.qkv_bias, c.attn_drop_rate, c.proj_drop_rate));
   if (c.init_values > 0) {
     ls1 = register_module("ls1", nn::LayerScale(c.embed_dim, c.init_values));
   }
@@ -94,8 +90,7 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
   if (c.class_token) {
     cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.embed_dim}));
   }
-  pos_embed = register_parameter(
-      "pos_embed", torch::zeros({1, c.num_prefix_tokens() + c.num_patches(), c.embed_dim}));
+  pos_embed = register_parameter("pos_embed", torch::zeros({1, c.num_prefix_tokens() + c.num_patches(), c.embed_dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.depth; ++i) {
     // timm: drop-path rate rises linearly from 0 to drop_path_rate over the blocks.
@@ -104,9 +99,8 @@ VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
     blocks->push_back(b);
     block_list.push_back(b);
   }
-  install_moe_layers(c.moe, [&](int64_t b, std::shared_ptr<nn::FeedForward> layer) {
-    block_list[b]->set_mlp(std::move(layer));
-  });
+  install_moe_layers(
+      c.moe, [&](int64_t b, std::shared_ptr<nn::FeedForward> layer) { block_list[b]->set_mlp(std::move(layer)); });
   if (c.moe.type() == "image") {
     add_image_router(c.moe, c.embed_dim, c.num_prefix_tokens(), c.global_pool == "token");
   }
@@ -141,12 +135,11 @@ void VisionTransformerImpl::init_weights() {
 }
 
 torch::Tensor VisionTransformerImpl::embed(const torch::Tensor& images) {
-  TORCH_CHECK(images.dim() == 4, "VisionTransformer: expected images [B, C, H, W], got ",
-              images.sizes());
-  TORCH_CHECK(images.size(1) == config.in_chans && images.size(2) == config.img_size &&
-                  images.size(3) == config.img_size,
-              "VisionTransformer: expected images [B, ", config.in_chans, ", ", config.img_size,
-              ", ", config.img_size, "], got ", images.sizes());
+  TORCH_CHECK(images.dim() == 4, "VisionTransformer: expected images [B, C, H, W], got ", images.sizes());
+  TORCH_CHECK(
+      images.size(1) == config.in_chans && images.size(2) == config.img_size && images.size(3) == config.img_size,
+      "VisionTransformer: expected images [B, ", config.in_chans, ", ", config.img_size, ", ", config.img_size,
+      "], got ", images.sizes());
   auto x = patch_embed(images);
   if (cls_token.defined()) {
     x = torch::cat({cls_token.expand({x.size(0), -1, -1}), x}, 1);
@@ -221,8 +214,7 @@ int64_t VisionTransformerImpl::layer_id(const std::string& name) const {
   if (std::regex_search(name, m, block_re)) {
     return std::stoll(m[1]) + 1;
   }
-  if (name.rfind("cls_token", 0) == 0 || name.rfind("pos_embed", 0) == 0 ||
-      name.rfind("patch_embed", 0) == 0) {
+  if (name.rfind("cls_token", 0) == 0 || name.rfind("pos_embed", 0) == 0 || name.rfind("patch_embed", 0) == 0) {
     return 0;
   }
   return config.depth + 1;
@@ -235,8 +227,7 @@ std::vector<std::pair<std::string, double>> VisionTransformerImpl::macs_by_layer
   const double D = static_cast<double>(config.embed_dim);
   const double P = static_cast<double>(config.patch_size);
   std::vector<std::pair<std::string, double>> out;
-  out.emplace_back("patch_embed",
-                   static_cast<double>(config.num_patches()) * config.in_chans * P * P * D);
+  out.emplace_back("patch_embed", static_cast<double>(config.num_patches()) * config.in_chans * P * P * D);
   for (size_t i = 0; i < block_list.size(); ++i) {
     double attn = N * D * 3 * D + 2 * N * N * D + N * D * D;
     out.emplace_back(fmt::format("blocks.{}.attn", i), attn);

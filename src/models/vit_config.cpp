@@ -7,12 +7,11 @@ namespace moejet::models {
 void VitConfig::validate() const {
   check<ConfigError>(img_size > 0 && patch_size > 0, "model: img_size ({}) and patch_size ({}) must be positive",
                      img_size, patch_size);
-  check<ConfigError>(img_size % patch_size == 0,
-                     "model: img_size {} is not a multiple of patch_size {}", img_size, patch_size);
+  check<ConfigError>(img_size % patch_size == 0, "model: img_size {} is not a multiple of patch_size {}", img_size,
+                     patch_size);
   check<ConfigError>(in_chans > 0, "model.in_chans: must be positive, got {}", in_chans);
   check<ConfigError>(num_classes >= 0, "model.num_classes: must be >= 0, got {}", num_classes);
-  check<ConfigError>(embed_dim > 0 && depth >= 0, "model: embed_dim ({}) and depth ({}) invalid",
-                     embed_dim, depth);
+  check<ConfigError>(embed_dim > 0 && depth >= 0, "model: embed_dim ({}) and depth ({}) invalid", embed_dim, depth);
   // Bounds far beyond any real ViT, so that a typo or a hostile file's config fails at once
   // instead of building a million blocks (minutes, then bad_alloc).
   check<ConfigError>(depth <= 1024 && embed_dim <= 65536 && img_size <= 16384 && in_chans <= 1024 &&
@@ -20,8 +19,8 @@ void VitConfig::validate() const {
                      "model: sizes beyond any ViT (depth {} <= 1024, embed_dim {} <= 65536, img_size {} <= 16384, "
                      "in_chans {} <= 1024, num_classes {} <= 10^7, mlp_ratio {} <= 64)",
                      depth, embed_dim, img_size, in_chans, num_classes, mlp_ratio);
-  check<ConfigError>(num_heads > 0 && embed_dim % num_heads == 0,
-                     "model.num_heads: {} does not divide embed_dim {}", num_heads, embed_dim);
+  check<ConfigError>(num_heads > 0 && embed_dim % num_heads == 0, "model.num_heads: {} does not divide embed_dim {}",
+                     num_heads, embed_dim);
   check<ConfigError>(mlp_ratio > 0, "model.mlp_ratio: must be positive, got {}", mlp_ratio);
   // A ratio that rounds the MLP down to no units would reach libtorch's Linear init as
   // "from is out of bounds for float".
@@ -30,8 +29,7 @@ void VitConfig::validate() const {
                      mlp_ratio, embed_dim, embed_dim > 0 ? mlp_hidden() : 0);
   check<ConfigError>(global_pool == "token" || global_pool == "avg",
                      "model.global_pool: expected \"token\" or \"avg\", got \"{}\"", global_pool);
-  check<ConfigError>(global_pool != "token" || class_token,
-                     "model: global_pool \"token\" needs class_token = true");
+  check<ConfigError>(global_pool != "token" || class_token, "model: global_pool \"token\" needs class_token = true");
   check<ConfigError>(fc_norm == "auto" || fc_norm == "true" || fc_norm == "false",
                      "model.fc_norm: expected \"auto\", \"true\" or \"false\", got \"{}\"", fc_norm);
   for (double p : {drop_rate, pos_drop_rate, attn_drop_rate, proj_drop_rate, drop_path_rate}) {
@@ -83,14 +81,10 @@ VitConfig make(int64_t patch, int64_t dim, int64_t depth, int64_t heads, int64_t
 
 const std::map<std::string, VitConfig>& presets() {
   static const std::map<std::string, VitConfig> table = {
-      {"vit_tiny_patch16_224", make(16, 192, 12, 3)},
-      {"vit_tiny_patch16_384", make(16, 192, 12, 3, 384)},
-      {"vit_small_patch16_224", make(16, 384, 12, 6)},
-      {"vit_small_patch32_224", make(32, 384, 12, 6)},
-      {"vit_small_patch16_384", make(16, 384, 12, 6, 384)},
-      {"vit_base_patch16_224", make(16, 768, 12, 12)},
-      {"vit_base_patch32_224", make(32, 768, 12, 12)},
-      {"vit_base_patch16_384", make(16, 768, 12, 12, 384)},
+      {"vit_tiny_patch16_224", make(16, 192, 12, 3)},       {"vit_tiny_patch16_384", make(16, 192, 12, 3, 384)},
+      {"vit_small_patch16_224", make(16, 384, 12, 6)},      {"vit_small_patch32_224", make(32, 384, 12, 6)},
+      {"vit_small_patch16_384", make(16, 384, 12, 6, 384)}, {"vit_base_patch16_224", make(16, 768, 12, 12)},
+      {"vit_base_patch32_224", make(32, 768, 12, 12)},      {"vit_base_patch16_384", make(16, 768, 12, 12, 384)},
       {"vit_large_patch16_224", make(16, 1024, 24, 16)},
   };
   return table;

@@ -334,10 +334,9 @@ namespace {
 // The entmax package's Entmax15Function. The analytic Jacobian is cheaper and more accurate than
 // differentiating through sort/cumsum/gather, and matches the reference implementation exactly.
 struct Entmax15Function : public torch::autograd::Function<Entmax15Function> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               int64_t dim) {
-    const bool cpu_kernel = input.is_cpu() && (input.scalar_type() == torch::kFloat ||
-                                               input.scalar_type() == torch::kDouble);
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, int64_t dim) {
+    const bool cpu_kernel =
+        input.is_cpu() && (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble);
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["cpu_kernel"] = cpu_kernel;
     if (cpu_kernel) {
@@ -373,8 +372,7 @@ struct Entmax15Function : public torch::autograd::Function<Entmax15Function> {
 
 torch::Tensor entmax15(const torch::Tensor& x, int64_t dim) {
   TORCH_CHECK(x.defined() && x.dim() >= 1, "entmax15: expected a tensor with at least 1 dim");
-  TORCH_CHECK(x.is_floating_point(), "entmax15: expected a floating-point tensor, got ",
-              x.scalar_type());
+  TORCH_CHECK(x.is_floating_point(), "entmax15: expected a floating-point tensor, got ", x.scalar_type());
   dim = c10::maybe_wrap_dim(dim, x.dim());
   TORCH_CHECK(x.size(dim) > 0, "entmax15: dim ", dim, " of ", x.sizes(), " is empty");
   return Entmax15Function::apply(x, dim);

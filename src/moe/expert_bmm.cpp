@@ -110,8 +110,7 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
 namespace {
 
 struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
-                               const torch::Tensor& b) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
     ctx->save_for_backward({a, b});
     return expert_bmm(a, b);
   }

@@ -4,9 +4,9 @@
 
 #include <torch/torch.h>
 
+#include "moejet/moe/expert_bmm.h"
 #include "moejet/nn/dropout.h"
 #include "moejet/nn/init.h"
-#include "moejet/moe/expert_bmm.h"
 
 namespace moejet::moe {
 
@@ -37,20 +37,19 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
     const auto& x = saved[0];
     const auto& weight = saved[1];
     auto gy = grads[0];
-    auto gx = expert_bmm(gy, weight);                   // [E, T, out] x [E, out, in]
-    auto gw = expert_bmm(gy.transpose(1, 2), x);        // [E, out, T] x [E, T, in]
-    auto gb = gy.sum(1);                                // [E, out]
+    auto gx = expert_bmm(gy, weight);             // [E, T, out] x [E, out, in]
+    auto gw = expert_bmm(gy.transpose(1, 2), x);  // [E, out, T] x [E, T, in]
+    auto gb = gy.sum(1);                          // [E, out]
     return {gx, gw, gb};
   }
 };
 
 }  // namespace
 
-ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop,
-                             const std::string& init)
+ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, double drop, const std::string& init)
     : num_experts(num_experts), dim(dim), hidden(hidden), drop(drop) {
-  TORCH_CHECK(num_experts > 0 && dim > 0 && hidden > 0, "ExpertMlp: invalid sizes E=", num_experts,
-              " D=", dim, " H=", hidden);
+  TORCH_CHECK(num_experts > 0 && dim > 0 && hidden > 0, "ExpertMlp: invalid sizes E=", num_experts, " D=", dim,
+              " H=", hidden);
   auto fc1 = register_module("fc1", std::make_shared<BatchedLinearParams>(num_experts, hidden, dim));
   auto fc2 = register_module("fc2", std::make_shared<BatchedLinearParams>(num_experts, dim, hidden));
   fc1_weight = fc1->weight;
@@ -78,15 +77,14 @@ torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(0) == num_experts && x.size(2) == dim,
-              "ExpertMlp: expected [", num_experts, ", T, ", dim, "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == num_experts && x.size(2) == dim, "ExpertMlp: expected [", num_experts,
+              ", T, ", dim, "], got ", x.sizes());
   return run(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias);
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor& expert_ids) {
   TORCH_CHECK(expert_ids.dim() == 1 && x.dim() == 3 && x.size(0) == expert_ids.size(0) && x.size(2) == dim,
-              "ExpertMlp: expected x [A, T, ", dim, "] for A expert ids, got ", x.sizes(), " and ",
-              expert_ids.sizes());
+              "ExpertMlp: expected x [A, T, ", dim, "] for A expert ids, got ", x.sizes(), " and ", expert_ids.sizes());
   if (expert_ids.size(0) == num_experts) {
     auto all = torch::arange(num_experts, expert_ids.options());
     if (expert_ids.equal(all)) {

@@ -14,10 +14,9 @@ ImageRouterImpl::ImageRouterImpl(const ImageRouterOptions& o) : options(o) {
 }
 
 ImageRouting ImageRouterImpl::forward(const torch::Tensor& tokens) {
-  TORCH_CHECK(tokens.dim() == 3 && tokens.size(2) == options.dim, "ImageRouter: expected [B, T, ",
-              options.dim, "], got ", tokens.sizes());
-  auto pooled = options.pool_class_token ? tokens.select(1, 0)
-                                         : tokens.slice(1, options.prefix_tokens).mean(1);
+  TORCH_CHECK(tokens.dim() == 3 && tokens.size(2) == options.dim, "ImageRouter: expected [B, T, ", options.dim,
+              "], got ", tokens.sizes());
+  auto pooled = options.pool_class_token ? tokens.select(1, 0) : tokens.slice(1, options.prefix_tokens).mean(1);
   ImageRouting r;
   r.logits = fc(norm(pooled));
   auto scores = r.logits;

@@ -1,7 +1,7 @@
 #include "moejet/moe/per_image_moe.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include <torch/torch.h>
@@ -33,8 +33,7 @@ void PerImageMoe::set_routing(const ImageRouting& routing, bool report_aux_loss)
 }
 
 torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "PerImageMoe: expected [B, N, ", dim,
-              "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "PerImageMoe: expected [B, N, ", dim, "], got ", x.sizes());
   TORCH_CHECK(routing_.experts.defined() && routing_.experts.size(0) == x.size(0),
               "PerImageMoe: no routing for this batch (the model's router sets it before the MoE blocks)");
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), k = routing_.experts.size(1);

@@ -121,8 +121,7 @@ struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
     parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
       torch::NoGradGuard no_grad;
       auto out = gx2.narrow(0, r0, r1 - r0);
-      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y2.narrow(0, r0, r1 - r0), 1,
-                                     torch::kFloat);
+      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y2.narrow(0, r0, r1 - r0), 1, torch::kFloat);
     });
     return {gx};
   }

@@ -4,15 +4,14 @@
 
 #include <torch/torch.h>
 
-#include "moejet/nn/dropout.h"
 #include "moejet/moe/expert_bmm.h"
 #include "moejet/moe/row_ops.h"
+#include "moejet/nn/dropout.h"
 
 namespace moejet::moe {
 
-torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
-                         const torch::Tensor& combine, const std::vector<ExpertMlp>& groups,
-                         int64_t S, double drop_path, bool training) {
+torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch, const torch::Tensor& combine,
+                         const std::vector<ExpertMlp>& groups, int64_t S, double drop_path, bool training) {
   const int64_t B = x.size(0), D = x.size(2);
   // Slots are dispatch-weighted sums of the raw tokens: [B, M, N] x [B, N, D] -> [B, M, D].
   auto slots = batched_matmul(dispatch, x);
@@ -22,8 +21,8 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
     sizes.push_back(g->num_experts * S);
     total_experts += g->num_experts;
   }
-  TORCH_INTERNAL_ASSERT(total_experts * S == dispatch.size(1), "soft_route: groups cover ",
-                        total_experts * S, " of ", dispatch.size(1), " slots");
+  TORCH_INTERNAL_ASSERT(total_experts * S == dispatch.size(1), "soft_route: groups cover ", total_experts * S, " of ",
+                        dispatch.size(1), " slots");
   // split, not narrow: its backward concatenates, where each narrow's would zero-fill and add a
   // full-size gradient.
   auto group_slots = slots.split_with_sizes(sizes, 1);
@@ -39,14 +38,12 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
   auto out = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
   if (training && drop_path > 0) {
     // Viewed as [B*E, S, D], drop_path's per-row mask drops one expert's outputs for one image.
-    out = nn::drop_path(out.view({B * total_experts, S, D}), drop_path, training)
-              .view({B, total_experts * S, D});
+    out = nn::drop_path(out.view({B * total_experts, S, D}), drop_path, training).view({B, total_experts * S, D});
   }
   return batched_matmul(combine, out);
 }
 
-RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,
-                                int64_t num_experts) {
+RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine, int64_t num_experts) {
   torch::NoGradGuard ng;
   RoutingStats st;
   auto mass = combine.detach().sum(std::vector<int64_t>{0, 1}).view({num_experts, -1}).sum(1);
@@ -75,8 +72,8 @@ SoftMoe::SoftMoe(const SoftMoeOptions& o, int64_t dim, double drop_path)
     : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)), drop_path(drop_path) {
   o.validate();
   TORCH_CHECK(dim > 0, "SoftMoe: dim must be > 0, got ", dim);
-  phi = register_parameter("phi", torch::randn({o.num_experts, o.slots_per_expert, dim}) *
-                                      (1.0 / std::sqrt(static_cast<double>(dim))));
+  phi = register_parameter(
+      "phi", torch::randn({o.num_experts, o.slots_per_expert, dim}) * (1.0 / std::sqrt(static_cast<double>(dim))));
   if (o.normalize || o.soft_slot_layernorm) {
     scale = register_parameter("scale", torch::ones({}));
   }
@@ -88,13 +85,11 @@ SoftMoe::SoftMoe(const SoftMoeOptions& o, int64_t dim, double drop_path)
 }
 
 std::string SoftMoe::describe() const {
-  return fmt::format("{} experts (hidden {}), {} slot(s) each", options.num_experts, hidden,
-                     options.slots_per_expert);
+  return fmt::format("{} experts (hidden {}), {} slot(s) each", options.num_experts, hidden, options.slots_per_expert);
 }
 
 torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SoftMoe: expected [B, N, ", dim,
-              "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SoftMoe: expected [B, N, ", dim, "], got ", x.sizes());
   auto q = phi.reshape({-1, dim});  // [M, D]
   auto k = x;
   if (options.soft_slot_layernorm) {
@@ -121,7 +116,7 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
   auto combine = row_softmax(logits);
   auto y = nn::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
-                             drop_path, is_training());
+                         drop_path, is_training());
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
     last_stats = soft_routing_stats(dispatch, combine, options.num_experts);

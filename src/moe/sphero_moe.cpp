@@ -4,10 +4,10 @@
 
 #include "moejet/core/counter_random.h"
 #include "moejet/core/parallel.h"
-#include "moejet/nn/dropout.h"
 #include "moejet/moe/entmax.h"
 #include "moejet/moe/row_ops.h"
 #include "moejet/moe/soft_moe.h"
+#include "moejet/nn/dropout.h"
 
 namespace moejet::moe {
 
@@ -28,10 +28,9 @@ struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
   // noise is drawn row by row inside the pass from the counter-based stream `key`, so it is
   // never a [B, N, M] tensor of its own (drawing it with torch::randn was 10% of the layer's
   // forward). The noise has no gradient, so the backward does not need it.
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                const torch::Tensor& cos, const torch::Tensor& t_d,
-                                                const torch::Tensor& t_c, const torch::Tensor& noise,
-                                                double noise_std, int64_t key) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& cos,
+                                                const torch::Tensor& t_d, const torch::Tensor& t_c,
+                                                const torch::Tensor& noise, double noise_std, int64_t key) {
     auto c = cos.contiguous();
     const int64_t B = c.size(0), N = c.size(1), M = c.size(2);
     auto dl = torch::empty({B, M, N}, c.options());
@@ -109,10 +108,8 @@ struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
 };
 
 // Same function in tensor ops, for devices and dtypes the kernel above does not cover.
-std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Tensor& cos,
-                                                                const torch::Tensor& t_d,
-                                                                const torch::Tensor& t_c,
-                                                                const torch::Tensor& noise) {
+std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Tensor& cos, const torch::Tensor& t_d,
+                                                                const torch::Tensor& t_c, const torch::Tensor& noise) {
   auto dl = cos / t_d, cl = cos / t_c;
   if (noise.defined()) {
     dl = dl + noise;
@@ -123,11 +120,10 @@ std::pair<torch::Tensor, torch::Tensor> tempered_logits_generic(const torch::Ten
 
 void check_logit_shapes(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
                         const torch::Tensor& noise) {
-  TORCH_CHECK(cos.dim() == 3 && t_d.numel() == 1 && t_c.numel() == 1 &&
-                  (!noise.defined() || noise.sizes() == cos.sizes()),
-              "sphero_logits: expected cos [B, N, M], scalar temperatures and noise like cos, got ",
-              cos.sizes(), ", ", t_d.sizes(), ", ", t_c.sizes(), " and ",
-              noise.defined() ? noise.sizes() : c10::IntArrayRef{});
+  TORCH_CHECK(
+      cos.dim() == 3 && t_d.numel() == 1 && t_c.numel() == 1 && (!noise.defined() || noise.sizes() == cos.sizes()),
+      "sphero_logits: expected cos [B, N, M], scalar temperatures and noise like cos, got ", cos.sizes(), ", ",
+      t_d.sizes(), ", ", t_c.sizes(), " and ", noise.defined() ? noise.sizes() : c10::IntArrayRef{});
 }
 
 bool fused_logits(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
@@ -143,8 +139,8 @@ std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, 
   check_logit_shapes(cos, t_d, t_c, noise);
   if (fused_logits(cos, t_d, t_c, noise)) {
     // A custom Function's inputs must be defined tensors: no noise is an empty one.
-    auto out = TemperedLogits::apply(cos, t_d, t_c, noise.defined() ? noise : torch::empty({0}, cos.options()),
-                                     0.0, int64_t{0});
+    auto out = TemperedLogits::apply(cos, t_d, t_c, noise.defined() ? noise : torch::empty({0}, cos.options()), 0.0,
+                                     int64_t{0});
     return {out[0], out[1]};
   }
   return tempered_logits_generic(cos, t_d, t_c, noise);
@@ -159,8 +155,7 @@ std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, 
                                      static_cast<int64_t>(draw_counter_key()));
     return {out[0], out[1]};
   }
-  return sphero_logits(cos, t_d, t_c,
-                       noise_std > 0 ? torch::randn_like(cos).mul_(noise_std) : torch::Tensor());
+  return sphero_logits(cos, t_d, t_c, noise_std > 0 ? torch::randn_like(cos).mul_(noise_std) : torch::Tensor());
 }
 
 void SpheroMoeOptions::validate() const {
@@ -212,15 +207,14 @@ SpheroMoe::SpheroMoe(const SpheroMoeOptions& o, int64_t dim, double drop_path)
   const std::string init = resolve_expert_init(o.expert_init, "kaiming_uniform");
   core = register_module("core", ExpertMlp(o.core_experts, dim, core_hidden, o.expert_drop, init));
   if (o.universal_experts > 0) {
-    universal = register_module("universal",
-                                ExpertMlp(o.universal_experts, dim, universal_hidden, o.expert_drop, init));
+    universal =
+        register_module("universal", ExpertMlp(o.universal_experts, dim, universal_hidden, o.expert_drop, init));
   }
 }
 
 std::string SpheroMoe::describe() const {
-  return fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each",
-                     options.core_experts, core_hidden, options.universal_experts, universal_hidden,
-                     options.slots_per_expert);
+  return fmt::format("{} core (hidden {}) + {} universal (hidden {}) experts, {} slot(s) each", options.core_experts,
+                     core_hidden, options.universal_experts, universal_hidden, options.slots_per_expert);
 }
 
 torch::Tensor SpheroMoe::keys(const torch::Tensor& x) const {
@@ -232,10 +226,9 @@ torch::Tensor SpheroMoe::queries() const {
   auto q = phi.reshape({-1, dim});
   if (slot_norm) {
     // LayerNorm's forward is non-const; the functional form with its parameters is the same op.
-    q = F::layer_norm(q, F::LayerNormFuncOptions({dim})
-                             .weight(slot_norm->weight)
-                             .bias(slot_norm->bias)
-                             .eps(slot_norm->options.eps()));
+    q = F::layer_norm(
+        q,
+        F::LayerNormFuncOptions({dim}).weight(slot_norm->weight).bias(slot_norm->bias).eps(slot_norm->options.eps()));
   }
   if (options.offset_scale) {
     q = q * phi_scale + phi_offset;
@@ -244,18 +237,15 @@ torch::Tensor SpheroMoe::queries() const {
 }
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SpheroMoe: expected [B, N, ",
-              dim, "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SpheroMoe: expected [B, N, ", dim, "], got ", x.sizes());
   auto cos = torch::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
-  const double noise_mult =
-      options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
+  const double noise_mult = options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
   // One sample shared by dispatch and combine, as in the authors' code.
   const bool noisy = noise_mult > 0 && (is_training() || options.noise_in_eval);
   // Dispatch logits come laid out [B, M, N], so the softmax over tokens is a last-dim one.
-  auto t_d = options.temperature_min > 0 ? dispatch_temperature.clamp_min(options.temperature_min)
-                                         : dispatch_temperature;
-  auto t_c = options.temperature_min > 0 ? combine_temperature.clamp_min(options.temperature_min)
-                                         : combine_temperature;
+  auto t_d =
+      options.temperature_min > 0 ? dispatch_temperature.clamp_min(options.temperature_min) : dispatch_temperature;
+  auto t_c = options.temperature_min > 0 ? combine_temperature.clamp_min(options.temperature_min) : combine_temperature;
   auto [dl, cl] = sphero_logits(cos, t_d, t_c, noisy ? noise_mult : 0.0);
   auto dispatch = row_softmax(dl);
   auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : row_softmax(cl);
@@ -264,8 +254,8 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
     groups.push_back(universal);
   }
   const bool per_image = options.expert_drop_path_mode == "image";
-  auto y = soft_route(x, dispatch, combine, groups, options.slots_per_expert,
-                      per_image ? 0.0 : drop_path, is_training());
+  auto y =
+      soft_route(x, dispatch, combine, groups, options.slots_per_expert, per_image ? 0.0 : drop_path, is_training());
   if (per_image) {
     // The authors' DropPath on the slot outputs [B, E*S, D] has one mask entry per image, and the
     // combine is linear in them: the same as dropping the layer's output of that image.

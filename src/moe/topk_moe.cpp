@@ -23,8 +23,7 @@ void TopKMoeOptions::validate() const {
 TopKMoe::TopKMoe(const TopKMoeOptions& o, int64_t dim) : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)) {
   o.validate();
   TORCH_CHECK(dim > 0, "TopKMoe: dim must be > 0, got ", dim);
-  router = register_module(
-      "router", torch::nn::Linear(torch::nn::LinearOptions(dim, o.num_experts).bias(false)));
+  router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(dim, o.num_experts).bias(false)));
   // trunc-normal .02 like every other ViT Linear rather than zeros: a zero router gives exact
   // ties, which the deterministic tie-break would send wholesale to experts 0..k-1 at step 0.
   nn::trunc_normal_(router->weight, 0.02);
@@ -45,8 +44,7 @@ int64_t TopKMoe::capacity(int64_t tokens) const {
 }
 
 torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "TopKMoe: expected x [B, N, ", dim,
-              "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "TopKMoe: expected x [B, N, ", dim, "], got ", x.sizes());
   const int64_t b = x.size(0), n = x.size(1), d = x.size(2);
   const int64_t e = options.num_experts, k = options.top_k;
   TORCH_CHECK(n > 0, "TopKMoe: no tokens in x ", x.sizes());
@@ -82,17 +80,15 @@ torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
     pos = pos.mul(keep).view({b, k, n, e});
     auto keep_i = keep.to(torch::kLong).view({b, k, n, e});
     if (options.batch_priority) {
-      auto inv = perm.argsort(/*dim=*/int64_t{-1}, /*descending=*/false)
-                     .view({b, 1, n, 1})
-                     .expand({b, k, n, e});
+      auto inv = perm.argsort(/*dim=*/int64_t{-1}, /*descending=*/false).view({b, 1, n, 1}).expand({b, k, n, e});
       pos = pos.gather(2, inv);
       keep_i = keep_i.gather(2, inv);
     }
     // A token's k choices are distinct experts, so summing over ranks never mixes two choices.
     auto slot = pos.sum(1);  // [B, N, E]
     kept = keep_i.sum(1);
-    dispatch = torch::zeros({b, n, e, c}, x.options())
-                   .scatter_(3, slot.unsqueeze(-1), kept.unsqueeze(-1).to(x.scalar_type()));
+    dispatch =
+        torch::zeros({b, n, e, c}, x.options()).scatter_(3, slot.unsqueeze(-1), kept.unsqueeze(-1).to(x.scalar_type()));
   }
 
   // Combine with the raw gate of each kept choice: V-MoE does not renormalise the top-k gates,
@@ -105,8 +101,7 @@ torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
   // Switch / V-MoE load balancing: E * sum_e f_e * P_e, f_e = share of tokens whose top-1 is e
   // (piecewise constant), P_e = mean gate of e (carries the gradient). It is 1 whenever the
   // gates are uniform or f and P are both uniform, and grows as routing concentrates.
-  auto f =
-      F::one_hot(choice.select(-1, 0), e).to(gates.scalar_type()).mean(torch::IntArrayRef{0, 1});
+  auto f = F::one_hot(choice.select(-1, 0), e).to(gates.scalar_type()).mean(torch::IntArrayRef{0, 1});
   auto p = gates.mean(torch::IntArrayRef{0, 1});
   last_aux_loss = options.aux_loss_weight * static_cast<double>(e) * (f * p).sum();
 
@@ -115,8 +110,7 @@ torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
     auto load = kept.sum(torch::IntArrayRef{0, 1}).to(torch::kDouble).cpu();
     const double total = load.sum().item<double>();
     last_stats.expert_load = load / std::max(total, 1.0);
-    last_stats.dispatch_entropy =
-        -torch::xlogy(gates, gates).sum(-1).mean().to(torch::kDouble).item<double>();
+    last_stats.dispatch_entropy = -torch::xlogy(gates, gates).sum(-1).mean().to(torch::kDouble).item<double>();
     last_stats.dropped_fraction = 1.0 - total / static_cast<double>(b * n * k);
   }
   if (record_routing) {

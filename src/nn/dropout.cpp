@@ -34,8 +34,7 @@ void dropout_words(const T* x, T* y, uint8_t* keep, int64_t n, int64_t w0, int64
 }
 
 struct DropoutFn : torch::autograd::Function<DropoutFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               double p) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, double p) {
     auto x = input.contiguous();
     auto y = torch::empty_like(x);
     auto keep = torch::empty(x.sizes(), x.options().dtype(torch::kUInt8));

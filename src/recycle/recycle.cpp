@@ -7,9 +7,9 @@
 
 #include "moejet/core/error.h"
 #include "moejet/io/state_dict.h"
-#include "moejet/nn/feed_forward.h"
 #include "moejet/models/vit.h"
 #include "moejet/moe/moe_layer.h"
+#include "moejet/nn/feed_forward.h"
 #include "moejet/recycle/weight_selection.h"
 
 namespace moejet::recycle {
@@ -31,7 +31,8 @@ const models::VisionTransformerImpl* as_vit(const models::ImageClassifierImpl& m
 
 std::vector<int64_t> iota(int64_t n) {
   std::vector<int64_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i;
+  for (int64_t i = 0; i < n; ++i)
+    v[static_cast<size_t>(i)] = i;
   return v;
 }
 
@@ -71,7 +72,8 @@ torch::Tensor mean_over(const std::map<int64_t, UnitStats>& per_block,
   torch::Tensor sum;
   for (const auto& [b, st] : per_block) {
     auto t = get(st);
-    if (!t.defined()) return {};
+    if (!t.defined())
+      return {};
     sum = sum.defined() ? sum + t : t.clone();
   }
   return sum.defined() ? sum / static_cast<double>(per_block.size()) : sum;
@@ -115,8 +117,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
     ch_score = mean_over(src.stats.channels, [&](const UnitStats& s) { return s.score(o.score); });
     ch_co = mean_over(src.stats.channels, [](const UnitStats& s) { return s.coactivation; });
   }
-  plan.channels = select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk, o.uniform,
-                             o.graph);
+  plan.channels =
+      select_one(o.method, sc.embed_dim, tc.embed_dim, seed, ch_score, ch_co, o.importance_topk, o.uniform, o.graph);
   plan.selection.channels = plan.channels;
   plan.selection.rescale = o.rescale;
   plan.report["channels"] = plan.channels;
@@ -138,9 +140,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
       check<ConfigError>(it != src.stats.context.end(), "{}: no attention statistics for block {}", src.name, b);
       score = it->second.score(o.score).view({sc.num_heads, hd}).sum(1);
     }
-    plan.selection.heads[b] =
-        select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {}, o.importance_topk,
-                   o.uniform, o.graph);
+    plan.selection.heads[b] = select_one(head_method, sc.num_heads, tc.num_heads, seed + 31ULL * (b + 1), score, {},
+                                         o.importance_topk, o.uniform, o.graph);
     heads[std::to_string(b)] = plan.selection.heads[b];
     // Dense MLPs outside the MoE blocks: their hidden units, as an expert's.
     if (!moe_blocks.count(b)) {
@@ -151,8 +152,8 @@ SourcePlan plan_source(const RecycleSource& src, const models::ImageClassifierIm
         uscore = it->second.score(o.score);
         uco = it->second.coactivation;
       }
-      plan.selection.units[b] = select_one(o.method, sc.mlp_hidden(), tc.mlp_hidden(), seed + 37ULL * (b + 1),
-                                           uscore, uco, o.importance_topk, o.uniform, o.graph);
+      plan.selection.units[b] = select_one(o.method, sc.mlp_hidden(), tc.mlp_hidden(), seed + 37ULL * (b + 1), uscore,
+                                           uco, o.importance_topk, o.uniform, o.graph);
     }
   }
   plan.report["heads"] = heads;
@@ -169,7 +170,8 @@ bool is_wider(const models::ImageClassifierImpl& source, const models::ImageClas
            sv->config.mlp_hidden() != tv->config.mlp_hidden();
   }
   for (int64_t b = 0; b < std::min(source.num_blocks(), target.num_blocks()); ++b) {
-    if (source.block_dim(b) != target.block_dim(b)) return true;
+    if (source.block_dim(b) != target.block_dim(b))
+      return true;
   }
   return false;
 }
@@ -185,8 +187,8 @@ json recycle_model(const models::ImageClassifierImpl& dense, models::ImageClassi
 
 json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& moe, const RecycleOptions& options) {
   const auto& dense = *sources.dense.model;
-  check<ConfigError>(dense.arch() == moe.arch(), "recycling: the dense model is a {}, the MoE model a {}",
-                     dense.arch(), moe.arch());
+  check<ConfigError>(dense.arch() == moe.arch(), "recycling: the dense model is a {}, the MoE model a {}", dense.arch(),
+                     moe.arch());
   check<ConfigError>(dense.num_blocks() == moe.num_blocks(),
                      "recycling: the dense model has {} blocks, the MoE model {}", dense.num_blocks(),
                      moe.num_blocks());
@@ -198,20 +200,20 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
   {
     std::set<std::string> names;
     if (!moe.moe_layer_list.empty()) {
-      for (const auto& g : moe.moe_layer_list.front().second->expert_groups()) names.insert(g.first);
+      for (const auto& g : moe.moe_layer_list.front().second->expert_groups())
+        names.insert(g.first);
     }
     for (const auto& [name, src] : sources.groups) {
       check<ConfigError>(names.count(name), "recycling: the MoE model has no expert group '{}' (it has: {})", name,
                          fmt::join(names, ", "));
-      check<ConfigError>(src.model != nullptr && src.model->arch() == moe.arch() &&
-                             src.model->num_blocks() == moe.num_blocks(),
-                         "{}: the source for the {} experts must be a {} of {} blocks", src.name, name, moe.arch(),
-                         moe.num_blocks());
+      check<ConfigError>(
+          src.model != nullptr && src.model->arch() == moe.arch() && src.model->num_blocks() == moe.num_blocks(),
+          "{}: the source for the {} experts must be a {} of {} blocks", src.name, name, moe.arch(), moe.num_blocks());
     }
   }
-  check<ConfigError>(options.universal_units == "auto" || options.universal_units == "draw" ||
-                         options.universal_units == "reslice",
-                     "recycling: universal_units '{}' (expected auto, draw or reslice)", options.universal_units);
+  check<ConfigError>(
+      options.universal_units == "auto" || options.universal_units == "draw" || options.universal_units == "reslice",
+      "recycling: universal_units '{}' (expected auto, draw or reslice)", options.universal_units);
   torch::NoGradGuard ng;
 
   std::set<int64_t> moe_blocks;
@@ -222,7 +224,8 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
   }
   auto under_moe = [&](const std::string& key) {
     for (const auto& p : moe_prefixes) {
-      if (key.rfind(p, 0) == 0) return true;
+      if (key.rfind(p, 0) == 0)
+        return true;
     }
     return false;
   };
@@ -283,12 +286,12 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
       const int64_t H = w1.size(0), D = w1.size(1);
       const std::string key = fmt::format("{}.{}.fc1.weight", moe.mlp_key(b), name);
       // Per-expert channel sets (no shared set) have the model's width by construction.
-      const int64_t width = !plan.narrowed           ? D
+      const int64_t width = !plan.narrowed          ? D
                             : plan.channels.empty() ? group->dim
                                                     : static_cast<int64_t>(plan.channels.size());
       check<CheckpointError>(group->dim == width && group->dim <= D,
-                             "recycling: {} has width {} but {}: {}.fc1.weight is {} (width {}){}", key,
-                             group->dim, src.name, mlp_key, io::shape_string(w1), D,
+                             "recycling: {} has width {} but {}: {}.fc1.weight is {} (width {}){}", key, group->dim,
+                             src.name, mlp_key, io::shape_string(w1), D,
                              D < group->dim ? "; a source must be at least as wide as the model" : "");
       check<ConfigError>(group->hidden <= H,
                          "recycling: {} experts need {} hidden units each ({}), but {}: {}.fc1.weight {} has "
@@ -302,7 +305,10 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
                          "recycling: method '{}' needs activation statistics of block {} of {}",
                          method_name(options.method), b, src.name);
       torch::Tensor importance;
-      json jg = {{"name", name}, {"source", src.name}, {"experts", group->num_experts}, {"hidden", group->hidden},
+      json jg = {{"name", name},
+                 {"source", src.name},
+                 {"experts", group->num_experts},
+                 {"hidden", group->hidden},
                  {"dense_hidden", H}};
       if (st != nullptr) {
         importance = st->score(options.score);
@@ -336,7 +342,8 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
         for (auto& u : units) {
           std::vector<int64_t> kept;
           kept.reserve(positions.size());
-          for (auto p : positions) kept.push_back(u[static_cast<size_t>(p)]);
+          for (auto p : positions)
+            kept.push_back(u[static_cast<size_t>(p)]);
           u = std::move(kept);
         }
         jg["resliced_from"] = in.units;
@@ -381,8 +388,8 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
         group->fc2_weight[e].copy_(w2c.index_select(1, idx) * scale);
         group->fc2_bias[e].copy_(b2c);
         if (importance.defined()) {
-          shares.push_back(total_importance > 0 ? importance.index_select(0, idx).sum().item<double>() / total_importance
-                                                : 0.0);
+          shares.push_back(
+              total_importance > 0 ? importance.index_select(0, idx).sum().item<double>() / total_importance : 0.0);
         }
       }
       jg["fc2_scale"] = scale;

@@ -77,7 +77,8 @@ class SourceLoader {
       src.stats = collect_stats(role, *model);
     }
     held_.push_back(model);
-    if (metadata_out) *metadata_out = std::move(meta);
+    if (metadata_out)
+      *metadata_out = std::move(meta);
     return src;
   }
 
@@ -104,9 +105,9 @@ class SourceLoader {
     so.seed = job_.options.seed;
     so.show_progress = job_.show_progress;
     model.to(job_.device);
-    auto stats = collect_model_stats(model, blocks, stats_data_,
-                                     data::make_eval_transform(s.transform, stats_data_->channels()), so, job_.device,
-                                     wider);
+    auto stats =
+        collect_model_stats(model, blocks, stats_data_, data::make_eval_transform(s.transform, stats_data_->channels()),
+                            so, job_.device, wider);
     model.to(torch::kCPU);
     return stats;
   }

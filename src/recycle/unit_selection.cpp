@@ -13,22 +13,32 @@
 namespace moejet::recycle {
 
 Method parse_method(const std::string& name) {
-  if (name == "copy") return Method::Copy;
-  if (name == "random") return Method::Random;
-  if (name == "uniform") return Method::Uniform;
-  if (name == "graph") return Method::Graph;
-  if (name == "importance") return Method::Importance;
-  throw ConfigError(fmt::format("unknown recycling method '{}' (expected copy, random, uniform, graph or importance)",
-                                name));
+  if (name == "copy")
+    return Method::Copy;
+  if (name == "random")
+    return Method::Random;
+  if (name == "uniform")
+    return Method::Uniform;
+  if (name == "graph")
+    return Method::Graph;
+  if (name == "importance")
+    return Method::Importance;
+  throw ConfigError(
+      fmt::format("unknown recycling method '{}' (expected copy, random, uniform, graph or importance)", name));
 }
 
 std::string method_name(Method method) {
   switch (method) {
-    case Method::Copy: return "copy";
-    case Method::Random: return "random";
-    case Method::Uniform: return "uniform";
-    case Method::Graph: return "graph";
-    case Method::Importance: return "importance";
+    case Method::Copy:
+      return "copy";
+    case Method::Random:
+      return "random";
+    case Method::Uniform:
+      return "uniform";
+    case Method::Graph:
+      return "graph";
+    case Method::Importance:
+      return "importance";
   }
   return "?";
 }
@@ -36,8 +46,8 @@ std::string method_name(Method method) {
 namespace {
 
 std::mt19937_64 expert_rng(uint64_t seed, int64_t expert) {
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-                    static_cast<uint32_t>(expert), 0x5eedu};
+  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(expert),
+                    0x5eedu};
   return std::mt19937_64(seq);
 }
 
@@ -50,9 +60,8 @@ std::vector<int64_t> sorted(std::vector<int64_t> v) {
 std::vector<int64_t> top_units(const std::vector<double>& key, int64_t h) {
   std::vector<int64_t> idx(key.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + h, idx.end(), [&](int64_t a, int64_t b) {
-    return key[a] != key[b] ? key[a] > key[b] : a < b;
-  });
+  std::partial_sort(idx.begin(), idx.begin() + h, idx.end(),
+                    [&](int64_t a, int64_t b) { return key[a] != key[b] ? key[a] > key[b] : a < b; });
   idx.resize(h);
   return sorted(idx);
 }
@@ -68,20 +77,22 @@ std::vector<int64_t> fit_part(std::vector<int64_t> members, int64_t h, const tor
   const int64_t H = affinity.size(0);
   while (static_cast<int64_t>(members.size()) != h) {
     auto in = torch::zeros({H}, torch::kDouble);
-    for (auto m : members) in[m] = 1.0;
+    for (auto m : members)
+      in[m] = 1.0;
     auto tie = affinity.to(torch::kDouble).mv(in);  // affinity of every unit to the part
     auto t = tie.accessor<double, 1>();
     if (static_cast<int64_t>(members.size()) > h) {
-      auto worst = std::min_element(members.begin(), members.end(), [&](int64_t a, int64_t b) {
-        return t[a] != t[b] ? t[a] < t[b] : a > b;
-      });
+      auto worst = std::min_element(members.begin(), members.end(),
+                                    [&](int64_t a, int64_t b) { return t[a] != t[b] ? t[a] < t[b] : a > b; });
       members.erase(worst);
     } else {
       std::vector<char> is_member(H, 0);
-      for (auto m : members) is_member[m] = 1;
+      for (auto m : members)
+        is_member[m] = 1;
       int64_t best = -1;
       for (int64_t u = 0; u < H; ++u) {
-        if (!is_member[u] && (best < 0 || t[u] > t[best])) best = u;
+        if (!is_member[u] && (best < 0 || t[u] > t[best]))
+          best = u;
       }
       members.push_back(best);
     }
@@ -104,12 +115,14 @@ std::vector<std::vector<int64_t>> jetpack_graph_units(const SelectionInput& in) 
   auto edges = co.gt(0.0).to(torch::kDouble);
   auto part = graph::partition_graph(edges, P, in.seed);
   std::vector<std::vector<int64_t>> members(P);
-  for (int64_t u = 0; u < H; ++u) members[part[u]].push_back(u);
+  for (int64_t u = 0; u < H; ++u)
+    members[part[u]].push_back(u);
   auto ca = co.accessor<double, 2>();
   std::vector<double> weight(P, 0.0);
   for (int64_t p = 0; p < P; ++p) {
     for (auto i : members[p]) {
-      for (auto j : members[p]) weight[p] += ca[i][j];
+      for (auto j : members[p])
+        weight[p] += ca[i][j];
     }
   }
   std::vector<std::vector<int64_t>> out;
@@ -127,7 +140,8 @@ std::vector<std::vector<int64_t>> jetpack_graph_units(const SelectionInput& in) 
     std::vector<int64_t> units;
     for (const auto& [k, p] : key) {
       for (auto u : members[p]) {
-        if (static_cast<int64_t>(units.size()) < h) units.push_back(u);
+        if (static_cast<int64_t>(units.size()) < h)
+          units.push_back(u);
       }
     }
     out.push_back(sorted(units));
@@ -208,7 +222,8 @@ std::vector<std::vector<int64_t>> select_units(Method method, const SelectionInp
       for (int64_t round = 0; static_cast<int64_t>(out.size()) < E; ++round) {
         auto part = graph::partition_graph(affinity, parts, in.seed + static_cast<uint64_t>(round));
         std::vector<std::vector<int64_t>> members(parts);
-        for (int64_t u = 0; u < H; ++u) members[part[u]].push_back(u);
+        for (int64_t u = 0; u < H; ++u)
+          members[part[u]].push_back(u);
         for (int64_t p = 0; p < parts && static_cast<int64_t>(out.size()) < E; ++p) {
           out.push_back(fit_part(members[p], h, affinity));
         }

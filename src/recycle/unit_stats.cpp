@@ -8,8 +8,8 @@
 #include "moejet/core/error.h"
 #include "moejet/core/progress.h"
 #include "moejet/data/loader.h"
-#include "moejet/nn/feed_forward.h"
 #include "moejet/models/vit.h"
+#include "moejet/nn/feed_forward.h"
 
 namespace moejet::recycle {
 
@@ -49,8 +49,8 @@ UnitStatsAccumulator::UnitStatsAccumulator(int64_t hidden, double quantile, bool
 }
 
 void UnitStatsAccumulator::add(const torch::Tensor& activations) {
-  check<ConfigError>(activations.size(-1) == hidden_, "unit statistics: expected {} hidden units, got {}",
-                     hidden_, activations.size(-1));
+  check<ConfigError>(activations.size(-1) == hidden_, "unit statistics: expected {} hidden units, got {}", hidden_,
+                     activations.size(-1));
   torch::NoGradGuard ng;
   auto a = activations.detach().reshape({-1, hidden_}).to(torch::kCPU, torch::kFloat);
   if (a.size(0) == 0) {
@@ -91,8 +91,7 @@ UnitStats UnitStatsAccumulator::finish() const {
   return s;
 }
 
-std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense,
-                                                const std::vector<int64_t>& blocks,
+std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense, const std::vector<int64_t>& blocks,
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device) {
   return collect_model_stats(dense, blocks, std::move(data), std::move(transform), options, device, false).units;
@@ -108,8 +107,8 @@ ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::ve
   std::vector<models::AttentionImpl*> hooked_attn;
   auto* vit = dynamic_cast<models::VisionTransformerImpl*>(&dense);
   for (int64_t b : blocks) {
-    check<ConfigError>(b >= 0 && b < dense.num_blocks(), "block {} is out of range for a dense model of {} blocks",
-                       b, dense.num_blocks());
+    check<ConfigError>(b >= 0 && b < dense.num_blocks(), "block {} is out of range for a dense model of {} blocks", b,
+                       dense.num_blocks());
     auto mlp = std::dynamic_pointer_cast<nn::Mlp>(dense.block_mlp(b));
     check<ConfigError>(mlp != nullptr, "{} of the dense model is not a dense MLP to gather statistics from",
                        dense.mlp_key(b));

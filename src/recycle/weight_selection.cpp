@@ -11,7 +11,8 @@ namespace moejet::recycle {
 std::vector<int64_t> head_channels(const std::vector<int64_t>& heads, int64_t head_dim) {
   std::vector<int64_t> out;
   for (auto h : heads) {
-    for (int64_t j = 0; j < head_dim; ++j) out.push_back(h * head_dim + j);
+    for (int64_t j = 0; j < head_dim; ++j)
+      out.push_back(h * head_dim + j);
   }
   return out;
 }
@@ -20,7 +21,8 @@ std::vector<int64_t> qkv_rows(const std::vector<int64_t>& heads, int64_t head_di
   std::vector<int64_t> out;
   const auto ch = head_channels(heads, head_dim);
   for (int64_t part = 0; part < 3; ++part) {
-    for (auto c : ch) out.push_back(part * dim + c);
+    for (auto c : ch)
+      out.push_back(part * dim + c);
   }
   return out;
 }
@@ -34,8 +36,8 @@ void check_vit_selectable(const models::VitConfig& src, const models::VitConfig&
   check<CheckpointError>(D >= d,
                          "{}: patch_embed.proj.weight is {} channels wide ([{}, {}, {}, {}]), narrower than the "
                          "target's {} ([{}, {}, {}, {}]); a source must be at least as wide as the model",
-                         source, D, D, src.in_chans, src.patch_size, src.patch_size, d, d, dst.in_chans,
-                         dst.patch_size, dst.patch_size);
+                         source, D, D, src.in_chans, src.patch_size, src.patch_size, d, d, dst.in_chans, dst.patch_size,
+                         dst.patch_size);
   if (!whole) {
     return;  // an expert source: only its MLPs are read, and their sizes are checked per group
   }
@@ -43,8 +45,8 @@ void check_vit_selectable(const models::VitConfig& src, const models::VitConfig&
                          "{}: blocks.0.mlp.fc1.weight {} has fewer hidden units than the target's {}", source,
                          shape(src.mlp_hidden(), D), shape(dst.mlp_hidden(), d));
   check<CheckpointError>(src.patch_size == dst.patch_size && src.in_chans == dst.in_chans,
-                         "{}: patch_embed.proj.weight [{}, {}, {}, {}] cannot be narrowed to [{}, {}, {}, {}]",
-                         source, D, src.in_chans, src.patch_size, src.patch_size, d, dst.in_chans, dst.patch_size,
+                         "{}: patch_embed.proj.weight [{}, {}, {}, {}] cannot be narrowed to [{}, {}, {}, {}]", source,
+                         D, src.in_chans, src.patch_size, src.patch_size, d, dst.in_chans, dst.patch_size,
                          dst.patch_size);
   check<CheckpointError>(src.num_prefix_tokens() == dst.num_prefix_tokens(),
                          "{}: {} class token(s), the target model {}", source, src.num_prefix_tokens(),
@@ -64,13 +66,13 @@ torch::Tensor pick(const torch::Tensor& t, int64_t dim, const std::vector<int64_
 
 }  // namespace
 
-io::StateDict select_vit_weights(const io::StateDict& state, const models::VitConfig& src,
-                                 const models::VitConfig& dst, const VitSelection& sel, const std::string& source,
+io::StateDict select_vit_weights(const io::StateDict& state, const models::VitConfig& src, const models::VitConfig& dst,
+                                 const VitSelection& sel, const std::string& source,
                                  const std::function<bool(const std::string&)>& skip) {
   check_vit_selectable(src, dst, source);
   const auto& ch = sel.channels;
-  check<ConfigError>(static_cast<int64_t>(ch.size()) == dst.embed_dim, "{}: {} channels selected for width {}",
-                     source, ch.size(), dst.embed_dim);
+  check<ConfigError>(static_cast<int64_t>(ch.size()) == dst.embed_dim, "{}: {} channels selected for width {}", source,
+                     ch.size(), dst.embed_dim);
   const int64_t hd = src.embed_dim / src.num_heads;
   static const std::regex block_re(R"(^blocks\.(\d{1,9})\.(.*)$)");
   io::StateDict out;
@@ -96,8 +98,7 @@ io::StateDict select_vit_weights(const io::StateDict& state, const models::VitCo
     } else if (std::regex_match(key, m, block_re)) {
       const int64_t b = std::stoll(m[1]);
       const std::string rest = m[2];
-      if (rest.rfind("norm1.", 0) == 0 || rest.rfind("norm2.", 0) == 0 || rest == "ls1.gamma" ||
-          rest == "ls2.gamma") {
+      if (rest.rfind("norm1.", 0) == 0 || rest.rfind("norm2.", 0) == 0 || rest == "ls1.gamma" || rest == "ls2.gamma") {
         v = pick(t, 0, ch);
       } else if (rest.rfind("attn.", 0) == 0) {
         auto it = sel.heads.find(b);

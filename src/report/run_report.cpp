@@ -37,7 +37,8 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
   int64_t rate_n = 0, line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
-    if (line.empty()) continue;
+    if (line.empty())
+      continue;
     json j;
     try {
       j = json::parse(line);
@@ -126,10 +127,13 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
   md += "## Convergence\n\n![test top-1 against optimizer steps](accuracy.svg)\n\n";
   md += "| run |";
   size_t max_evals = 0;
-  for (const auto& r : runs) max_evals = std::max(max_evals, r.evals.size());
-  for (size_t i = 0; i < max_evals; ++i) md += fmt::format(" ep {} |", i + 1);
+  for (const auto& r : runs)
+    max_evals = std::max(max_evals, r.evals.size());
+  for (size_t i = 0; i < max_evals; ++i)
+    md += fmt::format(" ep {} |", i + 1);
   md += "\n|---|";
-  for (size_t i = 0; i < max_evals; ++i) md += "---:|";
+  for (size_t i = 0; i < max_evals; ++i)
+    md += "---:|";
   md += "\n";
   for (const auto& r : runs) {
     md += "| " + r.label + " |";
@@ -141,18 +145,20 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
   md += "\n## Expert utilisation\n\n";
   bool any = false;
   for (const auto& r : runs) {
-    if (!r.last_moe_stats.is_array()) continue;
+    if (!r.last_moe_stats.is_array())
+      continue;
     if (!any) {
-      md += "At the last logged training step. Load is each expert's share of the routing mass (Soft MoE / "
-            "SpheroMoE: combine weights; top-k and per-image: assignments); max/mean 1 and CV 0 are perfect "
-            "balance.\n\n| run | block | kind | load max/mean | load min/mean | load CV | dispatch entropy |\n"
-            "|---|---:|---|---:|---:|---:|---:|\n";
+      md +=
+          "At the last logged training step. Load is each expert's share of the routing mass (Soft MoE / "
+          "SpheroMoE: combine weights; top-k and per-image: assignments); max/mean 1 and CV 0 are perfect "
+          "balance.\n\n| run | block | kind | load max/mean | load min/mean | load CV | dispatch entropy |\n"
+          "|---|---:|---|---:|---:|---:|---:|\n";
       any = true;
     }
     for (const auto& b : r.last_moe_stats) {
-      md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", r.label, b.value("block", int64_t{-1}),
-                        b.value("kind", ""), b.value("load_max_over_mean", 0.0), b.value("load_min_over_mean", 0.0),
-                        b.value("load_cv", 0.0), b.value("dispatch_entropy", 0.0));
+      md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", r.label,
+                        b.value("block", int64_t{-1}), b.value("kind", ""), b.value("load_max_over_mean", 0.0),
+                        b.value("load_min_over_mean", 0.0), b.value("load_cv", 0.0), b.value("dispatch_entropy", 0.0));
     }
   }
   md += any ? "\n![per-expert load](expert_load.svg)\n" : "No MoE runs.\n";

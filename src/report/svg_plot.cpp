@@ -20,11 +20,20 @@ std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -50,16 +59,22 @@ std::vector<double> nice_ticks(double lo, double hi, int count) {
 }
 
 std::string tick_label(double v) {
-  if (std::abs(v) >= 1000) return fmt::format("{:.0f}", v);
-  if (std::abs(v - std::round(v)) < 1e-9) return fmt::format("{:.0f}", v);
+  if (std::abs(v) >= 1000)
+    return fmt::format("{:.0f}", v);
+  if (std::abs(v - std::round(v)) < 1e-9)
+    return fmt::format("{:.0f}", v);
   return fmt::format("{:g}", v);
 }
 
 struct Frame {
   double x0, x1, y0, y1;  // data range
   int left = 64, right = 180, top = 36, bottom = 48, width = 0, height = 0;
-  double px(double x) const { return left + (x - x0) / (x1 - x0) * (width - left - right); }
-  double py(double y) const { return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom); }
+  double px(double x) const {
+    return left + (x - x0) / (x1 - x0) * (width - left - right);
+  }
+  double py(double y) const {
+    return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom);
+  }
 };
 
 std::string axes(const Frame& f, const PlotOptions& o, bool x_ticks) {
@@ -67,8 +82,8 @@ std::string axes(const Frame& f, const PlotOptions& o, bool x_ticks) {
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
       f.width, f.height, f.width, f.height);
-  s += fmt::format("<text x=\"{}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n", f.left,
-                   escape(o.title));
+  s +=
+      fmt::format("<text x=\"{}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n", f.left, escape(o.title));
   for (double t : nice_ticks(f.y0, f.y1, 6)) {
     s += fmt::format("<line x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#e0e0e0\"/>\n", f.px(f.x0),
                      f.px(f.x1), f.py(t), f.py(t));
@@ -83,8 +98,8 @@ std::string axes(const Frame& f, const PlotOptions& o, bool x_ticks) {
   }
   s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n", f.left,
                    f.top, f.width - f.left - f.right, f.height - f.top - f.bottom);
-  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                   (f.left + f.width - f.right) / 2.0, f.height - 10, escape(o.x_label));
+  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (f.left + f.width - f.right) / 2.0,
+                   f.height - 10, escape(o.x_label));
   s += fmt::format("<text transform=\"translate(16,{:.1f}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
                    (f.top + f.height - f.bottom) / 2.0, escape(o.y_label));
   return s;
@@ -95,8 +110,7 @@ std::string legend(const Frame& f, const std::vector<Series>& series) {
   for (size_t i = 0; i < series.size(); ++i) {
     const double y = f.top + 10 + 18.0 * static_cast<double>(i);
     const double x = f.width - f.right + 12;
-    s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"14\" height=\"4\" fill=\"{}\"/>\n", x, y - 4,
-                     palette(i));
+    s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"14\" height=\"4\" fill=\"{}\"/>\n", x, y - 4, palette(i));
     s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", x + 20, y, escape(series[i].name));
   }
   return s;
@@ -117,7 +131,8 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
   if (x0 > x1) {  // no data
     x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   }
-  if (x1 - x0 < 1e-12) x1 = x0 + 1;
+  if (x1 - x0 < 1e-12)
+    x1 = x0 + 1;
   const double pad = std::max((y1 - y0) * 0.05, 1e-6);
   Frame f{x0, x1, y0 - pad, y1 + pad};
   f.width = o.width;
@@ -141,7 +156,8 @@ std::string bar_plot_svg(const std::vector<Series>& series, const PlotOptions& o
   double y1 = 0;
   for (const auto& s : series) {
     n = std::max(n, s.y.size());
-    for (double v : s.y) y1 = std::max(y1, v);
+    for (double v : s.y)
+      y1 = std::max(y1, v);
   }
   Frame f{-0.5, static_cast<double>(std::max<size_t>(n, 1)) - 0.5, 0.0, y1 > 0 ? y1 * 1.08 : 1.0};
   f.width = o.width;

@@ -4,11 +4,10 @@
 
 namespace moejet::train {
 
-void adamw_update(float* __restrict p, const float* __restrict g, float* __restrict m,
-                  float* __restrict v, int64_t begin, int64_t end, const AdamWCoefficients& c) {
-  const float decay = c.decay, b1 = c.beta1, b2 = c.beta2, c1 = c.one_minus_beta1,
-              c2 = c.one_minus_beta2, isb = c.inv_sqrt_bias_correction2, eps = c.eps,
-              step = c.step_size;
+void adamw_update(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
+                  int64_t begin, int64_t end, const AdamWCoefficients& c) {
+  const float decay = c.decay, b1 = c.beta1, b2 = c.beta2, c1 = c.one_minus_beta1, c2 = c.one_minus_beta2,
+              isb = c.inv_sqrt_bias_correction2, eps = c.eps, step = c.step_size;
   for (int64_t i = begin; i < end; ++i) {
     const float gi = g[i];
     const float mi = b1 * m[i] + c1 * gi;

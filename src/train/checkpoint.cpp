@@ -12,16 +12,15 @@
 
 namespace moejet::train {
 
-void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
-                           const json& model_config, const TrainState& state, const io::Metadata& extra) {
+void save_model_checkpoint(const std::string& path, const torch::nn::Module& model, const json& model_config,
+                           const TrainState& state, const io::Metadata& extra) {
   io::Metadata meta = extra;
   meta["moejet.epoch"] = std::to_string(state.epoch);
   meta["moejet.step"] = std::to_string(state.step);
   models::save_model(path, model, model_config, std::move(meta));
 }
 
-void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer,
-                      const TrainState& state) {
+void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer, const TrainState& state) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive opt_archive;
   optimizer.save(opt_archive);
@@ -57,8 +56,7 @@ TrainState load_train_state(const std::string& path, torch::optim::Optimizer& op
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format("{}: cannot read training state: {}", path,
-                                      e.what_without_backtrace()));
+    throw CheckpointError(fmt::format("{}: cannot read training state: {}", path, e.what_without_backtrace()));
   }
   TrainState s;
   try {
@@ -82,8 +80,8 @@ TrainState load_train_state(const std::string& path, torch::optim::Optimizer& op
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng);
   } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format(
-        "{}: training state does not match this model/optimizer: {}", path, e.what_without_backtrace()));
+    throw CheckpointError(
+        fmt::format("{}: training state does not match this model/optimizer: {}", path, e.what_without_backtrace()));
   }
   return s;
 }

@@ -70,9 +70,10 @@ void collective(const DistConfig& c, const char* what, F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
-    throw Error(fmt::format("distributed: rank {}/{}: {} failed (a peer process exited or the {} s timeout "
-                            "passed): {}",
-                            c.rank, c.world_size, what, c.timeout.count(), e.what()));
+    throw Error(
+        fmt::format("distributed: rank {}/{}: {} failed (a peer process exited or the {} s timeout "
+                    "passed): {}",
+                    c.rank, c.world_size, what, c.timeout.count(), e.what()));
   }
 }
 
@@ -129,7 +130,8 @@ void Distributed::average_gradients(const std::vector<torch::Tensor>& params, in
   int64_t bytes = 0;
   for (const auto& p : params) {
     const auto& g = p.grad();
-    if (!g.defined()) continue;
+    if (!g.defined())
+      continue;
     if (bytes > 0 && bytes + static_cast<int64_t>(g.nbytes()) > bucket_bytes) {
       buckets.emplace_back();
       bytes = 0;
@@ -141,19 +143,23 @@ void Distributed::average_gradients(const std::vector<torch::Tensor>& params, in
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   collective(config_, "gradient all-reduce", [&] {
     for (auto& b : buckets) {
-      if (b.empty()) continue;
+      if (b.empty())
+        continue;
       std::vector<torch::Tensor> pieces;
-      for (auto& g : b) pieces.push_back(g.reshape({-1}));
+      for (auto& g : b)
+        pieces.push_back(g.reshape({-1}));
       std::vector<torch::Tensor> one{torch::cat(pieces)};
       flats.push_back(one[0]);
       works.push_back(impl_->pg->allreduce(one));
     }
-    for (auto& w : works) w->wait();
+    for (auto& w : works)
+      w->wait();
   });
   const double inv = 1.0 / static_cast<double>(config_.world_size);
   size_t fi = 0;
   for (auto& b : buckets) {
-    if (b.empty()) continue;
+    if (b.empty())
+      continue;
     int64_t off = 0;
     for (auto& g : b) {
       g.copy_(flats[fi].narrow(0, off, g.numel()).view_as(g).mul(inv));
@@ -174,7 +180,8 @@ torch::Tensor Distributed::sum(torch::Tensor t) {
 double Distributed::max_divergence(const std::vector<torch::Tensor>& tensors) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> flat;
-  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}).to(torch::kFloat));
+  for (const auto& t : tensors)
+    flat.push_back(t.detach().reshape({-1}).to(torch::kFloat));
   auto all = torch::cat(flat);
   auto hi = all.clone(), lo = all.clone();
   collective(config_, "parameter check", [&] {
@@ -197,14 +204,17 @@ void Distributed::barrier() {
 struct Distributed::Impl {};
 
 Distributed::Distributed(const DistConfig& config, torch::Device) : config_(config) {
-  throw ConfigError(
-      "distributed: this moejet was built without c10d/Gloo (install libgloo-dev and rebuild)");
+  throw ConfigError("distributed: this moejet was built without c10d/Gloo (install libgloo-dev and rebuild)");
 }
 Distributed::~Distributed() = default;
 void Distributed::broadcast(const std::vector<torch::Tensor>&) {}
 void Distributed::average_gradients(const std::vector<torch::Tensor>&, int64_t) {}
-torch::Tensor Distributed::sum(torch::Tensor t) { return t; }
-double Distributed::max_divergence(const std::vector<torch::Tensor>&) { return 0.0; }
+torch::Tensor Distributed::sum(torch::Tensor t) {
+  return t;
+}
+double Distributed::max_divergence(const std::vector<torch::Tensor>&) {
+  return 0.0;
+}
 void Distributed::barrier() {}
 
 #endif

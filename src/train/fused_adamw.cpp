@@ -12,7 +12,6 @@
 
 namespace moejet::train {
 
-
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
@@ -49,9 +48,9 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const double step_size = lr / bc1;
       auto& m = st.exp_avg();
       auto& v = st.exp_avg_sq();
-      const bool fused = p.is_cpu() && p.scalar_type() == torch::kFloat && p.is_contiguous() &&
-                         grad.is_contiguous() && grad.scalar_type() == torch::kFloat &&
-                         m.is_contiguous() && v.is_contiguous() && !opt.amsgrad();
+      const bool fused = p.is_cpu() && p.scalar_type() == torch::kFloat && p.is_contiguous() && grad.is_contiguous() &&
+                         grad.scalar_type() == torch::kFloat && m.is_contiguous() && v.is_contiguous() &&
+                         !opt.amsgrad();
       if (!fused) {
         // Reference path, op for op as torch::optim::AdamW.
         if (wd != 0) {

@@ -83,8 +83,8 @@ OptimizerBundle make_optimizer(const std::vector<std::pair<std::string, torch::T
     bundle.optimizer = std::make_unique<FusedAdamW>(
         groups, torch::optim::AdamWOptions(config.lr).betas({config.betas.at(0), config.betas.at(1)}).eps(config.eps));
   } else {
-    bundle.optimizer = std::make_unique<torch::optim::SGD>(
-        groups, torch::optim::SGDOptions(config.lr).momentum(config.momentum));
+    bundle.optimizer =
+        std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(config.lr).momentum(config.momentum));
   }
   return bundle;
 }

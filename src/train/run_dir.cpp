@@ -24,8 +24,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // The files that make a folder a run; an overwrite removes exactly these (and state files).
-const char* const kRunFiles[] = {"last.safetensors", "best.safetensors", "last.state.pt", "metrics.jsonl",
-                                 "config.json",      "eval.json"};
+const char* const kRunFiles[] = {"last.safetensors", "best.safetensors", "last.state.pt",
+                                 "metrics.jsonl",    "config.json",      "eval.json"};
 
 bool is_state_file(const std::string& name) {
   static const std::regex re(R"(last\.state-\d+\.pt)");
@@ -48,18 +48,22 @@ std::string default_run_dir(const std::string& name) {
   std::string base = "runs/" + (name.empty() ? std::string("train") : name) + "-" + stamp;
   // Two runs started in the same second get distinct folders.
   std::string dir = base;
-  for (int i = 2; fs::exists(dir); ++i) dir = fmt::format("{}-{}", base, i);
+  for (int i = 2; fs::exists(dir); ++i)
+    dir = fmt::format("{}-{}", base, i);
   return dir;
 }
 
 bool RunDir::holds_run(const std::string& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return false;
+  if (!fs::is_directory(dir, ec))
+    return false;
   for (const auto* f : kRunFiles) {
-    if (fs::exists(dir + "/" + f, ec)) return true;
+    if (fs::exists(dir + "/" + f, ec))
+      return true;
   }
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (is_state_file(e.path().filename().string())) return true;
+    if (is_state_file(e.path().filename().string()))
+      return true;
   }
   return false;
 }
@@ -105,9 +109,11 @@ RunDir::RunDir(std::string dir, RunDirMode mode, bool writer) : dir_(std::move(d
     }
   } else if (mode == RunDirMode::Overwrite && holds_run(dir_)) {
     spdlog::warn("--overwrite: removing the earlier run in {}", dir_);
-    for (const auto* f : kRunFiles) fs::remove(file(f), ec);
+    for (const auto* f : kRunFiles)
+      fs::remove(file(f), ec);
     for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      if (is_state_file(e.path().filename().string())) fs::remove(e.path(), ec);
+      if (is_state_file(e.path().filename().string()))
+        fs::remove(e.path(), ec);
     }
   }
 }

@@ -16,8 +16,8 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
-#include "moejet/core/interrupt.h"
 #include "moejet/core/fs.h"
+#include "moejet/core/interrupt.h"
 #include "moejet/core/progress.h"
 #include "moejet/core/system.h"
 #include "moejet/data/loader.h"
@@ -52,8 +52,7 @@ void fault_point(const char* point, int64_t step) {
   }
 }
 
-json moe_stats_json(
-    const std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>>& layers) {
+json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>>& layers) {
   json out = json::array();
   for (const auto& [block, layer] : layers) {
     const auto& st = layer->last_stats;
@@ -109,17 +108,17 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
                        fmt::join(en, ", "), fmt::join(tn, ", "));
   }
   check<ConfigError>(cfg.model.num_classes() == train_ds->num_classes(),
-                     "config 'model.num_classes' is {} but the training data has {} classes",
-                     cfg.model.num_classes(), train_ds->num_classes());
+                     "config 'model.num_classes' is {} but the training data has {} classes", cfg.model.num_classes(),
+                     train_ds->num_classes());
   check<ConfigError>(cfg.model.in_chans() == train_ds->channels(),
-                     "config 'model.in_chans' is {} but the training images have {} channels",
-                     cfg.model.in_chans(), train_ds->channels());
+                     "config 'model.in_chans' is {} but the training images have {} channels", cfg.model.in_chans(),
+                     train_ds->channels());
   if (cfg.augment.image_size == 0) {
     cfg.augment.image_size = cfg.model.img_size();
   }
   check<ConfigError>(cfg.augment.image_size == cfg.model.img_size(),
-                     "config 'augment.image_size' ({}) differs from 'model.img_size' ({})",
-                     cfg.augment.image_size, cfg.model.img_size());
+                     "config 'augment.image_size' ({}) differs from 'model.img_size' ({})", cfg.augment.image_size,
+                     cfg.model.img_size());
   const int64_t K = cfg.model.num_classes();
 
   data::LoaderOptions lo;
@@ -144,8 +143,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   elo.drop_last = false;
   data::Loader eval_loader(eval_ds, data::make_eval_transform(cfg.augment, eval_ds->channels()), elo);
   const int64_t batches = train_loader.batches_per_epoch();
-  check<ConfigError>(batches > 0, "training set has {} images, fewer than one batch of {}",
-                     train_ds->size(), tc.batch_size);
+  check<ConfigError>(batches > 0, "training set has {} images, fewer than one batch of {}", train_ds->size(),
+                     tc.batch_size);
 
   // Mobile V-MoE router supervision.
   std::optional<data::SuperClasses> superclasses;
@@ -153,8 +152,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   // How the model sees an image and what its outputs mean, and where its data came from: eval
   // and later commands read these instead of guessing.
   checkpoint_extra[models::kPretrainedCfgKey] =
-      data::to_pretrained_cfg(data::preprocess_of(cfg.augment, train_ds->channels(), cfg.model.img_size(),
-                                                  train_ds->class_names()))
+      data::to_pretrained_cfg(
+          data::preprocess_of(cfg.augment, train_ds->channels(), cfg.model.img_size(), train_ds->class_names()))
           .dump();
   checkpoint_extra[models::kDataKey] = to_json(cfg)["data"].dump();
   if (!tc.superclasses.empty()) {
@@ -165,14 +164,13 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     }
     superclasses->class_names = train_ds->class_names();
     check<ConfigError>(superclasses->num_superclasses == cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts,
-                       "{}: {} super-classes for a router over {} experts (model.moe.num_experts)",
-                       tc.superclasses, superclasses->num_superclasses, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts);
+                       "{}: {} super-classes for a router over {} experts (model.moe.num_experts)", tc.superclasses,
+                       superclasses->num_superclasses, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts);
     checkpoint_extra[models::kSuperclassesKey] = superclasses->to_json().dump();
     spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc.superclasses, tc.router_loss_weight,
                  superclasses->to_json()["groups"].dump());
   }
-  const torch::Tensor superclass_matrix =
-      superclasses ? superclasses->matrix().to(device) : torch::Tensor();
+  const torch::Tensor superclass_matrix = superclasses ? superclasses->matrix().to(device) : torch::Tensor();
   const torch::Tensor superclass_of =
       superclasses ? torch::tensor(superclasses->superclass_of, torch::kLong) : torch::Tensor();
 
@@ -194,14 +192,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   const auto warmup_steps = static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch));
   LrSchedule schedule(cfg.optim, total_steps, warmup_steps, steps_per_epoch);
   if (warmup_steps >= total_steps && main_rank) {
-    spdlog::warn("the warm-up ({} steps) is as long as the run ({} steps): the learning rate ends at {:.3g}, {:.2g} of "
-                 "its peak {:.3g}; shorten optim.warmup_epochs",
-                 warmup_steps, total_steps, schedule.at(total_steps - 1), schedule.at(total_steps - 1) / cfg.optim.lr,
-                 cfg.optim.lr);
+    spdlog::warn(
+        "the warm-up ({} steps) is as long as the run ({} steps): the learning rate ends at {:.3g}, {:.2g} of "
+        "its peak {:.3g}; shorten optim.warmup_epochs",
+        warmup_steps, total_steps, schedule.at(total_steps - 1), schedule.at(total_steps - 1) / cfg.optim.lr,
+        cfg.optim.lr);
   }
 
   // Rank 0 owns the folder (lock, checks, clean-up); the other ranks only read from it.
-  const RunDirMode mode = options.resume ? RunDirMode::Resume
+  const RunDirMode mode = options.resume      ? RunDirMode::Resume
                           : options.overwrite ? RunDirMode::Overwrite
                                               : RunDirMode::New;
   RunDir run(tc.out_dir, mode, main_rank);
@@ -217,8 +216,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     try {
       step = std::stoll(last_meta.at("moejet.step"));
     } catch (const std::exception&) {
-      throw CheckpointError(fmt::format("{}: moejet.step '{}' is not a step number", run.last(),
-                                        last_meta.at("moejet.step")));
+      throw CheckpointError(
+          fmt::format("{}: moejet.step '{}' is not a step number", run.last(), last_meta.at("moejet.step")));
     }
     resume_state = run.resumable_state(step);
   }
@@ -245,7 +244,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     log_file.emplace(run.file("metrics.jsonl"), options.resume ? state.step : -1);
   }
   auto log_write = [&](const json& record) {
-    if (log_file) log_file->write(record);
+    if (log_file)
+      log_file->write(record);
   };
   const json model_json = cfg.model;
 
@@ -260,18 +260,18 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     if (model->router) {
       router = [&]() { return model->last_routing.logits; };
     }
-    auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, eval_loader,
-                            K, device, options.show_progress, router, superclass_of);
+    auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, eval_loader, K, device,
+                            options.show_progress, router, superclass_of);
     model->train();
     json record = {{"event", "eval"}, {"epoch", epoch}, {"step", state.step}, {"top1", r.top1},
-                   {"top5", r.top5}, {"loss", r.loss}, {"count", r.count}};
+                   {"top5", r.top5},  {"loss", r.loss}, {"count", r.count}};
     if (r.router_top1 >= 0) {
       record["router_top1"] = r.router_top1;
     }
     log_write(record);
     // Epochs are 1-based wherever a person reads them (bar, log); metrics.jsonl keeps 0-based ids.
-    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc.epochs, r.top1, r.top5, r.loss,
-                 r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
+    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc.epochs, r.top1, r.top5,
+                 r.loss, r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
     result.final_top1 = r.top1;
     return r;
   };
@@ -293,8 +293,7 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
     train_loader.start_epoch(epoch, state.batch);
     // The bar counts the batches this epoch will run: all of them, or up to --max-steps.
-    const int64_t epoch_batches =
-        std::min(batches - state.batch, (total_steps - state.step) * tc.accum_steps);
+    const int64_t epoch_batches = std::min(batches - state.batch, (total_steps - state.step) * tc.accum_steps);
     Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), epoch_batches, "batch");
     double window_loss = 0, window_aux = 0;
     int64_t window_n = 0;
@@ -319,8 +318,8 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       torch::Tensor aux = model->moe_aux_loss();
       if (superclasses && tc.router_loss_weight > 0) {
         // Soft class targets (mixup, smoothing) map to soft super-class targets.
-        auto router_loss = soft_target_cross_entropy(model->last_routing.logits,
-                                                     mixed.targets.to(device).mm(superclass_matrix));
+        auto router_loss =
+            soft_target_cross_entropy(model->last_routing.logits, mixed.targets.to(device).mm(superclass_matrix));
         aux = aux.defined() ? aux + tc.router_loss_weight * router_loss : tc.router_loss_weight * router_loss;
       }
       if (aux.defined()) {
@@ -329,11 +328,11 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       }
       double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
-        throw Error(fmt::format(
-            "training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
-            "is {} (try a lower optim.lr or optim.clip_grad)",
-            loss_value, epoch, batch.index, state.step,
-            file_exists(run.last()) ? run.last() : std::string("<none yet>")));
+        throw Error(
+            fmt::format("training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
+                        "is {} (try a lower optim.lr or optim.clip_grad)",
+                        loss_value, epoch, batch.index, state.step,
+                        file_exists(run.last()) ? run.last() : std::string("<none yet>")));
       }
       (tc.accum_steps > 1 ? loss / static_cast<double>(tc.accum_steps) : loss).backward();
       window_loss += loss_value;
@@ -369,9 +368,9 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
             window_aux = w[1].item<double>() / dist->world_size();
             window_images = w[2].item<double>();
           }
-          json record = {{"event", "train"}, {"epoch", epoch}, {"step", state.step},
-                         {"loss", window_loss / window_n}, {"lr", lr},
-                         {"img_per_s", secs > 0 ? window_images / secs : 0.0}};
+          json record = {{"event", "train"},   {"epoch", epoch},
+                         {"step", state.step}, {"loss", window_loss / window_n},
+                         {"lr", lr},           {"img_per_s", secs > 0 ? window_images / secs : 0.0}};
           if (!model->moe_layer_list.empty()) {
             record["aux_loss"] = window_aux / window_n;
             record["moe"] = moe_stats_json(model->moe_layer_list);
@@ -396,14 +395,15 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
     if (dist) {
       // Replicas must agree after identical averaged updates; a drift means a broken setup.
       const double drift = dist->max_divergence(model->parameters());
-      log_write({{"event", "sync"}, {"epoch", epoch}, {"step", state.step}, {"world_size", dist->world_size()},
+      log_write({{"event", "sync"},
+                 {"epoch", epoch},
+                 {"step", state.step},
+                 {"world_size", dist->world_size()},
                  {"max_param_divergence", drift}});
-      check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift,
-                   state.step);
+      check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift, state.step);
     }
     // An interrupted run skips the evaluation: the user is waiting for the prompt.
-    if (main_rank && !result.interrupted_by &&
-        ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
+    if (main_rank && !result.interrupted_by && ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
       auto r = do_eval(epoch);
       if (r.top1 > state.best_top1) {
         state.best_top1 = r.top1;
@@ -427,11 +427,14 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
       result.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
     }
     if (result.interrupted_by) {
-      log_write({{"event", "interrupted"}, {"epoch", epoch}, {"step", state.step},
+      log_write({{"event", "interrupted"},
+                 {"epoch", epoch},
+                 {"step", state.step},
                  {"signal", result.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM"}});
-      spdlog::warn("interrupted ({}) after step {}: wrote a resumable checkpoint to {}; continue with "
-                   "--resume",
-                   result.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state.step, run.dir());
+      spdlog::warn(
+          "interrupted ({}) after step {}: wrote a resumable checkpoint to {}; continue with "
+          "--resume",
+          result.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state.step, run.dir());
       break;
     }
     if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
@@ -444,8 +447,12 @@ TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options)
   // Every rank loads its share of each global batch: the job's rate is world_size times ours.
   const double world = dist ? static_cast<double>(dist->world_size()) : 1.0;
   result.train_images_per_second = train_seconds > 0 ? world * images_seen / train_seconds : 0.0;
-  if (!result.interrupted_by) log_write({{"event", "done"}, {"step", state.step}, {"best_top1", state.best_top1},
-             {"final_top1", result.final_top1}, {"train_img_per_s", result.train_images_per_second}});
+  if (!result.interrupted_by)
+    log_write({{"event", "done"},
+               {"step", state.step},
+               {"best_top1", state.best_top1},
+               {"final_top1", result.final_top1},
+               {"train_img_per_s", result.train_images_per_second}});
   return result;
 }
 

@@ -11,10 +11,9 @@
 namespace moejet {
 
 /// The Fortran BLAS sgemm (column-major; LP64 ints, as libblas.so.3).
-using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, const int* n,
-                         const int* k, const float* alpha, const float* a, const int* lda,
-                         const float* b, const int* ldb, const float* beta, float* c,
-                         const int* ldc);
+using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                         const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                         const float* beta, float* c, const int* ldc);
 
 /// The process's sgemm_, or null. Set MOEJET_DIRECT_BLAS=0 to force the fallback.
 SgemmFn blas_sgemm();

@@ -12,8 +12,9 @@
 // known keys (config_keys<T>()). A field whose type has such a list of its own is a nested object,
 // read with its path extended; a type with a reader of its own, read_json(j, value, path) found by
 // argument-dependent lookup, is read by it (e.g. a model config that dispatches on "arch"); any
-// other field type goes through read_key and nlohmann's conversions. Adding a field to a config is then one member and one name in the same struct.
-// Validation stays with each struct (a validate() member), since it is about meaning, not shape.
+// other field type goes through read_key and nlohmann's conversions. Adding a field to a config is then one member and
+// one name in the same struct. Validation stays with each struct (a validate() member), since it is about meaning, not
+// shape.
 
 #include <string>
 #include <type_traits>
@@ -64,18 +65,27 @@
 #define MOEJET_FE_38_(m, x, ...) m(x) MOEJET_EXPAND_(MOEJET_FE_37_(m, __VA_ARGS__))
 #define MOEJET_FE_39_(m, x, ...) m(x) MOEJET_EXPAND_(MOEJET_FE_38_(m, __VA_ARGS__))
 #define MOEJET_FE_40_(m, x, ...) m(x) MOEJET_EXPAND_(MOEJET_FE_39_(m, __VA_ARGS__))
-#define MOEJET_FE_PICK_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, _25, _26, _27, _28, _29, _30, _31, _32, _33, _34, _35, _36, _37, _38, _39, _40, NAME, ...) NAME
-#define MOEJET_FOR_EACH_(m, ...) \
-  MOEJET_EXPAND_(MOEJET_FE_PICK_(__VA_ARGS__, MOEJET_FE_40_, MOEJET_FE_39_, MOEJET_FE_38_, MOEJET_FE_37_, MOEJET_FE_36_, MOEJET_FE_35_, MOEJET_FE_34_, MOEJET_FE_33_, MOEJET_FE_32_, MOEJET_FE_31_, MOEJET_FE_30_, MOEJET_FE_29_, MOEJET_FE_28_, MOEJET_FE_27_, MOEJET_FE_26_, MOEJET_FE_25_, MOEJET_FE_24_, MOEJET_FE_23_, MOEJET_FE_22_, MOEJET_FE_21_, MOEJET_FE_20_, MOEJET_FE_19_, MOEJET_FE_18_, MOEJET_FE_17_, MOEJET_FE_16_, MOEJET_FE_15_, MOEJET_FE_14_, MOEJET_FE_13_, MOEJET_FE_12_, MOEJET_FE_11_, MOEJET_FE_10_, MOEJET_FE_9_, MOEJET_FE_8_, MOEJET_FE_7_, MOEJET_FE_6_, MOEJET_FE_5_, MOEJET_FE_4_, MOEJET_FE_3_, MOEJET_FE_2_, MOEJET_FE_1_)(m, __VA_ARGS__))
+#define MOEJET_FE_PICK_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20,     \
+                        _21, _22, _23, _24, _25, _26, _27, _28, _29, _30, _31, _32, _33, _34, _35, _36, _37, _38, _39, \
+                        _40, NAME, ...)                                                                                \
+  NAME
+#define MOEJET_FOR_EACH_(m, ...)                                                                               \
+  MOEJET_EXPAND_(MOEJET_FE_PICK_(                                                                              \
+      __VA_ARGS__, MOEJET_FE_40_, MOEJET_FE_39_, MOEJET_FE_38_, MOEJET_FE_37_, MOEJET_FE_36_, MOEJET_FE_35_,   \
+      MOEJET_FE_34_, MOEJET_FE_33_, MOEJET_FE_32_, MOEJET_FE_31_, MOEJET_FE_30_, MOEJET_FE_29_, MOEJET_FE_28_, \
+      MOEJET_FE_27_, MOEJET_FE_26_, MOEJET_FE_25_, MOEJET_FE_24_, MOEJET_FE_23_, MOEJET_FE_22_, MOEJET_FE_21_, \
+      MOEJET_FE_20_, MOEJET_FE_19_, MOEJET_FE_18_, MOEJET_FE_17_, MOEJET_FE_16_, MOEJET_FE_15_, MOEJET_FE_14_, \
+      MOEJET_FE_13_, MOEJET_FE_12_, MOEJET_FE_11_, MOEJET_FE_10_, MOEJET_FE_9_, MOEJET_FE_8_, MOEJET_FE_7_,    \
+      MOEJET_FE_6_, MOEJET_FE_5_, MOEJET_FE_4_, MOEJET_FE_3_, MOEJET_FE_2_, MOEJET_FE_1_)(m, __VA_ARGS__))
 
 #define MOEJET_VISIT_FIELD_(name) visit(#name, self.name);
 
 /// Declares the struct's JSON fields: a static for_each_field(self, visit) calling
 /// visit("name", self.name) for each, in order; Self may be const.
-#define MOEJET_CONFIG_FIELDS(...)                                   \
-  template <class Self, class Visitor>                              \
-  static void for_each_field(Self& self, Visitor&& visit) {         \
-    MOEJET_FOR_EACH_(MOEJET_VISIT_FIELD_, __VA_ARGS__)              \
+#define MOEJET_CONFIG_FIELDS(...)                           \
+  template <class Self, class Visitor>                      \
+  static void for_each_field(Self& self, Visitor&& visit) { \
+    MOEJET_FOR_EACH_(MOEJET_VISIT_FIELD_, __VA_ARGS__)      \
   }
 
 namespace moejet {
@@ -91,8 +101,7 @@ struct NoopFieldVisitor {
 template <class T, class = void>
 struct has_config_fields : std::false_type {};
 template <class T>
-struct has_config_fields<T, std::void_t<decltype(T::for_each_field(std::declval<T&>(),
-                                                                     detail::NoopFieldVisitor{}))>>
+struct has_config_fields<T, std::void_t<decltype(T::for_each_field(std::declval<T&>(), detail::NoopFieldVisitor{}))>>
     : std::true_type {};
 template <class T>
 inline constexpr bool has_config_fields_v = has_config_fields<T>::value;

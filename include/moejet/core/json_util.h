@@ -40,9 +40,8 @@ void read_key(const json& j, const char* key, T& out, const std::string& path) {
   try {
     out = it->get<T>();
   } catch (const json::exception& e) {
-    throw ConfigError(fmt::format(
-        "config '{}{}': expected {}, got {} ({})", path.empty() ? "" : path + ".", key,
-        json(T{}).type_name(), it->type_name(), it->dump()));
+    throw ConfigError(fmt::format("config '{}{}': expected {}, got {} ({})", path.empty() ? "" : path + ".", key,
+                                  json(T{}).type_name(), it->type_name(), it->dump()));
   }
 }
 

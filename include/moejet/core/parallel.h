@@ -14,8 +14,7 @@ namespace moejet {
 /// below `min_chunk` items per thread.
 template <class Fn>
 void parallel_chunks(int64_t n, int64_t min_chunk, const Fn& fn) {
-  const auto cores =
-      static_cast<int64_t>(std::max(1u, std::min(4u, std::thread::hardware_concurrency())));
+  const auto cores = static_cast<int64_t>(std::max(1u, std::min(4u, std::thread::hardware_concurrency())));
   const int64_t chunks = std::min<int64_t>(cores, std::max<int64_t>(1, n / std::max<int64_t>(min_chunk, 1)));
   if (chunks <= 1) {
     fn(int64_t{0}, n);

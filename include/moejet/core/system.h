@@ -16,9 +16,9 @@ struct SystemInfo {
   std::string blas_path;  ///< Resolved path of the loaded BLAS library ("" if none found).
   bool reference_blas = false;
   int torch_threads = 1;
-  int blas_threads = -1;  ///< -1 when the BLAS does not tell.
+  int blas_threads = -1;            ///< -1 when the BLAS does not tell.
   std::string blas_thread_timeout;  ///< OpenBLAS's idle-spin exponent from the environment, or "".
-  std::string blas_core;  ///< OpenBLAS's kernel set (e.g. "SkylakeX"), or "".
+  std::string blas_core;            ///< OpenBLAS's kernel set (e.g. "SkylakeX"), or "".
   bool cuda_available = false;
   std::string summary() const;
 };

@@ -19,7 +19,6 @@ namespace moejet::data {
 
 using Rng = std::mt19937_64;
 
-
 /// uint8 [C, H, W] -> float [C, H, W] (normalised); must be thread-safe and reentrant.
 using Transform = std::function<torch::Tensor(const torch::Tensor& image, Rng& rng)>;
 
@@ -32,9 +31,8 @@ Transform make_eval_transform(const AugmentConfig& config, int64_t channels);
 // Single transforms, exposed for tests and custom pipelines. All take/return [C, H, W].
 torch::Tensor resize(const torch::Tensor& img, int64_t h, int64_t w, const std::string& interpolation);
 torch::Tensor center_crop(const torch::Tensor& img, int64_t h, int64_t w);
-torch::Tensor random_resized_crop(const torch::Tensor& img, int64_t size, double scale_min,
-                                  double scale_max, double ratio_min, double ratio_max,
-                                  const std::string& interpolation, Rng& rng);
+torch::Tensor random_resized_crop(const torch::Tensor& img, int64_t size, double scale_min, double scale_max,
+                                  double ratio_min, double ratio_max, const std::string& interpolation, Rng& rng);
 torch::Tensor pad_random_crop(const torch::Tensor& img, int64_t padding, Rng& rng);
 torch::Tensor hflip(const torch::Tensor& img);
 /// uint8 in, uint8 out. `spec` as timm's rand_augment_transform ("rand-m9-n2-mstd0.5").

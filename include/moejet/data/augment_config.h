@@ -12,18 +12,18 @@
 namespace moejet::data {
 
 struct AugmentConfig {
-  int64_t image_size = 0;                ///< output side; 0 = keep the data set's size
+  int64_t image_size = 0;  ///< output side; 0 = keep the data set's size
   // Train-time geometry.
-  bool random_resized_crop = false;      ///< timm's RandomResizedCrop; otherwise resize only
+  bool random_resized_crop = false;  ///< timm's RandomResizedCrop; otherwise resize only
   double rrc_scale_min = 0.08, rrc_scale_max = 1.0;
   double rrc_ratio_min = 3.0 / 4.0, rrc_ratio_max = 4.0 / 3.0;
-  int64_t random_crop_padding = 0;       ///< pad-and-crop (CIFAR/MNIST style), when > 0
-  double hflip = 0.0;                    ///< probability of a horizontal flip
-  std::string randaugment;               ///< timm-style "rand-m9-n2-mstd0.5"; "" = off
+  int64_t random_crop_padding = 0;  ///< pad-and-crop (CIFAR/MNIST style), when > 0
+  double hflip = 0.0;               ///< probability of a horizontal flip
+  std::string randaugment;          ///< timm-style "rand-m9-n2-mstd0.5"; "" = off
   /// Resampling of RandAugment's rotate/shear/translate: "" = `interpolation`, as timm (and the
   /// authors' mmpretrain hparams: bicubic) do; "bilinear" is moejet's earlier fixed choice.
   std::string randaugment_interpolation;
-  double random_erasing = 0.0;           ///< probability (timm's reprob)
+  double random_erasing = 0.0;  ///< probability (timm's reprob)
   /// The erased box's per-pixel noise: "normal" N(0, 1) after normalisation (timm's mode 'pixel'),
   /// or "pixel8": N(mean, std) on the 8-bit image, clipped to [0, 255] and truncated, as
   /// mmpretrain's RandomErasing(mode='rand') before normalisation (the authors' recipe).
@@ -36,8 +36,8 @@ struct AugmentConfig {
   // Batch mixing (timm's Mixup): applied by the trainer on whole batches.
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
-  double mix_prob = 1.0;                 ///< probability a batch is mixed at all
-  double mix_switch_prob = 0.5;          ///< probability of cutmix instead of mixup when both on
+  double mix_prob = 1.0;         ///< probability a batch is mixed at all
+  double mix_switch_prob = 0.5;  ///< probability of cutmix instead of mixup when both on
   /// Each image's mixing partner: "flip" (the reversed batch, timm) or "permute" (a random
   /// permutation of the batch, mmpretrain's, the authors').
   std::string mix_partner = "flip";

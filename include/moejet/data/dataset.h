@@ -63,8 +63,7 @@ constexpr int64_t kDefaultMaxImagePixels = 89478485;
 /// ImageFolder). Images are decoded on access; `channels` forces 1 or 3 channels (0 = from the
 /// first image). An image whose header declares more than `max_pixels` pixels is a DataError
 /// (0 = no limit).
-DatasetPtr open_image_folder(const std::string& dir, int channels = 0,
-                             int64_t max_pixels = kDefaultMaxImagePixels);
+DatasetPtr open_image_folder(const std::string& dir, int channels = 0, int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Resolves a data set spec: "fashion-mnist" / "mnist" (Debian's dataset packages under
 /// /usr/share/datasets, or MOEJET_DATA_DIR), "idx:<dir>", "cifar10:<dir>", "cifar100:<dir>",
@@ -75,8 +74,8 @@ DatasetPtr open_dataset(const std::string& spec, const std::string& split,
 
 /// An in-memory data set over `images` uint8 [N, C, H, W] and `labels` (N values in
 /// [0, class_names.size())). The fixed-size readers build on it; so can tests and tools.
-DatasetPtr make_memory_dataset(torch::Tensor images, std::vector<int64_t> labels,
-                               std::vector<std::string> class_names, std::string description);
+DatasetPtr make_memory_dataset(torch::Tensor images, std::vector<int64_t> labels, std::vector<std::string> class_names,
+                               std::string description);
 
 /// A view on a subset of another data set (indices into it), optionally relabelling classes.
 /// Used for upstream/downstream class splits and for holding out validation data.

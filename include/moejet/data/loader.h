@@ -25,8 +25,8 @@ struct LoaderOptions {
   int64_t batch_size = 128;
   bool shuffle = true;
   bool drop_last = true;
-  int num_workers = 2;   ///< 0 = load on the calling thread
-  int prefetch = 4;      ///< batches in flight per worker
+  int num_workers = 2;  ///< 0 = load on the calling thread
+  int prefetch = 4;     ///< batches in flight per worker
   uint64_t seed = 0;
   /// Data-parallel sharding: `batch_size` is the global batch, and shard r of `shards` yields
   /// its r-th contiguous slice of every batch (batch_size must divide evenly). Every shard sees

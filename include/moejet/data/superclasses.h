@@ -45,8 +45,7 @@ SuperClasses random_superclasses(int64_t num_classes, int64_t num_superclasses, 
 
 /// Groups classes that a model confuses: METIS on the graph with edge weights C[i][j] + C[j][i]
 /// (off-diagonal, each row first normalised to rates so that large classes do not dominate).
-SuperClasses superclasses_from_confusion(const torch::Tensor& confusion, int64_t num_superclasses,
-                                         uint64_t seed = 0);
+SuperClasses superclasses_from_confusion(const torch::Tensor& confusion, int64_t num_superclasses, uint64_t seed = 0);
 
 /// Reads a confusion matrix written by `moejet eval --out` (confusion.csv, or eval.json's
 /// "confusion"); class names come along when the file has them.

@@ -16,9 +16,9 @@ namespace moejet::eval {
 
 struct EvalResult {
   int64_t count = 0;
-  double top1 = 0.0;  ///< percent
-  double top5 = 0.0;  ///< percent (top-k with k = min(5, classes))
-  double loss = 0.0;  ///< mean cross-entropy (no smoothing)
+  double top1 = 0.0;        ///< percent
+  double top5 = 0.0;        ///< percent (top-k with k = min(5, classes))
+  double loss = 0.0;        ///< mean cross-entropy (no smoothing)
   torch::Tensor confusion;  ///< int64 [K, K]
   /// Mobile V-MoE: accuracy (percent) of the per-image router on the E-way super-class task;
   /// negative when not measured.
@@ -54,8 +54,8 @@ using RouterFn = std::function<torch::Tensor()>;
 /// Runs `forward` (already in eval mode) over one epoch of `loader` without gradients. With
 /// `router` and `superclass_of` ([K] int64: the super-class of each class) it also measures the
 /// router's accuracy against the super-class of each label.
-EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes,
-                    torch::Device device, bool show_progress = true, const RouterFn& router = nullptr,
+EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes, torch::Device device,
+                    bool show_progress = true, const RouterFn& router = nullptr,
                     const torch::Tensor& superclass_of = {});
 
 /// Writes the confusion matrix as CSV with class names as header/first column (atomic).

@@ -36,12 +36,12 @@ struct LoadOptions {
 
 struct LoadReport {
   std::vector<std::string> loaded;
-  std::vector<std::string> missing;          ///< in the model, not in the checkpoint
-  std::vector<std::string> unexpected;       ///< in the checkpoint, not in the model
-  std::vector<std::string> shape_mismatch;   ///< "key: expected [..], got [..]"
-  std::vector<std::string> dropped;          ///< mismatched keys dropped by drop_on_mismatch
-  std::vector<std::string> dtype_mismatch;   ///< integer data for a float tensor (always an error)
-  std::vector<std::string> non_finite;       ///< loaded, but holding NaN or Inf (logged as a warning)
+  std::vector<std::string> missing;         ///< in the model, not in the checkpoint
+  std::vector<std::string> unexpected;      ///< in the checkpoint, not in the model
+  std::vector<std::string> shape_mismatch;  ///< "key: expected [..], got [..]"
+  std::vector<std::string> dropped;         ///< mismatched keys dropped by drop_on_mismatch
+  std::vector<std::string> dtype_mismatch;  ///< integer data for a float tensor (always an error)
+  std::vector<std::string> non_finite;      ///< loaded, but holding NaN or Inf (logged as a warning)
   bool ok() const {
     return missing.empty() && unexpected.empty() && shape_mismatch.empty() && dtype_mismatch.empty();
   }
@@ -51,10 +51,7 @@ struct LoadReport {
 /// Copies tensors into `module`'s parameters/buffers by name (converting dtype/device to the
 /// model's). Throws CheckpointError listing every problem that `options` does not allow; `source`
 /// names the checkpoint in messages.
-LoadReport load_state_dict(
-    torch::nn::Module& module,
-    const StateDict& state,
-    const LoadOptions& options = {},
-    const std::string& source = "<state dict>");
+LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state, const LoadOptions& options = {},
+                           const std::string& source = "<state dict>");
 
 }  // namespace moejet::io

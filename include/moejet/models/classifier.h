@@ -17,10 +17,10 @@
 
 #include "moejet/core/json_util.h"
 #include "moejet/io/state_dict.h"
-#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/image_router.h"
 #include "moejet/moe/moe_config.h"
 #include "moejet/moe/moe_layer.h"
+#include "moejet/nn/feed_forward.h"
 
 namespace moejet::models {
 

@@ -31,8 +31,8 @@
 #include "moejet/core/config_fields.h"
 #include "moejet/core/json_util.h"
 #include "moejet/models/classifier.h"
-#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/moe_config.h"
+#include "moejet/nn/feed_forward.h"
 
 namespace moejet::models {
 
@@ -46,7 +46,7 @@ struct ConvNextConfig {
   int64_t kernel_size = 7;
   double ls_init_value = 1e-6;  ///< gamma init; 0 = no layer scale (no gamma keys)
   double drop_path_rate = 0.0;
-  double drop_rate = 0.0;       ///< dropout before head.fc
+  double drop_rate = 0.0;  ///< dropout before head.fc
   double norm_eps = 1e-6;
   MOEJET_CONFIG_FIELDS(in_chans, num_classes, img_size, depths, dims, mlp_ratio, kernel_size, ls_init_value,
                        drop_path_rate, drop_rate, norm_eps)
@@ -82,7 +82,7 @@ class ConvNextBlockImpl : public torch::nn::Module {
   torch::nn::Conv2d conv_dw{nullptr};
   torch::nn::LayerNorm norm{nullptr};
   std::shared_ptr<nn::FeedForward> mlp;  ///< a dense nn::Mlp; MoE layers take its place
-  torch::Tensor gamma;               ///< [C], undefined without layer scale
+  torch::Tensor gamma;                   ///< [C], undefined without layer scale
   double drop_path_rate;
 };
 TORCH_MODULE(ConvNextBlock);

@@ -41,10 +41,10 @@ std::string load_model_weights(ImageClassifierImpl& model, io::StateDict state, 
                                bool drop_head);
 
 struct LoadedModel {
-  json config_json;        ///< the model config as used (after `edit`)
+  json config_json;  ///< the model config as used (after `edit`)
   ModelConfig config;
-  ModelPtr model;          ///< on the CPU, weights loaded
-  io::Metadata metadata;   ///< the file's metadata
+  ModelPtr model;         ///< on the CPU, weights loaded
+  io::Metadata metadata;  ///< the file's metadata
   std::string load_summary;
 };
 
@@ -52,8 +52,7 @@ struct LoadedModel {
 /// `model_json` when that is not null (a file without one of its own), else the one the file
 /// stores (ConfigError naming the file when there is none). `edit` may change the config JSON
 /// before the model is built (e.g. --set overrides).
-LoadedModel load_model(const std::string& path, json model_json = nullptr,
-                       const std::function<void(json&)>& edit = {});
+LoadedModel load_model(const std::string& path, json model_json = nullptr, const std::function<void(json&)>& edit = {});
 
 /// Writes `model`'s weights under timm's keys with `model_config` and the format version in the
 /// metadata, plus the `extra` entries; atomically.

@@ -17,9 +17,9 @@
 #include <torch/nn/modules/normalization.h>
 
 #include "moejet/models/classifier.h"
+#include "moejet/models/vit_config.h"
 #include "moejet/nn/feed_forward.h"
 #include "moejet/nn/layer_scale.h"
-#include "moejet/models/vit_config.h"
 
 namespace moejet::models {
 
@@ -115,12 +115,12 @@ class VisionTransformerImpl : public ImageClassifierImpl {
 
   VitConfig config;
   PatchEmbed patch_embed{nullptr};
-  torch::Tensor cls_token;                      // [1, 1, D] when class_token
-  torch::Tensor pos_embed;                      // [1, prefix + N, D]
+  torch::Tensor cls_token;  // [1, 1, D] when class_token
+  torch::Tensor pos_embed;  // [1, prefix + N, D]
   torch::nn::ModuleList blocks{nullptr};
-  torch::nn::LayerNorm norm{nullptr};           // null when fc_norm is used (timm's Identity)
+  torch::nn::LayerNorm norm{nullptr};  // null when fc_norm is used (timm's Identity)
   torch::nn::LayerNorm fc_norm{nullptr};
-  torch::nn::Linear head{nullptr};              // null when num_classes == 0
+  torch::nn::Linear head{nullptr};  // null when num_classes == 0
   std::vector<Block> block_list;
 
  private:

@@ -29,12 +29,12 @@ struct VitConfig {
   std::string global_pool = "token";  ///< "token" (class token) or "avg" (mean of patch tokens)
   /// Norm after pooling instead of before it ("fc_norm"); "auto" = timm's default (on for avg).
   std::string fc_norm = "auto";
-  double init_values = 0.0;           ///< LayerScale init (ls1/ls2.gamma); 0 = no LayerScale
-  double drop_rate = 0.0;             ///< dropout before the head
+  double init_values = 0.0;  ///< LayerScale init (ls1/ls2.gamma); 0 = no LayerScale
+  double drop_rate = 0.0;    ///< dropout before the head
   double pos_drop_rate = 0.0;
   double attn_drop_rate = 0.0;
   double proj_drop_rate = 0.0;
-  double drop_path_rate = 0.0;        ///< stochastic depth, linearly increasing over blocks
+  double drop_path_rate = 0.0;  ///< stochastic depth, linearly increasing over blocks
   double norm_eps = 1e-6;
   MOEJET_CONFIG_FIELDS(img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
                        class_token, global_pool, fc_norm, init_values, drop_rate, pos_drop_rate, attn_drop_rate,

@@ -17,8 +17,8 @@ namespace moejet::moe {
 /// MLPs' forward + backward 1.2-1.3x faster at batch 64-128 on 2 cores, and the routing products
 /// ([294 x 196] x [196 x 192] per image) 1.13x, once OpenBLAS's idle workers stop spinning
 /// (core/blas.h: before that, OpenBLAS's own split was the faster one for those).
-torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b,
-                         const torch::Tensor& bias = torch::Tensor(), bool thread_per_matrix = true);
+torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = torch::Tensor(),
+                         bool thread_per_matrix = true);
 
 /// Differentiable a [E, M, K] x b [E, K, N] on expert_bmm, forward and backward (the routing
 /// products of Soft MoE / SpheroMoE: slots = dispatch x, out = combine y).

@@ -35,8 +35,8 @@ class ExpertMlpImpl : public torch::nn::Module {
   torch::Tensor fc1_weight, fc1_bias, fc2_weight, fc2_bias;
 
  private:
-  torch::Tensor run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
-                    const torch::Tensor& w2, const torch::Tensor& b2);
+  torch::Tensor run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1, const torch::Tensor& w2,
+                    const torch::Tensor& b2);
 };
 TORCH_MODULE(ExpertMlp);
 

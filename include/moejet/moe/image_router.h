@@ -29,9 +29,9 @@ struct ImageRouterOptions {
   int64_t dim = 0;
   int64_t num_experts = 10;
   int64_t k = 1;
-  int64_t prefix_tokens = 0;    ///< tokens before the patches (class token)
+  int64_t prefix_tokens = 0;  ///< tokens before the patches (class token)
   bool pool_class_token = false;
-  double noise_std = 0.0;       ///< Gaussian noise on the logits in training (exploration)
+  double noise_std = 0.0;  ///< Gaussian noise on the logits in training (exploration)
   double balance_loss_weight = 0.0;
 };
 

@@ -34,12 +34,13 @@ struct NoMoeOptions {
   void validate() const {}
 };
 
-using MoeLayerOptions = std::variant<NoMoeOptions, SoftMoeOptions, SpheroMoeOptions, TopKMoeOptions, PerImageMoeOptions>;
+using MoeLayerOptions =
+    std::variant<NoMoeOptions, SoftMoeOptions, SpheroMoeOptions, TopKMoeOptions, PerImageMoeOptions>;
 
 struct MoeConfig {
-  std::vector<int64_t> layers;      ///< 0-based block indices
-  int64_t last = 0;                 ///< alternative to `layers`: the last N blocks
-  MoeLayerOptions options;          ///< the layer type and its options
+  std::vector<int64_t> layers;  ///< 0-based block indices
+  int64_t last = 0;             ///< alternative to `layers`: the last N blocks
+  MoeLayerOptions options;      ///< the layer type and its options
 
   /// "none", "soft", "sphero", "topk" or "image".
   std::string type() const;

@@ -9,8 +9,8 @@
 
 #include <torch/types.h>
 
-#include "moejet/nn/feed_forward.h"
 #include "moejet/moe/expert_mlp.h"
+#include "moejet/nn/feed_forward.h"
 
 namespace moejet::moe {
 

@@ -20,12 +20,12 @@ namespace moejet::moe {
 struct PerImageMoeOptions {
   static constexpr const char* kType = "image";
   int64_t num_experts = 8;
-  double mlp_ratio = 4.0;             ///< expert hidden = dim * mlp_ratio
-  int64_t top_k = 2;                  ///< experts per image
-  double router_noise = 0.0;          ///< std of the noise on the router's logits, in training
-  double aux_loss_weight = 0.01;      ///< weight of the router's balance loss over images
-  double expert_drop = 0.0;           ///< dropout inside the experts
-  std::string expert_init = "auto";   ///< see ExpertMlp; auto = trunc_normal (timm's Linear)
+  double mlp_ratio = 4.0;            ///< expert hidden = dim * mlp_ratio
+  int64_t top_k = 2;                 ///< experts per image
+  double router_noise = 0.0;         ///< std of the noise on the router's logits, in training
+  double aux_loss_weight = 0.01;     ///< weight of the router's balance loss over images
+  double expert_drop = 0.0;          ///< dropout inside the experts
+  std::string expert_init = "auto";  ///< see ExpertMlp; auto = trunc_normal (timm's Linear)
   MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, top_k, router_noise, aux_loss_weight, expert_drop, expert_init)
 
   void validate() const;

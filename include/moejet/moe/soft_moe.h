@@ -22,9 +22,9 @@ namespace moejet::moe {
 struct SoftMoeOptions {
   static constexpr const char* kType = "soft";
   int64_t num_experts = 8;
-  double mlp_ratio = 4.0;             ///< expert hidden = dim * mlp_ratio
+  double mlp_ratio = 4.0;  ///< expert hidden = dim * mlp_ratio
   int64_t slots_per_expert = 1;
-  bool normalize = true;              ///< Soft MoE's l2 normalisation of tokens and phi
+  bool normalize = true;  ///< Soft MoE's l2 normalisation of tokens and phi
   /// The authors' slot_layernorm variant: tokens as they are, phi through LayerNorm(D) (no l2
   /// normalisation), then times the learnable scale.
   bool soft_slot_layernorm = false;
@@ -33,17 +33,16 @@ struct SoftMoeOptions {
   double logits_drop = 0.0;
   /// "add": x / (|x| + 1e-6), the authors' l2norm; "clamp": x / max(|x|, 1e-12), torch's normalize.
   std::string l2_norm = "add";
-  double noise_mult = -1.0;           ///< std of N(0, 1) noise on the logits; <= 0: none
-  bool noise_in_eval = false;         ///< noise and logits drop in eval too (the authors')
-  std::string expert_init = "auto";   ///< see ExpertMlp; auto = kaiming_uniform (the authors')
-  double expert_drop = 0.0;           ///< dropout inside the experts
+  double noise_mult = -1.0;          ///< std of N(0, 1) noise on the logits; <= 0: none
+  bool noise_in_eval = false;        ///< noise and logits drop in eval too (the authors')
+  std::string expert_init = "auto";  ///< see ExpertMlp; auto = kaiming_uniform (the authors')
+  double expert_drop = 0.0;          ///< dropout inside the experts
   /// Drop path on the layer's whole output of an image (the authors' DropPath), at rate
   /// linspace(0, expert_drop_path, depth)[block]; mode "expert" is SpheroMoE's only (here: none).
   double expert_drop_path = 0.0;
   std::string expert_drop_path_mode = "image";
-  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, slots_per_expert, normalize, soft_slot_layernorm, logits_drop,
-                       l2_norm, noise_mult, noise_in_eval, expert_init, expert_drop, expert_drop_path,
-                       expert_drop_path_mode)
+  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, slots_per_expert, normalize, soft_slot_layernorm, logits_drop, l2_norm,
+                       noise_mult, noise_in_eval, expert_init, expert_drop, expert_drop_path, expert_drop_path_mode)
 
   void validate() const;
 };
@@ -66,8 +65,8 @@ class SoftMoe : public MoeLayer {
   SoftMoeOptions options;
   int64_t dim = 0, hidden = 0;
   double drop_path = 0.0;
-  torch::Tensor phi;    ///< [E, S, D]
-  torch::Tensor scale;  ///< scalar, when normalize or slot_layernorm
+  torch::Tensor phi;                        ///< [E, S, D]
+  torch::Tensor scale;                      ///< scalar, when normalize or slot_layernorm
   torch::nn::LayerNorm slot_norm{nullptr};  ///< when slot_layernorm
   ExpertMlp experts{nullptr};
 };
@@ -76,12 +75,11 @@ class SoftMoe : public MoeLayer {
 /// dispatch [B, M, N] (a softmax over its last dim, the tokens), combine [B, N, M]; x [B, N, D];
 /// `groups` split the M = sum(E_g * S) slots in order.
 /// Returns y [B, N, D]; `drop_path` > 0 drops whole expert outputs per image in training.
-torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch,
-                         const torch::Tensor& combine, const std::vector<ExpertMlp>& groups,
-                         int64_t slots_per_expert, double drop_path, bool training);
+torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch, const torch::Tensor& combine,
+                         const std::vector<ExpertMlp>& groups, int64_t slots_per_expert, double drop_path,
+                         bool training);
 
 /// Routing statistics from dispatch [B, E*S, N] and combine [B, N, E*S] weights.
-RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine,
-                                int64_t num_experts);
+RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine, int64_t num_experts);
 
 }  // namespace moejet::moe

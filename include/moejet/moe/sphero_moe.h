@@ -38,25 +38,25 @@ struct SpheroMoeOptions {
   static constexpr const char* kType = "sphero";
   int64_t core_experts = 0;
   int64_t universal_experts = 0;
-  double core_mlp_ratio = 4.0;        ///< core expert hidden = dim * core_mlp_ratio
-  double universal_mlp_ratio = 1.0;   ///< MoE Jetpack default: a quarter of the core hidden size
+  double core_mlp_ratio = 4.0;       ///< core expert hidden = dim * core_mlp_ratio
+  double universal_mlp_ratio = 1.0;  ///< MoE Jetpack default: a quarter of the core hidden size
   int64_t slots_per_expert = 1;
   bool slot_layernorm = true;
-  bool offset_scale = false;          ///< learnable per-channel affine on keys and on phi
-  std::string combine = "entmax15";   ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
+  bool offset_scale = false;         ///< learnable per-channel affine on keys and on phi
+  std::string combine = "entmax15";  ///< "entmax15" (authors' code) or "softmax" (Soft MoE)
   double temperature_init = 0.5;
-  double temperature_min = 1e-2;      ///< temperatures clamped below this; 0 = no clamp (authors)
+  double temperature_min = 1e-2;  ///< temperatures clamped below this; 0 = no clamp (authors)
   /// std of the N(0, 1) noise on the routing logits; < 0: 1 / (number of experts), as the
   /// released config.
   double noise_mult = -1.0;
-  bool noise_in_eval = false;         ///< the authors' code adds the noise in eval too
+  bool noise_in_eval = false;  ///< the authors' code adds the noise in eval too
   /// Orthogonal slot queries phi [E, S, D]: "orthogonal_experts" (authors: torch's orthogonal_ on
   /// phi itself, i.e. rows = experts over S*D) or "orthogonal_slots" (rows = the E*S slots over D).
   std::string phi_init = "orthogonal_experts";
   /// "add": x / (|x| + 1e-6), the authors' l2norm; "clamp": x / max(|x|, 1e-6).
   std::string l2_norm = "add";
-  std::string expert_init = "auto";   ///< see ExpertMlp; auto = kaiming_uniform (the authors')
-  double expert_drop = 0.0;           ///< dropout inside the experts
+  std::string expert_init = "auto";  ///< see ExpertMlp; auto = kaiming_uniform (the authors')
+  double expert_drop = 0.0;          ///< dropout inside the experts
   /// Drop path on the expert outputs, rate r = expert_drop_path: mode "image" (authors) drops the
   /// whole output of an image, at rate linspace(0, r, depth)[block]; "expert" one expert's outputs
   /// of one image, rising linearly 0 -> r over the MoE blocks.
@@ -98,12 +98,12 @@ class SpheroMoe : public MoeLayer {
   SpheroMoeOptions options;
   int64_t dim = 0, core_hidden = 0, universal_hidden = 0;
   double drop_path = 0.0;
-  torch::Tensor phi;                      ///< [E, S, D], orthogonal init
+  torch::Tensor phi;  ///< [E, S, D], orthogonal init
   torch::nn::LayerNorm slot_norm{nullptr};
-  torch::Tensor dispatch_temperature, combine_temperature;  ///< scalars
+  torch::Tensor dispatch_temperature, combine_temperature;     ///< scalars
   torch::Tensor key_scale, key_offset, phi_scale, phi_offset;  ///< [D], when offset_scale
   ExpertMlp core{nullptr};
-  ExpertMlp universal{nullptr};           ///< null without universal experts
+  ExpertMlp universal{nullptr};  ///< null without universal experts
 };
 
 /// SpheroMoE's dispatch and combine logits from the cosines cos [B, N, M] and the (clamped)

@@ -25,7 +25,7 @@ namespace moejet::moe {
 struct TopKMoeOptions {
   static constexpr const char* kType = "topk";
   int64_t num_experts = 8;
-  double mlp_ratio = 4.0;             ///< expert hidden = dim * mlp_ratio
+  double mlp_ratio = 4.0;  ///< expert hidden = dim * mlp_ratio
   int64_t top_k = 2;
   /// Per-image capacity C = max(1, ceil(k * N * capacity_factor / E)), capped at N (so a factor
   /// of E / k or more drops nothing).
@@ -37,10 +37,10 @@ struct TopKMoeOptions {
   /// V-MoE's Batch Prioritized Routing: fill capacity in order of each token's top gate within
   /// its image instead of by position, so low-confidence tokens are the ones dropped.
   bool batch_priority = false;
-  double expert_drop = 0.0;           ///< dropout inside the experts (after GELU and after fc2)
-  std::string expert_init = "auto";   ///< see ExpertMlp; auto = trunc_normal (timm's Linear)
-  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, top_k, capacity_factor, router_noise, aux_loss_weight,
-                       batch_priority, expert_drop, expert_init)
+  double expert_drop = 0.0;          ///< dropout inside the experts (after GELU and after fc2)
+  std::string expert_init = "auto";  ///< see ExpertMlp; auto = trunc_normal (timm's Linear)
+  MOEJET_CONFIG_FIELDS(num_experts, mlp_ratio, top_k, capacity_factor, router_noise, aux_loss_weight, batch_priority,
+                       expert_drop, expert_init)
 
   void validate() const;
 };
@@ -58,7 +58,9 @@ class TopKMoe : public MoeLayer {
   /// and combine einsums are data movement with one-hot weights and are not counted, as V-MoE's
   /// and the Mobile V-MoE paper's FLOP figures do not count them.
   double macs(int64_t tokens) const override;
-  std::string kind() const override { return "topk"; }
+  std::string kind() const override {
+    return "topk";
+  }
   std::vector<std::pair<std::string, ExpertMlp>> expert_groups() const override {
     return {{"experts", experts}};
   }

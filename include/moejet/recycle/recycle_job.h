@@ -26,25 +26,25 @@ struct SourceSpec {
 
 /// The images the activation statistics are gathered on.
 struct StatsData {
-  data::DataConfig data;          ///< as the fine-tuning config's (range, classes, limit apply)
-  uint64_t data_seed = 0;         ///< the fine-tuning config's seed (it picks train_limit's subset)
+  data::DataConfig data;   ///< as the fine-tuning config's (range, classes, limit apply)
+  uint64_t data_seed = 0;  ///< the fine-tuning config's seed (it picks train_limit's subset)
   std::string split = "train";
-  int64_t images = 38400;         ///< at most this many (the authors: 38400)
+  int64_t images = 38400;             ///< at most this many (the authors: 38400)
   std::string sample = "stratified";  ///< "stratified" (every class) or "first" (data-set order)
-  data::AugmentConfig transform;  ///< its eval transform (a teacher's own mean, std, crop)
+  data::AugmentConfig transform;      ///< its eval transform (a teacher's own mean, std, crop)
   int64_t batch_size = 128;
   int workers = 2;
-  double firing_quantile = 0.0;   ///< see StatsOptions::quantile
+  double firing_quantile = 0.0;  ///< see StatsOptions::quantile
 };
 
 struct RecycleJob {
-  json model;                     ///< the MoE model's config
+  json model;  ///< the MoE model's config
   SourceSpec dense;
   std::map<std::string, SourceSpec> groups;  ///< expert group -> its own source (--source)
   RecycleOptions options;
   StatsData stats;
-  std::string out;                ///< the initial weights (.safetensors)
-  std::string report;             ///< the JSON report; empty: OUT's stem + .recycle.json
+  std::string out;     ///< the initial weights (.safetensors)
+  std::string report;  ///< the JSON report; empty: OUT's stem + .recycle.json
   torch::Device device = torch::kCPU;
   bool show_progress = true;
 };

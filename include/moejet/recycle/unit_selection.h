@@ -33,9 +33,9 @@ Method parse_method(const std::string& name);  ///< copy|random|uniform|graph|im
 std::string method_name(Method method);
 
 struct SelectionInput {
-  int64_t hidden = 0;          ///< H: units of the dense MLP
-  int64_t experts = 0;         ///< experts to fill
-  int64_t units = 0;           ///< h: units per expert (<= H)
+  int64_t hidden = 0;   ///< H: units of the dense MLP
+  int64_t experts = 0;  ///< experts to fill
+  int64_t units = 0;    ///< h: units per expert (<= H)
   uint64_t seed = 0;
   torch::Tensor score;         ///< [H] importance (importance method)
   torch::Tensor coactivation;  ///< [H, H] (graph method)

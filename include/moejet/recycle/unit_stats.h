@@ -55,20 +55,19 @@ class UnitStatsAccumulator {
 };
 
 struct StatsOptions {
-  int64_t images = 2048;       ///< how many images of the data set to run
+  int64_t images = 2048;  ///< how many images of the data set to run
   int64_t batch_size = 128;
-  double quantile = 0.0;       ///< 0: a unit fires when a > 0 (the authors'); else above this quantile
-  bool coactivation = true;    ///< gather the [H, H] co-activation matrix (graph partitioning)
+  double quantile = 0.0;     ///< 0: a unit fires when a > 0 (the authors'); else above this quantile
+  bool coactivation = true;  ///< gather the [H, H] co-activation matrix (graph partitioning)
   int num_workers = 2;
-  uint64_t seed = 0;           ///< which images (a seeded shuffle of the data set)
+  uint64_t seed = 0;  ///< which images (a seeded shuffle of the data set)
   bool show_progress = true;
 };
 
 /// Runs `dense` (eval mode, no grad) over the first `images` of a seeded shuffle of `data` and
 /// returns the statistics of the MLP hidden units of each block in `blocks` (which must be dense
 /// MLP blocks). Throws ConfigError naming the block otherwise.
-std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense,
-                                                const std::vector<int64_t>& blocks,
+std::map<int64_t, UnitStats> collect_unit_stats(models::ImageClassifierImpl& dense, const std::vector<int64_t>& blocks,
                                                 data::DatasetPtr data, data::Transform transform,
                                                 const StatsOptions& options, torch::Device device);
 

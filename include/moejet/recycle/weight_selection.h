@@ -21,10 +21,10 @@
 namespace moejet::recycle {
 
 struct VitSelection {
-  std::vector<int64_t> channels;                     ///< D_dst of the source's D_src, sorted
-  std::map<int64_t, std::vector<int64_t>> heads;     ///< per block: h_dst of the source's heads
-  std::map<int64_t, std::vector<int64_t>> units;     ///< per dense block: H_dst of the source's units
-  bool rescale = false;  ///< fc2 *= H_src / H_dst for narrowed MLPs (see recycle.h)
+  std::vector<int64_t> channels;                  ///< D_dst of the source's D_src, sorted
+  std::map<int64_t, std::vector<int64_t>> heads;  ///< per block: h_dst of the source's heads
+  std::map<int64_t, std::vector<int64_t>> units;  ///< per dense block: H_dst of the source's units
+  bool rescale = false;                           ///< fc2 *= H_src / H_dst for narrowed MLPs (see recycle.h)
 };
 
 /// Checks that `dst` can be cut from `src` (equal depth, width no smaller; for a `whole` model
@@ -36,9 +36,9 @@ void check_vit_selectable(const models::VitConfig& src, const models::VitConfig&
 /// The source state narrowed to `dst`'s shapes; keys for which `skip(key)` holds are left out
 /// (e.g. the MLPs of MoE blocks, filled expert by expert). The head is narrowed along its input
 /// only and is left out when the class counts differ.
-io::StateDict select_vit_weights(const io::StateDict& state, const models::VitConfig& src,
-                                 const models::VitConfig& dst, const VitSelection& selection,
-                                 const std::string& source, const std::function<bool(const std::string&)>& skip);
+io::StateDict select_vit_weights(const io::StateDict& state, const models::VitConfig& src, const models::VitConfig& dst,
+                                 const VitSelection& selection, const std::string& source,
+                                 const std::function<bool(const std::string&)>& skip);
 
 /// Rows of q, k and v (in that order) of the given heads of width `head_dim` in a fused qkv of
 /// width `dim`.

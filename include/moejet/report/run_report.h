@@ -21,14 +21,14 @@ struct EvalPoint {
 
 struct RunSummary {
   std::string label, dir;
-  std::string init;          ///< checkpoint the run started from ("" = random init)
-  std::string moe_kind;      ///< "" for dense
-  double params = 0.0;       ///< trainable parameters
-  double flops = 0.0;        ///< multiply-accumulates per image
+  std::string init;      ///< checkpoint the run started from ("" = random init)
+  std::string moe_kind;  ///< "" for dense
+  double params = 0.0;   ///< trainable parameters
+  double flops = 0.0;    ///< multiply-accumulates per image
   std::vector<EvalPoint> evals;
   double best_top1 = -1.0, final_top1 = -1.0, final_router_top1 = -1.0;
-  double img_per_s = 0.0;    ///< mean training throughput over the logged windows
-  json last_moe_stats;       ///< the last "moe" array of the training log (null for dense)
+  double img_per_s = 0.0;  ///< mean training throughput over the logged windows
+  json last_moe_stats;     ///< the last "moe" array of the training log (null for dense)
 };
 
 /// Reads a run directory written by `moejet train`; throws DataError naming the file when
@@ -36,7 +36,7 @@ struct RunSummary {
 RunSummary load_run(const std::string& label, const std::string& dir);
 
 /// Writes report.md, accuracy.svg and expert_load.svg into `out_dir`; returns report.md's path.
-std::string write_report(const std::vector<RunSummary>& runs, const std::string& out_dir,
-                         const std::string& title, const std::string& notes = "");
+std::string write_report(const std::vector<RunSummary>& runs, const std::string& out_dir, const std::string& title,
+                         const std::string& notes = "");
 
 }  // namespace moejet::report

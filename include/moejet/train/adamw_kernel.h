@@ -14,12 +14,11 @@ struct AdamWCoefficients {
   float one_minus_beta1, one_minus_beta2;
   float inv_sqrt_bias_correction2;  ///< 1 / sqrt(1 - beta2^step)
   float eps;
-  float step_size;     ///< lr / (1 - beta1^step)
+  float step_size;  ///< lr / (1 - beta1^step)
 };
 
 /// For i in [begin, end): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 /// p = p * decay - step_size * m / (sqrt(v) / sqrt(bc2) + eps). torch::optim::AdamW's maths.
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
-                  const AdamWCoefficients& c);
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamWCoefficients& c);
 
 }  // namespace moejet::train

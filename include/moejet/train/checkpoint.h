@@ -28,12 +28,10 @@ struct TrainState {
 
 /// models::save_model with the progress counters (moejet.epoch, moejet.step) in the metadata;
 /// `extra` metadata entries are stored too (e.g. the super-classes a router was trained on).
-void save_model_checkpoint(const std::string& path, const torch::nn::Module& model,
-                           const json& model_config, const TrainState& state,
-                           const io::Metadata& extra = {});
+void save_model_checkpoint(const std::string& path, const torch::nn::Module& model, const json& model_config,
+                           const TrainState& state, const io::Metadata& extra = {});
 
-void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer,
-                      const TrainState& state);
+void save_train_state(const std::string& path, torch::optim::Optimizer& optimizer, const TrainState& state);
 /// Restores optimizer and RNG state; throws CheckpointError naming the file on mismatch.
 TrainState load_train_state(const std::string& path, torch::optim::Optimizer& optimizer);
 

@@ -37,9 +37,15 @@ class Distributed {
  public:
   Distributed(const DistConfig& config, torch::Device device);
   ~Distributed();
-  int rank() const { return config_.rank; }
-  int world_size() const { return config_.world_size; }
-  bool is_main() const { return config_.rank == 0; }
+  int rank() const {
+    return config_.rank;
+  }
+  int world_size() const {
+    return config_.world_size;
+  }
+  bool is_main() const {
+    return config_.rank == 0;
+  }
 
   /// Copies rank 0's tensors into every rank's (same shapes everywhere).
   void broadcast(const std::vector<torch::Tensor>& tensors);

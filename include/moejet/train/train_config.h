@@ -17,13 +17,13 @@
 namespace moejet::train {
 
 struct OptimConfig {
-  std::string opt = "adamw";          ///< "adamw" or "sgd"
-  double lr = 1e-3;                   ///< peak learning rate (after warm-up)
+  std::string opt = "adamw";  ///< "adamw" or "sgd"
+  double lr = 1e-3;           ///< peak learning rate (after warm-up)
   double weight_decay = 0.05;
   std::vector<double> betas{0.9, 0.999};  ///< Adam's (beta1, beta2)
   double eps = 1e-8;
-  double momentum = 0.9;              ///< SGD only
-  double layer_decay = 1.0;           ///< layer-wise lr decay (timm's --layer-decay); 1 = off
+  double momentum = 0.9;     ///< SGD only
+  double layer_decay = 1.0;  ///< layer-wise lr decay (timm's --layer-decay); 1 = off
   /// Layer id of MoE parameters under layer decay: "top" (the MoE Jetpack authors'
   /// get_layer_depth: every MoE-layer parameter and the norm in front of it get the top id, the
   /// full lr) or "block" (their block's id, as any other parameter of the block).
@@ -33,8 +33,8 @@ struct OptimConfig {
   /// everything else decayed) or "timm" (none on 1-D parameters, biases and the model's
   /// no_weight_decay(): pos_embed, cls_token).
   std::string weight_decay_groups = "jetpack";
-  double clip_grad = 0.0;             ///< max global grad norm; 0 = off
-  std::string sched = "cosine";       ///< "cosine" or "constant"
+  double clip_grad = 0.0;        ///< max global grad norm; 0 = off
+  std::string sched = "cosine";  ///< "cosine" or "constant"
   /// When the cosine's value changes: "step" (every optimizer step, timm's t_in_epochs=False) or
   /// "epoch" (once per epoch, from the epoch's first step: mmengine's by_epoch
   /// CosineAnnealingLR, the authors' recipe). The warm-up is per step either way.
@@ -49,22 +49,22 @@ struct OptimConfig {
 struct TrainLoopConfig {
   int64_t epochs = 10;
   int64_t batch_size = 128;
-  int64_t accum_steps = 1;            ///< gradient accumulation: optimizer step every N batches
+  int64_t accum_steps = 1;  ///< gradient accumulation: optimizer step every N batches
   double label_smoothing = 0.1;
   uint64_t seed = 0;
   std::string device = "cpu";
-  int threads = 0;                    ///< intra-op threads; 0 = libtorch's default
-  std::string init;                   ///< checkpoint to initialise from (timm layout or moejet)
-  bool init_drop_head = true;         ///< drop head.* of `init` if its class count differs
-  std::string out_dir;                ///< run folder; empty: the CLI picks runs/<config>-<time>
-  int64_t log_every = 50;             ///< optimizer steps between train-metric lines
-  int64_t eval_every = 1;             ///< epochs between evaluations
-  int64_t max_steps = 0;              ///< stop after this many optimizer steps (0 = all epochs)
+  int threads = 0;             ///< intra-op threads; 0 = libtorch's default
+  std::string init;            ///< checkpoint to initialise from (timm layout or moejet)
+  bool init_drop_head = true;  ///< drop head.* of `init` if its class count differs
+  std::string out_dir;         ///< run folder; empty: the CLI picks runs/<config>-<time>
+  int64_t log_every = 50;      ///< optimizer steps between train-metric lines
+  int64_t eval_every = 1;      ///< epochs between evaluations
+  int64_t max_steps = 0;       ///< stop after this many optimizer steps (0 = all epochs)
   /// Mobile V-MoE router supervision (model.moe.type "image"): a super-class file (see
   /// data/superclasses.h), "random" (a balanced random division seeded by `seed`, the paper's
   /// baseline) or "" (end-to-end routing, no router loss).
   std::string superclasses;
-  double router_loss_weight = 0.3;    ///< lambda in L = L_cls + lambda * CE(router, super-class)
+  double router_loss_weight = 0.3;  ///< lambda in L = L_cls + lambda * CE(router, super-class)
   MOEJET_CONFIG_FIELDS(epochs, batch_size, accum_steps, label_smoothing, seed, device, threads, init, init_drop_head,
                        out_dir, log_every, eval_every, max_steps, superclasses, router_loss_weight)
 };

@@ -17,8 +17,8 @@
 namespace moejet::train {
 
 struct TrainOptions {
-  bool resume = false;        ///< continue from <out_dir>/last.* if present
-  bool overwrite = false;     ///< replace a run already in out_dir (otherwise an error; see run_dir.h)
+  bool resume = false;     ///< continue from <out_dir>/last.* if present
+  bool overwrite = false;  ///< replace a run already in out_dir (otherwise an error; see run_dir.h)
   bool show_progress = true;
   /// Stop (resumably) after this many epochs of this invocation; 0 = run to the end. For
   /// time-sliced or pre-emptible jobs: the schedule stays that of the full run.
