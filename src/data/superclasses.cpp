@@ -95,10 +95,6 @@ SuperClasses read_superclasses(const std::string& path, int64_t expected_classes
   return s;
 }
 
-void write_superclasses(const std::string& path, const SuperClasses& s) {
-  write_json_file(path, s.to_json());
-}
-
 SuperClasses random_superclasses(int64_t num_classes, int64_t num_superclasses, uint64_t seed) {
   check<ConfigError>(num_superclasses >= 1 && num_superclasses <= num_classes,
                      "cannot split {} classes into {} super-classes", num_classes, num_superclasses);

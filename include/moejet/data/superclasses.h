@@ -38,7 +38,6 @@ struct SuperClasses {
 
 SuperClasses superclasses_from_json(const json& j, const std::string& source);
 SuperClasses read_superclasses(const std::string& path, int64_t expected_classes = 0);
-void write_superclasses(const std::string& path, const SuperClasses& s);
 
 /// Balanced random division of K classes into E groups (sizes differ by at most one).
 SuperClasses random_superclasses(int64_t num_classes, int64_t num_superclasses, uint64_t seed);

@@ -30,8 +30,6 @@ class ImageClassifierImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& images) = 0;
   /// Analytic multiply-accumulates per image at the configured size, by component.
   virtual std::vector<std::pair<std::string, double>> macs_by_layer() const = 0;
-  /// The model config as JSON (what checkpoints store and load_model rebuilds from).
-  virtual json config_json() const = 0;
   virtual std::string arch() const = 0;
   virtual int64_t image_size() const = 0;
   virtual int64_t in_chans() const = 0;

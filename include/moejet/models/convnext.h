@@ -95,9 +95,6 @@ class ConvNextImpl : public ImageClassifierImpl {
   torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
   /// Analytic multiply-accumulates per image at config.img_size, by component (fvcore convention).
   std::vector<std::pair<std::string, double>> macs_by_layer() const override;
-  json config_json() const override {
-    return json(config);
-  }
   std::string arch() const override {
     return "convnext";
   }

@@ -86,9 +86,6 @@ class VisionTransformerImpl : public ImageClassifierImpl {
   }
   /// Analytic multiply-accumulate count per image, by component.
   std::vector<std::pair<std::string, double>> macs_by_layer() const override;
-  json config_json() const override {
-    return json(config);
-  }
   std::string arch() const override {
     return "vit";
   }
