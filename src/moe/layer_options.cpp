@@ -40,6 +40,11 @@ void check_rate(double value, const char* key) {
   check<ConfigError>(value >= 0 && value < 1, "model.moe.{}: must be in [0, 1), got {}", key, value);
 }
 
+void check_experts(const std::string& expert_init, double expert_drop) {
+  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_rate(expert_drop, "expert_drop");
+}
+
 void check_non_negative(double value, const char* key) {
   check<ConfigError>(value >= 0 && std::isfinite(value), "model.moe.{}: must be finite and >= 0, got {}", key, value);
 }

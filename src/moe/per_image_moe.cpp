@@ -11,8 +11,7 @@ namespace moejet::moe {
 void PerImageMoeOptions::validate() const {
   check_router(num_experts, top_k, router_noise, aux_loss_weight);
   check_size(mlp_ratio, 64, "mlp_ratio");
-  check_rate(expert_drop, "expert_drop");
-  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_experts(expert_init, expert_drop);
 }
 
 PerImageMoe::PerImageMoe(const PerImageMoeOptions& o, int64_t dim)

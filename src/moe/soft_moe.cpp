@@ -58,10 +58,9 @@ void SoftMoeOptions::validate() const {
   check_size(static_cast<double>(slots_per_expert), 65536, "slots_per_expert");
   check_size(mlp_ratio, 64, "mlp_ratio");
   check_rate(logits_drop, "logits_drop");
-  check_rate(expert_drop, "expert_drop");
   check_rate(expert_drop_path, "expert_drop_path");
   check_choice(l2_norm, {"add", "clamp"}, "l2_norm");
-  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_experts(expert_init, expert_drop);
   check_choice(expert_drop_path_mode, {"image", "expert"}, "expert_drop_path_mode");
   check<ConfigError>(expert_drop_path_mode == "image" || expert_drop_path == 0,
                      "model.moe.expert_drop_path_mode: \"expert\" is SpheroMoE's; Soft MoE drops the whole output "

@@ -172,8 +172,7 @@ void SpheroMoeOptions::validate() const {
                      "model.moe.temperature_min: must be in [0, temperature_init), got {}", temperature_min);
   check_choice(phi_init, {"orthogonal_experts", "orthogonal_slots"}, "phi_init");
   check_choice(l2_norm, {"add", "clamp"}, "l2_norm");
-  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
-  check_rate(expert_drop, "expert_drop");
+  check_experts(expert_init, expert_drop);
   check_rate(expert_drop_path, "expert_drop_path");
   check_choice(expert_drop_path_mode, {"image", "expert"}, "expert_drop_path_mode");
 }

@@ -16,8 +16,7 @@ void TopKMoeOptions::validate() const {
   check_size(mlp_ratio, 64, "mlp_ratio");
   check<ConfigError>(std::isfinite(capacity_factor) && capacity_factor > 0,
                      "model.moe.capacity_factor: must be > 0, got {}", capacity_factor);
-  check_rate(expert_drop, "expert_drop");
-  check_choice(expert_init, {"auto", "kaiming_uniform", "trunc_normal"}, "expert_init");
+  check_experts(expert_init, expert_drop);
 }
 
 TopKMoe::TopKMoe(const TopKMoeOptions& o, int64_t dim) : options(o), dim(dim), hidden(expert_hidden(dim, o.mlp_ratio)) {

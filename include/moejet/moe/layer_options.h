@@ -31,6 +31,9 @@ void check_choice(const std::string& value, const std::vector<std::string>& allo
 void check_size(double value, double max, const char* key);
 /// ConfigError unless `value` is in [0, 1) (dropout-like rates).
 void check_rate(double value, const char* key);
+/// The checks of the options every layer's experts have: `expert_init` (auto, kaiming_uniform or
+/// trunc_normal) and the dropout rate `expert_drop` inside them.
+void check_experts(const std::string& expert_init, double expert_drop);
 /// ConfigError unless `value` is finite and >= 0 (noise levels, loss weights).
 void check_non_negative(double value, const char* key);
 /// The checks of a router that sends each token or image to `top_k` of `num_experts` experts with
