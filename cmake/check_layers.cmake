@@ -1,10 +1,9 @@
-# The library's areas in dependency order: an area may include only the areas before it (and
-# itself). Run at every build (target moejet_layers, which the library depends on) and as a CTest
-# case, so an include that goes up the order fails the build. docs/architecture.md explains the
-# order; change both together.
+# Checks the layer order of cmake/layers.cmake over src/ and include/moejet/: an include that goes
+# up the order is an error naming the file. Run before every build of the areas (target
+# moejet_layers, which each area's library depends on) and as a CTest case.
 #
 #   cmake -DSOURCE_DIR=<repository> -P cmake/check_layers.cmake
-set(MOEJET_LAYERS core io graph nn moe models data eval recycle train report)
+include(${CMAKE_CURRENT_LIST_DIR}/layers.cmake)
 
 if(NOT SOURCE_DIR)
   message(FATAL_ERROR "check_layers.cmake: pass -DSOURCE_DIR=<repository>")

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <random>
 
-#include "moejet/core/blas.h"
+#include "moejet/core/blas_runtime.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/json_util.h"
 #include "moejet/io/checkpoint_file.h"

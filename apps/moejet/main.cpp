@@ -12,7 +12,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
-#include "moejet/core/blas.h"
+#include "moejet/core/blas_runtime.h"
 #include "moejet/core/error.h"
 #include "moejet/core/heap.h"
 #include "moejet/core/system.h"
@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   if (spin || !coretype.empty()) {
     // OpenBLAS reads its worker spin timeout and its kernel choice only when it loads, before
     // main: set them and start this program afresh (same pid, arguments and descriptors). See
-    // core/blas.h for the figures. Values the user set are kept, so OPENBLAS_THREAD_TIMEOUT=28
+    // core/blas_runtime.h for the figures. Values the user set are kept, so OPENBLAS_THREAD_TIMEOUT=28
     // restores OpenBLAS's default spin and OPENBLAS_CORETYPE its kernel choice.
     if (spin) {
       setenv("OPENBLAS_THREAD_TIMEOUT", moejet::kOpenblasThreadTimeout, 1);

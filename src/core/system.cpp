@@ -7,7 +7,7 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
-#include "moejet/core/blas.h"
+#include "moejet/core/blas_runtime.h"
 #include "moejet/core/error.h"
 
 namespace moejet {

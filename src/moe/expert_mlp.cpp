@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "moejet/moe/expert_bmm.h"
+#include "moejet/kernels/expert_bmm.h"
 #include "moejet/nn/dropout.h"
 #include "moejet/nn/init.h"
 
@@ -29,7 +29,7 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias) {
     ctx->save_for_backward({x, weight});
-    return expert_bmm(x, weight.transpose(1, 2), bias);
+    return kernels::expert_bmm(x, weight.transpose(1, 2), bias);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -37,9 +37,9 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
     const auto& x = saved[0];
     const auto& weight = saved[1];
     auto gy = grads[0];
-    auto gx = expert_bmm(gy, weight);             // [E, T, out] x [E, out, in]
-    auto gw = expert_bmm(gy.transpose(1, 2), x);  // [E, out, T] x [E, T, in]
-    auto gb = gy.sum(1);                          // [E, out]
+    auto gx = kernels::expert_bmm(gy, weight);             // [E, T, out] x [E, out, in]
+    auto gw = kernels::expert_bmm(gy.transpose(1, 2), x);  // [E, out, T] x [E, T, in]
+    auto gb = gy.sum(1);                                   // [E, out]
     return {gx, gw, gb};
   }
 };

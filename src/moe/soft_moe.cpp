@@ -4,8 +4,8 @@
 
 #include <torch/torch.h>
 
-#include "moejet/moe/expert_bmm.h"
-#include "moejet/moe/row_ops.h"
+#include "moejet/kernels/expert_bmm.h"
+#include "moejet/kernels/row_ops.h"
 #include "moejet/nn/dropout.h"
 
 namespace moejet::moe {
@@ -14,7 +14,7 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch, 
                          const std::vector<ExpertMlp>& groups, int64_t S, double drop_path, bool training) {
   const int64_t B = x.size(0), D = x.size(2);
   // Slots are dispatch-weighted sums of the raw tokens: [B, M, N] x [B, N, D] -> [B, M, D].
-  auto slots = batched_matmul(dispatch, x);
+  auto slots = kernels::batched_matmul(dispatch, x);
   std::vector<int64_t> sizes;
   int64_t total_experts = 0;
   for (const auto& g : groups) {
@@ -40,7 +40,7 @@ torch::Tensor soft_route(const torch::Tensor& x, const torch::Tensor& dispatch, 
     // Viewed as [B*E, S, D], drop_path's per-row mask drops one expert's outputs for one image.
     out = nn::drop_path(out.view({B * total_experts, S, D}), drop_path, training).view({B, total_experts * S, D});
   }
-  return batched_matmul(combine, out);
+  return kernels::batched_matmul(combine, out);
 }
 
 RoutingStats soft_routing_stats(const torch::Tensor& dispatch, const torch::Tensor& combine, int64_t num_experts) {
@@ -97,8 +97,8 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
     // The authors' l2norm adds 1e-6 to the norm; torch's normalize clamps it at 1e-12.
     const bool additive = options.l2_norm == "add";
     const double eps = additive ? 1e-6 : 1e-12;
-    k = l2_normalize(x, eps, additive);
-    q = l2_normalize(q, eps, additive) * scale;
+    k = kernels::l2_normalize(x, eps, additive);
+    q = kernels::l2_normalize(q, eps, additive) * scale;
   }
   auto logits = torch::matmul(k, q.t());  // [B, N, M]
   if (is_training() || options.noise_in_eval) {
@@ -112,8 +112,8 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
   }
   // Dispatch normalises over tokens: on a contiguous [B, M, N] copy that softmax (and its
   // backward) runs along the last dim, several times faster than a strided one on CPU.
-  auto dispatch = row_softmax(logits.transpose(1, 2).contiguous());
-  auto combine = row_softmax(logits);
+  auto dispatch = kernels::row_softmax(logits.transpose(1, 2).contiguous());
+  auto combine = kernels::row_softmax(logits);
   auto y = nn::drop_path(soft_route(x, dispatch, combine, {experts}, options.slots_per_expert, 0.0, is_training()),
                          drop_path, is_training());
   last_aux_loss = torch::zeros({}, x.options());

@@ -2,10 +2,10 @@
 
 #include <torch/torch.h>
 
-#include "moejet/core/counter_random.h"
-#include "moejet/core/parallel.h"
-#include "moejet/moe/entmax.h"
-#include "moejet/moe/row_ops.h"
+#include "moejet/kernels/counter_random.h"
+#include "moejet/kernels/entmax.h"
+#include "moejet/kernels/parallel.h"
+#include "moejet/kernels/row_ops.h"
 #include "moejet/moe/soft_moe.h"
 #include "moejet/nn/dropout.h"
 
@@ -42,15 +42,15 @@ struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
     const bool draw = np == nullptr && noise_std > 0;
     float* dp = dl.data_ptr<float>();
     float* lp = cl.data_ptr<float>();
-    parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
+    kernels::parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<float> drawn(draw ? static_cast<size_t>(M) : 0);
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t n = 0; n < N; ++n) {
           const int64_t row = (b * N + n) * M;
           const float* e = np ? np + row : nullptr;
           if (draw) {
-            counter_normal(drawn.data(), M, static_cast<uint64_t>(row), static_cast<uint64_t>(key),
-                           static_cast<float>(noise_std));
+            kernels::counter_normal(drawn.data(), M, static_cast<uint64_t>(row), static_cast<uint64_t>(key),
+                                    static_cast<float>(noise_std));
             e = drawn.data();
           }
           for (int64_t m = 0; m < M; ++m) {
@@ -79,7 +79,7 @@ struct TemperedLogits : torch::autograd::Function<TemperedLogits> {
     const float* gcp = gc.data_ptr<float>();
     float* gp = gcos.data_ptr<float>();
     std::vector<double> sum_d(static_cast<size_t>(B)), sum_c(static_cast<size_t>(B));
-    parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
+    kernels::parallel_chunks(B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         double sd = 0, sc = 0;
         for (int64_t n = 0; n < N; ++n) {
@@ -152,7 +152,7 @@ std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, 
   check_logit_shapes(cos, t_d, t_c, torch::Tensor());
   if (noise_std > 0 && fused_logits(cos, t_d, t_c, torch::Tensor())) {
     auto out = TemperedLogits::apply(cos, t_d, t_c, torch::empty({0}, cos.options()), noise_std,
-                                     static_cast<int64_t>(draw_counter_key()));
+                                     static_cast<int64_t>(kernels::draw_counter_key()));
     return {out[0], out[1]};
   }
   return sphero_logits(cos, t_d, t_c, noise_std > 0 ? torch::randn_like(cos).mul_(noise_std) : torch::Tensor());
@@ -218,7 +218,7 @@ std::string SpheroMoe::describe() const {
 
 torch::Tensor SpheroMoe::keys(const torch::Tensor& x) const {
   auto k = options.offset_scale ? x * key_scale + key_offset : x;
-  return l2_normalize(k, kL2Eps, options.l2_norm == "add");
+  return kernels::l2_normalize(k, kL2Eps, options.l2_norm == "add");
 }
 
 torch::Tensor SpheroMoe::queries() const {
@@ -232,7 +232,7 @@ torch::Tensor SpheroMoe::queries() const {
   if (options.offset_scale) {
     q = q * phi_scale + phi_offset;
   }
-  return l2_normalize(q, kL2Eps, options.l2_norm == "add");
+  return kernels::l2_normalize(q, kL2Eps, options.l2_norm == "add");
 }
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
@@ -246,8 +246,8 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
       options.temperature_min > 0 ? dispatch_temperature.clamp_min(options.temperature_min) : dispatch_temperature;
   auto t_c = options.temperature_min > 0 ? combine_temperature.clamp_min(options.temperature_min) : combine_temperature;
   auto [dl, cl] = sphero_logits(cos, t_d, t_c, noisy ? noise_mult : 0.0);
-  auto dispatch = row_softmax(dl);
-  auto combine = options.combine == "entmax15" ? entmax15(cl, 2) : row_softmax(cl);
+  auto dispatch = kernels::row_softmax(dl);
+  auto combine = options.combine == "entmax15" ? kernels::entmax15(cl, 2) : kernels::row_softmax(cl);
   std::vector<ExpertMlp> groups{core};
   if (universal) {
     groups.push_back(universal);

@@ -1,82 +1,10 @@
-#include <ATen/Dispatch.h>
-#include <torch/torch.h>
-
-#include <algorithm>
-#include <cmath>
-
-#include "moejet/core/counter_random.h"
-#include "moejet/core/parallel.h"
 #include "moejet/nn/dropout.h"
 
+#include <torch/torch.h>
+
+#include "moejet/kernels/dropout.h"
+
 namespace moejet::nn {
-
-namespace {
-
-// Bytes of the keep mask (1 keep, 0 drop) and y = x * keep * scale for the elements of words
-// [w0, w1) (word w covers elements 2w and 2w + 1 of the n).
-template <class T>
-void dropout_words(const T* x, T* y, uint8_t* keep, int64_t n, int64_t w0, int64_t w1, uint64_t seed,
-                   uint64_t drop_below, T scale) {
-  // Branch-free: the keep decisions are random, so a branch on them mispredicts ~p of the time.
-  const T scales[2] = {T(0), scale};
-  for (int64_t w = w0; w < w1; ++w) {
-    // Element i's 32 random bits are half of word i / 2, so any split over threads draws the same mask.
-    const uint64_t word = counter_word(seed, static_cast<uint64_t>(w));
-    const uint8_t k0 = (word & 0xffffffffULL) >= drop_below;
-    const uint8_t k1 = (word >> 32) >= drop_below;
-    keep[2 * w] = k0;
-    y[2 * w] = x[2 * w] * scales[k0];
-    if (2 * w + 1 < n) {
-      keep[2 * w + 1] = k1;
-      y[2 * w + 1] = x[2 * w + 1] * scales[k1];
-    }
-  }
-}
-
-struct DropoutFn : torch::autograd::Function<DropoutFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, double p) {
-    auto x = input.contiguous();
-    auto y = torch::empty_like(x);
-    auto keep = torch::empty(x.sizes(), x.options().dtype(torch::kUInt8));
-    const auto drop_below = static_cast<uint64_t>(std::llround(std::ldexp(p, 32)));
-    const double scale = 1.0 / (1.0 - p);
-    const uint64_t seed = draw_counter_key();
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "moejet_dropout", [&] {
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      scalar_t* yp = y.data_ptr<scalar_t>();
-      uint8_t* kp = keep.data_ptr<uint8_t>();
-      const int64_t n = x.numel();
-      parallel_chunks((n + 1) / 2, int64_t{1} << 15, [&](int64_t w0, int64_t w1) {
-        dropout_words(xp, yp, kp, n, w0, w1, seed, drop_below, static_cast<scalar_t>(scale));
-      });
-    });
-    ctx->save_for_backward({keep});
-    ctx->saved_data["scale"] = scale;
-    return y;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto keep = ctx->get_saved_variables()[0];
-    const double scale = ctx->saved_data["scale"].toDouble();
-    auto g = grads[0].contiguous();
-    auto dx = torch::empty_like(g);
-    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "moejet_dropout_backward", [&] {
-      const scalar_t* gp = g.data_ptr<scalar_t>();
-      const uint8_t* kp = keep.data_ptr<uint8_t>();
-      scalar_t* dp = dx.data_ptr<scalar_t>();
-      const auto s = static_cast<scalar_t>(scale);
-      parallel_chunks(g.numel(), int64_t{1} << 16, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          dp[i] = gp[i] * (s * static_cast<scalar_t>(kp[i]));
-        }
-      });
-    });
-    return {dx, torch::Tensor()};
-  }
-};
-
-}  // namespace
 
 torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
   if (p <= 0.0 || !training) {
@@ -84,7 +12,7 @@ torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
   }
   TORCH_CHECK(p < 1.0, "dropout: p must be in [0, 1), got ", p);
   if (x.is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble)) {
-    return DropoutFn::apply(x, p);
+    return kernels::fused_dropout(x, p);
   }
   auto mask = torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));
   return x * mask;

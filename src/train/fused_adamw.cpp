@@ -1,7 +1,7 @@
 #include "moejet/train/fused_adamw.h"
 
-#include "moejet/core/parallel.h"
-#include "moejet/train/adamw_kernel.h"
+#include "moejet/kernels/adamw.h"
+#include "moejet/kernels/parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -69,7 +69,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
         p.addcdiv_(m, denom, -step_size);
         continue;
       }
-      AdamWCoefficients c{};
+      kernels::AdamWCoefficients c{};
       c.decay = static_cast<float>(1.0 - lr * wd);
       c.beta1 = static_cast<float>(beta1);
       c.beta2 = static_cast<float>(beta2);
@@ -82,8 +82,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const float* gp = grad.data_ptr<float>();
       float* mp = m.data_ptr<float>();
       float* vp = v.data_ptr<float>();
-      auto update = [=](int64_t begin, int64_t end) { adamw_update(pp, gp, mp, vp, begin, end, c); };
-      parallel_chunks(p.numel(), int64_t{1} << 18, update);
+      auto update = [=](int64_t begin, int64_t end) { kernels::adamw_update(pp, gp, mp, vp, begin, end, c); };
+      kernels::parallel_chunks(p.numel(), int64_t{1} << 18, update);
     }
   }
   return loss;

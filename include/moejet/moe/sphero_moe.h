@@ -114,7 +114,7 @@ std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, 
 
 /// The same with the noise drawn here, N(0, noise_std^2) (0: none), one sample shared by both
 /// logits. On the CPU in float it is drawn inside the fused pass from a counter-based stream
-/// keyed by torch's default generator (core/counter_random.h); elsewhere with torch::randn_like.
+/// keyed by torch's default generator (kernels/counter_random.h); elsewhere with torch::randn_like.
 std::pair<torch::Tensor, torch::Tensor> sphero_logits(const torch::Tensor& cos, const torch::Tensor& t_d,
                                                       const torch::Tensor& t_c, double noise_std);
 

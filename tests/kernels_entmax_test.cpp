@@ -4,12 +4,12 @@
 #include <cmath>
 #include <vector>
 
-#include "moejet/moe/entmax.h"
+#include "moejet/kernels/entmax.h"
 #include "test_util.h"
 
 namespace {
 
-using moejet::moe::entmax15;
+using moejet::kernels::entmax15;
 using moejet::testing::all_close;
 
 // Reference 1.5-entmax of one row, independent of the sort-based closed form: y_i =
@@ -137,13 +137,13 @@ TEST(Entmax15, CpuKernelAgreesWithTheGenericTensorOpsPath) {
   for (double scale : {0.1, 1.0, 4.0, 30.0}) {
     auto x = torch::randn({7, 33, 5}, torch::kDouble) * scale;
     for (int64_t dim : {0, 1, 2}) {
-      EXPECT_TRUE(
-          moejet::testing::all_close(moejet::moe::entmax15(x, dim), moejet::moe::entmax15_generic(x, dim), 1e-9, 1e-12))
+      EXPECT_TRUE(moejet::testing::all_close(moejet::kernels::entmax15(x, dim),
+                                             moejet::kernels::entmax15_generic(x, dim), 1e-9, 1e-12))
           << "scale " << scale << " dim " << dim;
     }
     auto xf = x.to(torch::kFloat);
-    EXPECT_TRUE(
-        moejet::testing::all_close(moejet::moe::entmax15(xf, 1), moejet::moe::entmax15_generic(xf, 1), 1e-5, 1e-6));
+    EXPECT_TRUE(moejet::testing::all_close(moejet::kernels::entmax15(xf, 1), moejet::kernels::entmax15_generic(xf, 1),
+                                           1e-5, 1e-6));
   }
 }
 
@@ -170,7 +170,7 @@ TEST(Entmax15, FloatKernelAndItsBackwardAgreeWithTheGenericPathOnSpheroMoeShapes
     auto xa = x0.clone().requires_grad_(true);
     auto xb = x0.clone().requires_grad_(true);
     auto ya = entmax15(xa, 1);
-    auto yb = moejet::moe::entmax15_generic(xb, 1);
+    auto yb = moejet::kernels::entmax15_generic(xb, 1);
     EXPECT_TRUE(all_close(ya, yb, 1e-4, 1e-6)) << "forward, shape " << x0.sizes();
     EXPECT_TRUE(all_close(ya.sum(1), torch::ones({x0.size(0)}), 0, 1e-5));
     (ya * w).sum().backward();

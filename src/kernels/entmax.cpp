@@ -1,4 +1,4 @@
-#include "moejet/moe/entmax.h"
+#include "moejet/kernels/entmax.h"
 
 #include <c10/core/WrapDimMinimal.h>
 #include <torch/torch.h>
@@ -9,9 +9,9 @@
 #include <functional>
 #include <vector>
 
-#include "moejet/core/parallel.h"
+#include "moejet/kernels/parallel.h"
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 namespace {
 
@@ -378,4 +378,4 @@ torch::Tensor entmax15(const torch::Tensor& x, int64_t dim) {
   return Entmax15Function::apply(x, dim);
 }
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

@@ -1,13 +1,13 @@
-#include "moejet/moe/row_ops.h"
+#include "moejet/kernels/row_ops.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include <torch/torch.h>
 
-#include "moejet/core/parallel.h"
+#include "moejet/kernels/parallel.h"
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 namespace {
 
@@ -146,4 +146,4 @@ torch::Tensor row_softmax(const torch::Tensor& x) {
   return torch::softmax(x, -1);
 }
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-namespace moejet::train {
+namespace moejet::kernels {
 
 struct AdamWCoefficients {
   float decay;         ///< 1 - lr * weight_decay
@@ -21,4 +21,4 @@ struct AdamWCoefficients {
 /// p = p * decay - step_size * m / (sqrt(v) / sqrt(bc2) + eps). torch::optim::AdamW's maths.
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamWCoefficients& c);
 
-}  // namespace moejet::train
+}  // namespace moejet::kernels

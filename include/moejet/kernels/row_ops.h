@@ -8,7 +8,7 @@
 
 #include <torch/types.h>
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 /// x / max(||x||_2, eps) along the last dim (torch::nn::functional::normalize), or with
 /// `additive`, x / (||x||_2 + eps) (the MoE Jetpack authors' l2norm). The two agree to a relative
@@ -18,4 +18,4 @@ torch::Tensor l2_normalize(const torch::Tensor& x, double eps, bool additive = f
 /// torch::softmax(x, -1).
 torch::Tensor row_softmax(const torch::Tensor& x);
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

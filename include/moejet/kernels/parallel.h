@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-namespace moejet {
+namespace moejet::kernels {
 
 /// Calls fn(begin, end) on disjoint ranges covering [0, n), on up to 4 threads, never splitting
 /// below `min_chunk` items per thread.
@@ -31,4 +31,4 @@ void parallel_chunks(int64_t n, int64_t min_chunk, const Fn& fn) {
   }
 }
 
-}  // namespace moejet
+}  // namespace moejet::kernels

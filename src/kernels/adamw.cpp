@@ -1,8 +1,8 @@
-#include "moejet/train/adamw_kernel.h"
+#include "moejet/kernels/adamw.h"
 
 #include <cmath>
 
-namespace moejet::train {
+namespace moejet::kernels {
 
 void adamw_update(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
                   int64_t begin, int64_t end, const AdamWCoefficients& c) {
@@ -18,4 +18,4 @@ void adamw_update(float* __restrict p, const float* __restrict g, float* __restr
   }
 }
 
-}  // namespace moejet::train
+}  // namespace moejet::kernels

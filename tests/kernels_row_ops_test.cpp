@@ -1,11 +1,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "moejet/moe/row_ops.h"
+#include "moejet/kernels/row_ops.h"
 #include "test_util.h"
 
-using moejet::moe::l2_normalize;
-using moejet::moe::row_softmax;
+using moejet::kernels::l2_normalize;
+using moejet::kernels::row_softmax;
 using moejet::testing::all_close;
 
 namespace {

@@ -3,9 +3,9 @@
 
 #include <mutex>
 
-#include "moejet/core/counter_random.h"
+#include "moejet/kernels/counter_random.h"
 
-namespace moejet {
+namespace moejet::kernels {
 
 uint64_t draw_counter_key() {
   auto gen = at::detail::getDefaultCPUGenerator();
@@ -13,4 +13,4 @@ uint64_t draw_counter_key() {
   return gen.get<at::CPUGeneratorImpl>()->random64();
 }
 
-}  // namespace moejet
+}  // namespace moejet::kernels

@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 /// Exact 1.5-entmax of `x` along `dim` (any dim; float or double; CPU or CUDA). Differentiable
 /// through a custom backward: dx = g * (dy - <dy, g> / sum(g)) with g = sqrt(y).
@@ -23,4 +23,4 @@ torch::Tensor entmax15(const torch::Tensor& x, int64_t dim = -1);
 /// vectorised row kernel. Exposed so tests can hold the two to each other.
 torch::Tensor entmax15_generic(const torch::Tensor& x, int64_t dim = -1);
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "moejet/core/counter_random.h"
+#include "moejet/kernels/counter_random.h"
 
-using moejet::counter_normal;
+using moejet::kernels::counter_normal;
 
 namespace {
 
@@ -57,7 +57,7 @@ TEST(CounterNormal, MatchesDoublePrecisionBoxMullerOnTheSameBits) {
   counter_normal(z.data(), n, 0, key, 2.5f);
   double worst = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const uint64_t w = moejet::counter_word(key, static_cast<uint64_t>(i / 2));
+    const uint64_t w = moejet::kernels::counter_word(key, static_cast<uint64_t>(i / 2));
     const double u1 = double((w >> 40) + 1) / 16777216.0, u2 = double((w >> 8) & 0xffffff) / 16777216.0;
     const double r = std::sqrt(-2.0 * std::log(u1)), a = 2.0 * M_PI * u2;
     const double ref = 2.5 * (i % 2 == 0 ? r * std::cos(a) : r * std::sin(a));
@@ -88,8 +88,8 @@ TEST(CounterNormal, ValuesDependOnlyOnKeyAndIndexNotOnTheSplit) {
 
 TEST(CounterNormal, KeysFromTorchsGeneratorFollowManualSeed) {
   torch::manual_seed(3);
-  const uint64_t a = moejet::draw_counter_key(), b = moejet::draw_counter_key();
+  const uint64_t a = moejet::kernels::draw_counter_key(), b = moejet::kernels::draw_counter_key();
   torch::manual_seed(3);
-  EXPECT_EQ(moejet::draw_counter_key(), a);
+  EXPECT_EQ(moejet::kernels::draw_counter_key(), a);
   EXPECT_NE(a, b);
 }

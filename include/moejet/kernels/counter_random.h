@@ -7,11 +7,11 @@
 // [32, 196, 294] that pass was 4.5 ms of a 47 ms layer forward on one core.
 //
 // This header and its source include no torch headers: the normal sampler is compiled with
-// -fno-math-errno so that its loops vectorise (as train/adamw_kernel.cpp).
+// -fno-math-errno so that its loops vectorise (as kernels/adamw.cpp).
 
 #include <cstdint>
 
-namespace moejet {
+namespace moejet::kernels {
 
 /// splitmix64's output function: a bijective mix of a 64-bit counter that passes BigCrush as a
 /// counter-based generator.
@@ -35,4 +35,4 @@ inline uint64_t counter_word(uint64_t key, uint64_t w) {
 /// sin/cos (|error| < 1e-6 over the sampler's range, which reaches 5.77 sigma).
 void counter_normal(float* out, int64_t count, uint64_t first, uint64_t key, float stddev);
 
-}  // namespace moejet
+}  // namespace moejet::kernels

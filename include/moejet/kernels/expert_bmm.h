@@ -1,13 +1,13 @@
 #pragma once
 // Batched matrix products over the expert dimension, as torch::bmm / baddbmm, for the expert MLPs
 // (and the backward of their weights): out[e] = a[e] b[e] (+ bias[e] on every row). On the CPU
-// in float with a BLAS in the process (core/blas.h), one sgemm per batch entry straight on the
+// in float with a BLAS in the process (kernels/blas.h), one sgemm per batch entry straight on the
 // tensors' memory, either layout of each matrix (row-major or its transpose view), so no
 // transposed operand is ever copied; everywhere else, torch::bmm / baddbmm.
 
 #include <torch/types.h>
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 /// a [E, M, K], b [E, K, N], bias undefined or [E, N] -> [E, M, N] (contiguous on the BLAS path).
 ///
@@ -16,7 +16,7 @@ namespace moejet::moe {
 /// one over its threads pays a wake-up and a join per GEMM: this made the SpheroMoE ViT-T expert
 /// MLPs' forward + backward 1.2-1.3x faster at batch 64-128 on 2 cores, and the routing products
 /// ([294 x 196] x [196 x 192] per image) 1.13x, once OpenBLAS's idle workers stop spinning
-/// (core/blas.h: before that, OpenBLAS's own split was the faster one for those).
+/// (core/blas_runtime.h: before that, OpenBLAS's own split was the faster one for those).
 torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = torch::Tensor(),
                          bool thread_per_matrix = true);
 
@@ -24,4 +24,4 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
 /// products of Soft MoE / SpheroMoE: slots = dispatch x, out = combine y).
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

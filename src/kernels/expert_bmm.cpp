@@ -1,14 +1,14 @@
-#include "moejet/moe/expert_bmm.h"
+#include "moejet/kernels/expert_bmm.h"
 
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <limits>
 
-#include "moejet/core/blas.h"
-#include "moejet/core/parallel.h"
+#include "moejet/kernels/blas.h"
+#include "moejet/kernels/parallel.h"
 
-namespace moejet::moe {
+namespace moejet::kernels {
 
 namespace {
 
@@ -135,4 +135,4 @@ torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b) {
   return BatchedMatmulFn::apply(a, b);
 }
 
-}  // namespace moejet::moe
+}  // namespace moejet::kernels

@@ -1,15 +1,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "moejet/core/blas.h"
 #include "moejet/core/system.h"
-#include "moejet/moe/expert_bmm.h"
+#include "moejet/kernels/blas.h"
+#include "moejet/kernels/expert_bmm.h"
 #include "test_util.h"
 
 namespace {
 
-using moejet::moe::batched_matmul;
-using moejet::moe::expert_bmm;
+using moejet::kernels::batched_matmul;
+using moejet::kernels::expert_bmm;
 using moejet::testing::all_close;
 
 TEST(ExpertBmm, DirectBlasIsFoundWhereLibtorchUsesOpenBlas) {
@@ -17,8 +17,8 @@ TEST(ExpertBmm, DirectBlasIsFoundWhereLibtorchUsesOpenBlas) {
   if (moejet::system_info().blas != "OpenBLAS") {
     GTEST_SKIP() << "BLAS here: " << moejet::system_info().blas;
   }
-  EXPECT_NE(moejet::blas_sgemm(), nullptr);
-  moejet::SingleThreadedBlas guard;
+  EXPECT_NE(moejet::kernels::blas_sgemm(), nullptr);
+  moejet::kernels::SingleThreadedBlas guard;
   EXPECT_TRUE(guard.active());
 }
 

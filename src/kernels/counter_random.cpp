@@ -1,9 +1,9 @@
-#include "moejet/core/counter_random.h"
+#include "moejet/kernels/counter_random.h"
 
 #include <cmath>
 #include <cstring>
 
-namespace moejet {
+namespace moejet::kernels {
 
 namespace {
 
@@ -110,4 +110,4 @@ void counter_normal(float* out, int64_t count, uint64_t first, uint64_t key, flo
   }
 }
 
-}  // namespace moejet
+}  // namespace moejet::kernels

@@ -1,0 +1,47 @@
+// kernels::expert_bmm (one sgemm per expert, thread per matrix) against torch::bmm, on the expert
+// MLP shapes of V-JetMoE-T at batch 32: 98 core experts, one slot each, so 32 rows per expert,
+// [32 x 192] x [192 x 768] (fc1) and the fc1 weight gradient [768 x 32] x [32 x 192].
+//
+//   build/bench/moejet_bench --benchmark_filter=ExpertBmm
+
+#include <torch/torch.h>
+
+#include "bench_util.h"
+#include "moejet/kernels/expert_bmm.h"
+
+namespace {
+
+constexpr int64_t kExperts = 98, kRows = 32, kDim = 192, kHidden = 768;
+
+void run(benchmark::State& state, bool ours, bool weight_grad) {
+  torch::manual_seed(0);
+  // Forward: x [E, rows, dim] x w^T [E, dim, hidden]. Weight gradient: gy^T [E, hidden, rows] x x.
+  auto a =
+      weight_grad ? torch::randn({kExperts, kRows, kHidden}).transpose(1, 2) : torch::randn({kExperts, kRows, kDim});
+  auto b =
+      weight_grad ? torch::randn({kExperts, kRows, kDim}) : torch::randn({kExperts, kHidden, kDim}).transpose(1, 2);
+  for (auto _ : state) {
+    auto c = ours ? moejet::kernels::expert_bmm(a, b) : torch::bmm(a, b);
+    benchmark::DoNotOptimize(c.data_ptr<float>());
+  }
+  moejet::bench::set_gflops(state, 2.0 * kExperts * kRows * kDim * kHidden);
+}
+
+void BM_ExpertBmm_Forward_Ours(benchmark::State& s) {
+  run(s, true, false);
+}
+void BM_ExpertBmm_Forward_TorchBmm(benchmark::State& s) {
+  run(s, false, false);
+}
+void BM_ExpertBmm_WeightGrad_Ours(benchmark::State& s) {
+  run(s, true, true);
+}
+void BM_ExpertBmm_WeightGrad_TorchBmm(benchmark::State& s) {
+  run(s, false, true);
+}
+BENCHMARK(BM_ExpertBmm_Forward_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ExpertBmm_Forward_TorchBmm)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ExpertBmm_WeightGrad_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ExpertBmm_WeightGrad_TorchBmm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
