@@ -11,6 +11,7 @@ namespace moejet::data {
 namespace {
 
 using moejet::testing::all_close;
+using moejet::testing::throws_error;
 
 torch::Tensor random_image(int64_t c, int64_t h, int64_t w, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
@@ -45,13 +46,13 @@ TEST(AugmentConfig, JsonRoundTrip) {
 TEST(AugmentConfig, StrictKeysAndValues) {
   AugmentConfig c;
   auto expect_config_error = [&](const json& j, const std::string& needle) {
-    try {
-      AugmentConfig x;
-      from_json_checked(j, x, "train.augment");
-      ADD_FAILURE() << "expected ConfigError for " << j.dump();
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(throws_error<ConfigError>(
+        [&] {
+          AugmentConfig x;
+          from_json_checked(j, x, "train.augment");
+        },
+        {needle}))
+        << j.dump();
   };
   expect_config_error({{"hflp", 0.5}}, "train.augment.hflp");
   expect_config_error({{"hflip", "yes"}}, "train.augment.hflip");

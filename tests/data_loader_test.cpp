@@ -226,14 +226,14 @@ TEST(Loader, WorkerErrorsAreRethrownNotHung) {
     loader.start_epoch(0);
     Batch b;
     int good = 0;
-    try {
-      while (loader.next(b)) {
-        ++good;
-      }
-      ADD_FAILURE() << "no exception with " << workers << " workers";
-    } catch (const DataError& e) {
-      EXPECT_NE(std::string(e.what()).find("sample 21"), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(moejet::testing::throws_error<DataError>(
+        [&] {
+          while (loader.next(b)) {
+            ++good;
+          }
+        },
+        {"sample 21"}))
+        << workers << " workers";
     EXPECT_EQ(good, 5) << "batches before the bad one (indices 0..19)";
     if (workers > 0) {
       EXPECT_THROW(loader.next(b), DataError);

@@ -9,6 +9,7 @@
 #include "test_util.h"
 
 using namespace moejet;
+using moejet::testing::throws_error;
 
 TEST(SuperClasses, ConfusionClusteringRecoversBlockDiagonalGroups) {
   // 12 classes in 4 confusable groups of 3, shuffled; a little noise everywhere.
@@ -54,13 +55,7 @@ TEST(SuperClasses, BadFilesGetClearErrors) {
     return dir.file(name);
   };
   auto expect_error = [](const std::string& path, int64_t classes, const std::string& needle) {
-    try {
-      data::read_superclasses(path, classes);
-      ADD_FAILURE() << "no error for " << path;
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(throws_error<ConfigError>([&] { data::read_superclasses(path, classes); }, {needle, path})) << path;
   };
   expect_error(write("count.json", R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})"), 10,
                "has 3 classes but the model/data set has 10");
@@ -84,11 +79,6 @@ TEST(SuperClasses, ReadsTheConfusionCsvThatEvalWrites) {
   EXPECT_THROW(data::read_confusion(dir.file("missing.csv")), DataError);
   // A wrong type inside eval.json names the key, not just nlohmann's "type must be number".
   std::ofstream(dir.file("eval.json")) << R"({"confusion": [["x"]], "class_names": ["a"]})";
-  try {
-    data::read_confusion(dir.file("eval.json"));
-    ADD_FAILURE() << "expected a DataError";
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("eval.json: 'confusion' must be rows of numbers"), std::string::npos)
-        << e.what();
-  }
+  EXPECT_TRUE(throws_error<DataError>([&] { data::read_confusion(dir.file("eval.json")); },
+                                      {"eval.json: 'confusion' must be rows of numbers"}));
 }

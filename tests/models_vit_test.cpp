@@ -118,12 +118,7 @@ TEST(VitConfigJson, RoundTripsAndRejectsUnknownKeys) {
   EXPECT_EQ(json(back), j);
   json bad = j;
   bad["embed_dims"] = 3;
-  try {
-    vit_config_from_json(bad);
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("model.embed_dims"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(moejet::testing::throws_error<ConfigError>([&] { vit_config_from_json(bad); }, {"model.embed_dims"}));
   json heads = j;
   heads["num_heads"] = 5;
   EXPECT_THROW(vit_config_from_json(heads), ConfigError);
