@@ -16,8 +16,7 @@ TEST(ModelFile, ASavedModelLoadsFromTheFileAloneAndOtherFormatVersionsAreRefused
   moejet::testing::TempDir tmp;
   auto cfg = moejet::testing::tiny_vit();
   cfg.moe = moejet::testing::moe_config({{"type", "soft"}, {"last", 1}, {"num_experts", 2}});
-  models::ModelConfig mc;
-  mc.vit = cfg;
+  models::ModelConfig mc = cfg;
   torch::manual_seed(0);
   auto model = models::make_model(mc);
   const std::string path = tmp.file("m.safetensors");
@@ -33,7 +32,7 @@ TEST(ModelFile, ASavedModelLoadsFromTheFileAloneAndOtherFormatVersionsAreRefused
   EXPECT_TRUE(torch::equal(model->forward(x), loaded.model->forward(x)));
   // `edit` changes the config before the model is built.
   auto edited = models::load_model(path, nullptr, [](json& j) { j["drop_rate"] = 0.25; });
-  EXPECT_EQ(edited.config.vit.drop_rate, 0.25);
+  EXPECT_EQ(edited.config.as<models::VitConfig>().drop_rate, 0.25);
 
   // A newer format is refused, naming the file and both versions.
   io::Metadata meta;

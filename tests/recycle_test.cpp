@@ -155,7 +155,6 @@ TEST(UnitStats, ImportanceSamplingPicksTheUnitsThatFireOnACraftedInput) {
   so.images = 32;
   so.batch_size = 8;
   so.num_workers = 0;
-  so.show_progress = false;
   so.quantile = 0.5;  // 48 of the 64 units are dead: the median activation is a dead one
   auto stats = collect_unit_stats(*dense, {1}, data, data::make_eval_transform({}, 1), so, torch::kCPU);
   ASSERT_EQ(stats.count(1), 1u);
@@ -310,13 +309,8 @@ TEST(Recycle, BadInputsGetClearErrors) {
     models::VisionTransformer moe(tiny_moe("soft", 2, 8.0));
     RecycleOptions o;
     o.method = Method::Random;
-    try {
-      recycle_model(*dense, *moe, {}, o);
-      FAIL() << "expected an error";
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find("128 hidden units"), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find("blocks.1.mlp.fc1.weight [64, 16]"), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(moejet::testing::throws_error<ConfigError>([&] { recycle_model(*dense, *moe, {}, o); },
+                                                           {"128 hidden units", "blocks.1.mlp.fc1.weight [64, 16]"}));
   }
   {  // importance without statistics
     models::VisionTransformer moe(tiny_moe("soft", 2, 1.0));
@@ -330,4 +324,34 @@ TEST(Recycle, BadInputsGetClearErrors) {
     o.method = Method::Copy;
     EXPECT_THROW(recycle_model(*dense, *moe, {}, o), Error);
   }
+}
+
+TEST(Recycle, TheReportStructIsWhatTheReportFileSays) {
+  torch::manual_seed(3);
+  models::VisionTransformer dense(tiny_dense());
+  RecycleSources sources;
+  sources.dense.name = "dense checkpoint";
+  sources.dense.model = dense.get();
+  RecycleOptions o;
+  o.method = Method::Uniform;
+  models::VisionTransformer a(tiny_moe("sphero", 2, 1.0)), b(tiny_moe("sphero", 2, 1.0));
+  const RecycleReport report = recycle_model_report(sources, *a, o);
+  ASSERT_EQ(report.blocks.size(), 1u);
+  EXPECT_EQ(report.blocks[0].block, 1);
+  EXPECT_EQ(report.blocks[0].key, "blocks.1.mlp");
+  ASSERT_EQ(report.blocks[0].groups.size(), 2u);
+  const auto& core = report.blocks[0].groups[0];
+  EXPECT_EQ(core.name, "core");
+  EXPECT_EQ(core.experts, 2);
+  EXPECT_EQ(core.hidden, 16);
+  EXPECT_EQ(core.dense_hidden, 64);
+  ASSERT_EQ(core.units.size(), 2u);
+  EXPECT_EQ(core.units[0].size(), 16u);
+  EXPECT_EQ(report.blocks[0].groups[1].name, "universal");
+  EXPECT_TRUE(report.head_copied);
+  // The JSON form is the report file, and the same inputs give the same experts and report.
+  const json written = recycle_model(sources, *b, o);
+  EXPECT_EQ(report.to_json(), written);
+  EXPECT_EQ(written["blocks"][0]["groups"][0]["units"], json(core.units));
+  EXPECT_TRUE(torch::equal(group_of(*a, 0)->fc1_weight, group_of(*b, 0)->fc1_weight));
 }

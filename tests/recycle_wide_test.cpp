@@ -108,7 +108,6 @@ ModelStats wide_stats(models::VisionTransformerImpl& wide, const std::vector<int
   so.images = 24;
   so.batch_size = 8;
   so.num_workers = 0;
-  so.show_progress = false;
   so.coactivation = false;
   return collect_model_stats(wide, blocks, random_images(24), data::make_eval_transform({}, 1), so, torch::kCPU, true);
 }
@@ -228,15 +227,7 @@ TEST(RecycleWide, CoreExpertsFromAWiderSourceAreTheNarrowMlpsAndUniversalOnesFro
 
 TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
   Fixture f;
-  auto expect_error = [](const std::function<void()>& fn, const std::vector<std::string>& parts) {
-    try {
-      fn();
-      FAIL() << "expected an error";
-    } catch (const Error& e) {
-      for (const auto& p : parts)
-        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-    }
-  };
+  using moejet::testing::throws_error;
   RecycleOptions o;
   o.method = Method::Uniform;
   {  // a narrower source for a wider model
@@ -244,8 +235,9 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
     RecycleSources s;
     s.dense.name = "narrow.safetensors";
     s.dense.model = f.narrow.get();
-    expect_error([&] { recycle_model(s, *target, o); },
-                 {"narrow.safetensors", "patch_embed.proj.weight", "[16, 1, 4, 4]", "[32, 1, 4, 4]"});
+    EXPECT_TRUE(
+        throws_error<Error>([&] { recycle_model(s, *target, o); },
+                            {"narrow.safetensors", "patch_embed.proj.weight", "[16, 1, 4, 4]", "[32, 1, 4, 4]"}));
   }
   {  // heads that cannot be taken whole: 2 heads of 16 in the source, 2 of 8 in the target
     auto c = wide_cfg();
@@ -255,15 +247,17 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
     RecycleSources s;
     s.dense.name = "odd.safetensors";
     s.dense.model = odd.get();
-    expect_error([&] { recycle_model(s, *target, o); },
-                 {"odd.safetensors", "blocks.0.attn.qkv.weight", "[96, 32]", "[48, 16]", "width 16", "width 8"});
+    EXPECT_TRUE(throws_error<Error>(
+        [&] { recycle_model(s, *target, o); },
+        {"odd.safetensors", "blocks.0.attn.qkv.weight", "[96, 32]", "[48, 16]", "width 16", "width 8"}));
   }
   {  // copy cannot choose channels
     models::VisionTransformer target(narrow_cfg());
     auto s = wide_dense_source(f);
     RecycleOptions copy;
     copy.method = Method::Copy;
-    expect_error([&] { recycle_model(s, *target, copy); }, {"wide.safetensors", "copy", "16 of its 32 channels"});
+    EXPECT_TRUE(throws_error<Error>([&] { recycle_model(s, *target, copy); },
+                                    {"wide.safetensors", "copy", "16 of its 32 channels"}));
   }
   {  // an expert group the model does not have
     auto cfg = narrow_cfg();
@@ -276,7 +270,7 @@ TEST(RecycleWide, ShapesThatCannotBeMetNameTheSourceTensorAndBothShapes) {
     s.dense.model = f.narrow.get();
     s.groups["core"].name = "wide.safetensors";
     s.groups["core"].model = f.wide.get();
-    expect_error([&] { recycle_model(s, *moe, o); }, {"no expert group 'core'", "experts"});
+    EXPECT_TRUE(throws_error<Error>([&] { recycle_model(s, *moe, o); }, {"no expert group 'core'", "experts"}));
   }
 }
 

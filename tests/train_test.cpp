@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <tuple>
 
 #include "moejet/core/fs.h"
 #include "moejet/data/superclasses.h"
@@ -21,11 +22,13 @@
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
 #include "moejet/train/run_dir.h"
+#include "moejet/train/step_timing.h"
 #include "moejet/train/trainer.h"
 #include "test_util.h"
 
 using namespace moejet;
 using namespace moejet::train;
+using moejet::testing::throws_error;
 
 TEST(LrSchedule, LinearWarmupThenCosineToMinLr) {
   OptimConfig o;
@@ -212,7 +215,7 @@ TEST(Loss, SoftTargetCrossEntropyMatchesCrossEntropyAndSmoothing) {
 
 TEST(TrainConfigJson, RoundTripsAndNamesUnknownKeys) {
   TrainConfig c;
-  c.model.vit.num_classes = 10;
+  c.model.as<models::VitConfig>().num_classes = 10;
   c.optim.lr = 3e-4;
   c.data.classes = {1, 2};
   c.augment.hflip = 0.5;
@@ -220,35 +223,20 @@ TEST(TrainConfigJson, RoundTripsAndNamesUnknownKeys) {
   EXPECT_EQ(to_json(train_config_from_json(j)), j);
   json bad = j;
   bad["optim"]["lerning_rate"] = 1;
-  try {
-    train_config_from_json(bad);
-    FAIL();
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("optim.lerning_rate"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error<ConfigError>([&] { train_config_from_json(bad); }, {"optim.lerning_rate"}));
   json neg = j;
   neg["optim"]["lr"] = -1;
   EXPECT_THROW(train_config_from_json(neg), ConfigError);
   json type = j;
   type["train"]["epochs"] = "ten";
-  try {
-    train_config_from_json(type);
-    FAIL();
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("train.epochs"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error<ConfigError>([&] { train_config_from_json(type); }, {"train.epochs"}));
 }
 
 TEST(TrainConfigJson, NonsenseValuesAreErrorsNotSilentlyChanged) {
   auto rejects = [](const std::function<void(json&)>& edit, const std::string& what) {
     json j = to_json(TrainConfig{});
     edit(j);
-    try {
-      train_config_from_json(j);
-      ADD_FAILURE() << "accepted: " << what;
-    } catch (const ConfigError& e) {
-      SCOPED_TRACE(e.what());
-    }
+    EXPECT_TRUE(throws_error<ConfigError>([&] { train_config_from_json(j); }, {})) << what;
   };
   rejects([](json& j) { j["train"]["epochs"] = 1.5; }, "fractional epochs (would truncate to 1)");
   rejects([](json& j) { j["train"]["epochs"] = 4611686018427387904LL; }, "2^62 epochs (steps overflow to 0)");
@@ -270,12 +258,7 @@ TEST(TrainConfigJson, NonsenseValuesAreErrorsNotSilentlyChanged) {
   // Duplicate keys (nlohmann keeps the last silently) and absurd nesting in a file.
   moejet::testing::TempDir tmp;
   { std::ofstream(tmp.file("dup.json")) << R"({"train": {"epochs": 2, "epochs": 5}})"; }
-  try {
-    read_json_file(tmp.file("dup.json"));
-    ADD_FAILURE() << "duplicate key accepted";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("'epochs' appears twice"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error<ConfigError>([&] { read_json_file(tmp.file("dup.json")); }, {"'epochs' appears twice"}));
   { std::ofstream(tmp.file("deep.json")) << std::string(100000, '[') << std::string(100000, ']'); }
   EXPECT_THROW(read_json_file(tmp.file("deep.json")), ConfigError);
 }
@@ -310,14 +293,14 @@ namespace {
 // crops, flips and mixup, drop path (uses the torch RNG), AdamW with warm-up and cosine.
 TrainConfig tiny_config(const std::string& out) {
   TrainConfig c;
-  c.model.vit.img_size = 28;
-  c.model.vit.patch_size = 7;
-  c.model.vit.in_chans = 1;
-  c.model.vit.num_classes = 10;
-  c.model.vit.embed_dim = 16;
-  c.model.vit.depth = 2;
-  c.model.vit.num_heads = 2;
-  c.model.vit.drop_path_rate = 0.1;
+  c.model.as<models::VitConfig>().img_size = 28;
+  c.model.as<models::VitConfig>().patch_size = 7;
+  c.model.as<models::VitConfig>().in_chans = 1;
+  c.model.as<models::VitConfig>().num_classes = 10;
+  c.model.as<models::VitConfig>().embed_dim = 16;
+  c.model.as<models::VitConfig>().depth = 2;
+  c.model.as<models::VitConfig>().num_heads = 2;
+  c.model.as<models::VitConfig>().drop_path_rate = 0.1;
   c.data.train_limit = 192;
   c.data.eval_limit = 100;
   c.data.num_workers = 2;
@@ -352,7 +335,6 @@ TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
   }
   moejet::testing::TempDir dir;
   TrainOptions quiet;
-  quiet.show_progress = false;
   torch::manual_seed(123);  // the trainer must not depend on the global seed before it
   auto full = run_training(tiny_config(dir.file("full")), quiet);
   EXPECT_EQ(full.steps, 3 * 3);  // 6 batches / accum 2 = 3 steps per epoch
@@ -400,7 +382,6 @@ TEST(Trainer, NanLossStopsWithAClearErrorAndKeepsTheLastGoodCheckpoint) {
   }
   moejet::testing::TempDir dir;
   TrainOptions opts;
-  opts.show_progress = false;
   opts.stop_after_epochs = 1;
   auto cfg = tiny_config(dir.file("run"));
   run_training(cfg, opts);
@@ -410,13 +391,8 @@ TEST(Trainer, NanLossStopsWithAClearErrorAndKeepsTheLastGoodCheckpoint) {
   cfg.optim.warmup_epochs = 0;
   opts.resume = true;
   opts.stop_after_epochs = 0;
-  try {
-    run_training(cfg, opts);
-    FAIL() << "expected the NaN guard to stop training";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("loss is"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("last.safetensors"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error<Error>([&] { run_training(cfg, opts); }, {"loss is", "last.safetensors"}))
+      << "the NaN guard must stop training";
   EXPECT_EQ(read_file_bytes(dir.file("run/last.safetensors")), before);
 }
 
@@ -426,7 +402,7 @@ TEST(Trainer, ClassCountMismatchIsAConfigError) {
   }
   moejet::testing::TempDir dir;
   auto cfg = tiny_config(dir.file("run"));
-  cfg.model.vit.num_classes = 7;
+  cfg.model.as<models::VitConfig>().num_classes = 7;
   EXPECT_THROW(run_training(cfg, {}), ConfigError);
 }
 
@@ -494,22 +470,14 @@ TEST(RunDir, AFolderWithARunIsReusedOnlyOnPurposeAndOneTrainingOwnsIt) {
     write_json_file(run.file("config.json"), json::object());
     { std::ofstream(run.last()) << "weights"; }
     // A second training on the same folder stops, naming this process.
-    try {
-      RunDir again(d, RunDirMode::Resume);
-      ADD_FAILURE() << "a second RunDir took the lock";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid())), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(
+        throws_error<Error>([&] { RunDir again(d, RunDirMode::Resume); }, {"pid " + std::to_string(::getpid())}))
+        << "a second RunDir must not take the lock";
   }
   // Released with its owner. A run is there now: a new training is refused ...
   EXPECT_TRUE(RunDir::holds_run(d));
-  try {
-    RunDir fresh(d, RunDirMode::New);
-    ADD_FAILURE() << "started a new run over an existing one";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("--overwrite"), std::string::npos) << e.what();
-  }
+  EXPECT_TRUE(throws_error<ConfigError>([&] { RunDir fresh(d, RunDirMode::New); }, {"--resume", "--overwrite"}))
+      << "a new run must not start over an existing one";
   EXPECT_TRUE(file_exists(d + "/last.safetensors")) << "a refused start must not touch the run";
   // ... resuming keeps it, and a killed writer's temp file is cleared.
   { std::ofstream(d + "/last.safetensors.tmp.12345") << "half"; }
@@ -551,16 +519,16 @@ TEST(Checkpoint, AFullDiskIsAClearErrorAndLeavesThePreviousFilesIntact) {
   s2.step = 6;
   for (const auto& target : {state, weights}) {
     std::filesystem::create_symlink("/dev/full", target + ".tmp." + pid);
-    try {
-      if (target == state) {
-        save_train_state(state, opt, s2);
-      } else {
-        save_model_checkpoint(weights, *lin, json::object(), s2);
-      }
-      ADD_FAILURE() << target << ": a write to a full disk succeeded";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("disk full"), std::string::npos) << e.what();
-    }
+    EXPECT_TRUE(throws_error<Error>(
+        [&] {
+          if (target == state) {
+            save_train_state(state, opt, s2);
+          } else {
+            save_model_checkpoint(weights, *lin, json::object(), s2);
+          }
+        },
+        {"disk full"}))
+        << target << ": a write to a full disk";
     EXPECT_FALSE(std::filesystem::is_symlink(target + ".tmp." + pid)) << "temp file left behind";
   }
   EXPECT_EQ(load_train_state(state, opt).step, 5);
@@ -607,16 +575,85 @@ TEST(DataSplits, ValSplitHoldsOutTheSameStratifiedImagesAndClassesMustMatch) {
   auto c = tiny_config(tmp.file("run"));
   c.data.dataset = "folder:" + tmp.file("mm");
   c.data.train_limit = c.data.eval_limit = 0;
-  c.model.vit.in_chans = 3;
-  c.model.vit.img_size = 32;
-  c.model.vit.patch_size = 8;
-  c.model.vit.num_classes = 2;
+  c.model.as<models::VitConfig>().in_chans = 3;
+  c.model.as<models::VitConfig>().img_size = 32;
+  c.model.as<models::VitConfig>().patch_size = 8;
+  c.model.as<models::VitConfig>().num_classes = 2;
   TrainOptions quiet;
-  quiet.show_progress = false;
-  try {
-    run_training(c, quiet);
-    ADD_FAILURE() << "trained against a test split with other classes";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("airplane, dog"), std::string::npos) << e.what();
+  EXPECT_TRUE(throws_error<ConfigError>([&] { run_training(c, quiet); }, {"airplane, dog"}))
+      << "training against a test split with other classes";
+}
+
+namespace {
+
+// Records each task a library call reports when the call ends it: label, total, units done, finished.
+struct RecordingProgress : ProgressReporter {
+  struct Task : ProgressTask {
+    std::string label;
+    int64_t total = 0, done = 0;
+    bool finished = false;
+    void advance(int64_t n, const std::string&) override {
+      done += n;
+    }
+    void finish(const std::string&) override {
+      finished = true;
+    }
+  };
+  std::vector<std::tuple<std::string, int64_t, int64_t, bool>> ended;
+  struct Recorded : Task {
+    RecordingProgress* owner = nullptr;
+    ~Recorded() override {
+      owner->ended.emplace_back(label, total, done, finished);
+    }
+  };
+  std::unique_ptr<ProgressTask> start(const std::string& label, int64_t total, const std::string&) override {
+    auto t = std::make_unique<Recorded>();
+    t->label = label;
+    t->total = total;
+    t->owner = this;
+    return t;
   }
+};
+
+}  // namespace
+
+TEST(Trainer, ReportsEachEpochAndEvaluationToTheCallersProgressReporter) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  moejet::testing::TempDir dir;
+  RecordingProgress recorder;
+  TrainOptions options;
+  options.progress = &recorder;
+  auto cfg = tiny_config(dir.file("run"));
+  cfg.train.epochs = 2;
+  run_training(cfg, options);
+  // 192 images in batches of 32: 6 batches an epoch; 100 eval images in one batch of 256.
+  using Ended = std::tuple<std::string, int64_t, int64_t, bool>;
+  EXPECT_EQ(recorder.ended,
+            (std::vector<Ended>{
+                {"epoch 1/2", 6, 6, true}, {"eval", 1, 1, true}, {"epoch 2/2", 6, 6, true}, {"eval", 1, 1, true}}));
+}
+
+TEST(StepTiming, PhasesAddUpAndMediansAreTakenPerPhase) {
+  torch::manual_seed(0);
+  train::TimedTrainStep step("tiny", models::make_model(moejet::testing::tiny_vit()), torch::kCPU);
+  step.set_batch(4);
+  EXPECT_EQ(step.batch(), 4);
+  auto before = step.model().parameters()[0].clone();
+  const auto t = step.step();
+  EXPECT_GT(t.forward, 0);
+  EXPECT_GT(t.backward, 0);
+  EXPECT_GT(t.optimizer, 0);
+  EXPECT_NEAR(t.total, t.forward + t.backward + t.optimizer, 1e-6);
+  EXPECT_FALSE(torch::equal(before, step.model().parameters()[0]));  // a real step: the weights moved
+
+  train::StepSamples samples;
+  samples.steps = {{1, 30, 5, 36}, {3, 10, 6, 19}, {2, 20, 4, 26}};
+  const auto m = samples.median();
+  EXPECT_EQ(m.forward, 2);
+  EXPECT_EQ(m.backward, 20);
+  EXPECT_EQ(m.optimizer, 5);
+  EXPECT_EQ(m.total, 26);
+  EXPECT_EQ(samples.totals(), (std::vector<double>{36, 19, 26}));
 }

@@ -97,8 +97,9 @@ Runner add_eval_command(CLI::App& app) {
         router = [&]() { return model->last_routing.logits; };
       }
     }
+    TerminalProgress bar;
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader, cfg.num_classes(),
-                            device, !a->quiet, router, superclass_of);
+                            device, a->quiet ? nullptr : &bar, router, superclass_of);
     fmt::print("{}", r.summary(d.dataset->describe(), names, ways));
     if (!a->out.empty()) {
       json j = r.to_json(names);

@@ -77,31 +77,19 @@ Runner add_info_command(CLI::App& app) {
     const auto& cfg = m.config;
     auto model = m.model;
     return print_counts(cfg, model->macs_by_layer(), models::count_parameters(*model), *a, [&] {
-      if (cfg.is_vit()) {
-        const auto& v = cfg.vit;
-        fmt::print("model      ViT d={} depth={} heads={} patch={} img={} classes={}\n", v.embed_dim, v.depth,
-                   v.num_heads, v.patch_size, v.img_size, v.num_classes);
-        fmt::print("tokens     {} ({} patches + {} prefix)\n", v.num_patches() + v.num_prefix_tokens(), v.num_patches(),
-                   v.num_prefix_tokens());
-      } else {
-        const auto& c = cfg.convnext;
-        fmt::print("model      ConvNeXt depths={} dims={} img={} classes={}\n", fmt::join(c.depths, ","),
-                   fmt::join(c.dims, ","), c.img_size, c.num_classes);
+      for (const auto& [label, text] : model->summary_lines()) {
+        fmt::print("{:<10} {}\n", label, text);
       }
       const auto& m = cfg.moe();
       if (!m.enabled()) {
         return;
       }
-      auto blocks = m.block_indices(model->num_blocks());
-      // Expert widths follow the block's token width (one width for ViT, the stage's for ConvNeXt).
-      const int64_t dim = model->block_dim(blocks.front());
-      const std::string experts = model->moe_layer_list.front().second->describe();
       std::vector<std::string> where;
-      for (auto b : blocks) {
-        where.push_back(cfg.is_vit() ? std::to_string(b) : fmt::format("{} ({})", b, model->mlp_key(b)));
+      for (auto b : m.block_indices(model->num_blocks())) {
+        where.push_back(model->block_label(b));
       }
-      fmt::print("moe        {} in blocks {} (0-based): {}{}\n", m.type(), fmt::join(where, ", "), experts,
-                 cfg.is_vit() ? "" : fmt::format(" at width {}", dim));
+      fmt::print("moe        {} in blocks {} (0-based): {}\n", m.type(), fmt::join(where, ", "),
+                 model->moe_layer_list.front().second->describe());
     });
   };
 }

@@ -141,7 +141,8 @@ Runner add_recycle_command(CLI::App& app) {
       job.groups[group].model = load_model_json(model);
     }
     job.device = parse_device(a->device);
-    job.show_progress = !a->quiet;
+    TerminalProgress bar;
+    job.progress = a->quiet ? nullptr : &bar;
     recycle::run_recycle_job(job);
     return 0;
   };

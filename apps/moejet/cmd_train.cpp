@@ -96,7 +96,8 @@ Runner add_train_command(CLI::App& app) {
     train::TrainOptions options;
     options.resume = args->resume;
     options.overwrite = args->overwrite;
-    options.show_progress = !args->quiet;
+    TerminalProgress bars;
+    options.progress = args->quiet ? nullptr : &bars;
     options.stop_after_epochs = args->stop_after_epochs;
     options.dist = train::dist_config_from_env();
     if (options.dist.rank > 0) {

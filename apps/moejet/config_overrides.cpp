@@ -6,8 +6,7 @@
 #include "commands.h"
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
-#include "moejet/models/convnext.h"
-#include "moejet/models/vit_config.h"
+#include "moejet/models/architectures.h"
 
 namespace moejet::cli {
 
@@ -68,16 +67,12 @@ json load_model_json(const std::string& spec) {
     }
     return j;
   }
-  if (spec.rfind("convnext_", 0) == 0) {
-    models::convnext_preset(spec);  // throws ConfigError listing the ConvNeXt presets
-    return json{{"arch", "convnext"}, {"preset", spec}};
-  }
-  const auto vit = models::vit_preset_names();
-  check<ConfigError>(std::find(vit.begin(), vit.end(), spec) != vit.end(),
-                     "'{}' is neither a file nor a model preset (ViT: {}; ConvNeXt: convnext_atto, convnext_femto, "
-                     "convnext_pico, convnext_nano, convnext_tiny)",
-                     spec, fmt::join(vit, ", "));
-  return json{{"preset", spec}};
+  const models::Architecture* arch = models::architecture_of_preset(spec);
+  check<ConfigError>(arch != nullptr, "'{}' is neither a file nor a model preset ({})", spec,
+                     models::describe_presets());
+  // As a config file would say it: "arch" only where it is not the default (ViT).
+  return arch == &models::architectures().front() ? json{{"preset", spec}}
+                                                  : json{{"arch", arch->name}, {"preset", spec}};
 }
 
 }  // namespace moejet::cli

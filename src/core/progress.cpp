@@ -2,7 +2,7 @@
 
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -10,29 +10,44 @@
 namespace moejet {
 
 namespace {
-std::atomic<bool> g_quiet{false};
+
+class SilentTask : public ProgressTask {
+ public:
+  void advance(int64_t, const std::string&) override {}
+  void finish(const std::string&) override {}
+};
+
+}  // namespace
+
+std::unique_ptr<ProgressTask> start_progress(ProgressReporter* reporter, const std::string& label, int64_t total,
+                                             const std::string& unit) {
+  if (reporter == nullptr) {
+    return std::make_unique<SilentTask>();
+  }
+  return reporter->start(label, total, unit);
 }
 
-void Progress::set_quiet(bool quiet) {
-  g_quiet = quiet;
+std::unique_ptr<ProgressTask> TerminalProgress::start(const std::string& label, int64_t total,
+                                                      const std::string& unit) {
+  return std::make_unique<ProgressBar>(label, total, unit);
 }
 
-Progress::Progress(std::string label, int64_t total, std::string unit)
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total), tty_(::isatty(2) != 0) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-Progress::~Progress() {
-  if (!finished_ && done_ > 0 && tty_ && !g_quiet) {
+ProgressBar::~ProgressBar() {
+  if (!finished_ && done_ > 0 && tty_) {
     std::fputs("\n", stderr);
   }
 }
 
-double Progress::elapsed() const {
+double ProgressBar::elapsed() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
-double Progress::rate() const {
+double ProgressBar::rate() const {
   double e = elapsed();
   return e > 0 ? static_cast<double>(done_) / e : 0.0;
 }
@@ -51,7 +66,7 @@ std::string format_duration(double s) {
   return fmt::format("{}s", t);
 }
 
-void Progress::advance(int64_t n, const std::string& status) {
+void ProgressBar::advance(int64_t n, const std::string& status) {
   done_ += n;
   if (!status.empty()) {
     status_ = status;
@@ -65,7 +80,7 @@ void Progress::advance(int64_t n, const std::string& status) {
   }
 }
 
-void Progress::finish(const std::string& status) {
+void ProgressBar::finish(const std::string& status) {
   if (finished_) {
     return;
   }
@@ -76,10 +91,7 @@ void Progress::finish(const std::string& status) {
   finished_ = true;
 }
 
-void Progress::draw(bool final) {
-  if (g_quiet) {
-    return;
-  }
+void ProgressBar::draw(bool final) {
   double r = rate();
   std::string eta;
   if (total_ > 0 && !final) {

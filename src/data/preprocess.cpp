@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include "moejet/core/error.h"
+#include "moejet/models/architectures.h"
 
 namespace moejet::data {
 
@@ -87,26 +88,25 @@ Preprocess preprocess_from_pretrained_cfg(const json& j, const std::string& sour
 }
 
 std::optional<Preprocess> timm_default_preprocess(const std::string& preset, int64_t channels, int64_t image_size) {
+  const models::Architecture* arch = models::architecture_of_preset(preset);
+  if (arch == nullptr) {
+    return std::nullopt;
+  }
+  const auto& d = arch->timm_preprocess;
+  // One value stands for every channel; per-channel statistics fit only that many channels.
+  auto per_channel = [channels](const std::vector<double>& v) {
+    return v.size() == 1 ? std::vector<double>(static_cast<size_t>(channels), v[0]) : v;
+  };
+  if (d.mean.size() != 1 && static_cast<int64_t>(d.mean.size()) != channels) {
+    return std::nullopt;
+  }
   Preprocess p;
   p.input_size = {channels, image_size, image_size};
   p.interpolation = "bicubic";
-  if (preset.rfind("vit_", 0) == 0) {
-    // timm's vision_transformer _cfg: IMAGENET_INCEPTION_MEAN / STD, crop_pct 0.9.
-    p.mean.assign(static_cast<size_t>(channels), 0.5);
-    p.std.assign(static_cast<size_t>(channels), 0.5);
-    p.crop_pct = 0.9;
-    return p;
-  }
-  if (preset.rfind("convnext_", 0) == 0) {
-    // timm's convnext _cfg: IMAGENET_DEFAULT_MEAN / STD, crop_pct 0.875.
-    if (channels != 3)
-      return std::nullopt;
-    p.mean = {0.485, 0.456, 0.406};
-    p.std = {0.229, 0.224, 0.225};
-    p.crop_pct = 0.875;
-    return p;
-  }
-  return std::nullopt;
+  p.mean = per_channel(d.mean);
+  p.std = per_channel(d.std);
+  p.crop_pct = d.crop_pct;
+  return p;
 }
 
 std::string describe(const Preprocess& p) {

@@ -99,17 +99,14 @@ json EvalResult::to_json(const std::vector<std::string>& class_names) const {
 }
 
 EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes, torch::Device device,
-                    bool show_progress, const RouterFn& router, const torch::Tensor& superclass_of) {
+                    ProgressReporter* reporter, const RouterFn& router, const torch::Tensor& superclass_of) {
   const bool measure_router = router && superclass_of.defined();
   const torch::Tensor superclass_table = measure_router ? superclass_of.to(torch::kCPU) : torch::Tensor();
   int64_t router_correct = 0, router_count = 0;
   torch::NoGradGuard no_grad;
   ConfusionAccumulator acc(num_classes);
   loader.start_epoch(0);
-  std::unique_ptr<Progress> progress;
-  if (show_progress) {
-    progress = std::make_unique<Progress>("eval", loader.batches_per_epoch(), "batch");
-  }
+  auto progress = start_progress(reporter, "eval", loader.batches_per_epoch(), "batch");
   data::Batch batch;
   while (loader.next(batch)) {
     auto logits = forward(batch.images.to(device));
@@ -120,17 +117,13 @@ EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_
       router_correct += pred.eq(target).sum().item<int64_t>();
       router_count += target.size(0);
     }
-    if (progress) {
-      progress->advance(1);
-    }
+    progress->advance(1);
   }
   auto r = acc.result();
   if (measure_router && router_count > 0) {
     r.router_top1 = 100.0 * static_cast<double>(router_correct) / static_cast<double>(router_count);
   }
-  if (progress) {
-    progress->finish(fmt::format("top1 {:.2f}%", r.top1));
-  }
+  progress->finish(fmt::format("top1 {:.2f}%", r.top1));
   return r;
 }
 

@@ -64,25 +64,39 @@ void to_json(json& j, const ConvNextConfig& c) {
   }
 }
 
+namespace {
+
+// timm's ConvNeXt variants (depths, dims), smallest first.
+const std::vector<std::pair<std::string, std::pair<std::vector<int64_t>, std::vector<int64_t>>>>& convnext_presets() {
+  static const std::vector<std::pair<std::string, std::pair<std::vector<int64_t>, std::vector<int64_t>>>> table = {
+      {"convnext_atto", {{2, 2, 6, 2}, {40, 80, 160, 320}}},  {"convnext_femto", {{2, 2, 6, 2}, {48, 96, 192, 384}}},
+      {"convnext_pico", {{2, 2, 6, 2}, {64, 128, 256, 512}}}, {"convnext_nano", {{2, 2, 8, 2}, {80, 160, 320, 640}}},
+      {"convnext_tiny", {{3, 3, 9, 3}, {96, 192, 384, 768}}},
+  };
+  return table;
+}
+
+}  // namespace
+
 ConvNextConfig convnext_preset(const std::string& name) {
-  ConvNextConfig c;
-  if (name == "convnext_atto") {
-    c.depths = {2, 2, 6, 2}, c.dims = {40, 80, 160, 320};
-  } else if (name == "convnext_femto") {
-    c.depths = {2, 2, 6, 2}, c.dims = {48, 96, 192, 384};
-  } else if (name == "convnext_pico") {
-    c.depths = {2, 2, 6, 2}, c.dims = {64, 128, 256, 512};
-  } else if (name == "convnext_nano") {
-    c.depths = {2, 2, 8, 2}, c.dims = {80, 160, 320, 640};
-  } else if (name == "convnext_tiny") {
-    c.depths = {3, 3, 9, 3}, c.dims = {96, 192, 384, 768};
-  } else {
-    throw ConfigError(
-        fmt::format("unknown ConvNeXt preset '{}' (known: convnext_atto, convnext_femto, convnext_pico, convnext_nano, "
-                    "convnext_tiny)",
-                    name));
+  for (const auto& [preset, shape] : convnext_presets()) {
+    if (preset == name) {
+      ConvNextConfig c;
+      c.depths = shape.first;
+      c.dims = shape.second;
+      return c;
+    }
   }
-  return c;
+  throw ConfigError(
+      fmt::format("unknown ConvNeXt preset '{}' (known: {})", name, fmt::join(convnext_preset_names(), ", ")));
+}
+
+std::vector<std::string> convnext_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : convnext_presets()) {
+    names.push_back(entry.first);
+  }
+  return names;
 }
 
 ConvNextConfig convnext_config_from_json(const json& j, const std::string& path) {
@@ -335,6 +349,15 @@ std::vector<std::pair<std::string, double>> ConvNextImpl::macs_by_layer() const 
     out.emplace_back("head", static_cast<double>(c.dims[3] * c.num_classes));
   }
   return out;
+}
+
+std::string ConvNextImpl::block_label(int64_t block) const {
+  return fmt::format("{} ({}, width {})", block, mlp_key(block), block_dim(block));
+}
+
+std::vector<std::pair<std::string, std::string>> ConvNextImpl::summary_lines() const {
+  return {{"model", fmt::format("ConvNeXt depths={} dims={} img={} classes={}", fmt::join(config.depths, ","),
+                                fmt::join(config.dims, ","), config.img_size, config.num_classes)}};
 }
 
 }  // namespace moejet::models

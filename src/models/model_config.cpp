@@ -1,53 +1,39 @@
 #include "moejet/models/model_config.h"
 
 #include "moejet/core/error.h"
-#include "moejet/models/vit.h"
+#include "moejet/models/architectures.h"
 
 namespace moejet::models {
 
-void ModelConfig::validate() const {
-  check<ConfigError>(arch == "vit" || arch == "convnext", "model.arch: expected \"vit\" or \"convnext\", got \"{}\"",
-                     arch);
-  if (is_vit()) {
-    vit.validate();
-  } else {
-    convnext.validate();
-  }
+const std::string& ModelConfig::arch() const {
+  return architecture_of(*this).name;
+}
+
+void ModelConfig::check_is(bool holds, const ModelConfig& wanted) const {
+  check<ConfigError>(holds, "the model is a {}, not a {}", architecture_of(*this).display_name,
+                     architecture_of(wanted).display_name);
 }
 
 void to_json(json& j, const ModelConfig& c) {
-  if (c.is_vit()) {
-    j = c.vit;  // no "arch": ViT files stay as they always were
-  } else {
-    j = c.convnext;
-  }
+  // ViT files have no "arch" (they never had one); the other architectures write their own.
+  std::visit([&j](const auto& backbone) { j = backbone; }, c.backbone);
 }
 
 ModelConfig model_config_from_json(const json& j, const std::string& path) {
   check<ConfigError>(j.is_object(), "{}: expected an object", path);
-  ModelConfig c;
+  const Architecture* arch = &architectures().front();
   if (j.contains("arch")) {
-    c.arch = j.at("arch").get<std::string>();
-  } else if (j.contains("preset") && j.at("preset").is_string() &&
-             j.at("preset").get<std::string>().rfind("convnext", 0) == 0) {
-    c.arch = "convnext";
+    arch = &architecture(j.at("arch").get<std::string>(), path + ".arch");
+  } else if (j.contains("preset") && j.at("preset").is_string()) {
+    const auto preset = j.at("preset").get<std::string>();
+    arch = architecture_of_preset(preset);
+    check<ConfigError>(arch != nullptr, "{}.preset: unknown model preset '{}' ({})", path, preset, describe_presets());
   }
-  if (c.arch == "convnext") {
-    c.convnext = convnext_config_from_json(j, path);
-  } else {
-    check<ConfigError>(c.arch == "vit", "{}.arch: expected \"vit\" or \"convnext\", got \"{}\"", path, c.arch);
-    json rest = j;
-    rest.erase("arch");
-    c.vit = vit_config_from_json(rest, path);
-  }
-  return c;
+  return arch->read(j, path);
 }
 
 ModelPtr make_model(const ModelConfig& config) {
-  if (config.is_vit()) {
-    return std::make_shared<VisionTransformerImpl>(config.vit);
-  }
-  return std::make_shared<ConvNextImpl>(config.convnext);
+  return architecture_of(config).build(config);
 }
 
 }  // namespace moejet::models

@@ -242,4 +242,12 @@ std::vector<std::pair<std::string, double>> VisionTransformerImpl::macs_by_layer
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> VisionTransformerImpl::summary_lines() const {
+  const auto& v = config;
+  return {{"model", fmt::format("ViT d={} depth={} heads={} patch={} img={} classes={}", v.embed_dim, v.depth,
+                                v.num_heads, v.patch_size, v.img_size, v.num_classes)},
+          {"tokens", fmt::format("{} ({} patches + {} prefix)", v.num_patches() + v.num_prefix_tokens(),
+                                 v.num_patches(), v.num_prefix_tokens())}};
+}
+
 }  // namespace moejet::models

@@ -1,7 +1,11 @@
 #include "moejet/recycle/recycle.h"
 
 #include <algorithm>
+#include <memory>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -185,7 +189,11 @@ json recycle_model(const models::ImageClassifierImpl& dense, models::ImageClassi
   return recycle_model(sources, moe, options);
 }
 
-json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& moe, const RecycleOptions& options) {
+namespace {
+
+// Everything rejected here is rejected before any weight is read or written.
+void validate_sources(const RecycleSources& sources, const models::ImageClassifierImpl& moe,
+                      const RecycleOptions& options) {
   const auto& dense = *sources.dense.model;
   check<ConfigError>(dense.arch() == moe.arch(), "recycling: the dense model is a {}, the MoE model a {}", dense.arch(),
                      moe.arch());
@@ -197,54 +205,62 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
                      "recycling: the target model has no MoE blocks (model.moe) and {} has its width; load it with "
                      "train --init instead",
                      sources.dense.name);
-  {
-    std::set<std::string> names;
-    if (!moe.moe_layer_list.empty()) {
-      for (const auto& g : moe.moe_layer_list.front().second->expert_groups())
-        names.insert(g.first);
-    }
-    for (const auto& [name, src] : sources.groups) {
-      check<ConfigError>(names.count(name), "recycling: the MoE model has no expert group '{}' (it has: {})", name,
-                         fmt::join(names, ", "));
-      check<ConfigError>(
-          src.model != nullptr && src.model->arch() == moe.arch() && src.model->num_blocks() == moe.num_blocks(),
-          "{}: the source for the {} experts must be a {} of {} blocks", src.name, name, moe.arch(), moe.num_blocks());
-    }
+  std::set<std::string> names;
+  if (!moe.moe_layer_list.empty()) {
+    for (const auto& g : moe.moe_layer_list.front().second->expert_groups())
+      names.insert(g.first);
+  }
+  for (const auto& [name, src] : sources.groups) {
+    check<ConfigError>(names.count(name), "recycling: the MoE model has no expert group '{}' (it has: {})", name,
+                       fmt::join(names, ", "));
+    check<ConfigError>(
+        src.model != nullptr && src.model->arch() == moe.arch() && src.model->num_blocks() == moe.num_blocks(),
+        "{}: the source for the {} experts must be a {} of {} blocks", src.name, name, moe.arch(), moe.num_blocks());
   }
   check<ConfigError>(
       options.universal_units == "auto" || options.universal_units == "draw" || options.universal_units == "reslice",
       "recycling: universal_units '{}' (expected auto, draw or reslice)", options.universal_units);
-  torch::NoGradGuard ng;
+}
 
+// How every source maps onto the model, decided before anything is copied.
+struct RecyclePlan {
   std::set<int64_t> moe_blocks;
-  std::set<std::string> moe_prefixes;
-  for (const auto& entry : moe.moe_layer_list) {
-    moe_blocks.insert(entry.first);
-    moe_prefixes.insert(moe.mlp_key(entry.first) + ".");
-  }
-  auto under_moe = [&](const std::string& key) {
+  std::set<std::string> moe_prefixes;         // "<MLP key>." of each MoE block
+  std::map<std::string, SourcePlan> sources;  // "dense", and each group with its own source
+
+  // The MoE blocks' MLPs are what the experts replace, so the shared weights leave them out.
+  bool under_moe(const std::string& key) const {
     for (const auto& p : moe_prefixes) {
       if (key.rfind(p, 0) == 0)
         return true;
     }
     return false;
-  };
+  }
+};
 
-  // 0. How each source maps onto the model.
-  std::map<std::string, SourcePlan> plans;
-  json source_reports = json::object();
-  plans["dense"] = plan_source(sources.dense, moe, true, moe_blocks, options, 0);
-  source_reports["dense"] = plans["dense"].report;
+RecyclePlan plan_recycle(const RecycleSources& sources, const models::ImageClassifierImpl& moe,
+                         const RecycleOptions& options) {
+  RecyclePlan plan;
+  for (const auto& entry : moe.moe_layer_list) {
+    plan.moe_blocks.insert(entry.first);
+    plan.moe_prefixes.insert(moe.mlp_key(entry.first) + ".");
+  }
+  // Source indices (0 for the dense one) give each source its own selection seed.
+  plan.sources["dense"] = plan_source(sources.dense, moe, true, plan.moe_blocks, options, 0);
   size_t si = 1;
   for (const auto& [name, src] : sources.groups) {
-    plans[name] = plan_source(src, moe, false, moe_blocks, options, si++);
-    source_reports[name] = plans[name].report;
+    plan.sources[name] = plan_source(src, moe, false, plan.moe_blocks, options, si++);
   }
+  return plan;
+}
 
-  // 1. Shared weights: everything but the MoE blocks' MLPs, strictly (a depth or shape mismatch
-  // is reported key by key), the head only when its shape fits.
+// Shared weights: everything but the MoE blocks' MLPs, strictly (a depth or shape mismatch is
+// reported key by key), the head only when its shape fits. Returns whether the head was copied.
+bool load_shared(const RecycleSources& sources, const RecyclePlan& plan, models::ImageClassifierImpl& moe) {
+  const auto& dense = *sources.dense.model;
+  auto under_moe = [&plan](const std::string& key) { return plan.under_moe(key); };
   io::StateDict shared;
-  const auto& dense_plan = plans["dense"];
+  const auto& dense_plan = plan.sources.at("dense");
   if (dense_plan.narrowed) {
     shared = select_vit_weights(io::module_state_dict(dense), as_vit(dense)->config, as_vit(moe)->config,
                                 dense_plan.selection, sources.dense.name, under_moe);
@@ -264,147 +280,240 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
     check<CheckpointError>(under_moe(key) || key.rfind("head.", 0) == 0 || key.rfind("router.", 0) == 0,
                            "recycling: {} lacks '{}', which the MoE model needs", sources.dense.name, key);
   }
+  auto has_head = [](const std::vector<std::string>& keys) {
+    return std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return k.rfind("head.", 0) == 0; });
+  };
+  return !has_head(report.dropped) && !has_head(report.missing);
+}
 
-  // 2. Experts from the sources' MLPs.
-  json blocks = json::array();
+// One expert group of one MoE block: the source MLP its experts are cut from, and what each
+// expert takes of it.
+struct GroupCut {
+  moe::ExpertMlp group{nullptr};
+  std::shared_ptr<nn::Mlp> mlp;
+  std::vector<std::vector<int64_t>> units;     // per expert: source hidden units
+  std::vector<std::vector<int64_t>> channels;  // per expert: source stream channels; empty: all of them
+  double scale = 1.0;                          // of fc2's weight
+  RecycleReport::Group report;
+};
+
+struct BlockCut {
+  int64_t block = 0;
+  std::string key;
+  std::vector<GroupCut> groups;
+};
+
+GroupCut plan_group(const RecycleSources& sources, const RecyclePlan& recycle_plan,
+                    const models::ImageClassifierImpl& moe, const RecycleOptions& options, int64_t b, size_t gi,
+                    const std::string& name, const moe::ExpertMlp& group) {
+  const bool own = sources.groups.count(name) > 0;
+  const RecycleSource& src = own ? sources.groups.at(name) : sources.dense;
+  const SourcePlan& plan = recycle_plan.sources.at(own ? name : "dense");
+  GroupCut cut;
+  cut.group = group;
+  const std::string mlp_key = src.model->mlp_key(b);
+  cut.mlp = std::dynamic_pointer_cast<nn::Mlp>(src.model->block_mlp(b));
+  check<CheckpointError>(cut.mlp != nullptr, "recycling: {} of {} is not a dense MLP", mlp_key, src.name);
+  const auto& w1 = cut.mlp->fc1->weight;  // [H, D]
+  const auto& b1 = cut.mlp->fc1->bias;    // [H]
+  const auto& w2 = cut.mlp->fc2->weight;  // [D, H]
+  const auto& b2 = cut.mlp->fc2->bias;    // [D]
+  check<CheckpointError>(w1.defined() && b1.defined() && w2.defined() && b2.defined(),
+                         "recycling: {} of {} lacks fc1/fc2 weights or biases", mlp_key, src.name);
+  const int64_t H = w1.size(0), D = w1.size(1);
+  const std::string key = fmt::format("{}.{}.fc1.weight", moe.mlp_key(b), name);
+  // Per-expert channel sets (no shared set) have the model's width by construction.
+  const int64_t width = !plan.narrowed          ? D
+                        : plan.channels.empty() ? group->dim
+                                                : static_cast<int64_t>(plan.channels.size());
+  check<CheckpointError>(group->dim == width && group->dim <= D,
+                         "recycling: {} has width {} but {}: {}.fc1.weight is {} (width {}){}", key, group->dim,
+                         src.name, mlp_key, io::shape_string(w1), D,
+                         D < group->dim ? "; a source must be at least as wide as the model" : "");
+  check<ConfigError>(group->hidden <= H,
+                     "recycling: {} experts need {} hidden units each ({}), but {}: {}.fc1.weight {} has "
+                     "only {}",
+                     name, group->hidden, key, src.name, mlp_key, io::shape_string(w1), H);
+  const UnitStats* st = nullptr;
+  if (auto it = src.stats.units.find(b); it != src.stats.units.end()) {
+    st = &it->second;
+  }
+  check<ConfigError>(!needs_stats(options.method) || st != nullptr,
+                     "recycling: method '{}' needs activation statistics of block {} of {}",
+                     method_name(options.method), b, src.name);
+  torch::Tensor importance;
+  RecycleReport::Group& jg = cut.report;
+  jg.name = name;
+  jg.source = src.name;
+  jg.experts = group->num_experts;
+  jg.hidden = group->hidden;
+  jg.dense_hidden = H;
+  if (st != nullptr) {
+    importance = st->score(options.score);
+    jg.tokens = st->tokens;
+    jg.firing_threshold = st->threshold;
+    auto imp = importance.contiguous();
+    jg.unit_importance = std::vector<float>(imp.data_ptr<float>(), imp.data_ptr<float>() + imp.numel());
+  }
+  SelectionInput in;
+  in.hidden = H;
+  in.experts = group->num_experts;
+  in.units = group->hidden;
+  in.seed = group_seed(options.seed, b, gi);
+  in.importance_topk = options.importance_topk;
+  in.uniform = options.uniform;
+  in.graph = options.graph;
+  if (st != nullptr) {
+    in.score = importance;
+    in.coactivation = st->coactivation;
+  }
+  // The authors cut every expert at the channel ratio of its source, H * D_model / D_source
+  // units, and re-slice the universal ones down to their size (gen:366, 806-833).
+  const bool reslice = name == "universal" &&
+                       (options.universal_units == "reslice" || (options.universal_units == "auto" && plan.narrowed));
+  if (reslice) {
+    in.units = std::clamp<int64_t>(H * group->dim / D, group->hidden, H);
+  }
+  cut.units = select_units(options.method, in);
+  if (reslice && in.units > group->hidden) {
+    const auto positions = rounded_linspace(in.units, group->hidden);
+    for (auto& u : cut.units) {
+      std::vector<int64_t> kept;
+      kept.reserve(positions.size());
+      for (auto p : positions)
+        kept.push_back(u[static_cast<size_t>(p)]);
+      u = std::move(kept);
+    }
+    jg.resliced_from = in.units;
+  }
+  cut.scale = options.rescale ? static_cast<double>(H) / static_cast<double>(group->hidden) : 1.0;
+  // The stream channels each expert reads and writes: the source's one set, or one per expert
+  // drawn from this block's norm2 statistics.
+  if (plan.narrowed && options.channels == "per-expert") {
+    SelectionInput ci;
+    ci.hidden = D;
+    ci.experts = group->num_experts;
+    ci.units = group->dim;
+    ci.seed = group_seed(options.seed, b, gi) ^ 0x9e3779b97f4a7c15ULL;
+    ci.importance_topk = options.importance_topk;
+    if (needs_stats(options.method)) {
+      auto it = src.stats.channels.find(b);
+      check<ConfigError>(it != src.stats.channels.end(),
+                         "recycling: method '{}' needs channel statistics (norm2 outputs) of block {} of {}",
+                         method_name(options.method), b, src.name);
+      ci.score = it->second.score(options.score);
+      ci.coactivation = it->second.coactivation;
+    }
+    cut.channels = select_units(options.method, ci);
+    jg.channels = cut.channels;
+  } else if (plan.narrowed) {
+    cut.channels.assign(static_cast<size_t>(group->num_experts), plan.channels);
+  }
+  jg.fc2_scale = cut.scale;
+  jg.units = cut.units;
+  if (importance.defined()) {
+    const double total_importance = importance.sum().item<double>();
+    std::vector<double> shares;
+    for (int64_t e = 0; e < group->num_experts; ++e) {
+      auto idx = torch::tensor(cut.units[e], torch::kLong);
+      shares.push_back(total_importance > 0 ? importance.index_select(0, idx).sum().item<double>() / total_importance
+                                            : 0.0);
+    }
+    jg.importance_share = std::move(shares);
+  }
+  return cut;
+}
+
+// Called only after the shared weights are loaded: a source that fails both the shared load and
+// an expert check must keep reporting the shared load's error. Group indices seed the draws.
+std::vector<BlockCut> plan_experts(const RecycleSources& sources, const RecyclePlan& plan,
+                                   const models::ImageClassifierImpl& moe, const RecycleOptions& options) {
+  std::vector<BlockCut> blocks;
   for (const auto& [b, layer] : moe.moe_layer_list) {
-    json jb = {{"block", b}, {"key", moe.mlp_key(b)}, {"groups", json::array()}};
+    BlockCut block;
+    block.block = b;
+    block.key = moe.mlp_key(b);
     size_t gi = 0;
     for (const auto& [name, group] : layer->expert_groups()) {
-      const bool own = sources.groups.count(name) > 0;
-      const RecycleSource& src = own ? sources.groups.at(name) : sources.dense;
-      const SourcePlan& plan = plans.at(own ? name : "dense");
-      const std::string mlp_key = src.model->mlp_key(b);
-      auto mlp = std::dynamic_pointer_cast<nn::Mlp>(src.model->block_mlp(b));
-      check<CheckpointError>(mlp != nullptr, "recycling: {} of {} is not a dense MLP", mlp_key, src.name);
-      const auto& w1 = mlp->fc1->weight;  // [H, D]
-      const auto& b1 = mlp->fc1->bias;    // [H]
-      const auto& w2 = mlp->fc2->weight;  // [D, H]
-      const auto& b2 = mlp->fc2->bias;    // [D]
-      check<CheckpointError>(w1.defined() && b1.defined() && w2.defined() && b2.defined(),
-                             "recycling: {} of {} lacks fc1/fc2 weights or biases", mlp_key, src.name);
-      const int64_t H = w1.size(0), D = w1.size(1);
-      const std::string key = fmt::format("{}.{}.fc1.weight", moe.mlp_key(b), name);
-      // Per-expert channel sets (no shared set) have the model's width by construction.
-      const int64_t width = !plan.narrowed          ? D
-                            : plan.channels.empty() ? group->dim
-                                                    : static_cast<int64_t>(plan.channels.size());
-      check<CheckpointError>(group->dim == width && group->dim <= D,
-                             "recycling: {} has width {} but {}: {}.fc1.weight is {} (width {}){}", key, group->dim,
-                             src.name, mlp_key, io::shape_string(w1), D,
-                             D < group->dim ? "; a source must be at least as wide as the model" : "");
-      check<ConfigError>(group->hidden <= H,
-                         "recycling: {} experts need {} hidden units each ({}), but {}: {}.fc1.weight {} has "
-                         "only {}",
-                         name, group->hidden, key, src.name, mlp_key, io::shape_string(w1), H);
-      const UnitStats* st = nullptr;
-      if (auto it = src.stats.units.find(b); it != src.stats.units.end()) {
-        st = &it->second;
-      }
-      check<ConfigError>(!needs_stats(options.method) || st != nullptr,
-                         "recycling: method '{}' needs activation statistics of block {} of {}",
-                         method_name(options.method), b, src.name);
-      torch::Tensor importance;
-      json jg = {{"name", name},
-                 {"source", src.name},
-                 {"experts", group->num_experts},
-                 {"hidden", group->hidden},
-                 {"dense_hidden", H}};
-      if (st != nullptr) {
-        importance = st->score(options.score);
-        jg["tokens"] = st->tokens;
-        jg["firing_threshold"] = st->threshold;
-        auto imp = importance.contiguous();
-        jg["unit_importance"] = std::vector<float>(imp.data_ptr<float>(), imp.data_ptr<float>() + imp.numel());
-      }
-      SelectionInput in;
-      in.hidden = H;
-      in.experts = group->num_experts;
-      in.units = group->hidden;
-      in.seed = group_seed(options.seed, b, gi);
-      in.importance_topk = options.importance_topk;
-      in.uniform = options.uniform;
-      in.graph = options.graph;
-      if (st != nullptr) {
-        in.score = importance;
-        in.coactivation = st->coactivation;
-      }
-      // The authors cut every expert at the channel ratio of its source, H * D_model / D_source
-      // units, and re-slice the universal ones down to their size (gen:366, 806-833).
-      const bool reslice = name == "universal" && (options.universal_units == "reslice" ||
-                                                   (options.universal_units == "auto" && plan.narrowed));
-      if (reslice) {
-        in.units = std::clamp<int64_t>(H * group->dim / D, group->hidden, H);
-      }
-      auto units = select_units(options.method, in);
-      if (reslice && in.units > group->hidden) {
-        const auto positions = rounded_linspace(in.units, group->hidden);
-        for (auto& u : units) {
-          std::vector<int64_t> kept;
-          kept.reserve(positions.size());
-          for (auto p : positions)
-            kept.push_back(u[static_cast<size_t>(p)]);
-          u = std::move(kept);
-        }
-        jg["resliced_from"] = in.units;
-      }
-      const double scale = options.rescale ? static_cast<double>(H) / static_cast<double>(group->hidden) : 1.0;
-      json shares = json::array();
-      const double total_importance = importance.defined() ? importance.sum().item<double>() : 0.0;
-      // The stream channels each expert reads and writes: the source's one set, or one per expert
-      // drawn from this block's norm2 statistics.
-      std::vector<std::vector<int64_t>> channels;
-      if (plan.narrowed && options.channels == "per-expert") {
-        SelectionInput ci;
-        ci.hidden = D;
-        ci.experts = group->num_experts;
-        ci.units = group->dim;
-        ci.seed = group_seed(options.seed, b, gi) ^ 0x9e3779b97f4a7c15ULL;
-        ci.importance_topk = options.importance_topk;
-        if (needs_stats(options.method)) {
-          auto it = src.stats.channels.find(b);
-          check<ConfigError>(it != src.stats.channels.end(),
-                             "recycling: method '{}' needs channel statistics (norm2 outputs) of block {} of {}",
-                             method_name(options.method), b, src.name);
-          ci.score = it->second.score(options.score);
-          ci.coactivation = it->second.coactivation;
-        }
-        channels = select_units(options.method, ci);
-        jg["channels"] = channels;
-      } else if (plan.narrowed) {
-        channels.assign(static_cast<size_t>(group->num_experts), plan.channels);
-      }
+      block.groups.push_back(plan_group(sources, plan, moe, options, b, gi, name, group));
+      ++gi;
+    }
+    blocks.push_back(std::move(block));
+  }
+  return blocks;
+}
+
+// fc1 rows and fc1 bias entries of each expert's units, fc2 columns of the same units, fc2 bias
+// whole: so each expert alone is a thinner version of the source MLP.
+void copy_experts(const std::vector<BlockCut>& blocks) {
+  for (const auto& block : blocks) {
+    for (const auto& cut : block.groups) {
+      const auto& w1 = cut.mlp->fc1->weight;
+      const auto& b1 = cut.mlp->fc1->bias;
+      const auto& w2 = cut.mlp->fc2->weight;
+      const auto& b2 = cut.mlp->fc2->bias;
+      const auto& group = cut.group;
       for (int64_t e = 0; e < group->num_experts; ++e) {
-        auto idx = torch::tensor(units[e], torch::kLong);
+        auto idx = torch::tensor(cut.units[e], torch::kLong);
         torch::Tensor w1c = w1, w2c = w2, b2c = b2;
-        if (!channels.empty()) {
-          const auto ch = torch::tensor(channels[static_cast<size_t>(e)], torch::kLong);
+        if (!cut.channels.empty()) {
+          const auto ch = torch::tensor(cut.channels[static_cast<size_t>(e)], torch::kLong);
           w1c = w1.index_select(1, ch);
           w2c = w2.index_select(0, ch);
           b2c = b2.index_select(0, ch);
         }
         group->fc1_weight[e].copy_(w1c.index_select(0, idx));
         group->fc1_bias[e].copy_(b1.index_select(0, idx));
-        group->fc2_weight[e].copy_(w2c.index_select(1, idx) * scale);
+        group->fc2_weight[e].copy_(w2c.index_select(1, idx) * cut.scale);
         group->fc2_bias[e].copy_(b2c);
-        if (importance.defined()) {
-          shares.push_back(
-              total_importance > 0 ? importance.index_select(0, idx).sum().item<double>() / total_importance : 0.0);
-        }
       }
-      jg["fc2_scale"] = scale;
-      jg["units"] = units;
-      if (importance.defined()) {
+    }
+  }
+}
+
+}  // namespace
+
+json RecycleReport::to_json() const {
+  json source_reports = json::object();
+  for (const auto& [name, report] : sources) {
+    source_reports[name] = report;
+  }
+  json jblocks = json::array();
+  for (const auto& block : blocks) {
+    json jb = {{"block", block.block}, {"key", block.key}, {"groups", json::array()}};
+    for (const auto& g : block.groups) {
+      json jg = {{"name", g.name},
+                 {"source", g.source},
+                 {"experts", g.experts},
+                 {"hidden", g.hidden},
+                 {"dense_hidden", g.dense_hidden}};
+      if (g.tokens) {
+        jg["tokens"] = *g.tokens;
+      }
+      if (g.firing_threshold) {
+        jg["firing_threshold"] = *g.firing_threshold;
+      }
+      if (g.unit_importance) {
+        jg["unit_importance"] = *g.unit_importance;
+      }
+      if (g.resliced_from) {
+        jg["resliced_from"] = *g.resliced_from;
+      }
+      if (g.channels) {
+        jg["channels"] = *g.channels;
+      }
+      jg["fc2_scale"] = g.fc2_scale;
+      jg["units"] = g.units;
+      if (g.importance_share) {
+        json shares = json::array();
+        for (double s : *g.importance_share)
+          shares.push_back(s);
         jg["importance_share"] = shares;
       }
       jb["groups"].push_back(jg);
-      ++gi;
     }
-    blocks.push_back(jb);
+    jblocks.push_back(jb);
   }
-  auto has_head = [](const std::vector<std::string>& keys) {
-    return std::any_of(keys.begin(), keys.end(), [](const std::string& k) { return k.rfind("head.", 0) == 0; });
-  };
   return json{{"method", method_name(options.method)},
               {"score", options.score},
               {"importance_topk", options.importance_topk},
@@ -414,9 +523,37 @@ json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& m
               {"graph", options.graph},
               {"universal_units", options.universal_units},
               {"seed", options.seed},
-              {"head_copied", !has_head(report.dropped) && !has_head(report.missing)},
+              {"head_copied", head_copied},
               {"sources", source_reports},
-              {"blocks", blocks}};
+              {"blocks", jblocks}};
+}
+
+RecycleReport recycle_model_report(const RecycleSources& sources, models::ImageClassifierImpl& moe,
+                                   const RecycleOptions& options) {
+  validate_sources(sources, moe, options);
+  torch::NoGradGuard ng;
+  const RecyclePlan plan = plan_recycle(sources, moe, options);
+  RecycleReport report;
+  report.options = options;
+  for (const auto& [name, source] : plan.sources) {
+    report.sources[name] = source.report;
+  }
+  report.head_copied = load_shared(sources, plan, moe);
+  auto blocks = plan_experts(sources, plan, moe, options);
+  copy_experts(blocks);
+  for (auto& block : blocks) {
+    RecycleReport::Block rb;
+    rb.block = block.block;
+    rb.key = block.key;
+    for (auto& cut : block.groups)
+      rb.groups.push_back(std::move(cut.report));
+    report.blocks.push_back(std::move(rb));
+  }
+  return report;
+}
+
+json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& moe, const RecycleOptions& options) {
+  return recycle_model_report(sources, moe, options).to_json();
 }
 
 }  // namespace moejet::recycle

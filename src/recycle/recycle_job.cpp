@@ -64,8 +64,9 @@ class SourceLoader {
     }
     auto cfg = models::model_config_from_json(mj, role + " source model");
     check<ConfigError>(!cfg.moe().enabled(), "{}: the {} source is already an MoE model", spec.path, role);
-    if (cfg.arch == "vit" && target_cfg_.arch == "vit") {
-      cfg.vit.img_size = target_cfg_.vit.img_size;
+    auto* vit = cfg.get_if<models::VitConfig>();
+    if (const auto* target = target_cfg_.get_if<models::VitConfig>(); vit != nullptr && target != nullptr) {
+      vit->img_size = target->img_size;
     }
     auto model = models::make_model(cfg);
     spdlog::info("{} source {}: {}", role, spec.path,
@@ -103,7 +104,7 @@ class SourceLoader {
     so.quantile = s.firing_quantile;
     so.num_workers = s.workers;
     so.seed = job_.options.seed;
-    so.show_progress = job_.show_progress;
+    so.progress = job_.progress;
     model.to(job_.device);
     auto stats =
         collect_model_stats(model, blocks, stats_data_, data::make_eval_transform(s.transform, stats_data_->channels()),

@@ -155,10 +155,7 @@ ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::ve
   const bool was_training = dense.is_training();
   dense.eval();
   torch::NoGradGuard ng;
-  std::optional<Progress> progress;
-  if (options.show_progress) {
-    progress.emplace("unit statistics", images, "img");
-  }
+  auto progress = start_progress(options.progress, "unit statistics", images, "img");
   int64_t seen = 0;
   data::Batch batch;
   while (seen < images && loader.next(batch)) {
@@ -168,13 +165,9 @@ ModelStats collect_model_stats(models::ImageClassifierImpl& dense, const std::ve
     }
     dense.forward(x.to(device));
     seen += x.size(0);
-    if (progress) {
-      progress->advance(x.size(0));
-    }
+    progress->advance(x.size(0));
   }
-  if (progress) {
-    progress->finish();
-  }
+  progress->finish();
   dense.train(was_training);
   ModelStats out;
   for (auto& [b, a] : acc) {

@@ -75,385 +75,470 @@ json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::Mo
   return out;
 }
 
-}  // namespace
+// One training run in three parts: the constructor sets up what the whole run uses (data, model,
+// optimizer, run folder, resumed state), run_epoch() is one epoch of optimizer steps, and
+// end_epoch() the evaluation and checkpoints after it. The set-up keeps one fixed order, because
+// the seeded draws (data subsets, model init, rank seeds) must repeat exactly in a resumed or
+// repeated run.
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, const TrainOptions& options) : cfg_(config), tc_(cfg_.train), options_(options) {
+    cfg_.validate();
+    if (tc_.threads > 0) {
+      torch::set_num_threads(tc_.threads);
+    }
+    device_ = parse_device(tc_.device);
+    torch::manual_seed(tc_.seed);
+    if (options_.dist.enabled()) {
+      dist_ = std::make_unique<Distributed>(options_.dist, device_);
+      spdlog::info("distributed: rank {} of {} (c10d, {} per rank of the global batch {})", dist_->rank(),
+                   dist_->world_size(), tc_.batch_size / dist_->world_size(), tc_.batch_size);
+    }
+    main_rank_ = !dist_ || dist_->is_main();
+    progress_ = main_rank_ ? options_.progress : nullptr;
+    set_up_data();
+    set_up_superclasses();
+    set_up_model();
+    set_up_run();
+  }
 
-TrainResult run_training(const TrainConfig& cfg_in, const TrainOptions& options) {
-  TrainConfig cfg = cfg_in;
-  cfg.validate();
-  const auto& tc = cfg.train;
-  if (tc.threads > 0) {
-    torch::set_num_threads(tc.threads);
+  TrainResult run() {
+    // Ctrl-C or SIGTERM: finish the step, write a resumable checkpoint, return. Every rank must
+    // stop at the same step, so under data parallelism they agree by all-reduce.
+    InterruptGuard interrupt_guard;
+    stop_ = state_.step >= total_steps_;
+    model_->train();
+    for (int64_t epoch = state_.epoch; epoch < tc_.epochs && !stop_; ++epoch) {
+      run_epoch(epoch);
+      if (!end_epoch(epoch)) {
+        break;
+      }
+    }
+    result_.best_top1 = state_.best_top1;
+    result_.steps = state_.step;
+    // Every rank loads its share of each global batch: the job's rate is world_size times ours.
+    const double world = dist_ ? static_cast<double>(dist_->world_size()) : 1.0;
+    result_.train_images_per_second = train_seconds_ > 0 ? world * images_seen_ / train_seconds_ : 0.0;
+    if (!result_.interrupted_by) {
+      log({{"event", "done"},
+           {"step", state_.step},
+           {"best_top1", state_.best_top1},
+           {"final_top1", result_.final_top1},
+           {"train_img_per_s", result_.train_images_per_second}});
+    }
+    return result_;
   }
-  torch::Device device = parse_device(tc.device);
-  torch::manual_seed(tc.seed);
-  std::unique_ptr<Distributed> dist;
-  if (options.dist.enabled()) {
-    dist = std::make_unique<Distributed>(options.dist, device);
-    spdlog::info("distributed: rank {} of {} (c10d, {} per rank of the global batch {})", dist->rank(),
-                 dist->world_size(), tc.batch_size / dist->world_size(), tc.batch_size);
-  }
-  const bool main_rank = !dist || dist->is_main();
 
-  // Data.
-  auto train_ds = data::open_split(cfg.data, cfg.data.train_split, cfg.data.train_limit, tc.seed);
-  auto eval_ds = data::open_split(cfg.data, cfg.data.eval_split, cfg.data.eval_limit, tc.seed + 1);
-  spdlog::info("train data: {}", train_ds->describe());
-  spdlog::info("eval data: {}", eval_ds->describe());
-  {
-    // Scores against another split's labelling would be silently wrong.
-    const auto tn = train_ds->class_names(), en = eval_ds->class_names();
-    check<ConfigError>(tn.empty() || en.empty() || tn == en,
-                       "the eval split's classes ({}) are not the training split's ({}); both splits need the same "
-                       "class folders",
-                       fmt::join(en, ", "), fmt::join(tn, ", "));
-  }
-  check<ConfigError>(cfg.model.num_classes() == train_ds->num_classes(),
-                     "config 'model.num_classes' is {} but the training data has {} classes", cfg.model.num_classes(),
-                     train_ds->num_classes());
-  check<ConfigError>(cfg.model.in_chans() == train_ds->channels(),
-                     "config 'model.in_chans' is {} but the training images have {} channels", cfg.model.in_chans(),
-                     train_ds->channels());
-  if (cfg.augment.image_size == 0) {
-    cfg.augment.image_size = cfg.model.img_size();
-  }
-  check<ConfigError>(cfg.augment.image_size == cfg.model.img_size(),
-                     "config 'augment.image_size' ({}) differs from 'model.img_size' ({})", cfg.augment.image_size,
-                     cfg.model.img_size());
-  const int64_t K = cfg.model.num_classes();
+ private:
+  void set_up_data() {
+    train_ds_ = data::open_split(cfg_.data, cfg_.data.train_split, cfg_.data.train_limit, tc_.seed);
+    eval_ds_ = data::open_split(cfg_.data, cfg_.data.eval_split, cfg_.data.eval_limit, tc_.seed + 1);
+    spdlog::info("train data: {}", train_ds_->describe());
+    spdlog::info("eval data: {}", eval_ds_->describe());
+    {
+      // Scores against another split's labelling would be silently wrong.
+      const auto tn = train_ds_->class_names(), en = eval_ds_->class_names();
+      check<ConfigError>(tn.empty() || en.empty() || tn == en,
+                         "the eval split's classes ({}) are not the training split's ({}); both splits need the same "
+                         "class folders",
+                         fmt::join(en, ", "), fmt::join(tn, ", "));
+    }
+    check<ConfigError>(cfg_.model.num_classes() == train_ds_->num_classes(),
+                       "config 'model.num_classes' is {} but the training data has {} classes",
+                       cfg_.model.num_classes(), train_ds_->num_classes());
+    check<ConfigError>(cfg_.model.in_chans() == train_ds_->channels(),
+                       "config 'model.in_chans' is {} but the training images have {} channels", cfg_.model.in_chans(),
+                       train_ds_->channels());
+    if (cfg_.augment.image_size == 0) {
+      cfg_.augment.image_size = cfg_.model.img_size();
+    }
+    check<ConfigError>(cfg_.augment.image_size == cfg_.model.img_size(),
+                       "config 'augment.image_size' ({}) differs from 'model.img_size' ({})", cfg_.augment.image_size,
+                       cfg_.model.img_size());
+    num_classes_ = cfg_.model.num_classes();
 
-  data::LoaderOptions lo;
-  lo.batch_size = tc.batch_size;
-  lo.shuffle = true;
-  lo.drop_last = true;
-  lo.num_workers = cfg.data.num_workers;
-  lo.seed = tc.seed;
-  if (dist) {
-    check<ConfigError>(tc.batch_size % dist->world_size() == 0,
-                       "config 'train.batch_size' ({}) is the global batch: it must split evenly over {} processes",
-                       tc.batch_size, dist->world_size());
-    lo.shard = dist->rank();
-    lo.shards = dist->world_size();
+    data::LoaderOptions lo;
+    lo.batch_size = tc_.batch_size;
+    lo.shuffle = true;
+    lo.drop_last = true;
+    lo.num_workers = cfg_.data.num_workers;
+    lo.seed = tc_.seed;
+    if (dist_) {
+      check<ConfigError>(tc_.batch_size % dist_->world_size() == 0,
+                         "config 'train.batch_size' ({}) is the global batch: it must split evenly over {} processes",
+                         tc_.batch_size, dist_->world_size());
+      lo.shard = dist_->rank();
+      lo.shards = dist_->world_size();
+    }
+    train_loader_ =
+        std::make_unique<data::Loader>(train_ds_, data::make_train_transform(cfg_.augment, train_ds_->channels()), lo);
+    data::LoaderOptions elo = lo;
+    elo.shard = 0;  // rank 0 evaluates the whole eval set
+    elo.shards = 1;
+    elo.batch_size = std::max<int64_t>(tc_.batch_size, 256);
+    elo.shuffle = false;
+    elo.drop_last = false;
+    eval_loader_ =
+        std::make_unique<data::Loader>(eval_ds_, data::make_eval_transform(cfg_.augment, eval_ds_->channels()), elo);
+    batches_ = train_loader_->batches_per_epoch();
+    check<ConfigError>(batches_ > 0, "training set has {} images, fewer than one batch of {}", train_ds_->size(),
+                       tc_.batch_size);
   }
-  data::Loader train_loader(train_ds, data::make_train_transform(cfg.augment, train_ds->channels()), lo);
-  data::LoaderOptions elo = lo;
-  elo.shard = 0;  // rank 0 evaluates the whole eval set
-  elo.shards = 1;
-  elo.batch_size = std::max<int64_t>(tc.batch_size, 256);
-  elo.shuffle = false;
-  elo.drop_last = false;
-  data::Loader eval_loader(eval_ds, data::make_eval_transform(cfg.augment, eval_ds->channels()), elo);
-  const int64_t batches = train_loader.batches_per_epoch();
-  check<ConfigError>(batches > 0, "training set has {} images, fewer than one batch of {}", train_ds->size(),
-                     tc.batch_size);
 
-  // Mobile V-MoE router supervision.
-  std::optional<data::SuperClasses> superclasses;
-  io::Metadata checkpoint_extra;
-  // How the model sees an image and what its outputs mean, and where its data came from: eval
-  // and later commands read these instead of guessing.
-  checkpoint_extra[models::kPretrainedCfgKey] =
-      data::to_pretrained_cfg(
-          data::preprocess_of(cfg.augment, train_ds->channels(), cfg.model.img_size(), train_ds->class_names()))
-          .dump();
-  checkpoint_extra[models::kDataKey] = to_json(cfg)["data"].dump();
-  if (!tc.superclasses.empty()) {
-    if (tc.superclasses == "random") {
-      superclasses = data::random_superclasses(K, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts, tc.seed);
+  // Mobile V-MoE router supervision, and what a checkpoint stores besides the weights.
+  void set_up_superclasses() {
+    // How the model sees an image and what its outputs mean, and where its data came from: eval
+    // and later commands read these instead of guessing.
+    checkpoint_extra_[models::kPretrainedCfgKey] =
+        data::to_pretrained_cfg(
+            data::preprocess_of(cfg_.augment, train_ds_->channels(), cfg_.model.img_size(), train_ds_->class_names()))
+            .dump();
+    checkpoint_extra_[models::kDataKey] = to_json(cfg_)["data"].dump();
+    if (tc_.superclasses.empty()) {
+      return;
+    }
+    const int64_t experts = cfg_.model.moe().get<moe::PerImageMoeOptions>().num_experts;
+    if (tc_.superclasses == "random") {
+      superclasses_ = data::random_superclasses(num_classes_, experts, tc_.seed);
     } else {
-      superclasses = data::read_superclasses(tc.superclasses, K);
+      superclasses_ = data::read_superclasses(tc_.superclasses, num_classes_);
     }
-    superclasses->class_names = train_ds->class_names();
-    check<ConfigError>(superclasses->num_superclasses == cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts,
-                       "{}: {} super-classes for a router over {} experts (model.moe.num_experts)", tc.superclasses,
-                       superclasses->num_superclasses, cfg.model.moe().get<moe::PerImageMoeOptions>().num_experts);
-    checkpoint_extra[models::kSuperclassesKey] = superclasses->to_json().dump();
-    spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc.superclasses, tc.router_loss_weight,
-                 superclasses->to_json()["groups"].dump());
-  }
-  const torch::Tensor superclass_matrix = superclasses ? superclasses->matrix().to(device) : torch::Tensor();
-  const torch::Tensor superclass_of =
-      superclasses ? torch::tensor(superclasses->superclass_of, torch::kLong) : torch::Tensor();
-
-  // Model.
-  models::ModelPtr model = models::make_model(cfg.model);
-  if (!tc.init.empty()) {
-    spdlog::info("init from {}: {}", tc.init, models::load_model_weights(*model, tc.init, tc.init_drop_head));
-  }
-  model->to(device);
-  spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model) / 1e6);
-
-  // Optimizer and schedule (per optimizer step).
-  auto opt = make_optimizer(*model, cfg.optim);
-  const int64_t steps_per_epoch = (batches + tc.accum_steps - 1) / tc.accum_steps;
-  int64_t total_steps = steps_per_epoch * tc.epochs;
-  if (tc.max_steps > 0) {
-    total_steps = std::min(total_steps, tc.max_steps);
-  }
-  const auto warmup_steps = static_cast<int64_t>(std::llround(cfg.optim.warmup_epochs * steps_per_epoch));
-  LrSchedule schedule(cfg.optim, total_steps, warmup_steps, steps_per_epoch);
-  if (warmup_steps >= total_steps && main_rank) {
-    spdlog::warn(
-        "the warm-up ({} steps) is as long as the run ({} steps): the learning rate ends at {:.3g}, {:.2g} of "
-        "its peak {:.3g}; shorten optim.warmup_epochs",
-        warmup_steps, total_steps, schedule.at(total_steps - 1), schedule.at(total_steps - 1) / cfg.optim.lr,
-        cfg.optim.lr);
+    superclasses_->class_names = train_ds_->class_names();
+    check<ConfigError>(superclasses_->num_superclasses == experts,
+                       "{}: {} super-classes for a router over {} experts (model.moe.num_experts)", tc_.superclasses,
+                       superclasses_->num_superclasses, experts);
+    checkpoint_extra_[models::kSuperclassesKey] = superclasses_->to_json().dump();
+    spdlog::info("router supervised by super-classes ({}), weight {}: {}", tc_.superclasses, tc_.router_loss_weight,
+                 superclasses_->to_json()["groups"].dump());
+    superclass_matrix_ = superclasses_->matrix().to(device_);
+    superclass_of_ = torch::tensor(superclasses_->superclass_of, torch::kLong);
   }
 
-  // Rank 0 owns the folder (lock, checks, clean-up); the other ranks only read from it.
-  const RunDirMode mode = options.resume      ? RunDirMode::Resume
-                          : options.overwrite ? RunDirMode::Overwrite
-                                              : RunDirMode::New;
-  RunDir run(tc.out_dir, mode, main_rank);
-  TrainState state;
-  std::optional<std::string> resume_state;
-  io::Metadata last_meta;
-  io::StateDict last_weights;
-  if (options.resume && file_exists(run.last())) {
-    last_weights = io::read_checkpoint(run.last(), &last_meta);
-    check<CheckpointError>(last_meta.count("moejet.step") > 0, "{}: no moejet.step in its metadata; not a moejet run",
-                           run.last());
-    int64_t step = -1;
-    try {
-      step = std::stoll(last_meta.at("moejet.step"));
-    } catch (const std::exception&) {
-      throw CheckpointError(
-          fmt::format("{}: moejet.step '{}' is not a step number", run.last(), last_meta.at("moejet.step")));
+  // The model, its optimizer and the schedule (per optimizer step).
+  void set_up_model() {
+    model_ = models::make_model(cfg_.model);
+    if (!tc_.init.empty()) {
+      spdlog::info("init from {}: {}", tc_.init, models::load_model_weights(*model_, tc_.init, tc_.init_drop_head));
     }
-    resume_state = run.resumable_state(step);
+    model_->to(device_);
+    spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model_) / 1e6);
+
+    opt_ = make_optimizer(*model_, cfg_.optim);
+    const int64_t steps_per_epoch = (batches_ + tc_.accum_steps - 1) / tc_.accum_steps;
+    total_steps_ = steps_per_epoch * tc_.epochs;
+    if (tc_.max_steps > 0) {
+      total_steps_ = std::min(total_steps_, tc_.max_steps);
+    }
+    const auto warmup_steps = static_cast<int64_t>(std::llround(cfg_.optim.warmup_epochs * steps_per_epoch));
+    schedule_ = std::make_unique<LrSchedule>(cfg_.optim, total_steps_, warmup_steps, steps_per_epoch);
+    if (warmup_steps >= total_steps_ && main_rank_) {
+      spdlog::warn(
+          "the warm-up ({} steps) is as long as the run ({} steps): the learning rate ends at {:.3g}, {:.2g} of "
+          "its peak {:.3g}; shorten optim.warmup_epochs",
+          warmup_steps, total_steps_, schedule_->at(total_steps_ - 1), schedule_->at(total_steps_ - 1) / cfg_.optim.lr,
+          cfg_.optim.lr);
+    }
   }
-  if (resume_state) {
-    io::load_state_dict(*model, last_weights, {}, run.last());
-    state = load_train_state(*resume_state, *opt.optimizer);
-    check<CheckpointError>(std::to_string(state.step) == last_meta.at("moejet.step"),
-                           "{}: weights are from step {} but {} is from step {}; refusing to mix them", run.last(),
-                           last_meta.at("moejet.step"), *resume_state, state.step);
-    spdlog::info("resumed from {} after step {}: epoch {}/{}, batch {}", run.last(), state.step, state.epoch + 1,
-                 tc.epochs, state.batch);
-  } else if (options.resume) {
-    spdlog::info("--resume: nothing to resume in {}; starting a new run", run.dir());
+
+  // The run folder, a resumed state, the ranks' common start and the metrics log.
+  void set_up_run() {
+    // Rank 0 owns the folder (lock, checks, clean-up); the other ranks only read from it.
+    const RunDirMode mode = options_.resume      ? RunDirMode::Resume
+                            : options_.overwrite ? RunDirMode::Overwrite
+                                                 : RunDirMode::New;
+    run_ = std::make_unique<RunDir>(tc_.out_dir, mode, main_rank_);
+    std::optional<std::string> resume_state;
+    io::Metadata last_meta;
+    io::StateDict last_weights;
+    if (options_.resume && file_exists(run_->last())) {
+      last_weights = io::read_checkpoint(run_->last(), &last_meta);
+      check<CheckpointError>(last_meta.count("moejet.step") > 0, "{}: no moejet.step in its metadata; not a moejet run",
+                             run_->last());
+      int64_t step = -1;
+      try {
+        step = std::stoll(last_meta.at("moejet.step"));
+      } catch (const std::exception&) {
+        throw CheckpointError(
+            fmt::format("{}: moejet.step '{}' is not a step number", run_->last(), last_meta.at("moejet.step")));
+      }
+      resume_state = run_->resumable_state(step);
+    }
+    if (resume_state) {
+      io::load_state_dict(*model_, last_weights, {}, run_->last());
+      state_ = load_train_state(*resume_state, *opt_.optimizer);
+      check<CheckpointError>(std::to_string(state_.step) == last_meta.at("moejet.step"),
+                             "{}: weights are from step {} but {} is from step {}; refusing to mix them", run_->last(),
+                             last_meta.at("moejet.step"), *resume_state, state_.step);
+      spdlog::info("resumed from {} after step {}: epoch {}/{}, batch {}", run_->last(), state_.step, state_.epoch + 1,
+                   tc_.epochs, state_.batch);
+    } else if (options_.resume) {
+      spdlog::info("--resume: nothing to resume in {}; starting a new run", run_->dir());
+    }
+    if (dist_) {
+      // Same init everywhere by seed; rank 0's weights (and resumed state) win regardless.
+      dist_->broadcast(model_->parameters());
+      dist_->broadcast(model_->buffers());
+      torch::manual_seed(tc_.seed + static_cast<uint64_t>(dist_->rank()));  // distinct dropout draws per rank
+    }
+    if (main_rank_) {
+      write_json_file(run_->file("config.json"), to_json(cfg_));
+      log_file_.emplace(run_->file("metrics.jsonl"), options_.resume ? state_.step : -1);
+    }
+    model_json_ = cfg_.model;
+    result_.out_dir = run_->dir();
+    result_.best_top1 = state_.best_top1;
   }
-  if (dist) {
-    // Same init everywhere by seed; rank 0's weights (and resumed state) win regardless.
-    dist->broadcast(model->parameters());
-    dist->broadcast(model->buffers());
-    torch::manual_seed(tc.seed + static_cast<uint64_t>(dist->rank()));  // distinct dropout draws per rank
+
+  void log(const json& record) {
+    if (log_file_) {
+      log_file_->write(record);
+    }
   }
-  std::optional<MetricsLog> log_file;
-  if (main_rank) {
-    write_json_file(run.file("config.json"), to_json(cfg));
-    log_file.emplace(run.file("metrics.jsonl"), options.resume ? state.step : -1);
+
+  int interrupt_agreed() {
+    int sig = InterruptGuard::requested();
+    if (dist_) {
+      auto any = dist_->sum(torch::tensor({static_cast<double>(sig)}, torch::kDouble));
+      sig = any.item<double>() > 0 ? (sig ? sig : SIGTERM) : 0;
+    }
+    return sig;
   }
-  auto log_write = [&](const json& record) {
-    if (log_file)
-      log_file->write(record);
+
+  // One epoch of optimizer steps (or what is left of it after a resume, up to max_steps).
+  void run_epoch(int64_t epoch) {
+    train_loader_->start_epoch(epoch, state_.batch);
+    // The bar counts the batches this epoch will run: all of them, or up to --max-steps.
+    const int64_t epoch_batches = std::min(batches_ - state_.batch, (total_steps_ - state_.step) * tc_.accum_steps);
+    auto progress =
+        start_progress(progress_, fmt::format("epoch {}/{}", epoch + 1, tc_.epochs), epoch_batches, "batch");
+    Window window;
+    const auto t0 = std::chrono::steady_clock::now();
+    window.start = t0;
+    next_batch_ = state_.batch;
+    data::Batch batch;
+    clear_grads(*opt_.optimizer);
+    while (!stop_ && train_loader_->next(batch)) {
+      const double loss_value = forward_backward(epoch, batch, window);
+      next_batch_ = batch.index + 1;
+      if (next_batch_ % tc_.accum_steps == 0 || next_batch_ == batches_) {
+        optimizer_step(epoch, window);
+      }
+      progress->advance(1, fmt::format("loss {:.4f} lr {:.2e}", loss_value, schedule_->at(state_.step)));
+    }
+    train_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress->finish();
+  }
+
+  // The running sums of a logging window (log_every optimizer steps).
+  struct Window {
+    double loss = 0, aux = 0, images = 0;
+    int64_t batches = 0;
+    std::chrono::steady_clock::time_point start;
   };
-  const json model_json = cfg.model;
 
-  TrainResult result;
-  result.out_dir = run.dir();
-  result.best_top1 = state.best_top1;
-  double images_seen = 0, train_seconds = 0;
-
-  auto do_eval = [&](int64_t epoch) {
-    model->eval();
-    eval::RouterFn router;
-    if (model->router) {
-      router = [&]() { return model->last_routing.logits; };
+  // Loss and gradients of one batch; returns its loss.
+  double forward_backward(int64_t epoch, const data::Batch& batch, Window& window) {
+    // Mixing draws come from (seed, epoch, batch) so a resumed run repeats them exactly.
+    data::Rng mix_rng(tc_.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL +
+                      static_cast<uint64_t>(batch.index));
+    auto mixed = data::mix_batch(batch.images, batch.labels, num_classes_, cfg_.augment, tc_.label_smoothing, mix_rng);
+    // Routing statistics cost a few reductions per MoE layer: only on steps that log them.
+    const bool log_step = (state_.step + 1) % tc_.log_every == 0;
+    for (auto& entry : model_->moe_layer_list) {
+      entry.second->collect_stats = log_step;
     }
-    auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, eval_loader, K, device,
-                            options.show_progress, router, superclass_of);
-    model->train();
-    json record = {{"event", "eval"}, {"epoch", epoch}, {"step", state.step}, {"top1", r.top1},
+    auto logits = model_->forward(mixed.images.to(device_));
+    auto loss = soft_target_cross_entropy(logits, mixed.targets.to(device_));
+    torch::Tensor aux = model_->moe_aux_loss();
+    if (superclasses_ && tc_.router_loss_weight > 0) {
+      // Soft class targets (mixup, smoothing) map to soft super-class targets.
+      auto router_loss =
+          soft_target_cross_entropy(model_->last_routing.logits, mixed.targets.to(device_).mm(superclass_matrix_));
+      aux = aux.defined() ? aux + tc_.router_loss_weight * router_loss : tc_.router_loss_weight * router_loss;
+    }
+    if (aux.defined()) {
+      window.aux += aux.item<double>();
+      loss = loss + aux;
+    }
+    const double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      throw Error(
+          fmt::format("training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
+                      "is {} (try a lower optim.lr or optim.clip_grad)",
+                      loss_value, epoch, batch.index, state_.step,
+                      file_exists(run_->last()) ? run_->last() : std::string("<none yet>")));
+    }
+    (tc_.accum_steps > 1 ? loss / static_cast<double>(tc_.accum_steps) : loss).backward();
+    window.loss += loss_value;
+    window.batches += 1;
+    window.images += static_cast<double>(batch.images.size(0));
+    images_seen_ += static_cast<double>(batch.images.size(0));
+    return loss_value;
+  }
+
+  // The update from the accumulated gradients, a signal check, and the window's log line.
+  void optimizer_step(int64_t epoch, Window& window) {
+    const double lr = schedule_->at(state_.step);
+    opt_.set_lr(lr);
+    if (dist_) {
+      dist_->average_gradients(model_->parameters());
+    }
+    if (cfg_.optim.clip_grad > 0) {
+      torch::nn::utils::clip_grad_norm_(model_->parameters(), cfg_.optim.clip_grad);
+    }
+    opt_.optimizer->step();
+    clear_grads(*opt_.optimizer);
+    state_.step += 1;
+    fault_point("step", state_.step);
+    fault_point("interrupt", state_.step);
+    // A signal on the last step changes nothing: the run ends there anyway, evaluated.
+    if (const int sig = interrupt_agreed(); sig && state_.step < total_steps_) {
+      result_.interrupted_by = sig;
+      stop_ = true;
+    }
+    if (state_.step % tc_.log_every == 0) {
+      auto now = std::chrono::steady_clock::now();
+      double secs = std::chrono::duration<double>(now - window.start).count();
+      if (dist_) {  // the window's loss is the mean over all ranks, images their total
+        auto w = dist_->sum(torch::tensor({window.loss, window.aux, window.images}, torch::kDouble));
+        window.loss = w[0].item<double>() / dist_->world_size();
+        window.aux = w[1].item<double>() / dist_->world_size();
+        window.images = w[2].item<double>();
+      }
+      json record = {{"event", "train"},
+                     {"epoch", epoch},
+                     {"step", state_.step},
+                     {"loss", window.loss / window.batches},
+                     {"lr", lr},
+                     {"img_per_s", secs > 0 ? window.images / secs : 0.0}};
+      if (!model_->moe_layer_list.empty()) {
+        record["aux_loss"] = window.aux / window.batches;
+        record["moe"] = moe_stats_json(model_->moe_layer_list);
+      }
+      log(record);
+      window = Window{};
+      window.start = now;
+    }
+    stop_ = stop_ || state_.step >= total_steps_;
+  }
+
+  eval::EvalResult evaluate(int64_t epoch) {
+    model_->eval();
+    eval::RouterFn router;
+    if (model_->router) {
+      router = [&]() { return model_->last_routing.logits; };
+    }
+    auto r = eval::evaluate([&](const torch::Tensor& x) { return model_->forward(x); }, *eval_loader_, num_classes_,
+                            device_, progress_, router, superclass_of_);
+    model_->train();
+    json record = {{"event", "eval"}, {"epoch", epoch}, {"step", state_.step}, {"top1", r.top1},
                    {"top5", r.top5},  {"loss", r.loss}, {"count", r.count}};
     if (r.router_top1 >= 0) {
       record["router_top1"] = r.router_top1;
     }
-    log_write(record);
+    log(record);
     // Epochs are 1-based wherever a person reads them (bar, log); metrics.jsonl keeps 0-based ids.
-    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc.epochs, r.top1, r.top5,
+    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc_.epochs, r.top1, r.top5,
                  r.loss, r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
-    result.final_top1 = r.top1;
+    result_.final_top1 = r.top1;
     return r;
-  };
+  }
 
-  Progress::set_quiet(!options.show_progress || !main_rank);
-  // Ctrl-C or SIGTERM: finish the step, write a resumable checkpoint, return. Every rank must
-  // stop at the same step, so under data parallelism they agree by all-reduce.
-  InterruptGuard interrupt_guard;
-  auto interrupt_agreed = [&]() {
-    int sig = InterruptGuard::requested();
-    if (dist) {
-      auto any = dist->sum(torch::tensor({static_cast<double>(sig)}, torch::kDouble));
-      sig = any.item<double>() > 0 ? (sig ? sig : SIGTERM) : 0;
-    }
-    return sig;
-  };
-  bool stop = state.step >= total_steps;
-  model->train();
-  for (int64_t epoch = state.epoch; epoch < tc.epochs && !stop; ++epoch) {
-    train_loader.start_epoch(epoch, state.batch);
-    // The bar counts the batches this epoch will run: all of them, or up to --max-steps.
-    const int64_t epoch_batches = std::min(batches - state.batch, (total_steps - state.step) * tc.accum_steps);
-    Progress progress(fmt::format("epoch {}/{}", epoch + 1, tc.epochs), epoch_batches, "batch");
-    double window_loss = 0, window_aux = 0;
-    int64_t window_n = 0;
-    double window_images = 0;
-    auto t0 = std::chrono::steady_clock::now();
-    auto window_t0 = t0;
-    int64_t next_batch = state.batch;
-    data::Batch batch;
-    clear_grads(*opt.optimizer);
-    while (!stop && train_loader.next(batch)) {
-      // Mixing draws come from (seed, epoch, batch) so a resumed run repeats them exactly.
-      data::Rng mix_rng(tc.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL +
-                        static_cast<uint64_t>(batch.index));
-      auto mixed = data::mix_batch(batch.images, batch.labels, K, cfg.augment, tc.label_smoothing, mix_rng);
-      // Routing statistics cost a few reductions per MoE layer: only on steps that log them.
-      const bool log_step = (state.step + 1) % tc.log_every == 0;
-      for (auto& entry : model->moe_layer_list) {
-        entry.second->collect_stats = log_step;
-      }
-      auto logits = model->forward(mixed.images.to(device));
-      auto loss = soft_target_cross_entropy(logits, mixed.targets.to(device));
-      torch::Tensor aux = model->moe_aux_loss();
-      if (superclasses && tc.router_loss_weight > 0) {
-        // Soft class targets (mixup, smoothing) map to soft super-class targets.
-        auto router_loss =
-            soft_target_cross_entropy(model->last_routing.logits, mixed.targets.to(device).mm(superclass_matrix));
-        aux = aux.defined() ? aux + tc.router_loss_weight * router_loss : tc.router_loss_weight * router_loss;
-      }
-      if (aux.defined()) {
-        window_aux += aux.item<double>();
-        loss = loss + aux;
-      }
-      double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        throw Error(
-            fmt::format("training stopped: loss is {} at epoch {}, batch {}, step {}; the last good checkpoint "
-                        "is {} (try a lower optim.lr or optim.clip_grad)",
-                        loss_value, epoch, batch.index, state.step,
-                        file_exists(run.last()) ? run.last() : std::string("<none yet>")));
-      }
-      (tc.accum_steps > 1 ? loss / static_cast<double>(tc.accum_steps) : loss).backward();
-      window_loss += loss_value;
-      window_n += 1;
-      window_images += static_cast<double>(batch.images.size(0));
-      images_seen += static_cast<double>(batch.images.size(0));
-      next_batch = batch.index + 1;
-      if (next_batch % tc.accum_steps == 0 || next_batch == batches) {
-        const double lr = schedule.at(state.step);
-        opt.set_lr(lr);
-        if (dist) {
-          dist->average_gradients(model->parameters());
-        }
-        if (cfg.optim.clip_grad > 0) {
-          torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.optim.clip_grad);
-        }
-        opt.optimizer->step();
-        clear_grads(*opt.optimizer);
-        state.step += 1;
-        fault_point("step", state.step);
-        fault_point("interrupt", state.step);
-        // A signal on the last step changes nothing: the run ends there anyway, evaluated.
-        if (const int sig = interrupt_agreed(); sig && state.step < total_steps) {
-          result.interrupted_by = sig;
-          stop = true;
-        }
-        if (state.step % tc.log_every == 0) {
-          auto now = std::chrono::steady_clock::now();
-          double secs = std::chrono::duration<double>(now - window_t0).count();
-          if (dist) {  // the window's loss is the mean over all ranks, images their total
-            auto w = dist->sum(torch::tensor({window_loss, window_aux, window_images}, torch::kDouble));
-            window_loss = w[0].item<double>() / dist->world_size();
-            window_aux = w[1].item<double>() / dist->world_size();
-            window_images = w[2].item<double>();
-          }
-          json record = {{"event", "train"},   {"epoch", epoch},
-                         {"step", state.step}, {"loss", window_loss / window_n},
-                         {"lr", lr},           {"img_per_s", secs > 0 ? window_images / secs : 0.0}};
-          if (!model->moe_layer_list.empty()) {
-            record["aux_loss"] = window_aux / window_n;
-            record["moe"] = moe_stats_json(model->moe_layer_list);
-          }
-          log_write(record);
-          window_aux = 0;
-          window_loss = 0;
-          window_n = 0;
-          window_images = 0;
-          window_t0 = now;
-        }
-        stop = stop || state.step >= total_steps;
-      }
-      progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", loss_value, schedule.at(state.step)));
-    }
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    progress.finish();
-    const bool epoch_done = next_batch >= batches;
-    state.epoch = epoch_done ? epoch + 1 : epoch;
-    state.batch = epoch_done ? 0 : next_batch;
-    result.epochs_run += 1;
-    if (dist) {
+  // After an epoch: the ranks' agreement, the evaluation, the checkpoints. False when the run
+  // stops here (a signal, or stop_after_epochs).
+  bool end_epoch(int64_t epoch) {
+    const bool epoch_done = next_batch_ >= batches_;
+    state_.epoch = epoch_done ? epoch + 1 : epoch;
+    state_.batch = epoch_done ? 0 : next_batch_;
+    result_.epochs_run += 1;
+    if (dist_) {
       // Replicas must agree after identical averaged updates; a drift means a broken setup.
-      const double drift = dist->max_divergence(model->parameters());
-      log_write({{"event", "sync"},
-                 {"epoch", epoch},
-                 {"step", state.step},
-                 {"world_size", dist->world_size()},
-                 {"max_param_divergence", drift}});
-      check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift, state.step);
+      const double drift = dist_->max_divergence(model_->parameters());
+      log({{"event", "sync"},
+           {"epoch", epoch},
+           {"step", state_.step},
+           {"world_size", dist_->world_size()},
+           {"max_param_divergence", drift}});
+      check<Error>(drift < 1e-3, "distributed: parameters of the ranks diverged by {} at step {}", drift, state_.step);
     }
     // An interrupted run skips the evaluation: the user is waiting for the prompt.
-    if (main_rank && !result.interrupted_by && ((epoch + 1) % tc.eval_every == 0 || epoch + 1 == tc.epochs || stop)) {
-      auto r = do_eval(epoch);
-      if (r.top1 > state.best_top1) {
-        state.best_top1 = r.top1;
-        save_model_checkpoint(run.best(), *model, model_json, state, checkpoint_extra);
+    if (main_rank_ && !result_.interrupted_by &&
+        ((epoch + 1) % tc_.eval_every == 0 || epoch + 1 == tc_.epochs || stop_)) {
+      auto r = evaluate(epoch);
+      if (r.top1 > state_.best_top1) {
+        state_.best_top1 = r.top1;
+        save_model_checkpoint(run_->best(), *model_, model_json_, state_, checkpoint_extra_);
       }
-      write_json_file(run.file("eval.json"), r.to_json(eval_ds->class_names()));
+      write_json_file(run_->file("eval.json"), r.to_json(eval_ds_->class_names()));
     }
-    if (main_rank) {
+    if (main_rank_) {
       // The state of this step first, under its own name; the weights' rename then switches the
       // run to it (see run_dir.h), so a kill anywhere leaves a pair that resumes.
-      save_train_state(run.state_for(state.step), *opt.optimizer, state);
-      fault_point("state-written", state.step);
-      save_model_checkpoint(run.last(), *model, model_json, state, checkpoint_extra);
-      fault_point("weights-written", state.step);
-      run.prune_states(state.step);
+      save_train_state(run_->state_for(state_.step), *opt_.optimizer, state_);
+      fault_point("state-written", state_.step);
+      save_model_checkpoint(run_->last(), *model_, model_json_, state_, checkpoint_extra_);
+      fault_point("weights-written", state_.step);
+      run_->prune_states(state_.step);
     }
-    if (dist) {
-      dist->barrier();  // the others wait while rank 0 evaluates and writes
+    if (dist_) {
+      dist_->barrier();  // the others wait while rank 0 evaluates and writes
     }
-    if (!result.interrupted_by && !stop && epoch + 1 < tc.epochs) {
-      result.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
+    if (!result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
+      result_.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
     }
-    if (result.interrupted_by) {
-      log_write({{"event", "interrupted"},
-                 {"epoch", epoch},
-                 {"step", state.step},
-                 {"signal", result.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM"}});
+    if (result_.interrupted_by) {
+      log({{"event", "interrupted"},
+           {"epoch", epoch},
+           {"step", state_.step},
+           {"signal", result_.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM"}});
       spdlog::warn(
           "interrupted ({}) after step {}: wrote a resumable checkpoint to {}; continue with "
           "--resume",
-          result.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state.step, run.dir());
-      break;
+          result_.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state_.step, run_->dir());
+      return false;
     }
-    if (options.stop_after_epochs > 0 && result.epochs_run >= options.stop_after_epochs) {
-      spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result.epochs_run);
-      break;
+    if (options_.stop_after_epochs > 0 && result_.epochs_run >= options_.stop_after_epochs) {
+      spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result_.epochs_run);
+      return false;
     }
+    return true;
   }
-  result.best_top1 = state.best_top1;
-  result.steps = state.step;
-  // Every rank loads its share of each global batch: the job's rate is world_size times ours.
-  const double world = dist ? static_cast<double>(dist->world_size()) : 1.0;
-  result.train_images_per_second = train_seconds > 0 ? world * images_seen / train_seconds : 0.0;
-  if (!result.interrupted_by)
-    log_write({{"event", "done"},
-               {"step", state.step},
-               {"best_top1", state.best_top1},
-               {"final_top1", result.final_top1},
-               {"train_img_per_s", result.train_images_per_second}});
-  return result;
+
+  TrainConfig cfg_;
+  const TrainLoopConfig& tc_;
+  TrainOptions options_;
+  torch::Device device_{torch::kCPU};
+  std::unique_ptr<Distributed> dist_;
+  bool main_rank_ = true;
+  ProgressReporter* progress_ = nullptr;
+
+  data::DatasetPtr train_ds_, eval_ds_;
+  std::unique_ptr<data::Loader> train_loader_, eval_loader_;
+  int64_t num_classes_ = 0, batches_ = 0;
+
+  std::optional<data::SuperClasses> superclasses_;
+  torch::Tensor superclass_matrix_, superclass_of_;
+  io::Metadata checkpoint_extra_;
+
+  models::ModelPtr model_;
+  json model_json_;
+  OptimizerBundle opt_;
+  std::unique_ptr<LrSchedule> schedule_;
+  int64_t total_steps_ = 0;
+
+  std::unique_ptr<RunDir> run_;
+  std::optional<MetricsLog> log_file_;
+  TrainState state_;
+  TrainResult result_;
+  int64_t next_batch_ = 0;
+  bool stop_ = false;
+  double images_seen_ = 0, train_seconds_ = 0;
+};
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& config, const TrainOptions& options) {
+  return Trainer(config, options).run();
 }
 
 }  // namespace moejet::train

@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include "moejet/core/json_util.h"
+#include "moejet/core/progress.h"
 #include "moejet/data/loader.h"
 
 namespace moejet::eval {
@@ -53,9 +54,9 @@ using RouterFn = std::function<torch::Tensor()>;
 
 /// Runs `forward` (already in eval mode) over one epoch of `loader` without gradients. With
 /// `router` and `superclass_of` ([K] int64: the super-class of each class) it also measures the
-/// router's accuracy against the super-class of each label.
+/// router's accuracy against the super-class of each label. Progress goes to `progress` (null: none).
 EvalResult evaluate(const ForwardFn& forward, data::Loader& loader, int64_t num_classes, torch::Device device,
-                    bool show_progress = true, const RouterFn& router = nullptr,
+                    ProgressReporter* progress = nullptr, const RouterFn& router = nullptr,
                     const torch::Tensor& superclass_of = {});
 
 /// Writes the confusion matrix as CSV with class names as header/first column (atomic).

@@ -47,6 +47,12 @@ class ImageClassifierImpl : public torch::nn::Module {
   virtual std::shared_ptr<nn::FeedForward> block_mlp(int64_t block) const = 0;
   /// Token width of block i.
   virtual int64_t block_dim(int64_t block) const = 0;
+  /// Block i as `moejet info` names it ("6"; ConvNeXt: "6 (stages.2.blocks.0.mlp, width 160)").
+  virtual std::string block_label(int64_t block) const {
+    return std::to_string(block);
+  }
+  /// What `moejet info` prints of the architecture: (label, text) lines, e.g. ("model", "ViT d=192 ...").
+  virtual std::vector<std::pair<std::string, std::string>> summary_lines() const = 0;
 
   /// Parameter names exempt from weight decay beyond 1-D parameters (timm's no_weight_decay).
   virtual std::vector<std::string> no_weight_decay() const {

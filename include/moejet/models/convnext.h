@@ -62,6 +62,7 @@ void to_json(json& j, const ConvNextConfig& c);
 ConvNextConfig convnext_config_from_json(const json& j, const std::string& path = "model");
 /// convnext_atto, convnext_femto, convnext_pico, convnext_nano, convnext_tiny.
 ConvNextConfig convnext_preset(const std::string& name);
+std::vector<std::string> convnext_preset_names();
 
 /// LayerNorm over the channels of an NCHW tensor (timm's LayerNorm2d).
 class LayerNorm2dImpl : public torch::nn::Module {
@@ -114,6 +115,8 @@ class ConvNextImpl : public ImageClassifierImpl {
   std::string mlp_norm_key(int64_t block) const override;
   std::shared_ptr<nn::FeedForward> block_mlp(int64_t block) const override;
   int64_t block_dim(int64_t block) const override;
+  std::string block_label(int64_t block) const override;
+  std::vector<std::pair<std::string, std::string>> summary_lines() const override;
   /// timm's group_matcher: stem 0, each block (and its stage's downsample) in depth order, head last.
   int64_t layer_id(const std::string& param_name) const override;
   int64_t num_layers() const override {

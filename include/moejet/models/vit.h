@@ -107,6 +107,7 @@ class VisionTransformerImpl : public ImageClassifierImpl {
   int64_t block_dim(int64_t) const override {
     return config.embed_dim;
   }
+  std::vector<std::pair<std::string, std::string>> summary_lines() const override;
   /// timm's checkpoint_filter_fn (see vit_checkpoint.h).
   io::StateDict adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const override;
 

@@ -34,7 +34,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "moejet/core/json_util.h"
 #include "moejet/models/classifier.h"
@@ -85,8 +87,49 @@ bool needs_stats(Method method);
 /// selected).
 bool is_wider(const models::ImageClassifierImpl& source, const models::ImageClassifierImpl& target);
 
+/// What a recycling run did: the options it ran with, how each source was mapped onto the model,
+/// and the units (and channels) each expert got. Kept as a struct so that code can read it without
+/// knowing the JSON layout; to_json() writes the report file's layout.
+struct RecycleReport {
+  /// One expert group of one MoE block.
+  struct Group {
+    std::string name;          ///< "experts", "core" or "universal"
+    std::string source;        ///< the source it was cut from
+    int64_t experts = 0;       ///< experts in the group
+    int64_t hidden = 0;        ///< hidden units of each expert
+    int64_t dense_hidden = 0;  ///< hidden units of the source MLP (H)
+    // Present when the source has unit statistics for the block.
+    std::optional<int64_t> tokens;
+    std::optional<double> firing_threshold;
+    std::optional<std::vector<float>> unit_importance;          ///< [H], the selection score
+    std::optional<int64_t> resliced_from;                       ///< units drawn before the universal re-slice
+    std::optional<std::vector<std::vector<int64_t>>> channels;  ///< per expert, when drawn per expert
+    double fc2_scale = 1.0;
+    std::vector<std::vector<int64_t>> units;              ///< per expert, sorted source unit indices
+    std::optional<std::vector<double>> importance_share;  ///< per expert, its share of the total importance
+  };
+  struct Block {
+    int64_t block = 0;
+    std::string key;  ///< the block's MLP key
+    std::vector<Group> groups;
+  };
+
+  RecycleOptions options;
+  bool head_copied = false;  ///< false: the head was left at its initialisation (a new class count)
+  /// Per source ("dense" and each group with its own): its file, width and, when wider, the
+  /// channels and heads taken; free-form, as each kind of source records different things.
+  std::map<std::string, json> sources;
+  std::vector<Block> blocks;  ///< the MoE blocks, in order
+
+  json to_json() const;
+};
+
 /// Fills `moe` from the sources as described above. Throws CheckpointError / ConfigError naming
 /// the source, the key and the shapes when they do not fit. Returns the report.
+RecycleReport recycle_model_report(const RecycleSources& sources, models::ImageClassifierImpl& moe,
+                                   const RecycleOptions& options);
+
+/// recycle_model_report(...).to_json().
 json recycle_model(const RecycleSources& sources, models::ImageClassifierImpl& moe, const RecycleOptions& options);
 
 /// One same-width dense source for everything; `stats` holds the MoE blocks' unit statistics.

@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "moejet/core/json_util.h"
+#include "moejet/core/progress.h"
 #include "moejet/data/augment_config.h"
 #include "moejet/data/data_config.h"
 #include "moejet/recycle/recycle.h"
@@ -46,7 +47,7 @@ struct RecycleJob {
   std::string out;     ///< the initial weights (.safetensors)
   std::string report;  ///< the JSON report; empty: OUT's stem + .recycle.json
   torch::Device device = torch::kCPU;
-  bool show_progress = true;
+  ProgressReporter* progress = nullptr;  ///< the statistics pass reports here (null: nowhere)
 };
 
 /// Runs the job and returns its report (also written to job.report or its default).

@@ -17,6 +17,7 @@
 #include <torch/types.h>
 
 #include "moejet/core/json_util.h"
+#include "moejet/core/progress.h"
 #include "moejet/data/augment.h"
 #include "moejet/data/dataset.h"
 #include "moejet/models/classifier.h"
@@ -60,8 +61,8 @@ struct StatsOptions {
   double quantile = 0.0;     ///< 0: a unit fires when a > 0 (the authors'); else above this quantile
   bool coactivation = true;  ///< gather the [H, H] co-activation matrix (graph partitioning)
   int num_workers = 2;
-  uint64_t seed = 0;  ///< which images (a seeded shuffle of the data set)
-  bool show_progress = true;
+  uint64_t seed = 0;                     ///< which images (a seeded shuffle of the data set)
+  ProgressReporter* progress = nullptr;  ///< where the pass over the images reports (null: nowhere)
 };
 
 /// Runs `dense` (eval mode, no grad) over the first `images` of a seeded shuffle of `data` and

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "moejet/core/progress.h"
 #include "moejet/data/dataset.h"
 #include "moejet/io/state_dict.h"
 #include "moejet/models/classifier.h"
@@ -19,7 +20,9 @@ namespace moejet::train {
 struct TrainOptions {
   bool resume = false;     ///< continue from <out_dir>/last.* if present
   bool overwrite = false;  ///< replace a run already in out_dir (otherwise an error; see run_dir.h)
-  bool show_progress = true;
+  /// Where epochs and evaluations report their progress (the CLI's bar); null: nowhere. Only the
+  /// main process of a data-parallel run reports.
+  ProgressReporter* progress = nullptr;
   /// Stop (resumably) after this many epochs of this invocation; 0 = run to the end. For
   /// time-sliced or pre-emptible jobs: the schedule stays that of the full run.
   int64_t stop_after_epochs = 0;

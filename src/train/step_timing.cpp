@@ -1,0 +1,81 @@
+#include "moejet/train/step_timing.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <torch/torch.h>
+
+#include "moejet/train/trainer.h"
+
+namespace moejet::train {
+
+double median(std::vector<double> values) {
+  if (values.empty()) {
+    return 0.0;
+  }
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+StepTimes StepSamples::median() const {
+  auto of = [this](double StepTimes::*field) {
+    std::vector<double> v;
+    for (const auto& s : steps) {
+      v.push_back(s.*field);
+    }
+    return train::median(std::move(v));
+  };
+  return {of(&StepTimes::forward), of(&StepTimes::backward), of(&StepTimes::optimizer), of(&StepTimes::total)};
+}
+
+std::vector<double> StepSamples::totals() const {
+  std::vector<double> v;
+  for (const auto& s : steps) {
+    v.push_back(s.total);
+  }
+  return v;
+}
+
+TimedTrainStep::TimedTrainStep(std::string name, models::ModelPtr model, torch::Device device)
+    : name_(std::move(name)), model_(std::move(model)), device_(device) {
+  model_->to(device_);
+  model_->train();
+  for (auto& entry : model_->moe_layer_list) {
+    entry.second->collect_stats = false;
+  }
+  opt_ = make_optimizer(*model_, OptimConfig{});
+}
+
+void TimedTrainStep::set_batch(int64_t batch) {
+  const int64_t size = model_->image_size();
+  x_ = torch::randn({batch, model_->in_chans(), size, size}, device_);
+  y_ = torch::softmax(torch::randn({batch, model_->num_classes()}, device_), 1);
+}
+
+StepTimes TimedTrainStep::step() {
+  using clock = std::chrono::steady_clock;
+  auto seconds = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  auto sync = [this] {
+    if (device_.is_cuda()) {
+      torch::cuda::synchronize();
+    }
+  };
+  const auto t0 = clock::now();
+  clear_grads(*opt_.optimizer);
+  auto loss = soft_target_cross_entropy(model_->forward(x_), y_);
+  if (auto aux = model_->moe_aux_loss(); aux.defined()) {
+    loss = loss + aux;
+  }
+  sync();
+  const auto t1 = clock::now();
+  loss.backward();
+  sync();
+  const auto t2 = clock::now();
+  opt_.optimizer->step();
+  sync();
+  loss.item<float>();
+  const auto t3 = clock::now();
+  return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3), seconds(t0, t3)};
+}
+
+}  // namespace moejet::train
