@@ -168,7 +168,7 @@ struct HeadImpl : torch::nn::Module {};
 
 }  // namespace
 
-ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : config(c) {
+ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : ConfiguredClassifier(c) {
   c.validate();
   stem = register_module(
       "stem", torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_chans, c.dims[0], 4).stride(4)),

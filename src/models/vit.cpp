@@ -84,7 +84,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
   return y + nn::drop_path(h, drop_path_rate, is_training());
 }
 
-VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : config(c) {
+VisionTransformerImpl::VisionTransformerImpl(const VitConfig& c) : ConfiguredClassifier(c) {
   config.validate();
   patch_embed = register_module("patch_embed", PatchEmbed(c.in_chans, c.embed_dim, c.patch_size));
   if (c.class_token) {

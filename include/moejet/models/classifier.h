@@ -93,6 +93,25 @@ class ImageClassifierImpl : public torch::nn::Module {
   void route_images(const torch::Tensor& tokens);
 };
 
+/// A backbone built from its config: the sizes every backbone config has (img_size, in_chans,
+/// num_classes) answer the accessors above, so each backbone writes only what differs.
+template <class Config>
+class ConfiguredClassifier : public ImageClassifierImpl {
+ public:
+  explicit ConfiguredClassifier(const Config& c) : config(c) {}
+  int64_t image_size() const override {
+    return config.img_size;
+  }
+  int64_t in_chans() const override {
+    return config.in_chans;
+  }
+  int64_t num_classes() const override {
+    return config.num_classes;
+  }
+
+  Config config;
+};
+
 using ModelPtr = std::shared_ptr<ImageClassifierImpl>;
 
 /// Counts parameters (all, or only those requiring grad).

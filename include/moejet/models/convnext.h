@@ -88,7 +88,7 @@ class ConvNextBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ConvNextBlock);
 
-class ConvNextImpl : public ImageClassifierImpl {
+class ConvNextImpl : public ConfiguredClassifier<ConvNextConfig> {
  public:
   explicit ConvNextImpl(const ConvNextConfig& config);
   torch::Tensor forward(const torch::Tensor& images) override;  ///< logits [B, num_classes]
@@ -98,15 +98,6 @@ class ConvNextImpl : public ImageClassifierImpl {
   std::vector<std::pair<std::string, double>> macs_by_layer() const override;
   std::string arch() const override {
     return "convnext";
-  }
-  int64_t image_size() const override {
-    return config.img_size;
-  }
-  int64_t in_chans() const override {
-    return config.in_chans;
-  }
-  int64_t num_classes() const override {
-    return config.num_classes;
   }
   int64_t num_blocks() const override {
     return config.total_blocks();
@@ -128,7 +119,6 @@ class ConvNextImpl : public ImageClassifierImpl {
   /// channels in either layout).
   io::StateDict adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const override;
 
-  ConvNextConfig config;
   torch::nn::Sequential stem{nullptr};
   torch::nn::ModuleList stages{nullptr};
   std::vector<std::vector<ConvNextBlock>> blocks;  ///< [stage][block]

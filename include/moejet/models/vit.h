@@ -63,7 +63,7 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-class VisionTransformerImpl : public ImageClassifierImpl {
+class VisionTransformerImpl : public ConfiguredClassifier<VitConfig> {
  public:
   explicit VisionTransformerImpl(const VitConfig& config);
 
@@ -89,15 +89,6 @@ class VisionTransformerImpl : public ImageClassifierImpl {
   std::string arch() const override {
     return "vit";
   }
-  int64_t image_size() const override {
-    return config.img_size;
-  }
-  int64_t in_chans() const override {
-    return config.in_chans;
-  }
-  int64_t num_classes() const override {
-    return config.num_classes;
-  }
   int64_t num_blocks() const override {
     return config.depth;
   }
@@ -111,7 +102,6 @@ class VisionTransformerImpl : public ImageClassifierImpl {
   /// timm's checkpoint_filter_fn (see vit_checkpoint.h).
   io::StateDict adapt_checkpoint(const io::StateDict& state, std::vector<std::string>* notes) const override;
 
-  VitConfig config;
   PatchEmbed patch_embed{nullptr};
   torch::Tensor cls_token;  // [1, 1, D] when class_token
   torch::Tensor pos_embed;  // [1, prefix + N, D]
