@@ -3,12 +3,12 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
+#include "moejet/core/text_lines.h"
 #include "moejet/data/dataset.h"
 
 namespace moejet::data {
@@ -19,22 +19,6 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kSide = 32;
 constexpr int64_t kImageBytes = 3 * kSide * kSide;
-
-/// Non-empty lines of a text file (CIFAR's name lists end with blank lines).
-std::vector<std::string> read_names(const fs::path& path) {
-  std::vector<std::string> names;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-      line.pop_back();
-    }
-    if (!line.empty()) {
-      names.push_back(line);
-    }
-  }
-  return names;
-}
 
 /// `dir` itself, or the folder the official archive unpacks to when `dir` is its parent.
 fs::path resolve_dir(const std::string& dir, const std::string& probe, const char* archive_dir) {
@@ -101,7 +85,7 @@ DatasetPtr open_cifar10(const std::string& dir, bool train) {
     files = {"test_batch.bin"};
   }
   fs::path root = resolve_dir(dir, files[0], "cifar-10-batches-bin");
-  std::vector<std::string> names = read_names(root / "batches.meta.txt");
+  std::vector<std::string> names = read_text_lines((root / "batches.meta.txt").string());
   if (names.size() != 10) {
     names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   }
@@ -111,7 +95,7 @@ DatasetPtr open_cifar10(const std::string& dir, bool train) {
 DatasetPtr open_cifar100(const std::string& dir, bool train) {
   std::vector<std::string> files = {train ? "train.bin" : "test.bin"};
   fs::path root = resolve_dir(dir, files[0], "cifar-100-binary");
-  return read_cifar(root, files, 2, 100, read_names(root / "fine_label_names.txt"),
+  return read_cifar(root, files, 2, 100, read_text_lines((root / "fine_label_names.txt").string()),
                     fmt::format("cifar100 {}", train ? "train" : "test"));
 }
 

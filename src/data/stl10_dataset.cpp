@@ -3,12 +3,12 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
+#include "moejet/core/text_lines.h"
 #include "moejet/data/dataset.h"
 
 namespace moejet::data {
@@ -59,19 +59,7 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
   x = {};
   auto images = raw.transpose(2, 3).contiguous();
 
-  std::vector<std::string> names;
-  {
-    std::ifstream in(root / "class_names.txt");
-    std::string line;
-    while (std::getline(in, line)) {
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-        line.pop_back();
-      }
-      if (!line.empty()) {
-        names.push_back(line);
-      }
-    }
-  }
+  std::vector<std::string> names = read_text_lines((root / "class_names.txt").string());
   if (names.size() != kClasses) {
     names = {"airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"};
   }
