@@ -2,8 +2,8 @@
 # Installs everything moejet needs on Debian 12 (idempotent: apt runs only when something is
 # missing), builds it, and with --main runs the main job on the embedded default data set.
 #
-#   scripts/setup.sh          install + build
-#   scripts/setup.sh --main   install + build + main job (see README.md)
+#   scripts/setup.sh          install + build everything (library, tool, tests, benchmarks)
+#   scripts/setup.sh --main   install + build the tool + main job (see README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +40,9 @@ fi
 
 BUILD_DIR=${MOEJET_BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)"
-
 if [[ "${1:-}" == "--main" ]]; then
+  # The main job needs the tool only; the tests and benchmarks are built by scripts/test.sh.
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target moejet
   exec scripts/main_job.sh
 fi
+cmake --build "$BUILD_DIR" -j"$(nproc)"
