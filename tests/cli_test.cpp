@@ -385,7 +385,17 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
     EXPECT_GT(models[1]["forward_seconds_median"].get<double>(), 0.0);
     // The profiled step is kept out of the timing.
     EXPECT_EQ(models[1]["step_seconds"].size(), 2u);
+    // How close to the machine's limit: the achieved rate against the GEMM peak of the same run.
+    const double rate = models[1]["train_gflops_per_s"].get<double>();
+    EXPECT_NEAR(rate,
+                6 * models[1]["flops"].get<double>() * run_at_batch["batch"].get<double>() /
+                    models[1]["step_seconds_median"].get<double>() / 1e9,
+                1e-9 * rate);
+    EXPECT_NEAR(models[1]["fraction_of_gemm_peak"].get<double>(), rate / result["gemm_peak_gflops"].get<double>(),
+                1e-12);
   }
+  EXPECT_GT(result["gemm_peak_gflops"].get<double>(), 1.0);
+  EXPECT_TRUE(contains(r.output, "GEMM peak: ")) << r.output;
   // The trace names the experts' batched GEMMs.
   auto trace = read_file_bytes(dir.file("trace/1.trace.json"));
   auto events = json::parse(std::string(trace.begin(), trace.end()));

@@ -656,4 +656,16 @@ TEST(StepTiming, PhasesAddUpAndMediansAreTakenPerPhase) {
   EXPECT_EQ(m.optimizer, 5);
   EXPECT_EQ(m.total, 26);
   EXPECT_EQ(samples.totals(), (std::vector<double>{36, 19, 26}));
+
+  // The report reads the achieved rate against the GEMM peak: 6 x forward MACs per image.
+  const auto r = train::report_step(step, samples, 13.0, 100.0);
+  double macs = 0;
+  for (const auto& layer : step.model().macs_by_layer()) {
+    macs += layer.second;
+  }
+  EXPECT_DOUBLE_EQ(r.macs_per_image, macs);
+  EXPECT_DOUBLE_EQ(r.ratio_to_first, 2.0);
+  EXPECT_DOUBLE_EQ(r.gflops_per_second(), 6 * macs * 4 / 26 / 1e9);
+  EXPECT_DOUBLE_EQ(r.to_json()["fraction_of_gemm_peak"].get<double>(), r.gflops_per_second() / 100.0);
+  EXPECT_GT(train::gemm_gflops(torch::kCPU, 64, 2), 0.0);
 }

@@ -56,10 +56,17 @@ Runner add_bench_command(CLI::App& app) {
       subjects.emplace_back(spec, models::make_model(models::model_config_from_json(mj)), device);
       spdlog::info("{}: {:.2f} M params", spec, models::count_parameters(subjects.back().model()) / 1e6);
     }
-    json result = {
-        {"device", a->device}, {"steps", a->steps}, {"system", system_info().summary()}, {"runs", json::array()}};
-    fmt::print("{:<40} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "batch", "Param (M)", "step (s)",
-               "img/s", "ratio", "fwd (s)", "bwd (s)", "opt (s)");
+    // The machine's GEMM rate, measured in this run: what the steps' achieved rates are read against.
+    const double peak = train::gemm_gflops(device);
+    json result = {{"device", a->device},
+                   {"steps", a->steps},
+                   {"system", system_info().summary()},
+                   {"gemm_peak_gflops", peak},
+                   {"runs", json::array()}};
+    fmt::print("GEMM peak: {:.0f} GFLOP/s (torch::mm, fp32, 2048^3, this run); a step counts 6 x its forward MACs\n",
+               peak);
+    fmt::print("{:<40} {:>6} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8}\n", "model", "batch", "Param (M)",
+               "step (s)", "img/s", "ratio", "GFLOP/s", "peak", "fwd (s)", "bwd (s)", "opt (s)");
     for (const int64_t batch : a->batches) {
       std::vector<train::StepSamples> samples(subjects.size());
       for (auto& s : subjects) {
@@ -75,28 +82,14 @@ Runner add_bench_command(CLI::App& app) {
         }
       }
       json run = {{"batch", batch}, {"models", json::array()}};
-      const double base = samples.front().median().total;
+      const double first = samples.front().median().total;
       for (size_t m = 0; m < subjects.size(); ++m) {
-        auto& model = subjects[m].model();
-        const auto med = samples[m].median();
-        double macs = 0;
-        for (auto& kv : model.macs_by_layer()) {
-          macs += kv.second;
-        }
-        const int64_t params = models::count_parameters(model);
-        run["models"].push_back({{"model", subjects[m].name()},
-                                 {"params", params},
-                                 {"flops", macs},
-                                 {"step_seconds_median", med.total},
-                                 {"img_per_s", static_cast<double>(batch) / med.total},
-                                 {"ratio_to_first", med.total / base},
-                                 {"step_seconds", samples[m].totals()},
-                                 {"forward_seconds_median", med.forward},
-                                 {"backward_seconds_median", med.backward},
-                                 {"optimizer_seconds_median", med.optimizer}});
-        fmt::print("{:<40} {:>6} {:>10.2f} {:>10.3f} {:>8.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}\n",
-                   subjects[m].name(), batch, static_cast<double>(params) / 1e6, med.total,
-                   static_cast<double>(batch) / med.total, med.total / base, med.forward, med.backward, med.optimizer);
+        const auto r = train::report_step(subjects[m], samples[m], first, peak);
+        run["models"].push_back(r.to_json());
+        fmt::print("{:<40} {:>6} {:>9.2f} {:>9.3f} {:>8.1f} {:>7.3f} {:>8.1f} {:>6.0f}% {:>8.3f} {:>8.3f} {:>8.3f}\n",
+                   r.model, batch, static_cast<double>(r.params) / 1e6, r.median.total, r.images_per_second(),
+                   r.ratio_to_first, r.gflops_per_second(), 100 * r.gflops_per_second() / peak, r.median.forward,
+                   r.median.backward, r.median.optimizer);
       }
       std::fflush(stdout);
       result["runs"].push_back(run);

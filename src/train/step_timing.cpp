@@ -78,4 +78,56 @@ StepTimes TimedTrainStep::step() {
   return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3), seconds(t0, t3)};
 }
 
+double gemm_gflops(torch::Device device, int64_t n, int reps) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}, device), b = torch::randn({n, n}, device), c = torch::empty({n, n}, device);
+  auto run = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::mm_out(c, a, b);
+    if (device.is_cuda()) {
+      torch::cuda::synchronize();
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  run();  // warm-up: thread pools and caches
+  std::vector<double> seconds;
+  for (int i = 0; i < reps; ++i) {
+    seconds.push_back(run());
+  }
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / median(seconds) / 1e9;
+}
+
+json StepReport::to_json() const {
+  json j = {{"model", model},
+            {"params", params},
+            {"flops", macs_per_image},
+            {"step_seconds_median", median.total},
+            {"img_per_s", images_per_second()},
+            {"ratio_to_first", ratio_to_first},
+            {"step_seconds", step_seconds},
+            {"forward_seconds_median", median.forward},
+            {"backward_seconds_median", median.backward},
+            {"optimizer_seconds_median", median.optimizer},
+            {"train_gflops_per_s", gflops_per_second()}};
+  if (gemm_peak_gflops > 0) {
+    j["fraction_of_gemm_peak"] = gflops_per_second() / gemm_peak_gflops;
+  }
+  return j;
+}
+
+StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak) {
+  StepReport r;
+  r.model = step.name();
+  r.batch = step.batch();
+  r.params = models::count_parameters(step.model());
+  for (const auto& layer : step.model().macs_by_layer()) {
+    r.macs_per_image += layer.second;
+  }
+  r.median = samples.median();
+  r.step_seconds = samples.totals();
+  r.ratio_to_first = r.median.total / first_seconds;
+  r.gemm_peak_gflops = gemm_peak;
+  return r;
+}
+
 }  // namespace moejet::train

@@ -10,6 +10,7 @@
 
 #include <torch/types.h>
 
+#include "moejet/core/json_util.h"
 #include "moejet/models/classifier.h"
 #include "moejet/train/optimizer.h"
 
@@ -60,5 +61,39 @@ class TimedTrainStep {
 };
 
 double median(std::vector<double> values);
+
+/// What this machine's matrix multiply reaches: torch::mm on n x n x n fp32 matrices, the kernel
+/// the dense layers run on, as the median of `reps` runs after a warm-up, in GFLOP/s. The yardstick
+/// a train step's achieved rate is read against.
+double gemm_gflops(torch::Device device, int64_t n = 2048, int reps = 5);
+
+/// A train step's floating-point operations: 2 per multiply-accumulate, and a backward of twice the
+/// forward's, so 6 x the forward MACs of each image (the papers' and timm's counting of MACs).
+inline double train_step_flops(double macs_per_image, int64_t batch) {
+  return 6.0 * macs_per_image * static_cast<double>(batch);
+}
+
+/// One model at one batch size, as `moejet bench` prints and writes it.
+struct StepReport {
+  std::string model;
+  int64_t batch = 0, params = 0;
+  double macs_per_image = 0;  ///< forward multiply-accumulates (fvcore convention)
+  StepTimes median;
+  std::vector<double> step_seconds;
+  double ratio_to_first = 1;
+  double gemm_peak_gflops = 0;  ///< gemm_gflops() of the same run; 0 when not measured
+
+  double images_per_second() const {
+    return static_cast<double>(batch) / median.total;
+  }
+  /// The step's achieved rate, train_step_flops() over its median time.
+  double gflops_per_second() const {
+    return train_step_flops(macs_per_image, batch) / median.total / 1e9;
+  }
+  json to_json() const;
+};
+
+/// `step`'s report from its samples; `first_seconds` is the first model's median step.
+StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak);
 
 }  // namespace moejet::train
