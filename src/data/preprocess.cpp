@@ -94,17 +94,14 @@ std::optional<Preprocess> timm_default_preprocess(const std::string& preset, int
   }
   const auto& d = arch->timm_preprocess;
   // One value stands for every channel; per-channel statistics fit only that many channels.
-  auto per_channel = [channels](const std::vector<double>& v) {
-    return v.size() == 1 ? std::vector<double>(static_cast<size_t>(channels), v[0]) : v;
-  };
   if (d.mean.size() != 1 && static_cast<int64_t>(d.mean.size()) != channels) {
     return std::nullopt;
   }
   Preprocess p;
   p.input_size = {channels, image_size, image_size};
   p.interpolation = "bicubic";
-  p.mean = per_channel(d.mean);
-  p.std = per_channel(d.std);
+  p.mean = per_channel_values(d.mean, channels, 0.0);
+  p.std = per_channel_values(d.std, channels, 1.0);
   p.crop_pct = d.crop_pct;
   return p;
 }
