@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ccache pkg-config
   libtorch-dev libopenblas0-pthread           # libtorch + a fast BLAS (the reference one is ~70x slower)
+  libdnnl-dev                                 # oneDNN's headers: the fp32 CPU matrix products
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev
   libstb-dev libmetis-dev                     # image decoding, graph partitioning
   libgloo-dev                                 # headers of c10d's Gloo backend (multi-process training)

@@ -11,6 +11,7 @@
 #include "moejet/core/json_util.h"
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/io/state_dict.h"
+#include "moejet/kernels/precision.h"
 #include "moejet/models/vit.h"
 #include "moejet/train/distributed.h"
 #include "test_util.h"
@@ -369,9 +370,13 @@ TEST(Cli, TrainsViTsWithSpheroMoeSoftMoeAndTopKBlocksAndLogsRouting) {
 TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
   moejet::testing::TempDir dir;
   const std::string src = MOEJET_SOURCE_DIR;
+  // Both precisions where this CPU multiplies bf16 natively; elsewhere bf16 is refused.
+  const bool bf16 = moejet::kernels::bf16_native(torch::kCPU);
+  const std::vector<std::string> precisions =
+      bf16 ? std::vector<std::string>{"fp32", "bf16"} : std::vector<std::string>{"fp32"};
   auto r = run("bench --models " + src + "/configs/vit_fmnist.json " + src +
-               "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --out " + dir.file("bench.json") +
-               " --trace " + dir.file("trace"));
+               "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --precision " +
+               (bf16 ? "fp32,bf16" : "fp32") + " --out " + dir.file("bench.json") + " --trace " + dir.file("trace"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "ratio")) << r.output;
   auto result = read_json_file(dir.file("bench.json"));
@@ -379,28 +384,47 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
   EXPECT_EQ(result["runs"][1]["batch"].get<int64_t>(), 2);
   for (const auto& run_at_batch : result["runs"]) {
     const auto& models = run_at_batch["models"];
-    ASSERT_EQ(models.size(), 2u);
-    EXPECT_DOUBLE_EQ(models[0]["ratio_to_first"].get<double>(), 1.0);
-    EXPECT_GT(models[1]["params"].get<int64_t>(), models[0]["params"].get<int64_t>());
-    EXPECT_GT(models[1]["forward_seconds_median"].get<double>(), 0.0);
-    // The profiled step is kept out of the timing.
-    EXPECT_EQ(models[1]["step_seconds"].size(), 2u);
-    // How close to the machine's limit: the achieved rate against the GEMM peak of the same run.
-    const double rate = models[1]["train_gflops_per_s"].get<double>();
-    EXPECT_NEAR(rate,
-                6 * models[1]["flops"].get<double>() * run_at_batch["batch"].get<double>() /
-                    models[1]["step_seconds_median"].get<double>() / 1e9,
-                1e-9 * rate);
-    EXPECT_NEAR(models[1]["fraction_of_gemm_peak"].get<double>(), rate / result["gemm_peak_gflops"].get<double>(),
-                1e-12);
+    ASSERT_EQ(models.size(), 2u * precisions.size());  // every model in every precision
+    for (size_t p = 0; p < precisions.size(); ++p) {
+      const auto& dense = models[2 * p];
+      const auto& moe = models[2 * p + 1];
+      EXPECT_EQ(dense["precision"], precisions[p]);
+      EXPECT_EQ(moe["precision"], precisions[p]);
+      EXPECT_DOUBLE_EQ(dense["ratio_to_first"].get<double>(), 1.0);  // within its precision
+      EXPECT_GT(moe["params"].get<int64_t>(), dense["params"].get<int64_t>());
+      EXPECT_GT(moe["forward_seconds_median"].get<double>(), 0.0);
+      // The profiled step is kept out of the timing.
+      EXPECT_EQ(moe["step_seconds"].size(), 2u);
+      // How close to the machine's limit: the achieved rate against the same precision's GEMM
+      // peak of the same run.
+      const double rate = moe["train_gflops_per_s"].get<double>();
+      EXPECT_NEAR(rate,
+                  6 * moe["flops"].get<double>() * run_at_batch["batch"].get<double>() /
+                      moe["step_seconds_median"].get<double>() / 1e9,
+                  1e-9 * rate);
+      EXPECT_NEAR(moe["fraction_of_gemm_peak"].get<double>(),
+                  rate / result["gemm_peak_gflops"][precisions[p]].get<double>(), 1e-12);
+      EXPECT_NEAR(moe["speedup_over_fp32"].get<double>(),
+                  models[1]["step_seconds_median"].get<double>() / moe["step_seconds_median"].get<double>(), 1e-12);
+    }
   }
-  EXPECT_GT(result["gemm_peak_gflops"].get<double>(), 1.0);
-  EXPECT_TRUE(contains(r.output, "GEMM peak: ")) << r.output;
+  for (const auto& p : precisions) {
+    EXPECT_GT(result["gemm_peak_gflops"][p].get<double>(), 1.0);
+    EXPECT_TRUE(contains(r.output, "GEMM peak " + p + ": ")) << r.output;
+  }
   // The trace names the experts' batched GEMMs.
   auto trace = read_file_bytes(dir.file("trace/1.trace.json"));
   auto events = json::parse(std::string(trace.begin(), trace.end()));
   EXPECT_TRUE(contains(events.dump(), "moejet::expert_bmm"));
   EXPECT_NE(run("bench --batch 0 --steps 1").code, 0);
+  r = run("bench --precision fp16 --steps 1");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "bench --precision: expected \"fp32\" or \"bf16\", got \"fp16\"")) << r.output;
+  if (!bf16) {
+    r = run("bench --precision bf16 --steps 1");
+    EXPECT_NE(r.code, 0);
+    EXPECT_TRUE(contains(r.output, "no bf16 instructions")) << r.output;
+  }
 }
 
 TEST(Cli, RecycleADenseCheckpointThenFineTuneTheMoe) {

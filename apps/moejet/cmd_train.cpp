@@ -16,7 +16,7 @@ namespace {
 struct TrainArgs {
   std::string config;
   std::vector<std::string> sets;
-  std::string out, init, device, data;
+  std::string out, init, device, data, precision;
   int64_t epochs = 0, batch_size = 0, max_steps = -1, stop_after_epochs = 0;
   double lr = 0;
   int64_t seed = -1;
@@ -40,6 +40,7 @@ Runner add_train_command(CLI::App& app) {
   sub->add_option("--lr", args->lr, "optim.lr (peak)");
   sub->add_option("--seed", args->seed, "train.seed");
   sub->add_option("--device", args->device, "cpu, cuda or cuda:N");
+  sub->add_option("--precision", args->precision, "train.precision: fp32 or bf16 (mixed precision)");
   sub->add_option("--workers", args->workers, "data.num_workers");
   sub->add_option("--max-steps", args->max_steps, "stop after this many optimizer steps");
   sub->add_option("--stop-after-epochs", args->stop_after_epochs,
@@ -63,6 +64,8 @@ Runner add_train_command(CLI::App& app) {
       set("data.dataset", args->data);
     if (!args->device.empty())
       set("train.device", args->device);
+    if (!args->precision.empty())
+      set("train.precision", args->precision);
     if (sub->count("--epochs") > 0)
       set("train.epochs", args->epochs);
     if (sub->count("--batch-size") > 0)

@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  app.add_option("--threads", threads, "intra-op CPU threads (0 = libtorch default)")
+  app.add_option("--threads", threads, "intra-op CPU threads, also the matrix products' (0 = one per CPU)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
 
@@ -157,8 +157,8 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
-  if (threads > 0) {
-    torch::set_num_threads(threads);
+  if (computes) {
+    moejet::set_compute_threads(threads);
   }
   auto info = moejet::system_info();
   spdlog::info("{}", info.summary());

@@ -1,8 +1,12 @@
 #include "moejet/core/system.h"
 
+#include <sched.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <torch/cuda.h>
 #include <torch/utils.h>
@@ -83,6 +87,23 @@ std::string SystemInfo::summary() const {
   }
   s += cuda_available ? " | CUDA available" : " | CPU only";
   return s;
+}
+
+int set_compute_threads(int threads) {
+  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") != nullptr) {
+    return torch::get_num_threads();  // the user's (or --nproc's share of the cores), as libtorch read it
+  }
+  if (threads <= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                           : static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(threads, 1);
+  }
+  if (torch::get_num_threads() != threads) {
+    torch::set_num_threads(threads);
+  }
+  return threads;
 }
 
 torch::Device parse_device(const std::string& name) {

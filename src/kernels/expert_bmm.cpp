@@ -5,8 +5,10 @@
 
 #include <limits>
 
+#include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/blas.h"
 #include "moejet/kernels/parallel.h"
+#include "moejet/kernels/precision.h"
 
 namespace moejet::kernels {
 
@@ -46,6 +48,12 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
               "expert_bmm: expected bias [E, N] = [", a.size(0), ", ", b.size(2), "], got ", bias.sizes());
   // Named in profiler traces, since the BLAS path bypasses ATen's own bmm record.
   RECORD_FUNCTION("moejet::expert_bmm", std::vector<c10::IValue>({a, b}));
+  if (a.scalar_type() == torch::kBFloat16 || b.scalar_type() == torch::kBFloat16 ||
+      (gemm_precision() == Precision::bf16 && a.is_floating_point())) {
+    // bf16 products (ATen's bmm: oneDNN on the CPU), accumulated and returned in fp32.
+    auto out = to_fp32(torch::bmm(to_bf16(a), to_bf16(b)));
+    return bias.defined() ? out.add_(bias.unsqueeze(1)) : out;
+  }
   const SgemmFn sgemm = blas_sgemm();
   const bool direct = sgemm != nullptr && a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&
                       b.scalar_type() == torch::kFloat &&
@@ -111,8 +119,11 @@ namespace {
 
 struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
-    ctx->save_for_backward({a, b});
-    return expert_bmm(a, b);
+    // In bf16, the rounded operands are what backward multiplies by: saved once, not re-cast.
+    const bool bf16 = gemm_precision() == Precision::bf16;
+    const auto as = bf16 ? to_bf16(a) : a, bs = bf16 ? to_bf16(b) : b;
+    ctx->save_for_backward({as, bs});
+    return expert_bmm(as, bs);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {

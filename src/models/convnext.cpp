@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/kernels/matmul.h"
+#include "moejet/nn/products.h"
 
 namespace moejet::models {
 
@@ -145,7 +147,7 @@ ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, const ConvNextConfig& c, doubl
 }
 
 torch::Tensor ConvNextBlockImpl::forward(const torch::Tensor& x) {
-  auto y = norm(conv_dw(x).permute({0, 2, 3, 1}));  // channels-last for the norm and the MLP
+  auto y = norm(nn::conv2d(*conv_dw, x).permute({0, 2, 3, 1}));  // channels-last for the norm and the MLP
   // The MLP slot sees [B, H*W, C] tokens, as a ViT block's (MoE layers mix positions of an image).
   const auto shape = y.sizes().vec();
   y = mlp->forward(y.reshape({shape[0], shape[1] * shape[2], shape[3]})).view(shape);
@@ -156,6 +158,18 @@ torch::Tensor ConvNextBlockImpl::forward(const torch::Tensor& x) {
 }
 
 namespace {
+
+// A stem or downsample Sequential, its convolutions through the product dispatch.
+torch::Tensor run_sequential(torch::nn::SequentialImpl& seq, torch::Tensor x) {
+  for (auto& m : seq) {
+    if (const auto* conv = m.ptr()->as<torch::nn::Conv2d>()) {
+      x = nn::conv2d(*conv, x);
+    } else {
+      x = m.forward(x);
+    }
+  }
+  return x;
+}
 
 // One stage: "downsample" (absent in stage 0, as timm's Identity) and "blocks".
 struct StageImpl : torch::nn::Module {
@@ -230,13 +244,13 @@ ConvNextImpl::ConvNextImpl(const ConvNextConfig& c) : ConfiguredClassifier(c) {
 torch::Tensor ConvNextImpl::forward_features(const torch::Tensor& images) {
   TORCH_CHECK(images.dim() == 4 && images.size(1) == config.in_chans, "ConvNeXt: expected images [B, ", config.in_chans,
               ", H, W], got ", images.sizes());
-  auto x = stem->forward(images);
+  auto x = run_sequential(*stem, images);
   const int64_t first_moe = moe_layer_list.empty() ? -1 : moe_layer_list.front().first;
   int64_t index = 0;
   for (size_t s = 0; s < stages->size(); ++s) {
     auto* stage = (*stages)[s]->as<StageImpl>();
     if (stage->downsample) {
-      x = stage->downsample->forward(x);
+      x = run_sequential(*stage->downsample, x);
     }
     for (auto& block : blocks[s]) {
       if (router && index == first_moe) {
@@ -254,7 +268,7 @@ torch::Tensor ConvNextImpl::forward_head(const torch::Tensor& features, bool pre
   if (config.drop_rate > 0) {
     x = nn::dropout(x, config.drop_rate, is_training());
   }
-  return pre_logits || !head_fc ? x : head_fc(x);
+  return pre_logits || !head_fc ? x : nn::linear(*head_fc, x);
 }
 
 torch::Tensor ConvNextImpl::forward(const torch::Tensor& images) {

@@ -7,7 +7,9 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/kernels/matmul.h"
 #include "moejet/models/vit_checkpoint.h"
+#include "moejet/nn/products.h"
 
 namespace moejet::models {
 
@@ -17,7 +19,17 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
-  return proj(images).flatten(2).transpose(1, 2);
+  const int64_t p = proj->options.kernel_size()->at(0);
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  if (H % p != 0 || W % p != 0 || images.dim() != 4) {
+    return nn::conv2d(*proj, images).flatten(2).transpose(1, 2);  // the convolution's own checks and errors
+  }
+  // Stride = kernel: the convolution is one GEMM of the patches, [B*N, C*p*p] x [C*p*p, D], in
+  // the weight's (C, p, p) order. Its weight gradient is then a GEMM too, where the convolution's
+  // backward (oneDNN's, in bf16) took 7% of a ViT-T train step.
+  auto patches =
+      images.reshape({B, C, H / p, p, W / p, p}).permute({0, 2, 4, 1, 3, 5}).reshape({B, (H / p) * (W / p), C * p * p});
+  return kernels::linear(patches, proj->weight.reshape({proj->weight.size(0), C * p * p}), proj->bias);
 }
 
 AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias, double attn_drop, double proj_drop)
@@ -32,21 +44,27 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   // [B, N, 3, H, hd] -> [3, B, H, N, hd]
   // unbind, not three selects: its backward is one stack instead of three full-size zero
   // tensors with a slice copied into each (~5% of a small ViT's train step).
-  auto qkv_t = qkv(x).reshape({B, N, 3, num_heads, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+  auto qkv_t = nn::linear(*qkv, x, kernels::ProductOut::compute)
+                   .reshape({B, N, 3, num_heads, hd})
+                   .permute({2, 0, 3, 1, 4})
+                   .unbind(0);
   const auto& q = qkv_t[0];
   const auto& k = qkv_t[1];
   const auto& v = qkv_t[2];
   // Scaling q (N x hd) rather than the N x N scores saves work for N > hd.
-  auto attn = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1));
+  // In bf16, q, k, v, the scores and the probabilities stay bf16 (kernels::ProductOut): each only
+  // feeds a bf16 product; softmax computes in fp32 inside.
+  auto attn = kernels::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1),
+                              kernels::ProductOut::compute);
   attn = attn.softmax(-1);
   if (attn_drop > 0) {
     attn = nn::dropout(attn, attn_drop, is_training());
   }
-  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B, N, D});
+  auto out = kernels::matmul(attn, v, kernels::ProductOut::compute).transpose(1, 2).reshape({B, N, D});
   if (on_context) {
     on_context(out);
   }
-  out = proj(out);
+  out = nn::linear(*proj, out);
   if (proj_drop > 0) {
     out = nn::dropout(out, proj_drop, is_training());
   }
@@ -179,7 +197,7 @@ torch::Tensor VisionTransformerImpl::forward_head(const torch::Tensor& tokens, b
   if (pre_logits || !head) {
     return x;
   }
-  return head(x);
+  return nn::linear(*head, x);
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {

@@ -4,7 +4,9 @@
 
 #include <torch/torch.h>
 
+#include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/expert_bmm.h"
+#include "moejet/kernels/precision.h"
 #include "moejet/nn/dropout.h"
 #include "moejet/nn/init.h"
 
@@ -28,8 +30,12 @@ struct BatchedLinearParams : torch::nn::Module {
 struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias) {
-    ctx->save_for_backward({x, weight});
-    return kernels::expert_bmm(x, weight.transpose(1, 2), bias);
+    // In bf16, backward multiplies by the same rounded operands: saved once (half the memory),
+    // not re-cast; the weights' gradient still comes back fp32 for the fp32 master weights.
+    const bool bf16 = kernels::gemm_precision() == kernels::Precision::bf16;
+    const auto xs = bf16 ? kernels::to_bf16(x) : x, ws = bf16 ? kernels::to_bf16(weight) : weight;
+    ctx->save_for_backward({xs, ws});
+    return kernels::expert_bmm(xs, ws.transpose(1, 2), bias);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/nn/products.h"
+
 namespace moejet::moe {
 
 namespace F = torch::nn::functional;
@@ -18,7 +20,7 @@ ImageRouting ImageRouterImpl::forward(const torch::Tensor& tokens) {
               "], got ", tokens.sizes());
   auto pooled = options.pool_class_token ? tokens.select(1, 0) : tokens.slice(1, options.prefix_tokens).mean(1);
   ImageRouting r;
-  r.logits = fc(norm(pooled));
+  r.logits = nn::linear(*fc, norm(pooled));
   auto scores = r.logits;
   if (is_training() && options.noise_std > 0) {
     scores = scores + torch::randn_like(scores) * options.noise_std;

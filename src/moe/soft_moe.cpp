@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "moejet/kernels/expert_bmm.h"
+#include "moejet/kernels/matmul.h"
 #include "moejet/kernels/row_ops.h"
 #include "moejet/nn/dropout.h"
 
@@ -100,7 +101,7 @@ torch::Tensor SoftMoe::forward(const torch::Tensor& x) {
     k = kernels::l2_normalize(x, eps, additive);
     q = kernels::l2_normalize(q, eps, additive) * scale;
   }
-  auto logits = torch::matmul(k, q.t());  // [B, N, M]
+  auto logits = kernels::matmul(k, q.t());  // [B, N, M]
   if (is_training() || options.noise_in_eval) {
     if (options.noise_mult > 0) {
       logits = logits + torch::randn_like(logits) * options.noise_mult;

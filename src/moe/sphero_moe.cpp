@@ -4,6 +4,7 @@
 
 #include "moejet/kernels/counter_random.h"
 #include "moejet/kernels/entmax.h"
+#include "moejet/kernels/matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/row_ops.h"
 #include "moejet/moe/soft_moe.h"
@@ -237,7 +238,7 @@ torch::Tensor SpheroMoe::queries() const {
 
 torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == dim, "SpheroMoe: expected [B, N, ", dim, "], got ", x.sizes());
-  auto cos = torch::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
+  auto cos = kernels::matmul(keys(x), queries().t());  // [B, N, M], cosine similarities
   const double noise_mult = options.noise_mult >= 0 ? options.noise_mult : 1.0 / static_cast<double>(num_experts());
   // One sample shared by dispatch and combine, as in the authors' code.
   const bool noisy = noise_mult > 0 && (is_training() || options.noise_in_eval);

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "moejet/nn/init.h"
+#include "moejet/nn/products.h"
 
 namespace moejet::moe {
 
@@ -49,7 +50,7 @@ torch::Tensor TopKMoe::forward(const torch::Tensor& x) {
   TORCH_CHECK(n > 0, "TopKMoe: no tokens in x ", x.sizes());
   const int64_t c = capacity(n);
 
-  auto logits = router(x);  // [B, N, E]
+  auto logits = nn::linear(*router, x);  // [B, N, E]
   if (is_training() && options.router_noise > 0) {
     logits = logits + torch::randn_like(logits) * options.router_noise;
   }

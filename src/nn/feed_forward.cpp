@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "moejet/nn/dropout.h"
+#include "moejet/nn/products.h"
 
 namespace moejet::nn {
 
@@ -15,12 +16,13 @@ torch::Tensor Mlp::forward(const torch::Tensor& x) {
   if (on_input) {
     on_input(x);
   }
-  auto h = torch::gelu(fc1(x));
+  // GELU computes in fp32 inside; its output only feeds fc2 (kernels::ProductOut).
+  auto h = torch::gelu(linear(*fc1, x, kernels::ProductOut::compute));
   if (on_hidden) {
     on_hidden(h);
   }
   h = nn::dropout(h, drop, is_training());
-  return nn::dropout(fc2(h), drop, is_training());
+  return nn::dropout(linear(*fc2, h), drop, is_training());
 }
 
 double Mlp::macs(int64_t tokens) const {

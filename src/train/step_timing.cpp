@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "moejet/kernels/matmul.h"
 #include "moejet/train/trainer.h"
 
 namespace moejet::train {
@@ -36,14 +37,21 @@ std::vector<double> StepSamples::totals() const {
   return v;
 }
 
-TimedTrainStep::TimedTrainStep(std::string name, models::ModelPtr model, torch::Device device)
-    : name_(std::move(name)), model_(std::move(model)), device_(device) {
+TimedTrainStep::TimedTrainStep(std::string name, models::ModelPtr model, torch::Device device,
+                               kernels::Precision precision)
+    : name_(std::move(name)), model_(std::move(model)), device_(device), precision_(precision) {
+  kernels::require_precision(precision_, device_);
   model_->to(device_);
   model_->train();
   for (auto& entry : model_->moe_layer_list) {
     entry.second->collect_stats = false;
   }
   opt_ = make_optimizer(*model_, OptimConfig{});
+}
+
+void TimedTrainStep::set_precision(kernels::Precision p) {
+  kernels::require_precision(p, device_);
+  precision_ = p;
 }
 
 void TimedTrainStep::set_batch(int64_t batch) {
@@ -60,6 +68,7 @@ StepTimes TimedTrainStep::step() {
       torch::cuda::synchronize();
     }
   };
+  kernels::PrecisionScope scope(precision_);
   const auto t0 = clock::now();
   clear_grads(*opt_.optimizer);
   auto loss = soft_target_cross_entropy(model_->forward(x_), y_);
@@ -78,12 +87,15 @@ StepTimes TimedTrainStep::step() {
   return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3), seconds(t0, t3)};
 }
 
-double gemm_gflops(torch::Device device, int64_t n, int reps) {
+double gemm_gflops(torch::Device device, kernels::Precision precision, int64_t n, int reps) {
   torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n}, device), b = torch::randn({n, n}, device), c = torch::empty({n, n}, device);
+  kernels::require_precision(precision, device);
+  kernels::PrecisionScope scope(precision);
+  const auto type = precision == kernels::Precision::bf16 ? torch::kBFloat16 : torch::kFloat;
+  auto a = torch::randn({n, n}, device).to(type), b = torch::randn({n, n}, device).to(type);
   auto run = [&] {
     const auto t0 = std::chrono::steady_clock::now();
-    torch::mm_out(c, a, b);
+    kernels::matmul(a, b);
     if (device.is_cuda()) {
       torch::cuda::synchronize();
     }
@@ -99,6 +111,7 @@ double gemm_gflops(torch::Device device, int64_t n, int reps) {
 
 json StepReport::to_json() const {
   json j = {{"model", model},
+            {"precision", precision},
             {"params", params},
             {"flops", macs_per_image},
             {"step_seconds_median", median.total},
@@ -118,6 +131,7 @@ json StepReport::to_json() const {
 StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak) {
   StepReport r;
   r.model = step.name();
+  r.precision = kernels::to_string(step.precision());
   r.batch = step.batch();
   r.params = models::count_parameters(step.model());
   for (const auto& layer : step.model().macs_by_layer()) {

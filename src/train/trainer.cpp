@@ -25,6 +25,7 @@
 #include "moejet/data/superclasses.h"
 #include "moejet/eval/evaluate.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/kernels/matmul.h"
 #include "moejet/models/checkpoint_layout.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/metrics_log.h"
@@ -85,9 +86,12 @@ class Trainer {
   Trainer(const TrainConfig& config, const TrainOptions& options) : cfg_(config), tc_(cfg_.train), options_(options) {
     cfg_.validate();
     if (tc_.threads > 0) {
-      torch::set_num_threads(tc_.threads);
+      set_compute_threads(tc_.threads);
     }
     device_ = parse_device(tc_.device);
+    precision_ = kernels::parse_precision(tc_.precision, "config 'train.precision'");
+    kernels::require_precision(precision_, device_);
+    spdlog::info("matrix products: {}", kernels::gemm_kernel(device_, precision_));
     torch::manual_seed(tc_.seed);
     if (options_.dist.enabled()) {
       dist_ = std::make_unique<Distributed>(options_.dist, device_);
@@ -106,6 +110,7 @@ class Trainer {
     // Ctrl-C or SIGTERM: finish the step, write a resumable checkpoint, return. Every rank must
     // stop at the same step, so under data parallelism they agree by all-reduce.
     InterruptGuard interrupt_guard;
+    kernels::PrecisionScope precision(precision_);  // training and the evaluations between epochs
     stop_ = state_.step >= total_steps_;
     model_->train();
     for (int64_t epoch = state_.epoch; epoch < tc_.epochs && !stop_; ++epoch) {
@@ -508,6 +513,7 @@ class Trainer {
   const TrainLoopConfig& tc_;
   TrainOptions options_;
   torch::Device device_{torch::kCPU};
+  kernels::Precision precision_ = kernels::Precision::fp32;
   std::unique_ptr<Distributed> dist_;
   bool main_rank_ = true;
   ProgressReporter* progress_ = nullptr;

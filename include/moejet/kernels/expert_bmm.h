@@ -3,7 +3,9 @@
 // (and the backward of their weights): out[e] = a[e] b[e] (+ bias[e] on every row). On the CPU
 // in float with a BLAS in the process (kernels/blas.h), one sgemm per batch entry straight on the
 // tensors' memory, either layout of each matrix (row-major or its transpose view), so no
-// transposed operand is ever copied; everywhere else, torch::bmm / baddbmm.
+// transposed operand is ever copied; everywhere else, torch::bmm / baddbmm. In bf16 (either
+// operand bf16, or this thread's precision bf16: kernels/precision.h) the operands are rounded to
+// bf16, multiplied by ATen's bf16 bmm and the result returned in fp32.
 
 #include <torch/types.h>
 

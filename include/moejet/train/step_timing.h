@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "moejet/core/json_util.h"
+#include "moejet/kernels/precision.h"
 #include "moejet/models/classifier.h"
 #include "moejet/train/optimizer.h"
 
@@ -32,11 +33,12 @@ struct StepSamples {
   std::vector<double> totals() const;
 };
 
-/// A model under test: it, its optimizer and a batch. MoE routing statistics are off, as in the
-/// trainer's steps that do not log.
+/// A model under test: it, its optimizer, a batch and the precision of its products. MoE routing
+/// statistics are off, as in the trainer's steps that do not log.
 class TimedTrainStep {
  public:
-  TimedTrainStep(std::string name, models::ModelPtr model, torch::Device device);
+  TimedTrainStep(std::string name, models::ModelPtr model, torch::Device device,
+                 kernels::Precision precision = kernels::Precision::fp32);
   /// A fixed random batch of this size: images, and soft targets as mixup makes them.
   void set_batch(int64_t batch);
   /// One forward, backward and optimizer step, synchronised on CUDA so that the phases are real.
@@ -51,21 +53,28 @@ class TimedTrainStep {
   int64_t batch() const {
     return x_.defined() ? x_.size(0) : 0;
   }
+  kernels::Precision precision() const {
+    return precision_;
+  }
+  void set_precision(kernels::Precision p);
 
  private:
   std::string name_;
   models::ModelPtr model_;
   torch::Device device_;
+  kernels::Precision precision_;
   OptimizerBundle opt_;
   torch::Tensor x_, y_;
 };
 
 double median(std::vector<double> values);
 
-/// What this machine's matrix multiply reaches: torch::mm on n x n x n fp32 matrices, the kernel
-/// the dense layers run on, as the median of `reps` runs after a warm-up, in GFLOP/s. The yardstick
-/// a train step's achieved rate is read against.
-double gemm_gflops(torch::Device device, int64_t n = 2048, int reps = 5);
+/// What this machine's matrix multiply reaches in `precision`: kernels::matmul (the dispatch the
+/// dense layers run through, kernels/matmul.h) on n x n x n matrices already in that precision, as
+/// the median of `reps` runs after a warm-up, in GFLOP/s. The yardstick a train step's achieved
+/// rate is read against.
+double gemm_gflops(torch::Device device, kernels::Precision precision = kernels::Precision::fp32, int64_t n = 2048,
+                   int reps = 5);
 
 /// A train step's floating-point operations: 2 per multiply-accumulate, and a backward of twice the
 /// forward's, so 6 x the forward MACs of each image (the papers' and timm's counting of MACs).
@@ -76,6 +85,7 @@ inline double train_step_flops(double macs_per_image, int64_t batch) {
 /// One model at one batch size, as `moejet bench` prints and writes it.
 struct StepReport {
   std::string model;
+  std::string precision = "fp32";
   int64_t batch = 0, params = 0;
   double macs_per_image = 0;  ///< forward multiply-accumulates (fvcore convention)
   StepTimes median;

@@ -53,7 +53,10 @@ struct TrainLoopConfig {
   double label_smoothing = 0.1;
   uint64_t seed = 0;
   std::string device = "cpu";
-  int threads = 0;             ///< intra-op threads; 0 = libtorch's default
+  int threads = 0;  ///< intra-op threads; 0 = as the process has them (moejet: one per CPU)
+  /// Precision of the matrix products, "fp32" or "bf16" (mixed precision: fp32 master weights,
+  /// optimizer, norms, softmax and checkpoints; kernels/precision.h).
+  std::string precision = "fp32";
   std::string init;            ///< checkpoint to initialise from (timm layout or moejet)
   bool init_drop_head = true;  ///< drop head.* of `init` if its class count differs
   std::string out_dir;         ///< run folder; empty: the CLI picks runs/<config>-<time>
@@ -65,8 +68,8 @@ struct TrainLoopConfig {
   /// baseline) or "" (end-to-end routing, no router loss).
   std::string superclasses;
   double router_loss_weight = 0.3;  ///< lambda in L = L_cls + lambda * CE(router, super-class)
-  MOEJET_CONFIG_FIELDS(epochs, batch_size, accum_steps, label_smoothing, seed, device, threads, init, init_drop_head,
-                       out_dir, log_every, eval_every, max_steps, superclasses, router_loss_weight)
+  MOEJET_CONFIG_FIELDS(epochs, batch_size, accum_steps, label_smoothing, seed, device, threads, precision, init,
+                       init_drop_head, out_dir, log_every, eval_every, max_steps, superclasses, router_loss_weight)
 };
 
 struct TrainConfig {

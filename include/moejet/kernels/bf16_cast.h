@@ -1,0 +1,19 @@
+#pragma once
+// fp32 <-> bf16 conversion for the mixed-precision products (kernels/matmul.h), differentiable
+// (the gradient of one direction is the other). Every bf16 product casts its activations both
+// ways, forward and backward, and ATen 1.13's conversion loop was a quarter of a ViT-T bf16 train
+// step; on a CPU with AVX512_BF16 this one converts 16 values per instruction on all cores.
+// Rounding is to nearest even, as ATen's; elsewhere (other CPUs, CUDA, strided tensors) ATen's
+// conversion runs.
+
+#include <torch/types.h>
+
+namespace moejet::kernels {
+
+/// x as bf16 (x itself when already bf16); the gradient flows back as x's dtype.
+torch::Tensor to_bf16(const torch::Tensor& x);
+
+/// x as fp32 (x itself when already fp32); the gradient flows back as x's dtype.
+torch::Tensor to_fp32(const torch::Tensor& x);
+
+}  // namespace moejet::kernels

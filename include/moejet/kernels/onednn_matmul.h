@@ -1,0 +1,30 @@
+#pragma once
+// oneDNN's matmul primitive called on torch tensors' memory: the fastest fp32 GEMM on x86 CPUs
+// with AVX-512 (its brgemm kernels reached 1.2-2x OpenBLAS 0.3.21 on ViT-T's shapes, and OpenBLAS
+// picks a generic kernel on CPUs newer than it knows), without the layout conversions of ATen's
+// mkldnn tensors. Strided operands are described to oneDNN as they lie (a transposed view is not
+// copied). Built when CMake finds oneDNN (Debian: libdnnl-dev, the library libtorch itself loads);
+// everywhere else `onednn_available()` is false and kernels/matmul.h uses ATen.
+
+#include <string>
+
+#include <torch/types.h>
+
+namespace moejet::kernels {
+
+/// True when oneDNN is compiled in and not turned off by MOEJET_ONEDNN=0.
+bool onednn_available();
+
+/// Whether onednn_matmul takes these operands: CPU, both fp32 or both bf16, 2 to 4 dims with
+/// equal batch dims, each matrix (last two dims) row- or column-major.
+bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b);
+
+/// a [..., M, K] x b [..., K, N] (+ bias [N] on every row) -> fp32 [..., M, N], contiguous.
+/// Throws when !onednn_matmul_supports(a, b).
+torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
+
+/// The implementation oneDNN picks for these operands, e.g. "brg:avx512_core" ("" without oneDNN):
+/// tests check that no shape falls to a reference kernel.
+std::string onednn_matmul_impl(const torch::Tensor& a, const torch::Tensor& b);
+
+}  // namespace moejet::kernels

@@ -1,0 +1,142 @@
+#include "moejet/kernels/onednn_matmul.h"
+
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#ifdef MOEJET_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace moejet::kernels {
+
+namespace {
+
+// A matrix's last two dims are usable when one of them has stride 1 (row- or column-major); a
+// size-1 dim's stride is arbitrary, so it never disqualifies.
+bool plain_matrix(const torch::Tensor& t) {
+  const int64_t r = t.size(-2), c = t.size(-1);
+  return (t.stride(-1) == 1 || c == 1) || (t.stride(-2) == 1 || r == 1);
+}
+
+}  // namespace
+
+bool onednn_available() {
+#ifdef MOEJET_HAVE_ONEDNN
+  static const bool on = [] {
+    const char* v = std::getenv("MOEJET_ONEDNN");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
+
+bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!onednn_available() || !a.defined() || !b.defined() || !a.is_cpu() || !b.is_cpu()) {
+    return false;
+  }
+  const auto t = a.scalar_type();
+  if ((t != torch::kFloat && t != torch::kBFloat16) || b.scalar_type() != t) {
+    return false;
+  }
+  if (a.dim() < 2 || a.dim() > 4 || b.dim() != a.dim() || a.size(-1) != b.size(-2) || a.numel() == 0 ||
+      b.numel() == 0) {
+    return false;
+  }
+  for (int64_t d = 0; d + 2 < a.dim(); ++d) {
+    if (a.size(d) != b.size(d)) {
+      return false;
+    }
+  }
+  return plain_matrix(a) && plain_matrix(b);
+}
+
+#ifdef MOEJET_HAVE_ONEDNN
+namespace {
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::memory::desc describe(const torch::Tensor& t) {
+  const dnnl::memory::dims dims(t.sizes().begin(), t.sizes().end());
+  dnnl::memory::dims strides(t.strides().begin(), t.strides().end());
+  // oneDNN checks strides even of size-1 dims; give them the dense value.
+  for (int64_t d = t.dim() - 1, dense = 1; d >= 0; --d) {
+    if (t.size(d) == 1) {
+      strides[d] = dense;
+    }
+    dense = std::max<int64_t>(dense, strides[d] * t.size(d));
+  }
+  const auto type = t.scalar_type() == torch::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+  return dnnl::memory::desc(dims, type, strides);
+}
+
+dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                                         const torch::Tensor& out) {
+  // oneDNN keeps its own cache of primitives keyed by these descriptors, so a repeated shape
+  // costs a lookup, not a JIT compilation.
+  if (bias.defined()) {
+    dnnl::memory::dims bias_dims(static_cast<size_t>(out.dim()), 1);
+    bias_dims.back() = out.size(-1);
+    dnnl::memory::dims bias_strides(bias_dims.size(), out.size(-1));
+    bias_strides.back() = 1;
+    return dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(describe(a), describe(b),
+                           dnnl::memory::desc(bias_dims, dnnl::memory::data_type::f32, bias_strides), describe(out)),
+        cpu_engine());
+  }
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(describe(a), describe(b), describe(out)), cpu_engine());
+}
+
+}  // namespace
+#endif
+
+torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
+  TORCH_CHECK(onednn_matmul_supports(a, b), "onednn_matmul: unsupported operands ", a.sizes(), " ", a.dtype(), " x ",
+              b.sizes(), " ", b.dtype());
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1) && bias.is_cpu()),
+              "onednn_matmul: expected bias [", b.size(-1), "], got ", bias.sizes());
+#ifdef MOEJET_HAVE_ONEDNN
+  RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
+  auto sizes = a.sizes().vec();
+  sizes.back() = b.size(-1);
+  auto out = torch::empty(sizes, a.options().dtype(torch::kFloat));
+  const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
+  const auto pd = matmul_desc(a, b, fbias, out);
+  auto& eng = cpu_engine();
+  dnnl::memory ma(pd.src_desc(), eng, a.data_ptr()), mb(pd.weights_desc(), eng, b.data_ptr()),
+      mc(pd.dst_desc(), eng, out.data_ptr());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+  if (fbias.defined()) {
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), eng, fbias.data_ptr()));
+  }
+  dnnl::stream stream(eng);
+  dnnl::matmul(pd).execute(stream, args);
+  stream.wait();
+  return out;
+#else
+  return {};
+#endif
+}
+
+std::string onednn_matmul_impl(const torch::Tensor& a, const torch::Tensor& b) {
+#ifdef MOEJET_HAVE_ONEDNN
+  if (!onednn_matmul_supports(a, b)) {
+    return "";
+  }
+  auto sizes = a.sizes().vec();
+  sizes.back() = b.size(-1);
+  const auto out = torch::empty(sizes, a.options().dtype(torch::kFloat));
+  return matmul_desc(a, b, torch::Tensor(), out).impl_info_str();
+#else
+  return "";
+#endif
+}
+
+}  // namespace moejet::kernels
