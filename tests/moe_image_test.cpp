@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "moejet/models/vit.h"
+#include "moejet/moe/expert_mlp.h"
 #include "moejet/moe/per_image_moe.h"
 #include "moejet/train/trainer.h"
 #include "test_util.h"
@@ -122,4 +123,21 @@ TEST(PerImageMoe, BatchedRunMatchesImageByImage) {
     auto one = m->forward(x.narrow(0, b, 1));
     EXPECT_TRUE(moejet::testing::all_close(one[0], all[b], 1e-5, 1e-6)) << b;
   }
+}
+
+TEST(ExpertMlp, ConsecutiveExpertIdsAreAViewWithTheSameResultAsAGather) {
+  torch::manual_seed(5);
+  moe::ExpertMlp experts(5, 8, 16, 0.0, "trunc_normal");
+  experts->eval();
+  auto x = torch::randn({2, 3, 8});
+  torch::NoGradGuard no_grad;
+  // Every expert on x[0] and on x[1]: the reference for any expert id.
+  auto on0 = experts->forward(x[0].expand({5, 3, 8}).contiguous());
+  auto on1 = experts->forward(x[1].expand({5, 3, 8}).contiguous());
+  // Ids 2, 3 are consecutive (the weights are narrowed), 3, 1 are not (gathered).
+  EXPECT_TRUE(torch::allclose(experts->forward(x, torch::tensor({2, 3})), torch::stack({on0[2], on1[3]}), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(experts->forward(x, torch::tensor({3, 1})), torch::stack({on0[3], on1[1]}), 1e-5, 1e-6));
+  // One expert, as at batch 1 (the single-expert product takes the dense layers' kernel).
+  EXPECT_TRUE(
+      torch::allclose(experts->forward(x.narrow(0, 0, 1), torch::tensor({4})), on0[4].unsqueeze(0), 1e-5, 1e-6));
 }

@@ -11,6 +11,7 @@
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/system.h"
+#include "moejet/eval/inference_timing.h"
 #include "moejet/kernels/matmul.h"
 #include "moejet/models/model_config.h"
 #include "moejet/train/step_timing.h"
@@ -25,8 +26,84 @@ struct BenchArgs {
   std::vector<int64_t> batches{32, 64, 128};
   std::vector<std::string> precisions;  // empty: fp32, and bf16 where the device has it
   int64_t steps = 5, warmup = 1;
+  bool infer = false;
+  int64_t infer_batch = 64, latency_reps = 30;
   std::string device = "cpu", out, trace_dir;
 };
+
+// Batch-1 latency and large-batch throughput of each model in each precision, forwards
+// interleaved across models and precisions. Returns the JSON rows.
+json bench_inference(std::vector<train::TimedTrainStep>& subjects, const std::vector<kernels::Precision>& precisions,
+                     torch::Device device, const BenchArgs& a, std::map<kernels::Precision, double>& peak) {
+  check<ConfigError>(a.infer_batch >= 1 && a.latency_reps >= 1, "bench: --infer-batch and --latency-reps must be >= 1");
+  std::vector<std::vector<eval::TimedInference>> timers(precisions.size());
+  for (size_t p = 0; p < precisions.size(); ++p) {
+    for (auto& s : subjects) {
+      timers[p].emplace_back(s.model(), device, precisions[p]);
+    }
+  }
+  // [precision][model] -> seconds per forward
+  auto measure = [&](int64_t batch, int64_t reps) {
+    std::vector<std::vector<std::vector<double>>> t(precisions.size(),
+                                                    std::vector<std::vector<double>>(subjects.size()));
+    for (auto& row : timers) {
+      for (auto& timer : row) {
+        timer.set_batch(batch);
+        for (int64_t i = 0; i < std::max<int64_t>(a.warmup, 1); ++i) {
+          timer.forward();
+        }
+      }
+    }
+    for (int64_t i = 0; i < reps; ++i) {
+      for (size_t m = 0; m < subjects.size(); ++m) {
+        for (size_t p = 0; p < precisions.size(); ++p) {
+          t[p][m].push_back(timers[p][m].forward());
+        }
+      }
+    }
+    return t;
+  };
+  const auto latency = measure(1, a.latency_reps);
+  const auto throughput = measure(a.infer_batch, a.steps);
+  fmt::print(
+      "inference: batch-1 latency over {} forwards, throughput at batch {} (median of {}); ratio: p50 to "
+      "the first model's in the same precision; a forward counts 2 x its MACs\n",
+      a.latency_reps, a.infer_batch, a.steps);
+  fmt::print("{:<36} {:>5} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>6}\n", "model", "prec", "GMACs", "p50 (ms)",
+             "p90 (ms)", "ratio", "img/s", "GFLOP/s", "peak");
+  json rows = json::array();
+  for (size_t p = 0; p < precisions.size(); ++p) {
+    const double first_p50 = eval::quantile(latency[p][0], 0.5);
+    for (size_t m = 0; m < subjects.size(); ++m) {
+      double macs = 0;
+      for (const auto& layer : subjects[m].model().macs_by_layer()) {
+        macs += layer.second;
+      }
+      const double p50 = eval::quantile(latency[p][m], 0.5), p90 = eval::quantile(latency[p][m], 0.9);
+      const double batch_seconds = train::median(throughput[p][m]);
+      const double img_s = static_cast<double>(a.infer_batch) / batch_seconds;
+      const double gflops = 2.0 * macs * img_s / 1e9;
+      const double peak_p = peak[precisions[p]];
+      rows.push_back({{"model", subjects[m].name()},
+                      {"precision", kernels::to_string(precisions[p])},
+                      {"macs", macs},
+                      {"latency_batch", 1},
+                      {"latency_p50_seconds", p50},
+                      {"latency_p90_seconds", p90},
+                      {"latency_seconds", latency[p][m]},
+                      {"latency_p50_ratio_to_first", p50 / first_p50},
+                      {"throughput_batch", a.infer_batch},
+                      {"throughput_img_per_s", img_s},
+                      {"throughput_seconds", throughput[p][m]},
+                      {"gflops_per_s", gflops},
+                      {"fraction_of_gemm_peak", gflops / peak_p}});
+      fmt::print("{:<36} {:>5} {:>9.3f} {:>9.2f} {:>9.2f} {:>7.3f} {:>10.1f} {:>8.1f} {:>5.0f}%\n", subjects[m].name(),
+                 kernels::to_string(precisions[p]), macs / 1e9, 1e3 * p50, 1e3 * p90, p50 / first_p50, img_s, gflops,
+                 100 * gflops / peak_p);
+    }
+  }
+  return rows;
+}
 
 }  // namespace
 
@@ -47,6 +124,12 @@ Runner add_bench_command(CLI::App& app) {
                   "has bf16, else fp32)")
       ->delimiter(',');
   sub->add_option("-o,--out", a->out, "also write the JSON result to this file");
+  sub->add_flag("--infer", a->infer,
+                "time inference instead of training: batch-1 latency (p50/p90 of --latency-reps forwards) "
+                "and throughput at --infer-batch, eval mode, no autograd");
+  sub->add_option("--infer-batch", a->infer_batch, "batch of the inference throughput")->capture_default_str();
+  sub->add_option("--latency-reps", a->latency_reps, "batch-1 forwards per model for the latency percentiles")
+      ->capture_default_str();
   sub->add_option("--trace", a->trace_dir,
                   "after timing, profile one more step per model (at the last batch size) into "
                   "DIR/<n>.trace.json (chrome://tracing / Perfetto)");
@@ -86,6 +169,14 @@ Runner add_bench_command(CLI::App& app) {
       result["gemm_peak_gflops"][kernels::to_string(p)] = peak[p];
       fmt::print("GEMM peak {}: {:.0f} GFLOP/s ({}, 2048^3, this run)\n", kernels::to_string(p), peak[p],
                  kernels::gemm_kernel(device, p));
+    }
+    if (a->infer) {
+      result["mode"] = "infer";
+      result["runs"] = bench_inference(subjects, precisions, device, *a, peak);
+      if (!a->out.empty()) {
+        write_json_file(a->out, result);
+      }
+      return 0;
     }
     fmt::print(
         "a step counts 6 x its forward MACs; ratio: to the first model in the same precision; "

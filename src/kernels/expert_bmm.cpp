@@ -7,6 +7,7 @@
 
 #include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/blas.h"
+#include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/precision.h"
 
@@ -53,6 +54,11 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
     // bf16 products (ATen's bmm: oneDNN on the CPU), accumulated and returned in fp32.
     auto out = to_fp32(torch::bmm(to_bf16(a), to_bf16(b)));
     return bias.defined() ? out.add_(bias.unsqueeze(1)) : out;
+  }
+  if (a.size(0) == 1 && onednn_matmul_supports(a[0], b[0]) &&
+      (!bias.defined() || (bias.is_cpu() && bias.scalar_type() == torch::kFloat))) {
+    // One expert (Mobile V-MoE at batch 1): the dense layers' kernel.
+    return onednn_matmul(a[0], b[0], bias.defined() ? bias[0] : bias).unsqueeze(0);
   }
   const SgemmFn sgemm = blas_sgemm();
   const bool direct = sgemm != nullptr && a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&

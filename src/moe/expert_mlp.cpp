@@ -97,6 +97,14 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor
       return forward(x);
     }
   }
+  // Consecutive ids (one expert per image at batch 1, Mobile V-MoE's on-device case) are a view of
+  // the weights; index_select would copy every active expert's weights on every forward.
+  const auto ids = expert_ids.to(torch::kCPU).contiguous();
+  const int64_t A = ids.numel(), first = A > 0 ? ids.data_ptr<int64_t>()[0] : 0;
+  if (A > 0 && torch::equal(ids, torch::arange(first, first + A, ids.options()))) {
+    return run(x, fc1_weight.narrow(0, first, A), fc1_bias.narrow(0, first, A), fc2_weight.narrow(0, first, A),
+               fc2_bias.narrow(0, first, A));
+  }
   return run(x, fc1_weight.index_select(0, expert_ids), fc1_bias.index_select(0, expert_ids),
              fc2_weight.index_select(0, expert_ids), fc2_bias.index_select(0, expert_ids));
 }
