@@ -122,8 +122,11 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, ProductOut 
     auto y = torch::matmul(to_bf16(a), to_bf16(b));
     return out == ProductOut::compute ? y : to_fp32(y);
   }
-  if (a.scalar_type() == torch::kFloat && a.dim() >= 2 && onednn_matmul_supports(plain_or_copy(a), plain_or_copy(b))) {
-    return OnednnMatmulFn::apply(plain_or_copy(a), plain_or_copy(b));
+  if (a.scalar_type() == torch::kFloat && a.dim() >= 2 && b.dim() >= 2) {
+    const auto pa = plain_or_copy(a), pb = plain_or_copy(b);
+    if (onednn_matmul_supports(pa, pb)) {
+      return OnednnMatmulFn::apply(pa, pb);
+    }
   }
   return torch::matmul(a, b);
 }

@@ -20,10 +20,11 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   const int64_t p = proj->options.kernel_size()->at(0);
-  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
-  if (H % p != 0 || W % p != 0 || images.dim() != 4) {
+  if (images.dim() != 4 || images.size(1) != proj->weight.size(1) || images.size(2) % p != 0 ||
+      images.size(3) % p != 0) {
     return nn::conv2d(*proj, images).flatten(2).transpose(1, 2);  // the convolution's own checks and errors
   }
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   // Stride = kernel: the convolution is one GEMM of the patches, [B*N, C*p*p] x [C*p*p, D], in
   // the weight's (C, p, p) order. Its weight gradient is then a GEMM too, where the convolution's
   // backward (oneDNN's, in bf16) took 7% of a ViT-T train step.
