@@ -300,11 +300,20 @@ class Trainer {
     }
   }
 
+  // The signal every rank stops for. A rank whose own signal has not arrived yet (the launcher
+  // forwards it to each worker in turn) takes the one the others saw, so that all end alike: the
+  // most seen, the lowest number on a tie. Counting them, not summing their numbers, keeps
+  // SIGINT on one rank from reading as another signal.
   int interrupt_agreed() {
     int sig = InterruptGuard::requested();
     if (dist_) {
-      auto any = dist_->sum(torch::tensor({static_cast<double>(sig)}, torch::kDouble));
-      sig = any.item<double>() > 0 ? (sig ? sig : SIGTERM) : 0;
+      constexpr int kSignals = 65;
+      auto seen = torch::zeros({kSignals}, torch::kDouble);
+      if (sig > 0 && sig < kSignals) {
+        seen[sig] = 1.0;
+      }
+      seen = dist_->sum(seen);
+      sig = seen.max().item<double>() > 0 ? static_cast<int>(seen.argmax().item<int64_t>()) : 0;
     }
     return sig;
   }
