@@ -75,10 +75,7 @@ json bench_inference(std::vector<train::TimedTrainStep>& subjects, const std::ve
   for (size_t p = 0; p < precisions.size(); ++p) {
     const double first_p50 = eval::quantile(latency[p][0], 0.5);
     for (size_t m = 0; m < subjects.size(); ++m) {
-      double macs = 0;
-      for (const auto& layer : subjects[m].model().macs_by_layer()) {
-        macs += layer.second;
-      }
+      const double macs = models::total_macs(subjects[m].model());
       const double p50 = eval::quantile(latency[p][m], 0.5), p90 = eval::quantile(latency[p][m], 0.9);
       const double batch_seconds = train::median(throughput[p][m]);
       const double img_s = static_cast<double>(a.infer_batch) / batch_seconds;
@@ -212,21 +209,21 @@ Runner add_bench_command(CLI::App& app) {
         for (size_t m = 0; m < subjects.size(); ++m) {
           subjects[m].set_precision(precisions[p]);
           const auto r = train::report_step(subjects[m], samples[p][m], first, peak[precisions[p]]);
-          const double fp32_seconds = samples.front()[m].median().total;
+          // The same model's fp32 step over this one, when fp32 was timed (it is then first).
+          const bool with_fp32 = precisions.front() == kernels::Precision::fp32;
+          const double speedup = samples.front()[m].median().total / r.median.total;
           auto j = r.to_json();
-          if (precisions.front() == kernels::Precision::fp32) {
-            j["speedup_over_fp32"] = fp32_seconds / r.median.total;
+          if (with_fp32) {
+            j["speedup_over_fp32"] = speedup;
           }
           run["models"].push_back(j);
           fmt::print(
               "{:<36} {:>5} {:>6} {:>9.2f} {:>9.3f} {:>8.1f} {:>7.3f} {:>6} {:>8.1f} {:>5.0f}% {:>8.3f} {:>8.3f} "
               "{:>8.3f}\n",
               r.model, r.precision, batch, static_cast<double>(r.params) / 1e6, r.median.total, r.images_per_second(),
-              r.ratio_to_first,
-              precisions.front() == kernels::Precision::fp32 ? fmt::format("{:.2f}", fp32_seconds / r.median.total)
-                                                             : std::string("-"),
-              r.gflops_per_second(), 100 * r.gflops_per_second() / r.gemm_peak_gflops, r.median.forward,
-              r.median.backward, r.median.optimizer);
+              r.ratio_to_first, with_fp32 ? fmt::format("{:.2f}", speedup) : std::string("-"), r.gflops_per_second(),
+              100 * r.gflops_per_second() / r.gemm_peak_gflops, r.median.forward, r.median.backward,
+              r.median.optimizer);
         }
       }
       std::fflush(stdout);

@@ -14,12 +14,8 @@ bool use_bf16(const torch::Tensor& x) {
   return x.scalar_type() == torch::kBFloat16 || (gemm_precision() == Precision::bf16 && x.is_floating_point());
 }
 
-bool plain(const torch::Tensor& t) {
-  return t.stride(-1) == 1 || t.stride(-2) == 1 || t.size(-1) == 1 || t.size(-2) == 1;
-}
-
 torch::Tensor plain_or_copy(const torch::Tensor& t) {
-  return plain(t) ? t : t.contiguous();
+  return plain_matrix(t) ? t : t.contiguous();
 }
 
 // oneDNN's fp32 matmul in both directions. Autograd's own mm backward would run ATen's GEMMs

@@ -12,16 +12,10 @@
 
 namespace moejet::kernels {
 
-namespace {
-
-// A matrix's last two dims are usable when one of them has stride 1 (row- or column-major); a
-// size-1 dim's stride is arbitrary, so it never disqualifies.
 bool plain_matrix(const torch::Tensor& t) {
   const int64_t r = t.size(-2), c = t.size(-1);
   return (t.stride(-1) == 1 || c == 1) || (t.stride(-2) == 1 || r == 1);
 }
-
-}  // namespace
 
 bool onednn_available() {
 #ifdef MOEJET_HAVE_ONEDNN

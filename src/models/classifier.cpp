@@ -61,4 +61,12 @@ int64_t count_parameters(const torch::nn::Module& module, bool trainable_only) {
   return n;
 }
 
+double total_macs(const ImageClassifierImpl& model) {
+  double macs = 0;
+  for (const auto& layer : model.macs_by_layer()) {
+    macs += layer.second;
+  }
+  return macs;
+}
+
 }  // namespace moejet::models

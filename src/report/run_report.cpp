@@ -27,9 +27,7 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
     torch::NoGradGuard ng;
     auto model = models::make_model(cfg.model);
     r.params = static_cast<double>(models::count_parameters(*model));
-    for (const auto& kv : model->macs_by_layer()) {
-      r.flops += kv.second;
-    }
+    r.flops = models::total_macs(*model);
   }
   std::ifstream in(metrics_path);
   std::string line;

@@ -134,9 +134,7 @@ StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double 
   r.precision = kernels::to_string(step.precision());
   r.batch = step.batch();
   r.params = models::count_parameters(step.model());
-  for (const auto& layer : step.model().macs_by_layer()) {
-    r.macs_per_image += layer.second;
-  }
+  r.macs_per_image = models::total_macs(step.model());
   r.median = samples.median();
   r.step_seconds = samples.totals();
   r.ratio_to_first = r.median.total / first_seconds;

@@ -15,6 +15,10 @@ namespace moejet::kernels {
 /// True when oneDNN is compiled in and not turned off by MOEJET_ONEDNN=0.
 bool onednn_available();
 
+/// Whether a tensor's last two dims are a row- or column-major matrix (either may have stride 1;
+/// a size-1 dim's stride is arbitrary), the layouts onednn_matmul describes without a copy.
+bool plain_matrix(const torch::Tensor& t);
+
 /// Whether onednn_matmul takes these operands: CPU, both fp32 or both bf16, 2 to 4 dims with
 /// equal batch dims, each matrix (last two dims) row- or column-major.
 bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b);

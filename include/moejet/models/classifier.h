@@ -117,4 +117,7 @@ using ModelPtr = std::shared_ptr<ImageClassifierImpl>;
 /// Counts parameters (all, or only those requiring grad).
 int64_t count_parameters(const torch::nn::Module& module, bool trainable_only = false);
 
+/// Multiply-accumulates per image: the sum of macs_by_layer().
+double total_macs(const ImageClassifierImpl& model);
+
 }  // namespace moejet::models
