@@ -11,7 +11,7 @@
 
 namespace {
 
-void run(benchmark::State& state, bool fused) {
+void run_dropout(benchmark::State& state, bool fused) {
   torch::manual_seed(0);
   auto x = torch::randn({98, 32, 768}).requires_grad_();
   for (auto _ : state) {
@@ -24,10 +24,10 @@ void run(benchmark::State& state, bool fused) {
 }
 
 void BM_Dropout_Fused(benchmark::State& s) {
-  run(s, true);
+  run_dropout(s, true);
 }
 void BM_Dropout_Torch(benchmark::State& s) {
-  run(s, false);
+  run_dropout(s, false);
 }
 BENCHMARK(BM_Dropout_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Dropout_Torch)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -11,7 +11,7 @@
 
 namespace {
 
-void run(benchmark::State& state, bool row_kernel) {
+void run_entmax(benchmark::State& state, bool row_kernel) {
   torch::manual_seed(0);
   auto x = torch::randn({32, 196, 294}) * 3;
   for (auto _ : state) {
@@ -22,10 +22,10 @@ void run(benchmark::State& state, bool row_kernel) {
 }
 
 void BM_Entmax15_RowKernel(benchmark::State& s) {
-  run(s, true);
+  run_entmax(s, true);
 }
 void BM_Entmax15_TensorOps(benchmark::State& s) {
-  run(s, false);
+  run_entmax(s, false);
 }
 BENCHMARK(BM_Entmax15_RowKernel)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Entmax15_TensorOps)->Unit(benchmark::kMillisecond)->UseRealTime();

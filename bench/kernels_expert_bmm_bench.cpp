@@ -13,7 +13,7 @@ namespace {
 
 constexpr int64_t kExperts = 98, kRows = 32, kDim = 192, kHidden = 768;
 
-void run(benchmark::State& state, bool ours, bool weight_grad) {
+void run_expert_bmm(benchmark::State& state, bool ours, bool weight_grad) {
   torch::manual_seed(0);
   // Forward: x [E, rows, dim] x w^T [E, dim, hidden]. Weight gradient: gy^T [E, hidden, rows] x x.
   auto a =
@@ -28,16 +28,16 @@ void run(benchmark::State& state, bool ours, bool weight_grad) {
 }
 
 void BM_ExpertBmm_Forward_Ours(benchmark::State& s) {
-  run(s, true, false);
+  run_expert_bmm(s, true, false);
 }
 void BM_ExpertBmm_Forward_TorchBmm(benchmark::State& s) {
-  run(s, false, false);
+  run_expert_bmm(s, false, false);
 }
 void BM_ExpertBmm_WeightGrad_Ours(benchmark::State& s) {
-  run(s, true, true);
+  run_expert_bmm(s, true, true);
 }
 void BM_ExpertBmm_WeightGrad_TorchBmm(benchmark::State& s) {
-  run(s, false, true);
+  run_expert_bmm(s, false, true);
 }
 BENCHMARK(BM_ExpertBmm_Forward_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ExpertBmm_Forward_TorchBmm)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -22,14 +22,6 @@ std::string fixture_path() {
   return moejet::testing::fixture_path("timm/vit_small_custom/vit_small_custom.safetensors");
 }
 
-std::vector<std::string> keys_of(const StateDict& state) {
-  std::vector<std::string> keys;
-  for (const auto& item : state) {
-    keys.push_back(item.key());
-  }
-  return keys;
-}
-
 // A safetensors file with a hand-written header, for the malformed cases.
 void write_raw(const std::string& path, const std::string& header, const std::string& data,
                uint64_t header_len_override = 0) {
@@ -67,7 +59,7 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadataAndOrder) {
   Metadata read_meta;
   StateDict back = read_safetensors(path, &read_meta);
   EXPECT_EQ(read_meta, meta);
-  ASSERT_EQ(keys_of(back), keys_of(state));
+  ASSERT_EQ(back.keys(), state.keys());
   for (const auto& item : state) {
     const torch::Tensor& got = back[item.key()];
     SCOPED_TRACE(item.key());
@@ -92,7 +84,7 @@ TEST(Safetensors, ReadsTimmFixture) {
   StateDict state = read_safetensors(fixture_path(), &meta);
   ASSERT_EQ(state.size(), 32u);
   EXPECT_EQ(meta.size(), 1u) << "the fixture has no __metadata__";
-  auto keys = keys_of(state);
+  auto keys = state.keys();
   EXPECT_EQ(keys.front(), "cls_token");
   EXPECT_EQ(keys[1], "pos_embed");
   EXPECT_EQ(keys.back(), "head.bias");
@@ -118,7 +110,7 @@ TEST(Safetensors, WritingFixtureBackIsByteIdentical) {
   EXPECT_EQ(read_file_bytes(path), read_file_bytes(fixture_path()));
 
   StateDict back = read_safetensors(path);
-  ASSERT_EQ(keys_of(back), keys_of(state));
+  ASSERT_EQ(back.keys(), state.keys());
   for (const auto& item : state) {
     EXPECT_TRUE(torch::equal(back[item.key()], item.value())) << item.key();
   }

@@ -30,14 +30,6 @@ struct TinyNet : torch::nn::Module {
 const std::vector<std::string> kKeys = {"cls_token",     "scale",       "blocks.0.weight",
                                         "blocks.0.bias", "head.weight", "head.bias"};
 
-std::vector<std::string> keys_of(const StateDict& state) {
-  std::vector<std::string> keys;
-  for (const auto& item : state) {
-    keys.push_back(item.key());
-  }
-  return keys;
-}
-
 // A checkpoint for TinyNet whose every value differs from a fresh model's.
 StateDict checkpoint_for(int64_t classes = 4) {
   TinyNet other(classes);
@@ -64,7 +56,7 @@ std::string load_error(torch::nn::Module& m, const StateDict& s, const LoadOptio
 TEST(StateDict, ModuleStateDictHasTorchOrderAndIsDetached) {
   TinyNet net;
   StateDict state = module_state_dict(net);
-  EXPECT_EQ(keys_of(state), kKeys);
+  EXPECT_EQ(state.keys(), kKeys);
   EXPECT_EQ(state["blocks.0.weight"].sizes(), (std::vector<int64_t>{2, 3}));
   for (const auto& item : state) {
     EXPECT_FALSE(item.value().requires_grad()) << item.key();

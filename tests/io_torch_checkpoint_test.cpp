@@ -21,14 +21,6 @@ using moejet::testing::TempDir;
 using moejet::testing::test_data_dir;
 using moejet::testing::throws_error;
 
-std::vector<std::string> keys_of(const StateDict& state) {
-  std::vector<std::string> keys;
-  for (const auto& item : state) {
-    keys.push_back(item.key());
-  }
-  return keys;
-}
-
 // Runs `fn`, which must throw CheckpointError, and returns the message (for a test that checks
 // what the message must not contain).
 template <class Fn>
@@ -56,7 +48,7 @@ torch::Tensor fc_bias() {
 
 TEST(TorchCheckpoint, ReadsOrderedDictStateDict) {
   StateDict state = read_torch_checkpoint(test_data_dir() + "/tiny_state_dict.pth");
-  ASSERT_EQ(keys_of(state), (std::vector<std::string>{"fc.weight", "fc.bias", "count"}));
+  ASSERT_EQ(state.keys(), (std::vector<std::string>{"fc.weight", "fc.bias", "count"}));
   EXPECT_EQ(state["fc.weight"].scalar_type(), torch::kFloat32);
   EXPECT_TRUE(torch::equal(state["fc.weight"], fc_weight()));
   EXPECT_TRUE(torch::equal(state["fc.bias"], fc_bias()));
@@ -67,7 +59,7 @@ TEST(TorchCheckpoint, ReadsOrderedDictStateDict) {
 
 TEST(TorchCheckpoint, UnwrapsStateDictAndStripsModulePrefix) {
   StateDict state = read_torch_checkpoint(test_data_dir() + "/tiny_wrapped.pth");
-  ASSERT_EQ(keys_of(state), (std::vector<std::string>{"fc.weight", "fc.bias"}));
+  ASSERT_EQ(state.keys(), (std::vector<std::string>{"fc.weight", "fc.bias"}));
   EXPECT_TRUE(torch::equal(state["fc.weight"], fc_weight()));
   EXPECT_TRUE(torch::equal(state["fc.bias"], fc_bias()));
 }
@@ -76,14 +68,14 @@ TEST(TorchCheckpoint, ReadsTrainCheckpointWithModuleStateDictAndPythonObjects) {
   // model.state_dict() carries _metadata (pickled via BUILD) and the checkpoint holds an
   // argparse.Namespace: both defeat libtorch 1.13's own unpickler.
   StateDict state = read_torch_checkpoint(test_data_dir() + "/tiny_train_checkpoint.pth");
-  ASSERT_EQ(keys_of(state), (std::vector<std::string>{"0.weight", "0.bias"}));
+  ASSERT_EQ(state.keys(), (std::vector<std::string>{"0.weight", "0.bias"}));
   EXPECT_TRUE(torch::equal(state["0.weight"], fc_weight() / 4));
   EXPECT_TRUE(torch::equal(state["0.bias"], torch::tensor({-1.0f, 0.5f})));
 }
 
 TEST(TorchCheckpoint, ViewsOfOneStorageKeepOffsetsAndStrides) {
   StateDict state = read_torch_checkpoint(test_data_dir() + "/tiny_views.pth");
-  ASSERT_EQ(keys_of(state), (std::vector<std::string>{"full", "row", "col"}));
+  ASSERT_EQ(state.keys(), (std::vector<std::string>{"full", "row", "col"}));
   auto full = torch::arange(12, torch::kFloat32).reshape({3, 4});
   EXPECT_TRUE(torch::equal(state["full"], full));
   EXPECT_TRUE(torch::equal(state["row"], torch::tensor({4.0f, 5.0f, 6.0f, 7.0f})));
@@ -104,7 +96,7 @@ TEST(TorchCheckpoint, ReadCheckpointDispatchesOnContent) {
   }
   Metadata meta;
   StateDict torch_state = read_checkpoint(renamed, &meta);
-  EXPECT_EQ(keys_of(torch_state), (std::vector<std::string>{"fc.weight", "fc.bias"}));
+  EXPECT_EQ(torch_state.keys(), (std::vector<std::string>{"fc.weight", "fc.bias"}));
   EXPECT_TRUE(meta.empty());
 
   const std::string fixture = moejet::testing::fixture_path("timm/vit_small_custom/vit_small_custom.safetensors");

@@ -14,8 +14,8 @@ using namespace moejet::moe;
 
 namespace {
 
-// Both small layers read tokens of width kDim = 6.
-constexpr int64_t kDim = 6;
+// Both small layers read tokens of width kSoftDim = 6.
+constexpr int64_t kSoftDim = 6;
 
 SpheroMoeOptions small_sphero(const std::string& combine = "entmax15") {
   SpheroMoeOptions o;
@@ -65,7 +65,7 @@ SoftMoeOptions small_soft() {
 }  // namespace
 
 TEST(SoftMoe, ShapesStatsAndDoubleGradient) {
-  SoftMoe layer(small_soft(), kDim);
+  SoftMoe layer(small_soft(), kSoftDim);
   layer.to(torch::kDouble);
   layer.eval();
   auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
@@ -80,7 +80,7 @@ TEST(SoftMoe, ShapesStatsAndDoubleGradient) {
 
 TEST(SpheroMoe, DoubleGradientThroughEntmaxAndBothPaths) {
   for (std::string combine : {"entmax15", "softmax"}) {
-    SpheroMoe layer(small_sphero(combine), kDim);
+    SpheroMoe layer(small_sphero(combine), kSoftDim);
     layer.to(torch::kDouble);
     layer.eval();
     auto x = torch::randn({2, 5, 6}, torch::kDouble).requires_grad_();
@@ -168,7 +168,7 @@ TEST(SpheroMoe, LogitNoiseDrawnInTheFusedPassIsSharedSeededAndGradientFree) {
 TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
   auto o = small_sphero();
   o.offset_scale = true;
-  SpheroMoe layer(o, kDim);
+  SpheroMoe layer(o, kSoftDim);
   auto x = torch::randn({3, 7, 6}) * 5;
   auto kn = layer.keys(x).norm(2, -1);
   auto qn = layer.queries().norm(2, -1);
@@ -179,8 +179,8 @@ TEST(SpheroMoe, KeysAndQueriesLieOnTheUnitSphere) {
 
 TEST(SlotMoe, BatchPermutationEquivarianceAndTokenOrder) {
   torch::manual_seed(3);
-  SoftMoe soft(small_soft(), kDim);
-  SpheroMoe sphero(small_sphero(), kDim);
+  SoftMoe soft(small_soft(), kSoftDim);
+  SpheroMoe sphero(small_sphero(), kSoftDim);
   for (MoeLayer* layer : std::vector<MoeLayer*>{&soft, &sphero}) {
     layer->eval();
     torch::NoGradGuard ng;
@@ -202,7 +202,7 @@ TEST(SlotMoe, BatchPermutationEquivarianceAndTokenOrder) {
 TEST(SpheroMoe, NoiseOnlyInTrainingUnlessAsked) {
   auto o = small_sphero();
   o.noise_mult = 0.5;
-  SpheroMoe layer(o, kDim);
+  SpheroMoe layer(o, kSoftDim);
   torch::NoGradGuard ng;
   auto x = torch::randn({2, 5, 6});
   layer.eval();
@@ -215,7 +215,7 @@ TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
   torch::manual_seed(3);
   auto o = small_soft();
   o.soft_slot_layernorm = true;
-  SoftMoe layer(o, kDim);
+  SoftMoe layer(o, kSoftDim);
   layer.eval();
   torch::NoGradGuard ng;
   {
@@ -244,7 +244,7 @@ TEST(SoftMoe, TheAuthorsSlotLayerNormVariantNoiseAndLogitsDrop) {
       o2.noise_mult = noise;
       o2.logits_drop = drop;
       o2.noise_in_eval = in_eval;
-      SoftMoe l2(o2, kDim);
+      SoftMoe l2(o2, kSoftDim);
       l2.eval();
       EXPECT_EQ(l2.forward(x).equal(l2.forward(x)), !in_eval) << noise << " " << drop;
       l2.train();

@@ -17,8 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kSide = 32;
-constexpr int64_t kImageBytes = 3 * kSide * kSide;
+constexpr int64_t kCifarSide = 32;
+constexpr int64_t kCifarImageBytes = 3 * kCifarSide * kCifarSide;
 
 /// `dir` itself, or the folder the official archive unpacks to when `dir` is its parent.
 fs::path resolve_dir(const std::string& dir, const std::string& probe, const char* archive_dir) {
@@ -30,7 +30,7 @@ fs::path resolve_dir(const std::string& dir, const std::string& probe, const cha
 
 DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files, int64_t label_bytes,
                       int64_t num_classes, std::vector<std::string> names, const std::string& description) {
-  const int64_t record = label_bytes + kImageBytes;
+  const int64_t record = label_bytes + kCifarImageBytes;
   std::vector<std::vector<char>> contents;
   int64_t total = 0;
   for (const auto& name : files) {
@@ -46,7 +46,7 @@ DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files
     total += size / record;
   }
 
-  auto images = torch::empty({total, 3, kSide, kSide}, torch::kByte);
+  auto images = torch::empty({total, 3, kCifarSide, kCifarSide}, torch::kByte);
   auto* out = images.data_ptr<uint8_t>();
   std::vector<int64_t> labels;
   labels.reserve(static_cast<size_t>(total));
@@ -60,8 +60,8 @@ DatasetPtr read_cifar(const fs::path& dir, const std::vector<std::string>& files
       check<DataError>(label < num_classes, "{}: record {} has label {}, expected < {}", (dir / files[f]).string(), i,
                        label, num_classes);
       labels.push_back(label);
-      std::memcpy(out, rec + label_bytes, kImageBytes);
-      out += kImageBytes;
+      std::memcpy(out, rec + label_bytes, kCifarImageBytes);
+      out += kCifarImageBytes;
     }
   }
   if (names.size() != static_cast<size_t>(num_classes)) {

@@ -18,10 +18,6 @@ namespace moejet::data {
 
 namespace {
 
-double uniform01(Rng& rng) {
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
-
 /// Beta(alpha, alpha) as X / (X + Y) with X, Y ~ Gamma(alpha, 1).
 double sample_beta(double alpha, Rng& rng) {
   std::gamma_distribution<double> gamma(alpha, 1.0);

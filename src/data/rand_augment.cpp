@@ -44,10 +44,6 @@ enum class Op {
 };
 constexpr int kNumOps = 15;
 
-double uniform01(Rng& rng) {
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
-
 /// timm's _randomly_negate: negative with probability 0.5.
 double randomly_negate(double v, Rng& rng) {
   return uniform01(rng) > 0.5 ? -v : v;

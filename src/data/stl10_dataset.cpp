@@ -17,8 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kSide = 96;
-constexpr int64_t kImageBytes = 3 * kSide * kSide;
+constexpr int64_t kStl10Side = 96;
+constexpr int64_t kStl10ImageBytes = 3 * kStl10Side * kStl10Side;
 constexpr int64_t kClasses = 10;
 
 // Read with a cap: 1 MiB of labels (the labelled splits hold at most 8000), and then exactly the
@@ -41,8 +41,8 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
   std::vector<char> y = read_required(y_path, 1u << 20);
   const auto n = static_cast<int64_t>(y.size());
   check<DataError>(n > 0, "{}: no labels", y_path);
-  std::vector<char> x = read_required(x_path, static_cast<uint64_t>(y.size()) * kImageBytes);
-  const int64_t expected = n * kImageBytes;
+  std::vector<char> x = read_required(x_path, static_cast<uint64_t>(y.size()) * kStl10ImageBytes);
+  const int64_t expected = n * kStl10ImageBytes;
   check<DataError>(static_cast<int64_t>(x.size()) == expected,
                    "{}: expected {} bytes ({} images of 96x96x3 for the {} labels in {}), got {}", x_path, expected, n,
                    n, y_path, x.size());
@@ -54,7 +54,7 @@ DatasetPtr open_stl10(const std::string& dir, bool train) {
     labels[i] = raw - 1;
   }
 
-  auto raw = torch::empty({n, 3, kSide, kSide}, torch::kByte);
+  auto raw = torch::empty({n, 3, kStl10Side, kStl10Side}, torch::kByte);
   std::memcpy(raw.data_ptr<uint8_t>(), x.data(), static_cast<size_t>(expected));
   x = {};
   auto images = raw.transpose(2, 3).contiguous();

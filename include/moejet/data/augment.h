@@ -19,6 +19,11 @@ namespace moejet::data {
 
 using Rng = std::mt19937_64;
 
+/// A uniform draw in [0, 1) (the augmentations' coin flips).
+inline double uniform01(Rng& rng) {
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
 /// uint8 [C, H, W] -> float [C, H, W] (normalised); must be thread-safe and reentrant.
 using Transform = std::function<torch::Tensor(const torch::Tensor& image, Rng& rng)>;
 
