@@ -91,22 +91,26 @@ dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Te
 }  // namespace
 #endif
 
-torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
+void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                       const torch::Tensor& out) {
   TORCH_CHECK(onednn_matmul_supports(a, b), "onednn_matmul: unsupported operands ", a.sizes(), " ", a.dtype(), " x ",
               b.sizes(), " ", b.dtype());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1) && bias.is_cpu()),
               "onednn_matmul: expected bias [", b.size(-1), "], got ", bias.sizes());
-#ifdef MOEJET_HAVE_ONEDNN
-  RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  auto out = torch::empty(sizes, a.options().dtype(torch::kFloat));
+  TORCH_CHECK(out.sizes() == c10::IntArrayRef(sizes) && out.scalar_type() == torch::kFloat && out.is_contiguous(),
+              "onednn_matmul: expected a contiguous fp32 out ", c10::IntArrayRef(sizes), ", got ", out.sizes(), " ",
+              out.dtype());
+#ifdef MOEJET_HAVE_ONEDNN
+  RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
   const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
   const auto pd = matmul_desc(a, b, fbias, out);
   if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
     // oneDNN's reference kernel is orders of magnitude slower than any BLAS: ATen's product.
     auto r = torch::matmul(a.to(torch::kFloat), b.to(torch::kFloat));
-    return fbias.defined() ? r.add_(fbias) : r;
+    out.copy_(fbias.defined() ? r.add_(fbias) : r);
+    return;
   }
   auto& eng = cpu_engine();
   dnnl::memory ma(pd.src_desc(), eng, a.data_ptr()), mb(pd.weights_desc(), eng, b.data_ptr()),
@@ -118,10 +122,17 @@ torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, cons
   dnnl::stream stream(eng);
   dnnl::matmul(pd).execute(stream, args);
   stream.wait();
-  return out;
-#else
-  return {};
 #endif
+}
+
+torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
+  TORCH_CHECK(onednn_matmul_supports(a, b), "onednn_matmul: unsupported operands ", a.sizes(), " ", a.dtype(), " x ",
+              b.sizes(), " ", b.dtype());
+  auto sizes = a.sizes().vec();
+  sizes.back() = b.size(-1);
+  auto out = torch::empty(sizes, a.options().dtype(torch::kFloat));
+  onednn_matmul_out(a, b, bias, out);
+  return out;
 }
 
 std::string onednn_matmul_impl(const torch::Tensor& a, const torch::Tensor& b) {

@@ -1,11 +1,12 @@
 #pragma once
 // Batched matrix products over the expert dimension, as torch::bmm / baddbmm, for the expert MLPs
-// (and the backward of their weights): out[e] = a[e] b[e] (+ bias[e] on every row). On the CPU
-// in float with a BLAS in the process (kernels/blas.h), one sgemm per batch entry straight on the
-// tensors' memory, either layout of each matrix (row-major or its transpose view), so no
-// transposed operand is ever copied; everywhere else, torch::bmm / baddbmm. In bf16 (either
+// (and the backward of their weights) and the routing products: out[e] = a[e] b[e] (+ bias[e] on
+// every row), returned in fp32. On the CPU with oneDNN (kernels/onednn_matmul.h): its matmul on the
+// tensors' memory, either layout of each matrix (row-major or its transpose view), so no transposed
+// operand is copied. Without oneDNN, in fp32 with a BLAS in the process (kernels/blas.h): one sgemm
+// per batch entry on the tensors' memory; everywhere else torch::bmm / baddbmm. In bf16 (either
 // operand bf16, or this thread's precision bf16: kernels/precision.h) the operands are rounded to
-// bf16, multiplied by ATen's bf16 bmm and the result returned in fp32.
+// bf16 and the products accumulated in fp32.
 
 #include <torch/types.h>
 
@@ -13,7 +14,7 @@ namespace moejet::kernels {
 
 /// a [E, M, K], b [E, K, N], bias undefined or [E, N] -> [E, M, N] (contiguous on the BLAS path).
 ///
-/// `thread_per_matrix`: with OpenBLAS, run it single-threaded and give each thread whole
+/// `thread_per_matrix` (the BLAS path): with OpenBLAS, run it single-threaded and give each thread whole
 /// matrices. The expert GEMMs are small (batch x slots rows each), and OpenBLAS spreading each
 /// one over its threads pays a wake-up and a join per GEMM: this made the SpheroMoE ViT-T expert
 /// MLPs' forward + backward 1.2-1.3x faster at batch 64-128 on 2 cores, and the routing products

@@ -27,6 +27,10 @@ bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b);
 /// Throws when !onednn_matmul_supports(a, b).
 torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
+/// onednn_matmul into `out` (contiguous fp32 [..., M, N], e.g. one expert's slice of a batch).
+void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                       const torch::Tensor& out);
+
 /// The implementation oneDNN picks for these operands, e.g. "brg:avx512_core" ("" without oneDNN):
 /// tests check that no shape falls to a reference kernel.
 std::string onednn_matmul_impl(const torch::Tensor& a, const torch::Tensor& b);
