@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "moejet/core/blas_runtime.h"
 #include "moejet/core/fs.h"
@@ -260,14 +261,65 @@ TEST(Cli, EvalPreprocessesAndPicksDataAsTheModelWasTrained) {
   EXPECT_TRUE(contains(r.output, "pass --data")) << r.output;
 }
 
+TEST(Cli, PredictNamesTheClassesOfImageFilesAsEvalScoresThem) {
+  // A small ViT trained on the CIFAR-10 JPEGs in tests/data (3 classes, 23 images): predict's
+  // top-1 over the class folders agrees with eval's top-1 on the same folder, image by image in
+  // sum, so both preprocess alike and name the classes the model was trained with.
+  moejet::testing::TempDir dir;
+  const std::string imgs = moejet::testing::test_data_dir() + "/cifar10_jpg/test";
+  const std::string out = dir.file("run");
+  auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json --out " + out +
+               " --epochs 3 --batch-size 8 --set data.dataset=folder:" + moejet::testing::test_data_dir() +
+               "/cifar10_jpg --set data.train_split=test --set data.train_limit=0 --set data.eval_limit=0 --set "
+               "model.img_size=32 --set model.in_chans=3"
+               " --set model.patch_size=8 --set model.num_classes=3 --set model.depth=1 --set model.embed_dim=16"
+               " --set model.num_heads=2 --set augment.mean=[0.5,0.5,0.5] --set augment.std=[0.25,0.25,0.25]"
+               " --set augment.hflip=0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("eval -q " + out + "/best.safetensors --out " + dir.file("ev"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const double top1 = read_json_file(dir.file("ev/eval.json"))["top1"].get<double>();
+  r = run("predict -q " + out + "/best.safetensors " + imgs + " --format csv -k 2 -o " + dir.file("p.csv"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::ifstream csv(dir.file("p.csv"));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "file,class_1,name_1,prob_1,class_2,name_2,prob_2");
+  int rows = 0, hits = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) {
+      f.push_back(x);
+    }
+    ASSERT_EQ(f.size(), 7u) << line;
+    const std::string folder = std::filesystem::path(f[0]).parent_path().filename().string();
+    hits += f[2] == folder;
+    EXPECT_GE(std::stod(f[3]), std::stod(f[6])) << line;
+  }
+  EXPECT_EQ(rows, 23);
+  EXPECT_NEAR(100.0 * hits / rows, top1, 1e-6);
+  // A list file and a single image, as a table on stdout; a missing file is named.
+  { std::ofstream(dir.file("list.txt")) << imgs << "/dog/0003.jpg\n"; }
+  r = run("predict -q " + out + "/best.safetensors " + dir.file("list.txt") + " " + imgs + "/cat/0000.jpg -k 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "dog/0003.jpg")) << r.output;
+  EXPECT_TRUE(contains(r.output, "cat/0000.jpg")) << r.output;
+  EXPECT_TRUE(contains(r.output, "top-1")) << r.output;
+  r = run("predict -q " + out + "/best.safetensors " + dir.file("none.jpg"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "none.jpg: no such file or folder")) << r.output;
+}
+
 TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
   moejet::testing::TempDir dir;
   auto r = run("trian --config x.json");
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "unknown command 'trian'; did you mean 'train'?")) << r.output;
-  r = run("predict --help");
+  r = run("serve --help");
   EXPECT_NE(r.code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "unknown command 'predict'")) << r.output;
+  EXPECT_TRUE(contains(r.output, "unknown command 'serve'")) << r.output;
   r = run("train --config configs/vit_fmnist.json --epoch 1");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "did you mean --epochs?")) << r.output;
@@ -694,6 +746,24 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
   r = run("eval " + dir.file("mv/last.safetensors") + " --limit 100 -q");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "router (5-way super-classes): top1")) << r.output;
+  // predict names each image's expert and the classes of its super-class.
+  r = run("predict -q " + dir.file("mv/last.safetensors") + " " + moejet::testing::test_data_dir() +
+          "/cifar10_jpg/test/dog --format jsonl -k 3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  int predicted = 0;
+  for (std::istringstream lines(r.output); std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') {
+      continue;
+    }
+    auto j = json::parse(line);
+    ++predicted;
+    ASSERT_EQ(j["top"].size(), 3u) << line;
+    ASSERT_TRUE(j.contains("expert")) << line;
+    EXPECT_LT(j["expert"].get<int>(), 5);
+    ASSERT_TRUE(j.contains("superclass")) << line;
+    EXPECT_FALSE(j["superclass"].empty());
+  }
+  EXPECT_EQ(predicted, 10);
 
   // Super-classes for another class count are refused before training starts.
   { std::ofstream(dir.file("bad.json")) << R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})"; }

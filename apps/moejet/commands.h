@@ -16,6 +16,7 @@ using Runner = std::function<int()>;
 
 Runner add_train_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
+Runner add_predict_command(CLI::App& app);
 Runner add_info_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_recycle_command(CLI::App& app);

@@ -112,6 +112,9 @@ class ImageFolderDataset final : public Dataset {
     return labels_;
   }
   std::string describe() const override {
+    if (classes_.empty()) {
+      return fmt::format("{} image file(s), {} channel(s)", files_.size(), channels_);
+    }
     return fmt::format("image folder {}: {} images, {} classes, {} channel(s)", root_, files_.size(), classes_.size(),
                        channels_);
   }
@@ -173,6 +176,76 @@ DatasetPtr open_image_folder(const std::string& dir, int channels, int64_t max_p
   }
   return std::make_shared<ImageFolderDataset>(dir, std::move(classes), std::move(files), std::move(labels), channels,
                                               max_pixels);
+}
+
+std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& input : inputs) {
+    std::error_code ec;
+    const fs::path path(input);
+    check<DataError>(fs::exists(path, ec), "{}: no such file or folder", input);
+    if (fs::is_directory(path, ec)) {
+      std::vector<std::string> found;
+      for (const auto& entry :
+           fs::recursive_directory_iterator(path, fs::directory_options::follow_directory_symlink)) {
+        if (entry.is_regular_file() && is_image_file(entry.path())) {
+          found.push_back(entry.path().string());
+        }
+      }
+      check<DataError>(!found.empty(), "{}: folder has no images (.jpg .jpeg .png .bmp .ppm .pgm .pnm .tga .gif)",
+                       input);
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (is_image_file(path)) {
+      files.push_back(input);
+    } else {
+      // A list file: one image path per line.
+      const auto base = path.parent_path();
+      const auto text = read_file_bytes(input);
+      size_t line_no = 0, listed = 0;
+      std::string line;
+      auto take = [&](std::string l) {
+        ++line_no;
+        while (!l.empty() && (l.back() == '\r' || std::isspace(static_cast<unsigned char>(l.back())))) {
+          l.pop_back();
+        }
+        size_t start = 0;
+        while (start < l.size() && std::isspace(static_cast<unsigned char>(l[start]))) {
+          ++start;
+        }
+        l = l.substr(start);
+        if (l.empty() || l[0] == '#') {
+          return;
+        }
+        const fs::path p = fs::path(l).is_absolute() ? fs::path(l) : base / l;
+        check<DataError>(fs::is_regular_file(p, ec), "{}:{}: {}: no such image file", input, line_no, p.string());
+        files.push_back(p.string());
+        ++listed;
+      };
+      for (char c : text) {
+        if (c == '\n') {
+          take(line);
+          line.clear();
+        } else {
+          line.push_back(c);
+        }
+      }
+      if (!line.empty()) {
+        take(line);
+      }
+      check<DataError>(listed > 0, "{}: neither an image (by its extension) nor a list naming any image", input);
+    }
+  }
+  check<DataError>(!files.empty(), "no images given");
+  return files;
+}
+
+DatasetPtr open_image_files(std::vector<std::string> files, int channels, int64_t max_pixels) {
+  check<ConfigError>(channels == 1 || channels == 3, "image files: channels must be 1 or 3, got {}", channels);
+  check<DataError>(!files.empty(), "no images given");
+  std::vector<int64_t> labels(files.size(), -1);
+  return std::make_shared<ImageFolderDataset>("", std::vector<std::string>{}, std::move(files), std::move(labels),
+                                              channels, max_pixels);
 }
 
 }  // namespace moejet::data

@@ -65,6 +65,16 @@ constexpr int64_t kDefaultMaxImagePixels = 89478485;
 /// (0 = no limit).
 DatasetPtr open_image_folder(const std::string& dir, int channels = 0, int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// The image files named by `inputs`, in order: an image file is taken as it is, a folder
+/// contributes its image files (recursively, sorted by path), and any other file is a list with one
+/// image path per line (blank lines and lines starting with '#' skipped; a relative path is taken
+/// from the list's folder). A missing path or an empty result is a DataError naming it.
+std::vector<std::string> collect_image_files(const std::vector<std::string>& inputs);
+
+/// Unlabelled images (label -1, no classes), decoded on access as open_image_folder's, with
+/// `channels` 1 or 3 (converted as stb_image converts: RGB to luma, grey to RGB).
+DatasetPtr open_image_files(std::vector<std::string> files, int channels, int64_t max_pixels = kDefaultMaxImagePixels);
+
 /// Resolves a data set spec: "fashion-mnist" / "mnist" (Debian's dataset packages under
 /// /usr/share/datasets, or MOEJET_DATA_DIR), "idx:<dir>", "cifar10:<dir>", "cifar100:<dir>",
 /// "stl10:<dir>", "folder:<dir>" (the split's sub-folder `train`/`test` is used when it exists).

@@ -1,0 +1,123 @@
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "moejet/core/error.h"
+#include "moejet/core/fs.h"
+#include "moejet/core/system.h"
+#include "moejet/data/loader.h"
+#include "moejet/eval/checkpoint_inputs.h"
+#include "moejet/eval/predict.h"
+#include "moejet/models/model_file.h"
+
+namespace moejet::cli {
+
+namespace {
+
+struct PredictArgs {
+  std::string checkpoint, model, out, device = "cpu", superclasses, format = "table";
+  std::vector<std::string> inputs, sets;
+  eval::PreprocessOverrides pre;
+  int64_t topk = 5, batch_size = 64, max_image_pixels = data::kDefaultMaxImagePixels;
+  int workers = 2;
+  bool quiet = false;
+};
+
+}  // namespace
+
+Runner add_predict_command(CLI::App& app) {
+  auto a = std::make_shared<PredictArgs>();
+  auto* sub = app.add_subcommand("predict", "top-k classes of image files with a trained model (timm's inference.py)");
+  sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("inputs", a->inputs,
+                  "image files, folders (searched recursively) or list files (one image path per line)")
+      ->required();
+  sub->add_option("-k,--topk", a->topk, "classes per image")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("-f,--format", a->format, "table, jsonl or csv")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"table", "jsonl", "csv"}));
+  sub->add_option("-o,--out", a->out, "write the predictions to this file (default: standard output)");
+  sub->add_option("-m,--model", a->model, "model preset or JSON (needed when the checkpoint carries no moejet config)");
+  sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
+  sub->add_option("--batch-size", a->batch_size)->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--workers", a->workers)->capture_default_str();
+  sub->add_option("--crop-pct", a->pre.crop_pct,
+                  "eval resize = img_size / crop_pct, then centre crop (default: the checkpoint's)")
+      ->check(CLI::Range(0.01, 1.0));
+  sub->add_option("--mean", a->pre.mean, "normalisation mean, per channel (default: the checkpoint's)");
+  sub->add_option("--std", a->pre.std, "normalisation std, per channel (default: the checkpoint's)");
+  sub->add_option("--interpolation", a->pre.interpolation, "resize interpolation (default: the checkpoint's)")
+      ->check(CLI::IsMember({"bilinear", "bicubic", "nearest"}));
+  sub->add_option("--max-image-pixels", a->max_image_pixels,
+                  "refuse image files larger than this many pixels (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, std::numeric_limits<int64_t>::max()));
+  sub->add_option("--superclasses", a->superclasses,
+                  "Mobile V-MoE: super-class file naming each expert's classes (default: the one stored in the "
+                  "checkpoint by training)");
+  sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
+  return [a]() {
+    auto device = parse_device(a->device);
+    auto loaded = models::load_model(a->checkpoint, a->model.empty() ? json() : load_model_json(a->model),
+                                     [&](json& j) { apply_overrides(j, a->sets); });
+    spdlog::info("load {}: {}", a->checkpoint, loaded.load_summary);
+    const auto& cfg = loaded.config;
+    auto model = loaded.model;
+    model->to(device);
+    model->eval();
+
+    const std::string preset =
+        a->model.empty() || file_exists(a->model) ? loaded.config_json.value("preset", std::string()) : a->model;
+    const auto pre = eval::resolve_preprocess(loaded.metadata, a->checkpoint, preset, cfg, a->pre);
+    spdlog::info("preprocessing ({}): {}", pre.source, data::describe(pre.preprocess));
+    const auto files = data::collect_image_files(a->inputs);
+    const int channels = static_cast<int>(pre.preprocess.input_size.at(0));
+    auto images = data::open_image_files(files, channels, a->max_image_pixels);
+    spdlog::info("{}", images->describe());
+
+    eval::PredictionLabels labels;
+    labels.class_names = pre.preprocess.label_names;
+    if (labels.class_names.empty()) {
+      spdlog::warn("{}: no class names stored; classes are printed as indices", a->checkpoint);
+    }
+    eval::RouterFn router;
+    if (model->router) {
+      router = [&]() { return model->last_routing.logits; };
+      const auto ways = cfg.moe().get<moe::PerImageMoeOptions>().num_experts;
+      if (auto sc =
+              eval::resolve_superclasses(loaded.metadata, a->checkpoint, a->superclasses, cfg.num_classes(), ways)) {
+        labels.superclass_members.assign(static_cast<size_t>(ways), {});
+        for (size_t c = 0; c < sc->superclass_of.size(); ++c) {
+          labels.superclass_members[static_cast<size_t>(sc->superclass_of[c])].push_back(static_cast<int64_t>(c));
+        }
+      }
+    }
+
+    data::LoaderOptions lo;
+    lo.batch_size = a->batch_size;
+    lo.shuffle = false;
+    lo.drop_last = false;
+    lo.num_workers = a->workers;
+    data::Loader loader(images, data::make_eval_transform(data::eval_augment(pre.preprocess), channels), lo);
+    TerminalProgress bar;
+    const auto predictions = eval::predict([&](const torch::Tensor& x) { return model->forward(x); }, loader, a->topk,
+                                           device, a->quiet ? nullptr : &bar, router);
+    const auto text = eval::format_predictions(files, predictions, labels, a->format);
+    if (a->out.empty()) {
+      std::cout << text << std::flush;
+    } else {
+      write_atomic(a->out, [&](std::ostream& os) { os << text; });
+      spdlog::info("wrote {} predictions to {}", predictions.size(), a->out);
+    }
+    return 0;
+  };
+}
+
+}  // namespace moejet::cli
