@@ -310,6 +310,20 @@ TEST(Cli, PredictNamesTheClassesOfImageFilesAsEvalScoresThem) {
   r = run("predict -q " + out + "/best.safetensors " + dir.file("none.jpg"));
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "none.jpg: no such file or folder")) << r.output;
+  // Export: TorchScript with its preprocessing beside it, and timm's safetensors of the dense model.
+  r = run("export " + out + "/best.safetensors -o " + dir.file("ts/model.pt") + " --batch 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "its logits match moejet's")) << r.output;
+  const auto side = read_json_file(dir.file("ts/model.json"));
+  EXPECT_EQ(side["batch_size"], 4);
+  EXPECT_EQ(side["label_names"], (json{"airplane", "cat", "dog"}));
+  EXPECT_EQ(side["input_size"], (json{3, 32, 32}));
+  EXPECT_EQ(side["std"], (json{0.25, 0.25, 0.25}));
+  r = run("export " + out + "/best.safetensors --format timm -o " + dir.file("timm.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto timm = io::read_safetensors(dir.file("timm.safetensors"));
+  EXPECT_TRUE(timm.contains("blocks.0.mlp.fc1.weight"));
+  EXPECT_TRUE(timm.contains("head.weight"));
 }
 
 TEST(Cli, MessagesSayWhatWasMeantAndOutputStaysClean) {
@@ -764,6 +778,15 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
     EXPECT_FALSE(j["superclass"].empty());
   }
   EXPECT_EQ(predicted, 10);
+  // Its TorchScript export has the router as `route`, and names the super-classes beside it.
+  r = run("export " + dir.file("mv/last.safetensors") + " -o " + dir.file("mv.pt"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto side = read_json_file(dir.file("mv.json"));
+  EXPECT_TRUE(side["outputs"].contains("route")) << side.dump();
+  EXPECT_EQ(side["superclasses"]["superclass_of"].size(), 10u);
+  r = run("export " + dir.file("mv/last.safetensors") + " --format timm -o " + dir.file("mv.safetensors"));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "an MoE model has no timm layout")) << r.output;
 
   // Super-classes for another class count are refused before training starts.
   { std::ofstream(dir.file("bad.json")) << R"({"num_superclasses": 2, "superclass_of": [0, 1, 0]})"; }

@@ -23,6 +23,11 @@ Runner add_recycle_command(CLI::App& app);
 Runner add_superclasses_command(CLI::App& app);
 Runner add_report_command(CLI::App& app);
 Runner add_convert_command(CLI::App& app);
+Runner add_export_command(CLI::App& app);
+
+/// `moejet convert`: writes checkpoint `in` to `out` in layout `to` (jetpack, timm, moejet).
+int convert_checkpoint(const std::string& in, const std::string& out, const std::string& to, const std::string& model,
+                       const std::vector<std::string>& sets);
 
 /// Remembers the process's command line (for --nproc, which re-executes it per worker).
 void set_command_line(int argc, char** argv);

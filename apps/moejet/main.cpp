@@ -69,10 +69,10 @@ int main(int argc, char** argv) {
 
   // Each add_*_command adds one subcommand; remember which runner belongs to which.
   std::vector<std::pair<CLI::App*, moejet::cli::Runner>> commands;
-  for (auto add :
-       {moejet::cli::add_train_command, moejet::cli::add_eval_command, moejet::cli::add_predict_command,
-        moejet::cli::add_info_command, moejet::cli::add_bench_command, moejet::cli::add_recycle_command,
-        moejet::cli::add_superclasses_command, moejet::cli::add_report_command, moejet::cli::add_convert_command}) {
+  for (auto add : {moejet::cli::add_train_command, moejet::cli::add_eval_command, moejet::cli::add_predict_command,
+                   moejet::cli::add_info_command, moejet::cli::add_bench_command, moejet::cli::add_recycle_command,
+                   moejet::cli::add_superclasses_command, moejet::cli::add_report_command,
+                   moejet::cli::add_convert_command, moejet::cli::add_export_command}) {
     auto runner = add(app);
     commands.emplace_back(app.get_subcommands({}).back(), std::move(runner));
   }

@@ -1,4 +1,5 @@
 #include "moejet/kernels/entmax.h"
+#include "moejet/kernels/tracing.h"
 
 #include <c10/core/WrapDimMinimal.h>
 #include <torch/torch.h>
@@ -375,6 +376,9 @@ torch::Tensor entmax15(const torch::Tensor& x, int64_t dim) {
   TORCH_CHECK(x.is_floating_point(), "entmax15: expected a floating-point tensor, got ", x.scalar_type());
   dim = c10::maybe_wrap_dim(dim, x.dim());
   TORCH_CHECK(x.size(dim) > 0, "entmax15: dim ", dim, " of ", x.sizes(), " is empty");
+  if (tracing()) {
+    return entmax15_generic(x, dim);
+  }
   return Entmax15Function::apply(x, dim);
 }
 

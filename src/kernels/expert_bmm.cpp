@@ -10,6 +10,7 @@
 #include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/precision.h"
+#include "moejet/kernels/tracing.h"
 
 namespace moejet::kernels {
 
@@ -68,6 +69,9 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
               "expert_bmm: expected a [E, M, K] and b [E, K, N], got ", a.sizes(), " and ", b.sizes());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 2 && bias.size(0) == a.size(0) && bias.size(1) == b.size(2)),
               "expert_bmm: expected bias [E, N] = [", a.size(0), ", ", b.size(2), "], got ", bias.sizes());
+  if (tracing()) {
+    return bias.defined() ? torch::baddbmm(bias.unsqueeze(1), a, b) : torch::bmm(a, b);
+  }
   // Named in profiler traces, since the BLAS path bypasses ATen's own bmm record.
   RECORD_FUNCTION("moejet::expert_bmm", std::vector<c10::IValue>({a, b}));
   const bool bf16 = a.scalar_type() == torch::kBFloat16 || b.scalar_type() == torch::kBFloat16 ||
@@ -170,6 +174,9 @@ struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
 }  // namespace
 
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b) {
+  if (tracing()) {
+    return torch::bmm(a, b);
+  }
   return BatchedMatmulFn::apply(a, b);
 }
 

@@ -4,6 +4,7 @@
 
 #include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/onednn_matmul.h"
+#include "moejet/kernels/tracing.h"
 
 namespace moejet::kernels {
 
@@ -97,6 +98,9 @@ struct OnednnMatmulFn : torch::autograd::Function<OnednnMatmulFn> {
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, ProductOut out) {
+  if (tracing()) {
+    return torch::linear(x, weight, bias);
+  }
   if (use_bf16(x)) {
     auto y = torch::linear(to_bf16(x), to_bf16(weight), to_bf16(bias));
     return out == ProductOut::compute ? y : to_fp32(y);
@@ -109,6 +113,9 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
 }
 
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, ProductOut out) {
+  if (tracing()) {
+    return torch::matmul(a, b);
+  }
   if (a.dim() > 2 && b.dim() == 2) {  // [..., M, K] x [K, N]: one GEMM over all rows
     auto sizes = a.sizes().vec();
     sizes.back() = b.size(1);
@@ -129,7 +136,7 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, ProductOut 
 
 torch::Tensor conv2d(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      torch::IntArrayRef stride, torch::IntArrayRef padding, int64_t groups) {
-  if (use_bf16(x)) {
+  if (use_bf16(x) && !tracing()) {
     return to_fp32(torch::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), stride, padding, 1, groups));
   }
   return torch::conv2d(x, weight, bias, stride, padding, 1, groups);

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/kernels/tracing.h"
+
 #include "moejet/kernels/parallel.h"
 
 namespace moejet::kernels {
@@ -12,7 +14,7 @@ namespace moejet::kernels {
 namespace {
 
 bool fused(const torch::Tensor& x) {
-  return x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 1 && x.size(-1) > 0;
+  return !tracing() && x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 1 && x.size(-1) > 0;
 }
 
 // Rows of at least this many elements per thread: below it a thread costs more than it saves.

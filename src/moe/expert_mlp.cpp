@@ -7,6 +7,7 @@
 #include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/expert_bmm.h"
 #include "moejet/kernels/precision.h"
+#include "moejet/kernels/tracing.h"
 #include "moejet/nn/dropout.h"
 #include "moejet/nn/init.h"
 
@@ -78,6 +79,10 @@ ExpertMlpImpl::ExpertMlpImpl(int64_t num_experts, int64_t dim, int64_t hidden, d
 torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
                                  const torch::Tensor& w2, const torch::Tensor& b2) {
   // [E, T, D] -> [E, T, H] -> [E, T, D]; baddbmm fuses the bias add into the batched GEMM.
+  if (kernels::tracing()) {
+    auto h = torch::gelu(torch::baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2)));
+    return torch::baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2));
+  }
   auto h = nn::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
   return nn::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
 }
@@ -91,7 +96,8 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor& expert_ids) {
   TORCH_CHECK(expert_ids.dim() == 1 && x.dim() == 3 && x.size(0) == expert_ids.size(0) && x.size(2) == dim,
               "ExpertMlp: expected x [A, T, ", dim, "] for A expert ids, got ", x.sizes(), " and ", expert_ids.sizes());
-  if (expert_ids.size(0) == num_experts) {
+  // While tracing, the ids are the graph's values: no decision on them here.
+  if (expert_ids.size(0) == num_experts && !kernels::tracing()) {
     auto all = torch::arange(num_experts, expert_ids.options());
     if (expert_ids.equal(all)) {
       return forward(x);
@@ -99,6 +105,10 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor
   }
   // Consecutive ids (one expert per image at batch 1, Mobile V-MoE's on-device case) are a view of
   // the weights; index_select would copy every active expert's weights on every forward.
+  if (kernels::tracing()) {
+    return run(x, fc1_weight.index_select(0, expert_ids), fc1_bias.index_select(0, expert_ids),
+               fc2_weight.index_select(0, expert_ids), fc2_bias.index_select(0, expert_ids));
+  }
   const auto ids = expert_ids.to(torch::kCPU).contiguous();
   const int64_t A = ids.numel(), first = A > 0 ? ids.data_ptr<int64_t>()[0] : 0;
   if (A > 0 && torch::equal(ids, torch::arange(first, first + A, ids.options()))) {

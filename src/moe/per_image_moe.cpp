@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "moejet/kernels/tracing.h"
+
 namespace moejet::moe {
 
 void PerImageMoeOptions::validate() const {
@@ -37,6 +39,14 @@ torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
               "PerImageMoe: no routing for this batch (the model's router sets it before the MoE blocks)");
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), k = routing_.experts.size(1);
   const int64_t P = B * k;  // (image, choice) pairs, image-major
+  if (kernels::tracing()) {
+    // The grouping below is decided on the host from the routing's values, which a trace would
+    // freeze: every (image, choice) pair runs its own expert's weights instead (the same result).
+    auto in = x.unsqueeze(1).expand({B, k, N, D}).reshape({P, N, D});
+    auto out = experts->forward(in, routing_.experts.reshape({P})).view({B, k, N, D});
+    last_aux_loss = torch::zeros({}, x.options());
+    return (out * routing_.weights.view({B, k, 1, 1}).to(x.scalar_type())).sum(1);
+  }
   torch::Tensor active, slot, gather;
   int64_t A = 0, cap = 0;
   {

@@ -7,6 +7,7 @@
 #include "moejet/kernels/matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/row_ops.h"
+#include "moejet/kernels/tracing.h"
 #include "moejet/moe/soft_moe.h"
 #include "moejet/nn/dropout.h"
 
@@ -129,8 +130,9 @@ void check_logit_shapes(const torch::Tensor& cos, const torch::Tensor& t_d, cons
 
 bool fused_logits(const torch::Tensor& cos, const torch::Tensor& t_d, const torch::Tensor& t_c,
                   const torch::Tensor& noise) {
-  return cos.is_cpu() && cos.scalar_type() == torch::kFloat && t_d.scalar_type() == torch::kFloat &&
-         t_c.scalar_type() == torch::kFloat && (!noise.defined() || noise.scalar_type() == torch::kFloat);
+  return !kernels::tracing() && cos.is_cpu() && cos.scalar_type() == torch::kFloat &&
+         t_d.scalar_type() == torch::kFloat && t_c.scalar_type() == torch::kFloat &&
+         (!noise.defined() || noise.scalar_type() == torch::kFloat);
 }
 
 }  // namespace

@@ -8,16 +8,13 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/core/strings.h"
 
 #include "moejet/train/fused_adamw.h"
 
 namespace moejet::train {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 bool starts_with_any(const std::string& s, const std::vector<std::string>& prefixes) {
   return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return s.rfind(p, 0) == 0; });
