@@ -15,6 +15,7 @@ PACKAGES=(
   libstb-dev libmetis-dev                     # image decoding, graph partitioning
   libgloo-dev                                 # headers of c10d's Gloo backend (multi-process training)
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  librsvg2-bin                                # rsvg-convert: the tests draw the report's SVG figures to PNG
   dataset-fashion-mnist                       # the embedded default data set
 )
 

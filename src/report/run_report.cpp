@@ -1,7 +1,11 @@
 #include "moejet/report/run_report.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -51,10 +55,17 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
       p.top1 = j.value("top1", 0.0);
       p.router_top1 = j.value("router_top1", -1.0);
       r.evals.push_back(p);
+      if (p.epoch < 0) {
+        r.start_top1 = p.top1;
+        continue;
+      }
       r.best_top1 = std::max(r.best_top1, p.top1);
       r.final_top1 = p.top1;
       r.final_router_top1 = p.router_top1;
     } else if (event == "train") {
+      if (j.contains("loss")) {
+        r.losses.emplace_back(j.value("step", int64_t{0}), j.value("loss", 0.0));
+      }
       rate_sum += j.value("img_per_s", 0.0);
       rate_n += 1;
       if (j.contains("moe")) {
@@ -68,8 +79,98 @@ RunSummary load_run(const std::string& label, const std::string& dir) {
 
 namespace {
 
-std::string pct(double v) {
-  return v < 0 ? std::string("–") : fmt::format("{:.2f}", v);
+struct Stat {
+  double mean = -1.0, sd = 0.0;
+  size_t n = 0;
+};
+
+// Mean and sample sd of the values that were measured (>= 0).
+Stat stat_of(const std::vector<double>& values) {
+  Stat s;
+  std::vector<double> v;
+  for (double x : values) {
+    if (x >= 0) {
+      v.push_back(x);
+    }
+  }
+  s.n = v.size();
+  if (v.empty()) {
+    return s;
+  }
+  double sum = 0;
+  for (double x : v) {
+    sum += x;
+  }
+  s.mean = sum / static_cast<double>(v.size());
+  double ss = 0;
+  for (double x : v) {
+    ss += (x - s.mean) * (x - s.mean);
+  }
+  s.sd = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+std::string fmt_stat(const Stat& s) {
+  if (s.n == 0) {
+    return "–";
+  }
+  return s.n > 1 ? fmt::format("{:.2f} ± {:.2f}", s.mean, s.sd) : fmt::format("{:.2f}", s.mean);
+}
+
+// The runs of one method (its seeds), in the order given.
+struct Method {
+  std::string label;
+  std::vector<const RunSummary*> runs;
+  template <class F>
+  Stat over(F f) const {
+    std::vector<double> v;
+    for (const auto* r : runs) {
+      v.push_back(f(*r));
+    }
+    return stat_of(v);
+  }
+};
+
+std::vector<Method> group_by_label(const std::vector<RunSummary>& runs) {
+  std::vector<Method> methods;
+  for (const auto& r : runs) {
+    auto it = std::find_if(methods.begin(), methods.end(), [&](const Method& m) { return m.label == r.label; });
+    if (it == methods.end()) {
+      methods.push_back({r.label, {}});
+      it = methods.end() - 1;
+    }
+    it->runs.push_back(&r);
+  }
+  return methods;
+}
+
+// Mean line and +-1 sd band over a method's seeds, point by point, over the points every seed has
+// (the same schedule gives the same steps).
+Series mean_series(const Method& m, const std::function<std::vector<std::pair<double, double>>(const RunSummary&)>& f) {
+  Series s{m.label, {}, {}, {}, {}};
+  std::vector<std::vector<std::pair<double, double>>> per_run;
+  size_t n = std::numeric_limits<size_t>::max();
+  for (const auto* r : m.runs) {
+    per_run.push_back(f(*r));
+    n = std::min(n, per_run.back().size());
+  }
+  if (per_run.empty()) {
+    return s;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<double> ys;
+    for (const auto& pts : per_run) {
+      ys.push_back(pts[i].second);
+    }
+    const Stat st = stat_of(ys);
+    s.x.push_back(per_run[0][i].first);
+    s.y.push_back(st.mean);
+    if (m.runs.size() > 1) {
+      s.lo.push_back(st.mean - st.sd);
+      s.hi.push_back(st.mean + st.sd);
+    }
+  }
+  return s;
 }
 
 }  // namespace
@@ -77,25 +178,43 @@ std::string pct(double v) {
 std::string write_report(const std::vector<RunSummary>& runs, const std::string& out_dir, const std::string& title,
                          const std::string& notes) {
   std::filesystem::create_directories(out_dir);
+  const auto methods = group_by_label(runs);
+  size_t max_seeds = 0;
+  for (const auto& m : methods) {
+    max_seeds = std::max(max_seeds, m.runs.size());
+  }
+  const std::string band = max_seeds > 1 ? " (mean, band: ±1 sd over seeds)" : "";
   // Convergence: test top-1 against optimizer steps.
-  std::vector<Series> curves;
-  for (const auto& r : runs) {
-    Series s{r.label, {}, {}};
-    for (const auto& p : r.evals) {
-      s.x.push_back(static_cast<double>(p.step));
-      s.y.push_back(p.top1);
-    }
-    curves.push_back(s);
+  std::vector<Series> curves, losses;
+  for (const auto& m : methods) {
+    curves.push_back(mean_series(m, [](const RunSummary& r) {
+      std::vector<std::pair<double, double>> pts;
+      for (const auto& p : r.evals) {
+        pts.emplace_back(static_cast<double>(p.step), p.top1);
+      }
+      return pts;
+    }));
+    losses.push_back(mean_series(m, [](const RunSummary& r) {
+      std::vector<std::pair<double, double>> pts;
+      for (const auto& [step, loss] : r.losses) {
+        pts.emplace_back(static_cast<double>(step), loss);
+      }
+      return pts;
+    }));
   }
   write_atomic(out_dir + "/accuracy.svg", [&](std::ostream& o) {
-    o << line_plot_svg(curves, {"Test top-1 during training", "optimizer step", "top-1 (%)"});
+    o << line_plot_svg(curves, {"Test top-1 during training" + band, "optimizer step", "top-1 (%)"});
   });
-  // Utilisation: per-expert load in the last MoE block at the last logged step.
+  write_atomic(out_dir + "/loss.svg", [&](std::ostream& o) {
+    o << line_plot_svg(losses, {"Training loss" + band, "optimizer step", "loss (log window mean)"});
+  });
+  // Utilisation: per-expert load in the last MoE block at the last logged step (first seed).
   std::vector<Series> loads;
-  for (const auto& r : runs) {
+  for (const auto& m : methods) {
+    const auto& r = *m.runs.front();
     if (r.last_moe_stats.is_array() && !r.last_moe_stats.empty() && r.last_moe_stats.back().contains("load")) {
       const auto& last = r.last_moe_stats.back();
-      Series s{fmt::format("{} (block {})", r.label, last.value("block", int64_t{-1})), {}, {}};
+      Series s{fmt::format("{} (block {})", r.label, last.value("block", int64_t{-1})), {}, {}, {}, {}};
       auto load = last["load"].get<std::vector<double>>();
       const double mean = load.empty() ? 1.0 : 1.0 / static_cast<double>(load.size());
       for (size_t i = 0; i < load.size(); ++i) {
@@ -113,48 +232,78 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
   if (!notes.empty()) {
     md += notes + "\n\n";
   }
-  md += "| run | init | MoE | Param (M) | FLOPs (G) | best top-1 | final top-1 | router top-1 | train img/s |\n";
-  md += "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
-  for (const auto& r : runs) {
-    md += fmt::format("| {} | {} | {} | {:.2f} | {:.4f} | {} | {} | {} | {:.0f} |\n", r.label,
+  md +=
+      "| run | seeds | init | MoE | Param (M) | FLOPs (G) | top-1 before training | final top-1 | best top-1 | "
+      "router top-1 | train img/s |\n";
+  md += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& m : methods) {
+    const auto& r = *m.runs.front();
+    md += fmt::format("| {} | {} | {} | {} | {:.2f} | {:.4f} | {} | {} | {} | {} | {:.0f} |\n", m.label, m.runs.size(),
                       r.init.empty() ? "random" : std::filesystem::path(r.init).filename().string(),
-                      r.moe_kind.empty() ? "dense" : r.moe_kind, r.params / 1e6, r.flops / 1e9, pct(r.best_top1),
-                      pct(r.final_top1), pct(r.final_router_top1), r.img_per_s);
+                      r.moe_kind.empty() ? "dense" : r.moe_kind, r.params / 1e6, r.flops / 1e9,
+                      fmt_stat(m.over([](const RunSummary& x) { return x.start_top1; })),
+                      fmt_stat(m.over([](const RunSummary& x) { return x.final_top1; })),
+                      fmt_stat(m.over([](const RunSummary& x) { return x.best_top1; })),
+                      fmt_stat(m.over([](const RunSummary& x) { return x.final_router_top1; })),
+                      m.over([](const RunSummary& x) { return x.img_per_s; }).mean);
   }
-  md += "\nFLOPs are multiply-accumulates per image (fvcore convention, as the papers' tables).\n\n";
-  md += "## Convergence\n\n![test top-1 against optimizer steps](accuracy.svg)\n\n";
-  md += "| run |";
-  size_t max_evals = 0;
-  for (const auto& r : runs)
-    max_evals = std::max(max_evals, r.evals.size());
-  for (size_t i = 0; i < max_evals; ++i)
-    md += fmt::format(" ep {} |", i + 1);
-  md += "\n|---|";
-  for (size_t i = 0; i < max_evals; ++i)
-    md += "---:|";
-  md += "\n";
+  md += "\nFLOPs are multiply-accumulates per image (fvcore convention, as the papers' tables).";
+  if (max_seeds > 1) {
+    md += " Accuracies are mean ± sample sd over the seeds.";
+  }
+  md += "\n\n## Convergence\n\n![test top-1 against optimizer steps](accuracy.svg)\n\n";
+  // Columns: the evaluations by epoch (-1: before training), over every run.
+  std::vector<int64_t> epochs;
   for (const auto& r : runs) {
-    md += "| " + r.label + " |";
-    for (size_t i = 0; i < max_evals; ++i) {
-      md += i < r.evals.size() ? fmt::format(" {:.2f} |", r.evals[i].top1) : std::string(" |");
+    for (const auto& p : r.evals) {
+      if (std::find(epochs.begin(), epochs.end(), p.epoch) == epochs.end()) {
+        epochs.push_back(p.epoch);
+      }
+    }
+  }
+  std::sort(epochs.begin(), epochs.end());
+  md += "| run |";
+  for (int64_t e : epochs) {
+    md += e < 0 ? std::string(" start |") : fmt::format(" ep {} |", e + 1);
+  }
+  md += "\n|---|";
+  for (size_t i = 0; i < epochs.size(); ++i) {
+    md += "---:|";
+  }
+  md += "\n";
+  for (const auto& m : methods) {
+    md += "| " + m.label + " |";
+    for (int64_t e : epochs) {
+      md += " " + fmt_stat(m.over([&](const RunSummary& r) {
+              for (const auto& p : r.evals) {
+                if (p.epoch == e) {
+                  return p.top1;
+                }
+              }
+              return -1.0;
+            })) +
+            " |";
     }
     md += "\n";
   }
+  md += "\n## Training loss\n\n![training loss against optimizer steps](loss.svg)\n";
   md += "\n## Expert utilisation\n\n";
   bool any = false;
-  for (const auto& r : runs) {
+  for (const auto& m : methods) {
+    const auto& r = *m.runs.front();
     if (!r.last_moe_stats.is_array())
       continue;
     if (!any) {
-      md +=
-          "At the last logged training step. Load is each expert's share of the routing mass (Soft MoE / "
+      md += fmt::format(
+          "At the last logged training step{}. Load is each expert's share of the routing mass (Soft MoE / "
           "SpheroMoE: combine weights; top-k and per-image: assignments); max/mean 1 and CV 0 are perfect "
           "balance.\n\n| run | block | kind | load max/mean | load min/mean | load CV | dispatch entropy |\n"
-          "|---|---:|---|---:|---:|---:|---:|\n";
+          "|---|---:|---|---:|---:|---:|---:|\n",
+          max_seeds > 1 ? " of each method's first seed" : "");
       any = true;
     }
     for (const auto& b : r.last_moe_stats) {
-      md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", r.label,
+      md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", m.label,
                         b.value("block", int64_t{-1}), b.value("kind", ""), b.value("load_max_over_mean", 0.0),
                         b.value("load_min_over_mean", 0.0), b.value("load_cv", 0.0), b.value("dispatch_entropy", 0.0));
     }

@@ -77,6 +77,24 @@ struct Frame {
   }
 };
 
+// The right margin holds the legend: as wide as its longest name (about 7 px a character at
+// 12 px sans-serif), the figure growing by what the default does not hold.
+void fit_legend(Frame& f, const std::vector<Series>& series) {
+  size_t chars = 0;
+  for (const auto& s : series) {
+    chars = std::max(chars, s.name.size());
+  }
+  const int needed = 44 + static_cast<int>(7 * chars);
+  if (needed > f.right) {
+    f.width += needed - f.right;
+    f.right = needed;
+  }
+  const int rows = 24 + 18 * static_cast<int>(series.size());
+  if (f.top + rows > f.height - f.bottom) {
+    f.height = f.top + rows + f.bottom;
+  }
+}
+
 std::string axes(const Frame& f, const PlotOptions& o, bool x_ticks) {
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
@@ -124,8 +142,8 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       x0 = std::min(x0, s.x[i]);
       x1 = std::max(x1, s.x[i]);
-      y0 = std::min(y0, s.y[i]);
-      y1 = std::max(y1, s.y[i]);
+      y0 = std::min({y0, s.y[i], i < s.lo.size() ? s.lo[i] : s.y[i]});
+      y1 = std::max({y1, s.y[i], i < s.hi.size() ? s.hi[i] : s.y[i]});
     }
   }
   if (x0 > x1) {  // no data
@@ -137,13 +155,27 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
   Frame f{x0, x1, y0 - pad, y1 + pad};
   f.width = o.width;
   f.height = o.height;
+  fit_legend(f, series);
   std::string s = axes(f, o, true);
   for (size_t k = 0; k < series.size(); ++k) {
+    const auto& sr = series[k];
+    const size_t n = std::min(sr.x.size(), sr.y.size());
+    if (sr.lo.size() >= n && sr.hi.size() >= n && n > 0) {
+      std::string band;
+      for (size_t i = 0; i < n; ++i) {
+        band += fmt::format("{:.1f},{:.1f} ", f.px(sr.x[i]), f.py(sr.hi[i]));
+      }
+      for (size_t i = n; i-- > 0;) {
+        band += fmt::format("{:.1f},{:.1f} ", f.px(sr.x[i]), f.py(sr.lo[i]));
+      }
+      s +=
+          fmt::format("<polygon points=\"{}\" fill=\"{}\" fill-opacity=\"0.15\" stroke=\"none\"/>\n", band, palette(k));
+    }
     std::string pts;
-    for (size_t i = 0; i < series[k].x.size() && i < series[k].y.size(); ++i) {
-      pts += fmt::format("{:.1f},{:.1f} ", f.px(series[k].x[i]), f.py(series[k].y[i]));
-      s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.5\" fill=\"{}\"/>\n", f.px(series[k].x[i]),
-                       f.py(series[k].y[i]), palette(k));
+    for (size_t i = 0; i < n; ++i) {
+      pts += fmt::format("{:.1f},{:.1f} ", f.px(sr.x[i]), f.py(sr.y[i]));
+      s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.5\" fill=\"{}\"/>\n", f.px(sr.x[i]), f.py(sr.y[i]),
+                       palette(k));
     }
     s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, palette(k));
   }
@@ -162,6 +194,7 @@ std::string bar_plot_svg(const std::vector<Series>& series, const PlotOptions& o
   Frame f{-0.5, static_cast<double>(std::max<size_t>(n, 1)) - 0.5, 0.0, y1 > 0 ? y1 * 1.08 : 1.0};
   f.width = o.width;
   f.height = o.height;
+  fit_legend(f, series);
   std::string s = axes(f, o, n <= 40);
   const double slot = (f.px(1) - f.px(0)) * 0.8 / static_cast<double>(std::max<size_t>(series.size(), 1));
   for (size_t k = 0; k < series.size(); ++k) {

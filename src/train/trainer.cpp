@@ -112,6 +112,9 @@ class Trainer {
     InterruptGuard interrupt_guard;
     kernels::PrecisionScope precision(precision_);  // training and the evaluations between epochs
     stop_ = state_.step >= total_steps_;
+    if (tc_.eval_at_start && state_.step == 0 && main_rank_ && !stop_) {
+      evaluate(-1);  // a resumed run has logged it already
+    }
     model_->train();
     for (int64_t epoch = state_.epoch; epoch < tc_.epochs && !stop_; ++epoch) {
       run_epoch(epoch);
@@ -452,9 +455,13 @@ class Trainer {
     }
     log(record);
     // Epochs are 1-based wherever a person reads them (bar, log); metrics.jsonl keeps 0-based ids.
-    spdlog::info("epoch {}/{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}", epoch + 1, tc_.epochs, r.top1, r.top5,
-                 r.loss, r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
-    result_.final_top1 = r.top1;
+    spdlog::info("{} eval: top1 {:.2f}% top5 {:.2f}% loss {:.4f}{}",
+                 epoch < 0 ? std::string("before training,") : fmt::format("epoch {}/{}", epoch + 1, tc_.epochs),
+                 r.top1, r.top5, r.loss,
+                 r.router_top1 >= 0 ? fmt::format(" router {:.2f}%", r.router_top1) : std::string());
+    if (epoch >= 0) {
+      result_.final_top1 = r.top1;
+    }
     return r;
   }
 

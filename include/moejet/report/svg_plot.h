@@ -1,7 +1,8 @@
 #pragma once
 // Small, dependency-free SVG charts for the run reports: a line plot (accuracy vs step, one line
-// per run) and grouped bars (per-expert load). Axes get "nice" ticks; colours follow a fixed
-// palette so a run keeps its colour across the charts of one report.
+// per run, with an optional band) and grouped bars (per-expert load). Axes get "nice" ticks and
+// fit the data; the legend sits right of the plot, which is widened to hold its longest name;
+// colours follow a fixed palette so a run keeps its colour across the charts of one report.
 
 #include <string>
 #include <vector>
@@ -11,6 +12,8 @@ namespace moejet::report {
 struct Series {
   std::string name;
   std::vector<double> x, y;
+  /// Optional band around the line (e.g. mean -/+ one sd over seeds), one value per point.
+  std::vector<double> lo, hi;
 };
 
 struct PlotOptions {

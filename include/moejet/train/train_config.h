@@ -62,14 +62,18 @@ struct TrainLoopConfig {
   std::string out_dir;         ///< run folder; empty: the CLI picks runs/<config>-<time>
   int64_t log_every = 50;      ///< optimizer steps between train-metric lines
   int64_t eval_every = 1;      ///< epochs between evaluations
-  int64_t max_steps = 0;       ///< stop after this many optimizer steps (0 = all epochs)
+  /// Also evaluate before the first step (logged as epoch -1, step 0): where recycled or
+  /// pre-trained weights start, the convergence figure's first point.
+  bool eval_at_start = false;
+  int64_t max_steps = 0;  ///< stop after this many optimizer steps (0 = all epochs)
   /// Mobile V-MoE router supervision (model.moe.type "image"): a super-class file (see
   /// data/superclasses.h), "random" (a balanced random division seeded by `seed`, the paper's
   /// baseline) or "" (end-to-end routing, no router loss).
   std::string superclasses;
   double router_loss_weight = 0.3;  ///< lambda in L = L_cls + lambda * CE(router, super-class)
   MOEJET_CONFIG_FIELDS(epochs, batch_size, accum_steps, label_smoothing, seed, device, threads, precision, init,
-                       init_drop_head, out_dir, log_every, eval_every, max_steps, superclasses, router_loss_weight)
+                       init_drop_head, out_dir, log_every, eval_every, eval_at_start, max_steps, superclasses,
+                       router_loss_weight)
 };
 
 struct TrainConfig {
