@@ -415,6 +415,61 @@ TEST(Trainer, Bf16TrainsAsWellAsFp32AndWritesFp32Checkpoints) {
   EXPECT_EQ(read_json_file(dir.file("bf16/config.json"))["train"]["precision"], "bf16");
 }
 
+TEST(Trainer, AnInitHeadForOtherClassesIsDroppedAndTheStartIsEvaluated) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  // Upstream on classes 0-4, downstream on 5-9: five classes each, but other ones. The head is
+  // the new task's (freshly initialised), the rest of the model the checkpoint's, and the
+  // evaluation before the first step is logged as epoch -1 at step 0.
+  moejet::testing::TempDir dir;
+  TrainOptions quiet;
+  auto up = tiny_config(dir.file("up"));
+  up.data.classes = {0, 1, 2, 3, 4};
+  up.model.as<models::VitConfig>().num_classes = 5;
+  up.train.epochs = 1;
+  run_training(up, quiet);
+  auto down = tiny_config(dir.file("down"));
+  down.data.classes = {5, 6, 7, 8, 9};
+  down.model.as<models::VitConfig>().num_classes = 5;
+  down.train.epochs = 1;
+  down.train.init = dir.file("up/last.safetensors");
+  down.train.eval_at_start = true;
+  down.train.max_steps = 1;
+  down.optim.lr = 1e-12;  // one step that moves nothing: the weights are the init's
+  run_training(down, quiet);
+  const auto before = io::read_checkpoint(dir.file("up/last.safetensors"));
+  const auto after = io::read_checkpoint(dir.file("down/last.safetensors"));
+  EXPECT_TRUE(after["blocks.0.attn.qkv.weight"].allclose(before["blocks.0.attn.qkv.weight"], 1e-6, 1e-6));
+  EXPECT_FALSE(after["head.weight"].allclose(before["head.weight"], 1e-3, 1e-3)) << "the old head was kept";
+  std::ifstream log(dir.file("down/metrics.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(log, line));
+  bool start_eval = false;
+  do {
+    auto j = json::parse(line);
+    if (j["event"] == "eval") {
+      EXPECT_EQ(j["epoch"], -1) << line;
+      EXPECT_EQ(j["step"], 0) << line;
+      start_eval = true;
+      break;
+    }
+    EXPECT_NE(j["event"], "train") << "trained before the start evaluation: " << line;
+  } while (std::getline(log, line));
+  EXPECT_TRUE(start_eval);
+  // With the same classes, the head is the checkpoint's.
+  auto same = tiny_config(dir.file("same"));
+  same.data.classes = {0, 1, 2, 3, 4};
+  same.model.as<models::VitConfig>().num_classes = 5;
+  same.train.epochs = 1;
+  same.train.max_steps = 1;
+  same.optim.lr = 1e-12;
+  same.train.init = dir.file("up/last.safetensors");
+  run_training(same, quiet);
+  EXPECT_TRUE(io::read_checkpoint(dir.file("same/last.safetensors"))["head.weight"].allclose(before["head.weight"],
+                                                                                             1e-6, 1e-6));
+}
+
 TEST(Trainer, NanLossStopsWithAClearErrorAndKeepsTheLastGoodCheckpoint) {
   if (!have_fashion_mnist()) {
     GTEST_SKIP() << "dataset-fashion-mnist not installed";

@@ -94,6 +94,10 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state, co
       report.missing.push_back(key);
       continue;
     }
+    if (has_prefix(key, options.drop_always)) {
+      report.dropped.push_back(key);
+      continue;
+    }
     if (value->sizes() != target.sizes()) {
       if (has_prefix(key, options.drop_on_mismatch)) {
         report.dropped.push_back(key);

@@ -28,7 +28,7 @@ std::string load_model_weights(ImageClassifierImpl& model, const std::string& pa
 }
 
 std::string load_model_weights(ImageClassifierImpl& model, io::StateDict state, const std::string& source,
-                               bool drop_head) {
+                               bool drop_head, const std::vector<std::string>& drop_always) {
   std::vector<std::string> notes;
   state = to_moejet_layout(state, &notes);
   state = model.adapt_checkpoint(state, &notes);
@@ -36,6 +36,7 @@ std::string load_model_weights(ImageClassifierImpl& model, io::StateDict state, 
   if (drop_head) {
     opts.drop_on_mismatch = {"head."};
   }
+  opts.drop_always = drop_always;
   // A dense checkpoint for an MoE model: its MoE blocks still hold a dense MLP (fc1), which only
   // checkpoint recycling turns into experts. Say so before the key-by-key report.
   for (const auto& [block, layer] : model.moe_layer_list) {

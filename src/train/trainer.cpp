@@ -1,5 +1,6 @@
 #include "moejet/train/trainer.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "moejet/io/checkpoint_file.h"
 #include "moejet/kernels/matmul.h"
 #include "moejet/models/checkpoint_layout.h"
+#include "moejet/models/model_file.h"
 #include "moejet/train/checkpoint.h"
 #include "moejet/train/metrics_log.h"
 #include "moejet/train/optimizer.h"
@@ -222,11 +224,39 @@ class Trainer {
     superclass_of_ = torch::tensor(superclasses_->superclass_of, torch::kLong);
   }
 
+  // A head trained for other classes than this run's (names stored with the checkpoint) means
+  // other things even when the count matches (timm would keep it): true when so, and said.
+  bool init_head_is_for_other_classes(const io::Metadata& meta) const {
+    const auto it = meta.find(models::kPretrainedCfgKey);
+    if (it == meta.end()) {
+      return false;
+    }
+    std::vector<std::string> names;
+    try {
+      names = json::parse(it->second).value("label_names", std::vector<std::string>{});
+    } catch (const json::exception&) {
+      return false;  // load_model_weights reports a malformed file
+    }
+    const auto ours = train_ds_->class_names();
+    if (names.empty() || names == ours || static_cast<int64_t>(names.size()) != cfg_.model.num_classes()) {
+      return false;  // the same classes, or a head that the class-count mismatch drops anyway
+    }
+    spdlog::info("init from {}: head.* dropped (a new head): it was trained for classes [{}], this run's are [{}]",
+                 tc_.init, fmt::join(names, ", "), fmt::join(ours, ", "));
+    return true;
+  }
+
   // The model, its optimizer and the schedule (per optimizer step).
   void set_up_model() {
     model_ = models::make_model(cfg_.model);
     if (!tc_.init.empty()) {
-      spdlog::info("init from {}: {}", tc_.init, models::load_model_weights(*model_, tc_.init, tc_.init_drop_head));
+      io::Metadata meta;
+      auto state = io::read_checkpoint(tc_.init, &meta);
+      const bool new_head = tc_.init_drop_head && init_head_is_for_other_classes(meta);
+      spdlog::info(
+          "init from {}: {}", tc_.init,
+          models::load_model_weights(*model_, std::move(state), tc_.init, tc_.init_drop_head,
+                                     new_head ? std::vector<std::string>{"head."} : std::vector<std::string>{}));
     }
     model_->to(device_);
     spdlog::info("model: {:.3f} M parameters", models::count_parameters(*model_) / 1e6);

@@ -32,6 +32,9 @@ struct LoadOptions {
   /// model (e.g. {"head."} to fine-tune on a different number of classes). They count as missing
   /// (left at their initial values) and are listed in the report.
   std::vector<std::string> drop_on_mismatch;
+  /// Keys starting with any of these prefixes are skipped whatever their shape (e.g. {"head."}: a
+  /// head trained for other classes); listed as dropped.
+  std::vector<std::string> drop_always;
 };
 
 struct LoadReport {

@@ -37,8 +37,9 @@ json model_config_from_metadata(const io::Metadata& metadata, const std::string&
 /// line per layout rewrite and adaptation.
 std::string load_model_weights(ImageClassifierImpl& model, const std::string& path, bool drop_head);
 /// The same for a state dict already read from `source`.
+/// `drop_always`: prefixes skipped whatever their shape (left at their initial values).
 std::string load_model_weights(ImageClassifierImpl& model, io::StateDict state, const std::string& source,
-                               bool drop_head);
+                               bool drop_head, const std::vector<std::string>& drop_always = {});
 
 struct LoadedModel {
   json config_json;  ///< the model config as used (after `edit`)

@@ -58,7 +58,8 @@ struct TrainLoopConfig {
   /// optimizer, norms, softmax and checkpoints; kernels/precision.h).
   std::string precision = "fp32";
   std::string init;            ///< checkpoint to initialise from (timm layout or moejet)
-  bool init_drop_head = true;  ///< drop head.* of `init` if its class count differs
+  /// Drop head.* of `init` if its class count differs, or if it was trained for other classes.
+  bool init_drop_head = true;
   std::string out_dir;         ///< run folder; empty: the CLI picks runs/<config>-<time>
   int64_t log_every = 50;      ///< optimizer steps between train-metric lines
   int64_t eval_every = 1;      ///< epochs between evaluations
