@@ -815,33 +815,43 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   }
   const std::string build_dir = std::filesystem::path(MOEJET_BINARY).parent_path().parent_path().string();
   const std::string cmd = "MOEJET_BUILD_DIR=" + build_dir + " MOEJET_MAIN_CONFIGS=" + dir.file("configs") +
-                          " MOEJET_RUNS=" + dir.file("runs") + " bash " + src + "/scripts/main_job.sh";
+                          " MOEJET_RUNS=" + dir.file("runs") + " MOEJET_MAIN_SEEDS='0 1' bash " + src +
+                          "/scripts/main_job.sh";
   auto r = run_shell(cmd);
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string output = r.output;
 
   const std::string runs = dir.file("runs/main");
-  for (std::string f : {"upstream/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
+  for (std::string f : {"upstream5/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
                         "init/mobile_vmoe.safetensors", "superclasses.json", "report/report.md", "report/accuracy.svg",
-                        "report/expert_load.svg"}) {
+                        "report/loss.svg", "report/expert_load.svg"}) {
     EXPECT_TRUE(file_exists(runs + "/" + f)) << f << "\n" << output;
   }
-  for (std::string run : {"jetmoe", "dense_finetune", "dense_scratch", "softmoe_scratch", "mobile_vmoe"}) {
-    EXPECT_TRUE(file_exists(runs + "/" + run + "/best.safetensors")) << run;
-    std::ifstream log(runs + "/" + run + "/metrics.jsonl");
-    int evals = 0;
-    std::string line;
-    while (std::getline(log, line))
-      evals += json::parse(line)["event"] == "eval";
-    EXPECT_EQ(evals, 2) << run;
+  // Every method with each seed, evaluated before its first step and after each of its 2 epochs.
+  for (std::string name : {"jetmoe", "dense_finetune", "dense_scratch", "softmoe_scratch", "mobile_vmoe"}) {
+    for (std::string seed : {"seed0", "seed1"}) {
+      const std::string run = name + "/" + seed;
+      EXPECT_TRUE(file_exists(runs + "/" + run + "/best.safetensors")) << run;
+      std::ifstream log(runs + "/" + run + "/metrics.jsonl");
+      int evals = 0, start = 0;
+      std::string line;
+      while (std::getline(log, line)) {
+        const auto j = json::parse(line);
+        evals += j["event"] == "eval";
+        start += j["event"] == "eval" && j["epoch"] == -1 && j["step"] == 0;
+      }
+      EXPECT_EQ(evals, 3) << run;
+      EXPECT_EQ(start, 1) << run;
+      EXPECT_EQ(read_json_file(runs + "/" + run + "/config.json")["train"]["seed"], seed == "seed0" ? 0 : 1);
+    }
   }
   auto recycle_report = read_json_file(runs + "/init/jetmoe.recycle.json");
   EXPECT_EQ(recycle_report["method"], "importance");
   auto md_bytes = read_file_bytes(runs + "/report/report.md");
   const std::string md(md_bytes.begin(), md_bytes.end());
-  for (std::string label :
-       {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch", "Soft MoE, scratch",
-        "Mobile V-MoE (recycled, super-classes)", "accuracy.svg", "expert_load.svg", "| sphero |", "Param (M)"}) {
+  for (std::string label : {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch",
+                            "Soft MoE, scratch", "Mobile V-MoE (recycled, super-classes)", "accuracy.svg",
+                            "expert_load.svg", "loss.svg", "| sphero |", "Param (M)", "| 2 |", " ± ", "| start |"}) {
     EXPECT_TRUE(contains(md, label)) << label << "\n" << md;
   }
   auto svg = read_file_bytes(runs + "/report/accuracy.svg");

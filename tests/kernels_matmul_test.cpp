@@ -121,6 +121,13 @@ TEST(Matmul, Bf16RoundsTheOperandsAndReturnsFp32) {
   EXPECT_TRUE(all_close(conv, torch::conv2d(bf16_round(img), bf16_round(kern), {}, 2), 2e-2, 5e-2));
 }
 
+TEST(Precision, AutoIsBf16WhereTheDeviceHasItNatively) {
+  EXPECT_EQ(k::resolve_precision("auto", torch::kCPU), k::bf16_native(torch::kCPU) ? Precision::bf16 : Precision::fp32);
+  EXPECT_EQ(k::resolve_precision("fp32", torch::kCPU), Precision::fp32);
+  EXPECT_EQ(k::resolve_precision("bf16", torch::kCPU), Precision::bf16);
+  EXPECT_THROW(k::resolve_precision("fp16", torch::kCPU), moejet::ConfigError);
+}
+
 TEST(Matmul, ExpertProductsFollowThePrecision) {
   torch::manual_seed(3);
   auto a = torch::randn({4, 6, 32}), b = torch::randn({4, 32, 8}), bias = torch::randn({4, 8});

@@ -40,7 +40,8 @@ Runner add_train_command(CLI::App& app) {
   sub->add_option("--lr", args->lr, "optim.lr (peak)");
   sub->add_option("--seed", args->seed, "train.seed");
   sub->add_option("--device", args->device, "cpu, cuda or cuda:N");
-  sub->add_option("--precision", args->precision, "train.precision: fp32 or bf16 (mixed precision)");
+  sub->add_option("--precision", args->precision,
+                  "train.precision: fp32, bf16 (mixed precision) or auto (bf16 where the CPU/GPU has it natively)");
   sub->add_option("--workers", args->workers, "data.num_workers");
   sub->add_option("--max-steps", args->max_steps, "stop after this many optimizer steps");
   sub->add_option("--stop-after-epochs", args->stop_after_epochs,

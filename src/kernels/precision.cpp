@@ -22,6 +22,16 @@ Precision parse_precision(const std::string& text, const std::string& what) {
   throw ConfigError(fmt::format("{}: expected \"fp32\" or \"bf16\", got \"{}\"", what, text));
 }
 
+Precision resolve_precision(const std::string& text, const c10::Device& device, const std::string& what) {
+  if (text == "auto") {
+    return bf16_native(device) ? Precision::bf16 : Precision::fp32;
+  }
+  if (text == "fp32" || text == "float32" || text == "bf16" || text == "bfloat16") {
+    return parse_precision(text, what);
+  }
+  throw ConfigError(fmt::format("{}: expected \"fp32\", \"bf16\" or \"auto\", got \"{}\"", what, text));
+}
+
 Precision gemm_precision() {
   return current;
 }

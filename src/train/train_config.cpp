@@ -16,7 +16,7 @@ void TrainConfig::validate() const {
   check<ConfigError>(t.max_steps >= 0, "config 'train.max_steps': must be >= 0, got {}", t.max_steps);
   check<ConfigError>(t.threads >= 0 && t.threads <= 1024, "config 'train.threads': must be in [0, 1024], got {}",
                      t.threads);
-  kernels::parse_precision(t.precision, "config 'train.precision'");
+  kernels::resolve_precision(t.precision, torch::kCPU, "config 'train.precision'");  // a bad name throws
   check<ConfigError>(std::isfinite(o.lr) && std::isfinite(o.min_lr) && std::isfinite(o.warmup_lr) &&
                          std::isfinite(o.weight_decay) && std::isfinite(o.clip_grad),
                      "config 'optim': lr, min_lr, warmup_lr, weight_decay and clip_grad must be finite");

@@ -91,7 +91,7 @@ class Trainer {
       set_compute_threads(tc_.threads);
     }
     device_ = parse_device(tc_.device);
-    precision_ = kernels::parse_precision(tc_.precision, "config 'train.precision'");
+    precision_ = kernels::resolve_precision(tc_.precision, device_, "config 'train.precision'");
     kernels::require_precision(precision_, device_);
     spdlog::info("matrix products: {}", kernels::gemm_kernel(device_, precision_));
     torch::manual_seed(tc_.seed);

@@ -43,4 +43,7 @@ bool bf16_native(const c10::Device& device);
 /// Throws ConfigError when `p` is bf16 and `device` has no native bf16, naming the fix.
 void require_precision(Precision p, const c10::Device& device);
 
+/// parse_precision, plus "auto": bf16 where `device` has native bf16 (bf16_native), else fp32.
+Precision resolve_precision(const std::string& text, const c10::Device& device, const std::string& what = "precision");
+
 }  // namespace moejet::kernels

@@ -54,15 +54,16 @@ struct TrainLoopConfig {
   uint64_t seed = 0;
   std::string device = "cpu";
   int threads = 0;  ///< intra-op threads; 0 = as the process has them (moejet: one per CPU)
-  /// Precision of the matrix products, "fp32" or "bf16" (mixed precision: fp32 master weights,
-  /// optimizer, norms, softmax and checkpoints; kernels/precision.h).
+  /// Precision of the matrix products, "fp32", "bf16" (mixed precision: fp32 master weights,
+  /// optimizer, norms, softmax and checkpoints; kernels/precision.h) or "auto" (bf16 where the
+  /// device has native bf16, else fp32).
   std::string precision = "fp32";
-  std::string init;            ///< checkpoint to initialise from (timm layout or moejet)
+  std::string init;  ///< checkpoint to initialise from (timm layout or moejet)
   /// Drop head.* of `init` if its class count differs, or if it was trained for other classes.
   bool init_drop_head = true;
-  std::string out_dir;         ///< run folder; empty: the CLI picks runs/<config>-<time>
-  int64_t log_every = 50;      ///< optimizer steps between train-metric lines
-  int64_t eval_every = 1;      ///< epochs between evaluations
+  std::string out_dir;     ///< run folder; empty: the CLI picks runs/<config>-<time>
+  int64_t log_every = 50;  ///< optimizer steps between train-metric lines
+  int64_t eval_every = 1;  ///< epochs between evaluations
   /// Also evaluate before the first step (logged as epoch -1, step 0): where recycled or
   /// pre-trained weights start, the convergence figure's first point.
   bool eval_at_start = false;
