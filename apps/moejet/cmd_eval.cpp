@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "inference_model.h"
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/system.h"
@@ -63,20 +64,12 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
-    auto loaded = models::load_model(a->checkpoint, a->model.empty() ? json() : load_model_json(a->model),
-                                     [&](json& j) { apply_overrides(j, a->sets); });
-    spdlog::info("load {}: {}", a->checkpoint, loaded.load_summary);
-    const auto& cfg = loaded.config;
-    const auto& meta = loaded.metadata;
-    auto model = loaded.model;
-    model->to(device);
-    model->eval();
-
-    // Preprocessing and data: the checkpoint's own unless flags say otherwise; the log says which.
-    const std::string preset =
-        a->model.empty() || file_exists(a->model) ? loaded.config_json.value("preset", std::string()) : a->model;
-    const auto pre = eval::resolve_preprocess(meta, a->checkpoint, preset, cfg, a->pre);
-    spdlog::info("preprocessing ({}): {}", pre.source, data::describe(pre.preprocess));
+    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, a->pre);
+    const auto& cfg = im.loaded.config;
+    const auto& meta = im.loaded.metadata;
+    const auto& pre = im.pre;
+    auto model = im.loaded.model;
+    // Data: the checkpoint's own unless flags say otherwise; the log says which.
     const auto d = eval::open_eval_data(meta, a->checkpoint, a->data, cfg, pre.preprocess);
     const auto names = d.dataset->class_names();
     data::LoaderOptions lo;

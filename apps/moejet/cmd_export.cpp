@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "inference_model.h"
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/strings.h"
@@ -64,16 +65,11 @@ Runner add_export_command(CLI::App& app) {
       return convert_checkpoint(a->checkpoint, a->out, "timm", a->model, a->sets);
     }
     auto device = parse_device(a->device);
-    auto loaded = models::load_model(a->checkpoint, a->model.empty() ? json() : load_model_json(a->model),
-                                     [&](json& j) { apply_overrides(j, a->sets); });
-    spdlog::info("load {}: {}", a->checkpoint, loaded.load_summary);
-    auto model = loaded.model;
-    model->to(device);
-    model->eval();
+    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, {});
+    const auto& loaded = im.loaded;
     const auto& cfg = loaded.config;
-    const std::string preset =
-        a->model.empty() || file_exists(a->model) ? loaded.config_json.value("preset", std::string()) : a->model;
-    const auto pre = eval::resolve_preprocess(loaded.metadata, a->checkpoint, preset, cfg, {});
+    const auto& pre = im.pre;
+    auto model = loaded.model;
 
     torch::manual_seed(0);
     const auto example =

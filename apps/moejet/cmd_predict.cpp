@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "inference_model.h"
 #include "moejet/core/error.h"
 #include "moejet/core/fs.h"
 #include "moejet/core/system.h"
@@ -65,18 +66,11 @@ Runner add_predict_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
-    auto loaded = models::load_model(a->checkpoint, a->model.empty() ? json() : load_model_json(a->model),
-                                     [&](json& j) { apply_overrides(j, a->sets); });
-    spdlog::info("load {}: {}", a->checkpoint, loaded.load_summary);
+    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, a->pre);
+    const auto& loaded = im.loaded;
     const auto& cfg = loaded.config;
+    const auto& pre = im.pre;
     auto model = loaded.model;
-    model->to(device);
-    model->eval();
-
-    const std::string preset =
-        a->model.empty() || file_exists(a->model) ? loaded.config_json.value("preset", std::string()) : a->model;
-    const auto pre = eval::resolve_preprocess(loaded.metadata, a->checkpoint, preset, cfg, a->pre);
-    spdlog::info("preprocessing ({}): {}", pre.source, data::describe(pre.preprocess));
     const auto files = data::collect_image_files(a->inputs);
     const int channels = static_cast<int>(pre.preprocess.input_size.at(0));
     auto images = data::open_image_files(files, channels, a->max_image_pixels);
