@@ -49,13 +49,7 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("--range", a->data.range, "only images START..END-1 of the split (as data.train_range)")->expected(2);
   sub->add_option("--batch-size", a->batch_size)->capture_default_str();
   sub->add_option("--workers", a->workers)->capture_default_str();
-  sub->add_option("--crop-pct", a->pre.crop_pct,
-                  "eval resize = img_size / crop_pct, then centre crop (default: the checkpoint's)")
-      ->check(CLI::Range(0.01, 1.0));
-  sub->add_option("--mean", a->pre.mean, "normalisation mean, per channel (default: the checkpoint's)");
-  sub->add_option("--std", a->pre.std, "normalisation std, per channel (default: the checkpoint's)");
-  sub->add_option("--interpolation", a->pre.interpolation, "resize interpolation (default: the checkpoint's)")
-      ->check(CLI::IsMember({"bilinear", "bicubic", "nearest"}));
+  add_preprocess_flags(*sub, a->pre);
   sub->add_option("--device", a->device)->capture_default_str();
   sub->add_option("--superclasses", a->superclasses,
                   "Mobile V-MoE: super-class file for router accuracy (default: the one stored in "

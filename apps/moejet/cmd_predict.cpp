@@ -48,13 +48,7 @@ Runner add_predict_command(CLI::App& app) {
   sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
   sub->add_option("--batch-size", a->batch_size)->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--workers", a->workers)->capture_default_str();
-  sub->add_option("--crop-pct", a->pre.crop_pct,
-                  "eval resize = img_size / crop_pct, then centre crop (default: the checkpoint's)")
-      ->check(CLI::Range(0.01, 1.0));
-  sub->add_option("--mean", a->pre.mean, "normalisation mean, per channel (default: the checkpoint's)");
-  sub->add_option("--std", a->pre.std, "normalisation std, per channel (default: the checkpoint's)");
-  sub->add_option("--interpolation", a->pre.interpolation, "resize interpolation (default: the checkpoint's)")
-      ->check(CLI::IsMember({"bilinear", "bicubic", "nearest"}));
+  add_preprocess_flags(*sub, a->pre);
   sub->add_option("--max-image-pixels", a->max_image_pixels,
                   "refuse image files larger than this many pixels (0 = no limit)")
       ->capture_default_str()

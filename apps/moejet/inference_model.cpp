@@ -7,6 +7,16 @@
 
 namespace moejet::cli {
 
+void add_preprocess_flags(CLI::App& sub, eval::PreprocessOverrides& pre) {
+  sub.add_option("--crop-pct", pre.crop_pct,
+                 "eval resize = img_size / crop_pct, then centre crop (default: the checkpoint's)")
+      ->check(CLI::Range(0.01, 1.0));
+  sub.add_option("--mean", pre.mean, "normalisation mean, per channel (default: the checkpoint's)");
+  sub.add_option("--std", pre.std, "normalisation std, per channel (default: the checkpoint's)");
+  sub.add_option("--interpolation", pre.interpolation, "resize interpolation (default: the checkpoint's)")
+      ->check(CLI::IsMember({"bilinear", "bicubic", "nearest"}));
+}
+
 InferenceModel load_inference_model(const std::string& checkpoint, const std::string& model_spec,
                                     const std::vector<std::string>& sets, const torch::Device& device,
                                     const eval::PreprocessOverrides& overrides) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <torch/types.h>
+#include <CLI/CLI.hpp>
 
 #include "moejet/eval/checkpoint_inputs.h"
 #include "moejet/models/model_file.h"
@@ -16,6 +17,9 @@ struct InferenceModel {
   models::LoadedModel loaded;
   eval::ResolvedPreprocess pre;
 };
+
+/// --crop-pct, --mean, --std, --interpolation: the stored preprocessing's overrides.
+void add_preprocess_flags(CLI::App& sub, eval::PreprocessOverrides& pre);
 
 /// `model_spec`: a preset or JSON for a checkpoint without a moejet config ("" = the file's);
 /// `sets`: --set overrides of the model config.
