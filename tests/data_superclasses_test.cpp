@@ -46,6 +46,19 @@ TEST(SuperClasses, RandomDivisionIsBalancedAndSeeded) {
   auto labels = torch::tensor({0, 9, 4}, torch::kLong);
   auto mapped = a.map(labels);
   EXPECT_EQ(mapped[1].item<int64_t>(), a.superclass_of[9]);
+  // members(): each super-class's classes, ascending, every class once; to_json's groups are them.
+  const auto members = a.members();
+  ASSERT_EQ(members.size(), 3u);
+  size_t total = 0;
+  for (size_t s = 0; s < members.size(); ++s) {
+    EXPECT_TRUE(std::is_sorted(members[s].begin(), members[s].end()));
+    for (int64_t c : members[s]) {
+      EXPECT_EQ(a.superclass_of[c], static_cast<int64_t>(s));
+    }
+    total += members[s].size();
+    EXPECT_EQ(a.to_json()["groups"][s].size(), members[s].size());
+  }
+  EXPECT_EQ(total, 10u);
 }
 
 TEST(SuperClasses, BadFilesGetClearErrors) {

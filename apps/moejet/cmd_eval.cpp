@@ -19,8 +19,8 @@ namespace moejet::cli {
 namespace {
 
 struct EvalArgs {
-  std::string checkpoint, model, out, device = "cpu", superclasses;
-  std::vector<std::string> sets;
+  ModelSource src;
+  std::string out, device = "cpu", superclasses;
   eval::DataOverrides data;
   eval::PreprocessOverrides pre;
   int64_t batch_size = 256;
@@ -33,11 +33,7 @@ struct EvalArgs {
 Runner add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* sub = app.add_subcommand("eval", "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix");
-  sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  sub->add_option("-m,--model", a->model, "model preset or JSON (needed when the checkpoint carries no moejet config)");
-  sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
+  add_model_source_flags(*sub, a->src);
   sub->add_option("--data", a->data.dataset, "data set spec (default: the one the checkpoint was trained on)");
   sub->add_option("--split", a->data.split, "split to evaluate (default: the training config's eval split, else test)");
   sub->add_option("--classes", a->data.classes, "evaluate only these classes (relabelled in order)");
@@ -58,13 +54,13 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
-    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, a->pre);
+    const auto im = load_inference_model(a->src, device, a->pre);
     const auto& cfg = im.loaded.config;
     const auto& meta = im.loaded.metadata;
     const auto& pre = im.pre;
     auto model = im.loaded.model;
     // Data: the checkpoint's own unless flags say otherwise; the log says which.
-    const auto d = eval::open_eval_data(meta, a->checkpoint, a->data, cfg, pre.preprocess);
+    const auto d = eval::open_eval_data(meta, a->src.checkpoint, a->data, cfg, pre.preprocess);
     const auto names = d.dataset->class_names();
     data::LoaderOptions lo;
     lo.batch_size = a->batch_size;
@@ -77,12 +73,10 @@ Runner add_eval_command(CLI::App& app) {
     eval::RouterFn router;
     torch::Tensor superclass_of;
     int64_t ways = 0;
-    if (model->router) {
-      ways = cfg.moe().get<moe::PerImageMoeOptions>().num_experts;
-      if (auto sc = eval::resolve_superclasses(meta, a->checkpoint, a->superclasses, cfg.num_classes(), ways)) {
-        superclass_of = torch::tensor(sc->superclass_of, torch::kLong);
-        router = [&]() { return model->last_routing.logits; };
-      }
+    if (auto sc = im.superclasses(a->superclasses)) {
+      ways = sc->num_superclasses;
+      superclass_of = torch::tensor(sc->superclass_of, torch::kLong);
+      router = [&]() { return model->last_routing.logits; };
     }
     TerminalProgress bar;
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader, cfg.num_classes(),
@@ -90,7 +84,7 @@ Runner add_eval_command(CLI::App& app) {
     fmt::print("{}", r.summary(d.dataset->describe(), names, ways));
     if (!a->out.empty()) {
       json j = r.to_json(names);
-      j.update({{"checkpoint", a->checkpoint},
+      j.update({{"checkpoint", a->src.checkpoint},
                 {"data", d.config.dataset},
                 {"split", d.split},
                 {"preprocessing", data::to_pretrained_cfg(pre.preprocess)}});

@@ -20,8 +20,8 @@ namespace moejet::cli {
 namespace {
 
 struct ExportArgs {
-  std::string checkpoint, out, format = "torchscript", model, device = "cpu", superclasses;
-  std::vector<std::string> sets;
+  ModelSource src;
+  std::string out, format = "torchscript", device = "cpu", superclasses;
   int64_t batch = 1;
 };
 
@@ -39,9 +39,7 @@ Runner add_export_command(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
   auto* sub = app.add_subcommand(
       "export", "write a model for use without moejet: TorchScript (any model) or plain timm safetensors (dense)");
-  sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_model_source_flags(*sub, a->src);
   sub->add_option("-o,--out", a->out,
                   "output file (torchscript: e.g. model.pt, with model.json beside it; timm: .safetensors or .pth)")
       ->required();
@@ -53,8 +51,6 @@ Runner add_export_command(CLI::App& app) {
   sub->add_option("--batch", a->batch, "torchscript: the batch size the module is traced for (sizes are fixed)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sub->add_option("-m,--model", a->model, "model preset or JSON (needed when the checkpoint carries no moejet config)");
-  sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
   sub->add_option("--superclasses", a->superclasses,
                   "Mobile V-MoE: super-class file to store beside the export (default: the checkpoint's)");
   sub->add_option("--device", a->device, "device to trace on (the module runs on that device)")->capture_default_str();
@@ -62,10 +58,10 @@ Runner add_export_command(CLI::App& app) {
     if (a->format == "timm") {
       check<ConfigError>(ends_with(a->out, ".safetensors") || ends_with(a->out, ".pth"),
                          "export --format timm: expected a .safetensors or .pth file, got {}", a->out);
-      return convert_checkpoint(a->checkpoint, a->out, "timm", a->model, a->sets);
+      return convert_checkpoint(a->src.checkpoint, a->out, "timm", a->src.model, a->src.sets);
     }
     auto device = parse_device(a->device);
-    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, {});
+    const auto im = load_inference_model(a->src, device, {});
     const auto& loaded = im.loaded;
     const auto& cfg = loaded.config;
     const auto& pre = im.pre;
@@ -85,9 +81,7 @@ Runner add_export_command(CLI::App& app) {
     info["outputs"] = {{"forward", "logits [B, num_classes]"}};
     if (model->router) {
       info["outputs"]["route"] = "router logits [B, num_experts]; argmax = the expert each image runs";
-      const auto ways = cfg.moe().get<moe::PerImageMoeOptions>().num_experts;
-      if (auto sc =
-              eval::resolve_superclasses(loaded.metadata, a->checkpoint, a->superclasses, cfg.num_classes(), ways)) {
+      if (auto sc = im.superclasses(a->superclasses)) {
         info["superclasses"] = sc->to_json();
       }
     }

@@ -20,8 +20,9 @@ namespace moejet::cli {
 namespace {
 
 struct PredictArgs {
-  std::string checkpoint, model, out, device = "cpu", superclasses, format = "table";
-  std::vector<std::string> inputs, sets;
+  ModelSource src;
+  std::string out, device = "cpu", superclasses, format = "table";
+  std::vector<std::string> inputs;
   eval::PreprocessOverrides pre;
   int64_t topk = 5, batch_size = 64, max_image_pixels = data::kDefaultMaxImagePixels;
   int workers = 2;
@@ -33,9 +34,7 @@ struct PredictArgs {
 Runner add_predict_command(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();
   auto* sub = app.add_subcommand("predict", "top-k classes of image files with a trained model (timm's inference.py)");
-  sub->add_option("checkpoint", a->checkpoint, "model weights (.safetensors or torch .pth)")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_model_source_flags(*sub, a->src);
   sub->add_option("inputs", a->inputs,
                   "image files, folders (searched recursively) or list files (one image path per line)")
       ->required();
@@ -44,8 +43,6 @@ Runner add_predict_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"table", "jsonl", "csv"}));
   sub->add_option("-o,--out", a->out, "write the predictions to this file (default: standard output)");
-  sub->add_option("-m,--model", a->model, "model preset or JSON (needed when the checkpoint carries no moejet config)");
-  sub->add_option("--set", a->sets, "override a model config value, e.g. --set num_classes=10");
   sub->add_option("--batch-size", a->batch_size)->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--workers", a->workers)->capture_default_str();
   add_preprocess_flags(*sub, a->pre);
@@ -60,7 +57,7 @@ Runner add_predict_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
-    const auto im = load_inference_model(a->checkpoint, a->model, a->sets, device, a->pre);
+    const auto im = load_inference_model(a->src, device, a->pre);
     const auto& loaded = im.loaded;
     const auto& cfg = loaded.config;
     const auto& pre = im.pre;
@@ -73,18 +70,13 @@ Runner add_predict_command(CLI::App& app) {
     eval::PredictionLabels labels;
     labels.class_names = pre.preprocess.label_names;
     if (labels.class_names.empty()) {
-      spdlog::warn("{}: no class names stored; classes are printed as indices", a->checkpoint);
+      spdlog::warn("{}: no class names stored; classes are printed as indices", a->src.checkpoint);
     }
     eval::RouterFn router;
     if (model->router) {
       router = [&]() { return model->last_routing.logits; };
-      const auto ways = cfg.moe().get<moe::PerImageMoeOptions>().num_experts;
-      if (auto sc =
-              eval::resolve_superclasses(loaded.metadata, a->checkpoint, a->superclasses, cfg.num_classes(), ways)) {
-        labels.superclass_members.assign(static_cast<size_t>(ways), {});
-        for (size_t c = 0; c < sc->superclass_of.size(); ++c) {
-          labels.superclass_members[static_cast<size_t>(sc->superclass_of[c])].push_back(static_cast<int64_t>(c));
-        }
+      if (auto sc = im.superclasses(a->superclasses)) {
+        labels.superclass_members = sc->members();
       }
     }
 

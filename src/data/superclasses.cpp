@@ -47,14 +47,23 @@ void SuperClasses::validate(const std::string& source, int64_t expected_classes)
                      "{}: {} class names for {} classes", source, class_names.size(), num_classes());
 }
 
+std::vector<std::vector<int64_t>> SuperClasses::members() const {
+  std::vector<std::vector<int64_t>> m(static_cast<size_t>(std::max<int64_t>(num_superclasses, 0)));
+  for (int64_t c = 0; c < num_classes(); ++c) {
+    const int64_t s = superclass_of[c];
+    if (s >= 0 && s < num_superclasses) {
+      m[static_cast<size_t>(s)].push_back(c);
+    }
+  }
+  return m;
+}
+
 json SuperClasses::to_json() const {
   json groups = json::array();
-  for (int64_t s = 0; s < num_superclasses; ++s) {
+  for (const auto& classes : members()) {
     json g = json::array();
-    for (int64_t c = 0; c < num_classes(); ++c) {
-      if (superclass_of[c] == s) {
-        g.push_back(class_names.empty() ? json(c) : json(class_names[c]));
-      }
+    for (int64_t c : classes) {
+      g.push_back(class_names.empty() ? json(c) : json(class_names[c]));
     }
     groups.push_back(g);
   }

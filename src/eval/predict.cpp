@@ -23,9 +23,10 @@ std::vector<Prediction> predict(const ForwardFn& forward, data::Loader& loader, 
     TORCH_CHECK(logits.dim() == 2, "predict: expected logits [B, K], got ", logits.sizes());
     const auto probs = torch::softmax(logits, 1);
     const auto [top_p, top_i] = probs.topk(std::min<int64_t>(k, probs.size(1)), 1);
-    torch::Tensor experts;
+    std::vector<int64_t> experts;
     if (router) {
-      experts = router().argmax(-1).to(torch::kCPU);
+      const auto e = router().argmax(-1).to(torch::kCPU, torch::kLong).contiguous();
+      experts.assign(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel());
     }
     const auto pa = top_p.accessor<float, 2>();
     const auto ia = top_i.accessor<int64_t, 2>();
@@ -35,8 +36,8 @@ std::vector<Prediction> predict(const ForwardFn& forward, data::Loader& loader, 
         p.classes.push_back(ia[b][j]);
         p.probs.push_back(pa[b][j]);
       }
-      if (experts.defined()) {
-        p.expert = experts[b].item<int64_t>();
+      if (!experts.empty()) {
+        p.expert = experts.at(static_cast<size_t>(b));
       }
       out.push_back(std::move(p));
     }

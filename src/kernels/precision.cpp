@@ -1,5 +1,7 @@
 #include "moejet/kernels/precision.h"
 
+#include <optional>
+
 #include "moejet/core/error.h"
 
 namespace moejet::kernels {
@@ -12,12 +14,24 @@ std::string to_string(Precision p) {
   return p == Precision::bf16 ? "bf16" : "fp32";
 }
 
-Precision parse_precision(const std::string& text, const std::string& what) {
+namespace {
+
+// The names of a precision, the one list both parsers read.
+std::optional<Precision> precision_named(const std::string& text) {
   if (text == "fp32" || text == "float32") {
     return Precision::fp32;
   }
   if (text == "bf16" || text == "bfloat16") {
     return Precision::bf16;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Precision parse_precision(const std::string& text, const std::string& what) {
+  if (auto p = precision_named(text)) {
+    return *p;
   }
   throw ConfigError(fmt::format("{}: expected \"fp32\" or \"bf16\", got \"{}\"", what, text));
 }
@@ -26,8 +40,8 @@ Precision resolve_precision(const std::string& text, const c10::Device& device, 
   if (text == "auto") {
     return bf16_native(device) ? Precision::bf16 : Precision::fp32;
   }
-  if (text == "fp32" || text == "float32" || text == "bf16" || text == "bfloat16") {
-    return parse_precision(text, what);
+  if (auto p = precision_named(text)) {
+    return *p;
   }
   throw ConfigError(fmt::format("{}: expected \"fp32\", \"bf16\" or \"auto\", got \"{}\"", what, text));
 }

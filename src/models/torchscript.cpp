@@ -9,6 +9,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include "moejet/core/error.h"
+#include "moejet/core/strings.h"
 
 namespace moejet::models {
 
@@ -21,7 +22,7 @@ std::string class_name(const torch::nn::Module& m) {
   if (colon != std::string::npos) {
     n = n.substr(colon + 2);
   }
-  if (n.size() > 4 && n.compare(n.size() - 4, 4, "Impl") == 0) {
+  if (n.size() > 4 && ends_with(n, "Impl")) {
     n.resize(n.size() - 4);
   }
   std::string out;

@@ -30,6 +30,8 @@ struct SuperClasses {
   torch::Tensor matrix() const;
   /// Super-class label of each class label ([B] int64, any device).
   torch::Tensor map(const torch::Tensor& labels) const;
+  /// The classes of each super-class, ascending: [E] lists of class ids.
+  std::vector<std::vector<int64_t>> members() const;
   /// Throws ConfigError naming `source` for ids out of range, empty groups, or a class count
   /// other than `expected_classes` (when > 0).
   void validate(const std::string& source, int64_t expected_classes = 0) const;
