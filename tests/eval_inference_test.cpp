@@ -31,9 +31,11 @@ TEST(InferenceTiming, QuantilesAreNearestRank) {
 // not inherit InferenceMode and threw when writing inference tensors ("Inplace update to
 // inference tensor outside InferenceMode").
 TEST(InferenceTiming, MoeModelsRunUnderInferenceModeAsUnderNoGrad) {
+  // Two threads, and 128 images: the dispatch softmax's 128 x 24 rows of 16 are enough to split.
+  moejet::testing::ScopedTorchThreads threads(2);
   auto model = small_sphero_vit();
   model->eval();
-  auto x = torch::randn({64, 1, 28, 28});
+  auto x = torch::randn({128, 1, 28, 28});
   torch::Tensor reference;
   {
     torch::NoGradGuard no_grad;

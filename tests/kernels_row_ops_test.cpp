@@ -28,6 +28,7 @@ void expect_same_op(const torch::Tensor& x0, A fused, B reference, const char* w
 }  // namespace
 
 TEST(RowOps, FusedL2NormalizeMatchesTorchNormalizeWithGradients) {
+  moejet::testing::ScopedTorchThreads threads(2);
   torch::manual_seed(0);
   auto ref = [](double eps) {
     return [eps](const torch::Tensor& t) { return F::normalize(t, F::NormalizeFuncOptions().dim(-1).eps(eps)); };
@@ -68,6 +69,8 @@ TEST(RowOps, AdditiveEpsL2NormalizeIsTheAuthorsL2normWithGradients) {
 
 TEST(RowOps, FusedRowSoftmaxMatchesTorchSoftmaxWithGradients) {
   torch::manual_seed(1);
+  // Two threads: each takes half of the rows (the test runner's one thread would run them all).
+  moejet::testing::ScopedTorchThreads threads(2);
   auto ref = [](const torch::Tensor& t) { return torch::softmax(t, -1); };
   auto fused = [](const torch::Tensor& t) { return row_softmax(t); };
   expect_same_op(torch::randn({4, 294, 196}) * 3, fused, ref, "dispatch");

@@ -37,6 +37,21 @@ inline ::testing::AssertionResult all_close(const torch::Tensor& a, const torch:
   return ::testing::AssertionSuccess();
 }
 
+/// torch's intra-op thread count for one scope. The test runner sets one thread per process
+/// (ctest runs processes side by side); kernels that split rows over those threads
+/// (kernels/parallel.h) need two to run their parallel path in a test.
+struct ScopedTorchThreads {
+  explicit ScopedTorchThreads(int n) : previous(torch::get_num_threads()) {
+    torch::set_num_threads(n);
+  }
+  ~ScopedTorchThreads() {
+    torch::set_num_threads(previous);
+  }
+  ScopedTorchThreads(const ScopedTorchThreads&) = delete;
+  ScopedTorchThreads& operator=(const ScopedTorchThreads&) = delete;
+  int previous;
+};
+
 /// A fresh temporary directory removed when the object goes out of scope.
 struct TempDir {
   std::filesystem::path path;
