@@ -63,7 +63,6 @@ Runner add_export_command(CLI::App& app) {
     auto device = parse_device(a->device);
     const auto im = load_inference_model(a->src, device, {});
     const auto& loaded = im.loaded;
-    const auto& cfg = loaded.config;
     const auto& pre = im.pre;
     auto model = loaded.model;
 

@@ -59,7 +59,6 @@ Runner add_predict_command(CLI::App& app) {
     auto device = parse_device(a->device);
     const auto im = load_inference_model(a->src, device, a->pre);
     const auto& loaded = im.loaded;
-    const auto& cfg = loaded.config;
     const auto& pre = im.pre;
     auto model = loaded.model;
     const auto files = data::collect_image_files(a->inputs);
