@@ -849,10 +849,19 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   EXPECT_EQ(recycle_report["method"], "importance");
   auto md_bytes = read_file_bytes(runs + "/report/report.md");
   const std::string md(md_bytes.begin(), md_bytes.end());
-  for (std::string label : {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch",
-                            "Soft MoE, scratch", "Mobile V-MoE (recycled, super-classes)", "accuracy.svg",
-                            "expert_load.svg", "loss.svg", "| sphero |", "Param (M)", "| 2 |", " ± ", "| start |"}) {
+  for (std::string label :
+       {"MoE Jetpack (SpheroMoE, recycled)", "dense, fine-tuned", "dense, scratch", "Soft MoE, scratch",
+        "Mobile V-MoE (recycled, super-classes)", "accuracy.svg", "expert_load.svg", "loss.svg", "| sphero |",
+        "Param (M)", "| 2 |", " ± ", "| start |",
+        // the expert load per group, SpheroMoE's core and universal experts apart
+        "| 5 | sphero | core 8 |", "| 5 | sphero | universal 16 |", "| 5 | soft | experts 16 | 100.0% |"}) {
     EXPECT_TRUE(contains(md, label)) << label << "\n" << md;
+  }
+  auto load_svg = read_file_bytes(runs + "/report/expert_load.svg");
+  const std::string ls(load_svg.begin(), load_svg.end());
+  for (std::string part : {"MoE Jetpack (SpheroMoE, recycled): block 5 (sphero)", "core (8 experts, ",
+                           "universal (16 experts, ", "Soft MoE, scratch: block 5 (soft)"}) {
+    EXPECT_TRUE(contains(ls, part)) << part << "\n" << ls.substr(0, 400);
   }
   auto svg = read_file_bytes(runs + "/report/accuracy.svg");
   const std::string s(svg.begin(), svg.end());

@@ -72,6 +72,49 @@ TEST(Report, LegendsFitInsideTheFigure) {
   }
 }
 
+TEST(Report, ExpertLoadSeparatesCoreAndUniversalExpertsAndNamesTheBlock) {
+  // A SpheroMoE block with 2 core and 4 universal experts: the core pair takes 60% of the mass
+  // (0.4 and 0.2: max/mean 4/3 within the group), the universal four 10% each (even).
+  moejet::testing::TempDir dir;
+  auto r = run_of("jet", {10, 50}, 2.0);
+  r.moe_kind = "sphero";
+  r.last_moe_stats = json::parse(R"([{"block": 7, "kind": "sphero", "dispatch_entropy": 1.5,
+      "load": [0.4, 0.2, 0.1, 0.1, 0.1, 0.1],
+      "groups": [{"name": "core", "first": 0, "experts": 2, "share": 0.6, "load_max_over_mean": 1.3333,
+                  "load_min_over_mean": 0.6667, "load_cv": 0.4714},
+                 {"name": "universal", "first": 2, "experts": 4, "share": 0.4, "load_max_over_mean": 1.0,
+                  "load_min_over_mean": 1.0, "load_cv": 0.0}]}])");
+  // A log written before groups existed: one group of all its experts.
+  auto old = run_of("soft", {10, 40}, 2.0);
+  old.moe_kind = "soft";
+  old.last_moe_stats = json::parse(R"([{"block": 3, "kind": "soft", "dispatch_entropy": 2.0,
+      "load": [0.5, 0.25, 0.25], "load_max_over_mean": 1.5, "load_min_over_mean": 0.75, "load_cv": 0.433}])");
+  const auto md = slurp(report::write_report({r, old}, dir.file("rep"), "t"));
+  EXPECT_NE(md.find("| jet | 7 | sphero | core 2 | 60.0% | 1.33 | 0.67 | 0.47 | 1.500 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| jet | 7 | sphero | universal 4 | 40.0% | 1.00 | 1.00 | 0.00 | 1.500 |"), std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| soft | 3 | soft | experts 3 | 100.0% | 1.50 | 0.75 | 0.43 | 2.000 |"), std::string::npos) << md;
+  const auto svg = slurp(dir.file("rep/expert_load.svg"));
+  for (const std::string part :
+       {"jet: block 7 (sphero)", "core (2 experts, 60.0% of the mass)", "universal (4 experts, 40.0% of the mass)",
+        "soft: block 3 (soft)", "experts (3 experts, 100.0% of the mass)"}) {
+    EXPECT_NE(svg.find(part), std::string::npos) << part << "\n" << svg.substr(0, 600);
+  }
+  // Bars: 6 + 3, each height its load over its group's mean; two panels stacked.
+  std::regex bar("<rect x=\"[0-9.]+\" y=\"[0-9.]+\" width=\"[0-9.]+\" height=\"([0-9.]+)\" fill=\"#");
+  std::vector<double> heights;
+  for (std::sregex_iterator it(svg.begin(), svg.end(), bar), end; it != end; ++it) {
+    heights.push_back(std::stod((*it)[1]));
+  }
+  ASSERT_EQ(heights.size(), 6u + 3u + 3u) << "6 + 3 bars and a legend mark per group";
+  EXPECT_NE(svg.find("<g transform=\"translate(0,"), std::string::npos);
+  // Within the core pair the first is twice the second; the universal four are equal (and a
+  // universal expert's bar is as high as the core pair's mean: 1 = an even share in its group).
+  EXPECT_NEAR(heights[0] / heights[1], 2.0, 0.02);
+  EXPECT_NEAR(heights[2] / heights[3], 1.0, 0.02);
+  EXPECT_NEAR((heights[0] + heights[1]) / 2 / heights[2], 1.0, 0.02);
+}
+
 TEST(Report, FiguresRasteriseToPng) {
   // rsvg-convert (Debian: librsvg2-bin, which scripts/setup.sh installs) draws each figure; a
   // malformed SVG makes it fail.

@@ -173,6 +173,29 @@ Series mean_series(const Method& m, const std::function<std::vector<std::pair<do
   return s;
 }
 
+struct LoadGroup {
+  std::string name;
+  int64_t first = 0, experts = 0;
+  double share = 1.0, max_over_mean = 0, min_over_mean = 0, cv = 0;
+};
+
+// The expert groups of one block's stats; logs without "groups" hold one group of all experts.
+std::vector<LoadGroup> load_groups(const json& block) {
+  std::vector<LoadGroup> out;
+  if (block.contains("groups")) {
+    for (const auto& g : block["groups"]) {
+      out.push_back({g.value("name", ""), g.value("first", int64_t{0}), g.value("experts", int64_t{0}),
+                     g.value("share", 0.0), g.value("load_max_over_mean", 0.0), g.value("load_min_over_mean", 0.0),
+                     g.value("load_cv", 0.0)});
+    }
+    return out;
+  }
+  const auto n = block.contains("load") ? static_cast<int64_t>(block["load"].size()) : int64_t{0};
+  out.push_back({"experts", 0, n, 1.0, block.value("load_max_over_mean", 0.0), block.value("load_min_over_mean", 0.0),
+                 block.value("load_cv", 0.0)});
+  return out;
+}
+
 }  // namespace
 
 std::string write_report(const std::vector<RunSummary>& runs, const std::string& out_dir, const std::string& title,
@@ -208,24 +231,31 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
   write_atomic(out_dir + "/loss.svg", [&](std::ostream& o) {
     o << line_plot_svg(losses, {"Training loss" + band, "optimizer step", "loss (log window mean)"});
   });
-  // Utilisation: per-expert load in the last MoE block at the last logged step (first seed).
-  std::vector<Series> loads;
+  // Utilisation: per-expert load in the last MoE block at the last logged step (first seed), one
+  // panel per method, each group of experts (SpheroMoE: core, universal) in its own colour.
+  std::vector<BarPanel> panels;
   for (const auto& m : methods) {
     const auto& r = *m.runs.front();
     if (r.last_moe_stats.is_array() && !r.last_moe_stats.empty() && r.last_moe_stats.back().contains("load")) {
       const auto& last = r.last_moe_stats.back();
-      Series s{fmt::format("{} (block {})", r.label, last.value("block", int64_t{-1})), {}, {}, {}, {}};
-      auto load = last["load"].get<std::vector<double>>();
-      const double mean = load.empty() ? 1.0 : 1.0 / static_cast<double>(load.size());
-      for (size_t i = 0; i < load.size(); ++i) {
-        s.x.push_back(static_cast<double>(i));
-        s.y.push_back(load[i] / mean);  // 1 = perfectly even
+      const auto load = last["load"].get<std::vector<double>>();
+      BarPanel p{fmt::format("{}: block {} ({})", m.label, last.value("block", int64_t{-1}), last.value("kind", "")),
+                 {}};
+      for (const auto& g : load_groups(last)) {
+        Series s{
+            fmt::format("{} ({} experts, {:.1f}% of the mass)", g.name, g.experts, 100.0 * g.share), {}, {}, {}, {}};
+        for (int64_t i = g.first; i < g.first + g.experts && i < static_cast<int64_t>(load.size()); ++i) {
+          s.x.push_back(static_cast<double>(i));
+          // 1 = an even share within the group
+          s.y.push_back(g.share > 0 ? load[static_cast<size_t>(i)] * static_cast<double>(g.experts) / g.share : 0.0);
+        }
+        p.series.push_back(s);
       }
-      loads.push_back(s);
+      panels.push_back(p);
     }
   }
   write_atomic(out_dir + "/expert_load.svg", [&](std::ostream& o) {
-    o << bar_plot_svg(loads, {"Expert load in the last MoE block (1 = even share)", "expert", "load / mean"});
+    o << bar_panels_svg(panels, {"Expert load in the last MoE block", "expert", "load / group mean (1 = even)"});
   });
 
   std::string md = fmt::format("# {}\n\n", title);
@@ -296,16 +326,19 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
     if (!any) {
       md += fmt::format(
           "At the last logged training step{}. Load is each expert's share of the routing mass (Soft MoE / "
-          "SpheroMoE: combine weights; top-k and per-image: assignments); max/mean 1 and CV 0 are perfect "
-          "balance.\n\n| run | block | kind | load max/mean | load min/mean | load CV | dispatch entropy |\n"
-          "|---|---:|---|---:|---:|---:|---:|\n",
+          "SpheroMoE: combine weights; top-k and per-image: assignments). Experts of one group (SpheroMoE: "
+          "core, universal) are compared among themselves: max/mean 1 and CV 0 are an even share within the "
+          "group.\n\n| run | block | kind | experts | share of the mass | load max/mean | load min/mean | load CV | "
+          "dispatch entropy |\n|---|---:|---|---|---:|---:|---:|---:|---:|\n",
           max_seeds > 1 ? " of each method's first seed" : "");
       any = true;
     }
     for (const auto& b : r.last_moe_stats) {
-      md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", m.label,
-                        b.value("block", int64_t{-1}), b.value("kind", ""), b.value("load_max_over_mean", 0.0),
-                        b.value("load_min_over_mean", 0.0), b.value("load_cv", 0.0), b.value("dispatch_entropy", 0.0));
+      for (const auto& g : load_groups(b)) {
+        md += fmt::format("| {} | {} | {} | {} {} | {:.1f}% | {:.2f} | {:.2f} | {:.2f} | {:.3f} |\n", m.label,
+                          b.value("block", int64_t{-1}), b.value("kind", ""), g.name, g.experts, 100.0 * g.share,
+                          g.max_over_mean, g.min_over_mean, g.cv, b.value("dispatch_entropy", 0.0));
+      }
     }
   }
   md += any ? "\n![per-expert load](expert_load.svg)\n" : "No MoE runs.\n";

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <utility>
 
 namespace moejet::report {
 
@@ -95,12 +97,16 @@ void fit_legend(Frame& f, const std::vector<Series>& series) {
   }
 }
 
-std::string axes(const Frame& f, const PlotOptions& o, bool x_ticks) {
-  std::string s = fmt::format(
+std::string svg_open(int width, int height) {
+  return fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-      f.width, f.height, f.width, f.height);
-  s +=
+      width, height, width, height);
+}
+
+// The frame's title, grid, ticks and axis labels, without the enclosing <svg> element.
+std::string axes_body(const Frame& f, const PlotOptions& o, bool x_ticks) {
+  std::string s =
       fmt::format("<text x=\"{}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n", f.left, escape(o.title));
   for (double t : nice_ticks(f.y0, f.y1, 6)) {
     s += fmt::format("<line x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#e0e0e0\"/>\n", f.px(f.x0),
@@ -156,7 +162,7 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
   f.width = o.width;
   f.height = o.height;
   fit_legend(f, series);
-  std::string s = axes(f, o, true);
+  std::string s = svg_open(f.width, f.height) + axes_body(f, o, true);
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& sr = series[k];
     const size_t n = std::min(sr.x.size(), sr.y.size());
@@ -183,29 +189,80 @@ std::string line_plot_svg(const std::vector<Series>& series, const PlotOptions& 
   return s + "</svg>\n";
 }
 
-std::string bar_plot_svg(const std::vector<Series>& series, const PlotOptions& o) {
-  size_t n = 0;
-  double y1 = 0;
-  for (const auto& s : series) {
-    n = std::max(n, s.y.size());
-    for (double v : s.y)
-      y1 = std::max(y1, v);
+namespace {
+
+// One bar chart's frame and marks (no <svg> element): bars at their series' x (the index where a
+// series has no x), side by side where several series have a bar at one x.
+std::pair<Frame, std::string> bar_chart(const std::vector<Series>& series, const PlotOptions& o) {
+  auto x_of = [](const Series& s, size_t i) { return s.x.size() == s.y.size() ? s.x[i] : static_cast<double>(i); };
+  double x0 = std::numeric_limits<double>::max(), x1 = -x0, y1 = 0;
+  std::map<double, std::vector<size_t>> at;  // x -> the series with a bar there, in order
+  for (size_t k = 0; k < series.size(); ++k) {
+    for (size_t i = 0; i < series[k].y.size(); ++i) {
+      const double x = x_of(series[k], i);
+      x0 = std::min(x0, x);
+      x1 = std::max(x1, x);
+      y1 = std::max(y1, series[k].y[i]);
+      at[x].push_back(k);
+    }
   }
-  Frame f{-0.5, static_cast<double>(std::max<size_t>(n, 1)) - 0.5, 0.0, y1 > 0 ? y1 * 1.08 : 1.0};
+  if (x0 > x1) {
+    x0 = 0, x1 = 0;
+  }
+  size_t lanes = 1;
+  for (const auto& [x, ks] : at) {
+    lanes = std::max(lanes, ks.size());
+  }
+  Frame f{x0 - 0.5, x1 + 0.5, 0.0, y1 > 0 ? y1 * 1.08 : 1.0};
   f.width = o.width;
   f.height = o.height;
   fit_legend(f, series);
-  std::string s = axes(f, o, n <= 40);
-  const double slot = (f.px(1) - f.px(0)) * 0.8 / static_cast<double>(std::max<size_t>(series.size(), 1));
+  std::string s = axes_body(f, o, x1 - x0 < 40);
+  const double unit = f.px(1) - f.px(0);
+  const double lane = unit * 0.8 / static_cast<double>(lanes);
   for (size_t k = 0; k < series.size(); ++k) {
     for (size_t i = 0; i < series[k].y.size(); ++i) {
-      const double x = f.px(static_cast<double>(i)) - (f.px(1) - f.px(0)) * 0.4 + slot * static_cast<double>(k);
+      const double xv = x_of(series[k], i);
+      const auto& ks = at[xv];
+      const auto rank = static_cast<double>(std::find(ks.begin(), ks.end(), k) - ks.begin());
+      const double x = f.px(xv) - unit * 0.4 + lane * rank;
       const double top = f.py(series[k].y[i]);
       s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"/>\n", x, top,
-                       std::max(slot - 0.5, 0.5), f.py(0) - top, palette(k));
+                       std::max(lane - 0.5, 0.5), f.py(0) - top, palette(k));
     }
   }
   s += legend(f, series);
+  return {f, s};
+}
+
+}  // namespace
+
+std::string bar_plot_svg(const std::vector<Series>& series, const PlotOptions& o) {
+  auto [f, body] = bar_chart(series, o);
+  return svg_open(f.width, f.height) + body + "</svg>\n";
+}
+
+std::string bar_panels_svg(const std::vector<BarPanel>& panels, const PlotOptions& o) {
+  std::vector<std::pair<Frame, std::string>> charts;
+  int width = 0, height = 0;
+  for (const auto& p : panels) {
+    PlotOptions po = o;
+    po.title = p.title;
+    charts.push_back(bar_chart(p.series, po));
+    width = std::max(width, charts.back().first.width);
+    height += charts.back().first.height;
+  }
+  if (charts.empty()) {  // still a drawable figure
+    charts.push_back(bar_chart({}, o));
+    width = charts.back().first.width;
+    height = charts.back().first.height;
+  }
+  std::string s = svg_open(width, height);
+  int y = 0;
+  for (const auto& [f, body] : charts) {
+    s += fmt::format("<g transform=\"translate(0,{})\">\n{}</g>\n", y, body);
+    y += f.height;
+  }
   return s + "</svg>\n";
 }
 

@@ -55,6 +55,16 @@ void fault_point(const char* point, int64_t step) {
   }
 }
 
+// How evenly `load` spreads over its experts: max/mean and min/mean (1 and 1 when even) and the
+// coefficient of variation (0 when even).
+void add_balance(json& j, const torch::Tensor& load) {
+  const double mean = load.mean().item<double>();
+  const double safe = mean > 0 ? mean : 1.0;
+  j["load_max_over_mean"] = load.max().item<double>() / safe;
+  j["load_min_over_mean"] = load.min().item<double>() / safe;
+  j["load_cv"] = load.numel() > 1 ? load.std().item<double>() / safe : 0.0;
+}
+
 json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::MoeLayer>>>& layers) {
   json out = json::array();
   for (const auto& [block, layer] : layers) {
@@ -62,13 +72,27 @@ json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::Mo
     json j = {{"block", block}, {"kind", layer->kind()}, {"dispatch_entropy", st.dispatch_entropy}};
     if (st.expert_load.defined() && st.expert_load.numel() > 0) {
       auto load = st.expert_load.to(torch::kDouble);
-      const double mean = load.mean().item<double>();
-      j["load_max_over_mean"] = load.max().item<double>() / mean;
-      j["load_min_over_mean"] = load.min().item<double>() / mean;
-      j["load_cv"] = load.numel() > 1 ? load.std().item<double>() / mean : 0.0;
+      add_balance(j, load);
       // The share of each expert, for utilisation plots (4 decimals keep the lines short).
       auto rounded = (load * 1e4).round().div(1e4).contiguous();
       j["load"] = std::vector<double>(rounded.data_ptr<double>(), rounded.data_ptr<double>() + rounded.numel());
+      // Per group (SpheroMoE's core and universal experts): the group's share of the mass and its
+      // balance among experts of one size and role.
+      auto spans = st.groups;
+      if (spans.empty()) {
+        spans.emplace_back("experts", load.numel());
+      }
+      j["groups"] = json::array();
+      int64_t first = 0;
+      for (const auto& [name, count] : spans) {
+        TORCH_CHECK(count > 0 && first + count <= load.numel(), "moe stats: group ", name, " (", count,
+                    " experts from ", first, ") lies outside the ", load.numel(), " loads");
+        auto part = load.narrow(0, first, count);
+        json g = {{"name", name}, {"first", first}, {"experts", count}, {"share", part.sum().item<double>()}};
+        add_balance(g, part);
+        j["groups"].push_back(g);
+        first += count;
+      }
     }
     if (layer->kind() == "topk") {
       j["dropped_fraction"] = st.dropped_fraction;

@@ -5,6 +5,7 @@
 // and cheap; the trainer sums the aux losses of all MoE layers into the objective.
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -22,6 +23,10 @@ struct RoutingStats {
   double dispatch_entropy = 0.0;
   /// Fraction of token-choices dropped by expert capacity (top-k only).
   double dropped_fraction = 0.0;
+  /// Named consecutive spans of expert_load, e.g. SpheroMoE's {"core", 8}, {"universal", 16}:
+  /// experts of different sizes and roles, whose loads are compared within their own group.
+  /// Empty: one group of all experts.
+  std::vector<std::pair<std::string, int64_t>> groups;
 };
 
 class MoeLayer : public nn::FeedForward {
