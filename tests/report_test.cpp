@@ -113,6 +113,13 @@ TEST(Report, ExpertLoadSeparatesCoreAndUniversalExpertsAndNamesTheBlock) {
   EXPECT_NEAR(heights[0] / heights[1], 2.0, 0.02);
   EXPECT_NEAR(heights[2] / heights[3], 1.0, 0.02);
   EXPECT_NEAR((heights[0] + heights[1]) / 2 / heights[2], 1.0, 0.02);
+  // Bars stand at expert indices: the x ticks are whole numbers (3 bars had ticks at -0.5, 0.5...).
+  std::regex x_tick("text-anchor=\"middle\">(-?[0-9.]+)</text>");
+  int ticks = 0;
+  for (std::sregex_iterator it(svg.begin(), svg.end(), x_tick), end; it != end; ++it, ++ticks) {
+    EXPECT_EQ((*it)[1].str().find('.'), std::string::npos) << (*it)[1];
+  }
+  EXPECT_GE(ticks, 6);
 }
 
 TEST(Report, FiguresRasteriseToPng) {

@@ -255,7 +255,8 @@ std::string write_report(const std::vector<RunSummary>& runs, const std::string&
     }
   }
   write_atomic(out_dir + "/expert_load.svg", [&](std::ostream& o) {
-    o << bar_panels_svg(panels, {"Expert load in the last MoE block", "expert", "load / group mean (1 = even)"});
+    o << bar_panels_svg(panels,
+                        {"Expert load in the last MoE block", "expert", "load / group mean (1 = even)", 760, 320});
   });
 
   std::string md = fmt::format("# {}\n\n", title);

@@ -105,7 +105,8 @@ std::string svg_open(int width, int height) {
 }
 
 // The frame's title, grid, ticks and axis labels, without the enclosing <svg> element.
-std::string axes_body(const Frame& f, const PlotOptions& o, bool x_ticks) {
+// `integer_x`: x ticks only at whole numbers (bars stand at indices).
+std::string axes_body(const Frame& f, const PlotOptions& o, bool x_ticks, bool integer_x = false) {
   std::string s =
       fmt::format("<text x=\"{}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{}</text>\n", f.left, escape(o.title));
   for (double t : nice_ticks(f.y0, f.y1, 6)) {
@@ -116,6 +117,9 @@ std::string axes_body(const Frame& f, const PlotOptions& o, bool x_ticks) {
   }
   if (x_ticks) {
     for (double t : nice_ticks(f.x0, f.x1, 8)) {
+      if (integer_x && std::abs(t - std::round(t)) > 1e-9) {
+        continue;
+      }
       s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", f.px(t),
                        f.height - f.bottom + 16.0, tick_label(t));
     }
@@ -217,7 +221,7 @@ std::pair<Frame, std::string> bar_chart(const std::vector<Series>& series, const
   f.width = o.width;
   f.height = o.height;
   fit_legend(f, series);
-  std::string s = axes_body(f, o, x1 - x0 < 40);
+  std::string s = axes_body(f, o, x1 - x0 < 40, true);
   const double unit = f.px(1) - f.px(0);
   const double lane = unit * 0.8 / static_cast<double>(lanes);
   for (size_t k = 0; k < series.size(); ++k) {
