@@ -13,15 +13,19 @@ namespace {
 
 constexpr int64_t kExperts = 98, kRows = 32, kDim = 192, kHidden = 768;
 
-void run_expert_bmm(benchmark::State& state, bool ours, bool weight_grad) {
+void run_expert_bmm(benchmark::State& state, bool ours, bool weight_grad, bool copy_transposed = false,
+                    torch::ScalarType dtype = torch::kFloat) {
   torch::manual_seed(0);
   // Forward: x [E, rows, dim] x w^T [E, dim, hidden]. Weight gradient: gy^T [E, hidden, rows] x x.
   auto a =
       weight_grad ? torch::randn({kExperts, kRows, kHidden}).transpose(1, 2) : torch::randn({kExperts, kRows, kDim});
   auto b =
       weight_grad ? torch::randn({kExperts, kRows, kDim}) : torch::randn({kExperts, kHidden, kDim}).transpose(1, 2);
+  a = a.to(dtype);
+  b = b.to(dtype);
   for (auto _ : state) {
-    auto c = ours ? moejet::kernels::expert_bmm(a, b) : torch::bmm(a, b);
+    // copy_transposed: gy^T laid out row-major first (a small copy), then one batched product.
+    auto c = ours ? moejet::kernels::expert_bmm(copy_transposed ? a.contiguous() : a, b) : torch::bmm(a, b);
     benchmark::DoNotOptimize(c.data_ptr<float>());
   }
   moejet::bench::set_gflops(state, 2.0 * kExperts * kRows * kDim * kHidden);
@@ -39,6 +43,18 @@ void BM_ExpertBmm_WeightGrad_Ours(benchmark::State& s) {
 void BM_ExpertBmm_WeightGrad_TorchBmm(benchmark::State& s) {
   run_expert_bmm(s, false, true);
 }
+void BM_ExpertBmm_WeightGrad_CopiedTransposeOurs(benchmark::State& s) {
+  run_expert_bmm(s, true, true, true);
+}
+void BM_ExpertBmm_WeightGrad_Bf16_Ours(benchmark::State& s) {
+  run_expert_bmm(s, true, true, false, torch::kBFloat16);
+}
+void BM_ExpertBmm_WeightGrad_Bf16_CopiedTransposeOurs(benchmark::State& s) {
+  run_expert_bmm(s, true, true, true, torch::kBFloat16);
+}
+BENCHMARK(BM_ExpertBmm_WeightGrad_CopiedTransposeOurs)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ExpertBmm_WeightGrad_Bf16_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ExpertBmm_WeightGrad_Bf16_CopiedTransposeOurs)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ExpertBmm_Forward_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ExpertBmm_Forward_TorchBmm)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ExpertBmm_WeightGrad_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -169,13 +169,14 @@ TEST(OnednnMatmul, ExpertShapesRunOnOptimisedKernels) {
   if (!k::onednn_available()) {
     GTEST_SKIP() << "built without oneDNN";
   }
-  // V-JetMoE-T's expert products at batch 32 (fewer experts): the forward x W^T and the input
-  // gradient as one batched primitive, the weight gradient (transposed first operand) per expert.
+  // V-JetMoE-T's expert products at batch 32 (fewer experts): the forward x W^T, the input
+  // gradient and the weight gradient (its transposed first operand copied row-major), each as one
+  // batched primitive.
   const int64_t E = 3, T = 32, D = 192, H = 768;
   const auto x = torch::randn({E, T, D}), w = torch::randn({E, H, D}), gy = torch::randn({E, T, H});
   for (const auto& prec : {torch::kFloat, torch::kBFloat16}) {
-    for (const auto& [a, b] :
-         std::vector<std::pair<torch::Tensor, torch::Tensor>>{{x, w.transpose(1, 2)}, {gy, w}, {gy[0].t(), x[0]}}) {
+    for (const auto& [a, b] : std::vector<std::pair<torch::Tensor, torch::Tensor>>{
+             {x, w.transpose(1, 2)}, {gy, w}, {gy.transpose(1, 2).contiguous(), x}}) {
       const auto impl = k::onednn_matmul_impl(a.to(prec), b.to(prec));
       EXPECT_EQ(impl.rfind("ref", 0), std::string::npos) << a.sizes() << " x " << b.sizes() << ": " << impl;
     }

@@ -43,17 +43,18 @@ bool fits_int(int64_t v) {
 // oneDNN's matmul, fp32 results (bf16 operands included, so no cast of the result). Measured on
 // the V-JetMoE-T shapes at batch 32 (98 experts x 32 rows x 192 x 768 and 196 x 32 x 192 x 192,
 // 2 cores, fp32): one batched primitive ran the forward and input-gradient products at 1.4-2.4x
-// OpenBLAS's thread-per-matrix sgemms and the routing products at 2x. The weight gradient (a
-// transposed [E, out, T] first operand, T = 32 small) fell to 32 GFLOP/s as one batched primitive
-// but ran at 145 as one 2-d product per expert, each on all threads: that layout takes the loop.
-torch::Tensor onednn_expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
-  const int64_t E = a.size(0), M = a.size(1), N = b.size(2);
+// OpenBLAS's thread-per-matrix sgemms and the routing products at 2x. The weight gradient's first
+// operand is a transposed view ([E, out, T], T = 32 small): as it lies, one batched primitive ran
+// at 32 GFLOP/s, one 2-d product per expert at 140; copied row-major first (a pass over E x T x
+// out, small beside the product), one batched primitive runs it at 205 (bf16: 169 -> 272):
+// `moejet_bench --benchmark_filter=ExpertBmm_WeightGrad`.
+torch::Tensor onednn_expert_bmm(const torch::Tensor& a0, const torch::Tensor& b, const torch::Tensor& bias) {
+  const int64_t E = a0.size(0), M = a0.size(1), N = b.size(2);
+  const bool a_transposed = a0.stride(2) != 1 && a0.size(2) > 1;
+  const auto a = a_transposed && E > 1 ? a0.contiguous() : a0;
   auto out = torch::empty({E, M, N}, a.options().dtype(torch::kFloat));
-  const bool a_transposed = a.stride(2) != 1 && a.size(2) > 1;
-  if (E == 1 || a_transposed) {
-    for (int64_t e = 0; e < E; ++e) {
-      onednn_matmul_out(a[e], b[e], bias.defined() ? bias[e] : bias, out[e]);
-    }
+  if (E == 1) {
+    onednn_matmul_out(a[0], b[0], bias.defined() ? bias[0] : bias, out[0]);
     return out;
   }
   onednn_matmul_out(a, b, torch::Tensor(), out);
