@@ -2,8 +2,8 @@
 // backward, on a SpheroMoE layer of V-JetMoE-T at batch 32: keys [32, 196, 192], dispatch logits
 // [32, 294, 196]. The AfterProduct pair runs the main job's Soft MoE softmax ([128, 16, 16])
 // right after the matrix product that makes its logits, as a layer does: the product's threads
-// are then still spinning, and a kernel that started threads of its own waited for a core (10 ms
-// where 20 us do).
+// are then still spinning, and a kernel that started threads of its own waited for a core (up to
+// 12 ms where microseconds do).
 //
 //   build/bench/moejet_bench --benchmark_filter=RowOps
 

@@ -2,11 +2,12 @@
 // Splitting a loop over the cores on the OpenMP team that libtorch's and oneDNN's kernels run on
 // (one libgomp in Debian's build). A kernel right after a GEMM finds those threads awake. Threads
 // of our own (one std::thread per call, as before) had to wait for a core while the GEMM's OpenMP
-// workers still spun on it: on 2 cores the main job's Soft MoE softmax ([128, 16, 16]) took 10 ms
-// instead of 20 us, and its train step was 2.8 times slower. The thread count is torch's
-// (`set_compute_threads`, OMP_NUM_THREADS), so processes sharing the machine (ctest -j, one
-// process per rank) do not oversubscribe it.
+// workers still spun on it: on 2 cores the main job's Soft MoE softmax ([128, 16, 16]) took up to
+// 12 ms instead of microseconds, and its train step was 2.8 times slower. The thread count is
+// torch's (`set_compute_threads`, OMP_NUM_THREADS), so processes sharing the machine (ctest -j,
+// one process per rank) do not oversubscribe it.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 
