@@ -266,10 +266,6 @@ torch::Tensor SpheroMoe::forward(const torch::Tensor& x) {
   last_aux_loss = torch::zeros({}, x.options());
   if (collect_stats) {
     last_stats = soft_routing_stats(dispatch, combine, num_experts());
-    last_stats.groups = {{"core", options.core_experts}};
-    if (universal) {
-      last_stats.groups.emplace_back("universal", options.universal_experts);
-    }
   }
   return y;
 }

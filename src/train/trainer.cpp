@@ -76,15 +76,13 @@ json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::Mo
       // The share of each expert, for utilisation plots (4 decimals keep the lines short).
       auto rounded = (load * 1e4).round().div(1e4).contiguous();
       j["load"] = std::vector<double>(rounded.data_ptr<double>(), rounded.data_ptr<double>() + rounded.numel());
-      // Per group (SpheroMoE's core and universal experts): the group's share of the mass and its
+      // Per group of the layer's experts (SpheroMoE: core, then universal; one group "experts"
+      // elsewhere), in the order the loads list them: the group's share of the mass and its
       // balance among experts of one size and role.
-      auto spans = st.groups;
-      if (spans.empty()) {
-        spans.emplace_back("experts", load.numel());
-      }
       j["groups"] = json::array();
       int64_t first = 0;
-      for (const auto& [name, count] : spans) {
+      for (const auto& [name, experts] : layer->expert_groups()) {
+        const int64_t count = experts->num_experts;
         TORCH_CHECK(count > 0 && first + count <= load.numel(), "moe stats: group ", name, " (", count,
                     " experts from ", first, ") lies outside the ", load.numel(), " loads");
         auto part = load.narrow(0, first, count);

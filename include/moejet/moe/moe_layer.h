@@ -16,17 +16,14 @@
 namespace moejet::moe {
 
 struct RoutingStats {
-  /// Share of routing mass per expert over the batch, sums to 1 ([E], detached, CPU).
+  /// Share of routing mass per expert over the batch, sums to 1 ([E], the experts in the order of
+  /// expert_groups(); detached, CPU).
   torch::Tensor expert_load;
   /// Mean entropy (nats) of the dispatch distributions (per slot over tokens for Soft MoE /
   /// SpheroMoE, per token over experts for top-k).
   double dispatch_entropy = 0.0;
   /// Fraction of token-choices dropped by expert capacity (top-k only).
   double dropped_fraction = 0.0;
-  /// Named consecutive spans of expert_load, e.g. SpheroMoE's {"core", 8}, {"universal", 16}:
-  /// experts of different sizes and roles, whose loads are compared within their own group.
-  /// Empty: one group of all experts.
-  std::vector<std::pair<std::string, int64_t>> groups;
 };
 
 class MoeLayer : public nn::FeedForward {
