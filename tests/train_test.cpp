@@ -729,6 +729,37 @@ TEST(Trainer, ReportsEachEpochAndEvaluationToTheCallersProgressReporter) {
                 {"epoch 1/2", 6, 6, true}, {"eval", 1, 1, true}, {"epoch 2/2", 6, 6, true}, {"eval", 1, 1, true}}));
 }
 
+TEST(Trainer, TheDoneRecordSaysWhereTheWallTimeWent) {
+  if (!have_fashion_mnist()) {
+    GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  }
+  moejet::testing::TempDir dir;
+  auto cfg = tiny_config(dir.file("run"));
+  cfg.train.epochs = 2;
+  cfg.train.eval_at_start = true;
+  run_training(cfg, TrainOptions{});
+  std::ifstream log(dir.file("run/metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(log, line)) {
+    last = line;
+  }
+  const auto done = json::parse(last);
+  ASSERT_EQ(done["event"], "done") << last;
+  ASSERT_TRUE(done.contains("seconds")) << last;
+  const auto& s = done["seconds"];
+  double parts = 0;
+  for (const char* key : {"setup", "train", "eval", "checkpoint"}) {
+    ASSERT_TRUE(s.contains(key)) << key << ": " << last;
+    // Every phase ran here (three evaluations, two epochs' checkpoints), so none can be zero.
+    EXPECT_GT(s[key].get<double>(), 0.0) << key << ": " << last;
+    parts += s[key].get<double>();
+  }
+  const double total = s["total"].get<double>();
+  EXPECT_LE(parts, total * 1.001 + 1e-3) << "the phases overlap or are counted twice: " << last;
+  // What is not in a phase (logging, the loop) is small beside them.
+  EXPECT_GE(parts, 0.5 * total) << last;
+}
+
 TEST(StepTiming, PhasesAddUpAndMediansAreTakenPerPhase) {
   torch::manual_seed(0);
   train::TimedTrainStep step("tiny", models::make_model(moejet::testing::tiny_vit()), torch::kCPU);

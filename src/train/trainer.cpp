@@ -44,6 +44,10 @@ torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch
 
 namespace {
 
+double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
 // Fault injection for the kill tests: MOEJET_FAULT=<point>:<step> ends the process with SIGKILL at
 // that point of that optimizer step, as a power cut or the OOM killer would ("step": right after
 // the update, inside an epoch; "state-written"/"weights-written": inside the checkpoint write).
@@ -107,7 +111,8 @@ json moe_stats_json(const std::vector<std::pair<int64_t, std::shared_ptr<moe::Mo
 // repeated run.
 class Trainer {
  public:
-  Trainer(const TrainConfig& config, const TrainOptions& options) : cfg_(config), tc_(cfg_.train), options_(options) {
+  Trainer(const TrainConfig& config, const TrainOptions& options)
+      : cfg_(config), tc_(cfg_.train), options_(options), created_(std::chrono::steady_clock::now()) {
     cfg_.validate();
     if (tc_.threads > 0) {
       set_compute_threads(tc_.threads);
@@ -136,6 +141,7 @@ class Trainer {
     InterruptGuard interrupt_guard;
     kernels::PrecisionScope precision(precision_);  // training and the evaluations between epochs
     stop_ = state_.step >= total_steps_;
+    const auto started = std::chrono::steady_clock::now();
     if (tc_.eval_at_start && state_.step == 0 && main_rank_ && !stop_) {
       evaluate(-1);  // a resumed run has logged it already
     }
@@ -156,7 +162,14 @@ class Trainer {
            {"step", state_.step},
            {"best_top1", state_.best_top1},
            {"final_top1", result_.final_top1},
-           {"train_img_per_s", result_.train_images_per_second}});
+           {"train_img_per_s", result_.train_images_per_second},
+           // Where the run's wall time went, so a slow run says whether it was the steps.
+           {"seconds",
+            {{"setup", seconds_between(created_, started)},
+             {"train", train_seconds_},
+             {"eval", eval_seconds_},
+             {"checkpoint", checkpoint_seconds_},
+             {"total", seconds_between(created_, std::chrono::steady_clock::now())}}}});
     }
     return result_;
   }
@@ -492,6 +505,7 @@ class Trainer {
   }
 
   eval::EvalResult evaluate(int64_t epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
     model_->eval();
     eval::RouterFn router;
     if (model_->router) {
@@ -500,6 +514,7 @@ class Trainer {
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model_->forward(x); }, *eval_loader_, num_classes_,
                             device_, progress_, router, superclass_of_);
     model_->train();
+    eval_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     json record = {{"event", "eval"}, {"epoch", epoch}, {"step", state_.step}, {"top1", r.top1},
                    {"top5", r.top5},  {"loss", r.loss}, {"count", r.count}};
     if (r.router_top1 >= 0) {
@@ -538,13 +553,16 @@ class Trainer {
     if (main_rank_ && !result_.interrupted_by &&
         ((epoch + 1) % tc_.eval_every == 0 || epoch + 1 == tc_.epochs || stop_)) {
       auto r = evaluate(epoch);
+      const auto t0 = std::chrono::steady_clock::now();
       if (r.top1 > state_.best_top1) {
         state_.best_top1 = r.top1;
         save_model_checkpoint(run_->best(), *model_, model_json_, state_, checkpoint_extra_);
       }
       write_json_file(run_->file("eval.json"), r.to_json(eval_ds_->class_names()));
+      checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     }
     if (main_rank_) {
+      const auto t0 = std::chrono::steady_clock::now();
       // The state of this step first, under its own name; the weights' rename then switches the
       // run to it (see run_dir.h), so a kill anywhere leaves a pair that resumes.
       save_train_state(run_->state_for(state_.step), *opt_.optimizer, state_);
@@ -552,6 +570,7 @@ class Trainer {
       save_model_checkpoint(run_->last(), *model_, model_json_, state_, checkpoint_extra_);
       fault_point("weights-written", state_.step);
       run_->prune_states(state_.step);
+      checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     }
     if (dist_) {
       dist_->barrier();  // the others wait while rank 0 evaluates and writes
@@ -606,7 +625,8 @@ class Trainer {
   TrainResult result_;
   int64_t next_batch_ = 0;
   bool stop_ = false;
-  double images_seen_ = 0, train_seconds_ = 0;
+  const std::chrono::steady_clock::time_point created_;
+  double images_seen_ = 0, train_seconds_ = 0, eval_seconds_ = 0, checkpoint_seconds_ = 0;
 };
 
 }  // namespace
