@@ -27,7 +27,7 @@ struct BenchArgs {
   std::vector<std::string> precisions;  // empty: fp32, and bf16 where the device has it
   int64_t steps = 5, warmup = 1;
   bool infer = false;
-  int64_t infer_batch = 64, latency_reps = 30;
+  int64_t infer_batch = 64, latency_reps = 30, trace_steps = 1;
   std::string device = "cpu", out, trace_dir;
 };
 
@@ -128,8 +128,12 @@ Runner add_bench_command(CLI::App& app) {
   sub->add_option("--latency-reps", a->latency_reps, "batch-1 forwards per model for the latency percentiles")
       ->capture_default_str();
   sub->add_option("--trace", a->trace_dir,
-                  "after timing, profile one more step per model (at the last batch size) into "
-                  "DIR/<n>.trace.json (chrome://tracing / Perfetto)");
+                  "after timing, profile --trace-steps more steps per model (at the last batch size and "
+                  "precision) into DIR/<n>.trace.json (chrome://tracing / Perfetto)");
+  sub->add_option("--trace-steps", a->trace_steps,
+                  "steps in each trace: several let a noisy machine's outliers be seen and averaged out")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   return [a]() {
     auto device = parse_device(a->device);
     for (const int64_t batch : a->batches) {
@@ -235,11 +239,13 @@ Runner add_bench_command(CLI::App& app) {
         std::ostringstream trace;
         {
           torch::autograd::profiler::RecordProfile guard(trace);
-          subjects[i].step();
+          for (int64_t k = 0; k < a->trace_steps; ++k) {
+            subjects[i].step();
+          }
         }
         auto path = (std::filesystem::path(a->trace_dir) / (std::to_string(i) + ".trace.json")).string();
         write_atomic(path, [&](std::ostream& o) { o << trace.str(); });
-        spdlog::info("{}: one profiled step -> {}", subjects[i].name(), path);
+        spdlog::info("{}: {} profiled step(s) -> {}", subjects[i].name(), a->trace_steps, path);
       }
     }
     if (!a->out.empty()) {
