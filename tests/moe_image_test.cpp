@@ -141,3 +141,37 @@ TEST(ExpertMlp, ConsecutiveExpertIdsAreAViewWithTheSameResultAsAGather) {
   EXPECT_TRUE(
       torch::allclose(experts->forward(x.narrow(0, 0, 1), torch::tensor({4})), on0[4].unsqueeze(0), 1e-5, 1e-6));
 }
+
+TEST(ExpertMlp, GroupedRowsMatchEachExpertOnItsOwnRowsForwardAndBackward) {
+  torch::manual_seed(6);
+  moe::ExpertMlp experts(4, 8, 16, 0.0, "trunc_normal");
+  // Three experts' rows in the order listed (3, then 0 with no rows, then 1): uneven counts, as
+  // per-image routing makes them.
+  const std::vector<int64_t> ids{3, 0, 1}, rows{5, 0, 2};
+  auto x = torch::randn({7, 8}, torch::requires_grad());
+  auto grouped = experts->forward_groups(x, ids, rows);
+  ASSERT_EQ(grouped.sizes(), x.sizes());
+  auto gy = torch::randn_like(grouped);
+  grouped.backward(gy);
+  const auto gx = x.grad().clone(), gw1 = experts->fc1_weight.grad().clone(), gb2 = experts->fc2_bias.grad().clone();
+  x.mutable_grad().reset();
+  experts->zero_grad();
+  // Reference: each expert's timm Mlp on its rows, in plain tensor ops.
+  auto mlp = [&](const torch::Tensor& rows_of, int64_t e) {
+    auto h = torch::gelu(torch::nn::functional::linear(rows_of, experts->fc1_weight[e], experts->fc1_bias[e]));
+    return torch::nn::functional::linear(h, experts->fc2_weight[e], experts->fc2_bias[e]);
+  };
+  auto ref = torch::cat({mlp(x.narrow(0, 0, 5), 3), mlp(x.narrow(0, 5, 2), 1)});
+  EXPECT_TRUE(torch::allclose(grouped, ref, 1e-5, 1e-6));
+  ref.backward(gy);
+  EXPECT_TRUE(torch::allclose(gx, x.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(gw1, experts->fc1_weight.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(gb2, experts->fc2_bias.grad(), 1e-5, 1e-6));
+  // Experts with no rows get no gradient: expert 0 and 2 rows of the weights stay zero.
+  EXPECT_EQ(gw1[0].abs().sum().item<float>(), 0.0f);
+  EXPECT_EQ(gw1[2].abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(gw1[3].abs().sum().item<float>(), 0.0f);
+  // Counts that do not cover x, or an unknown expert, are errors naming the sizes.
+  EXPECT_THROW(experts->forward_groups(x, ids, {5, 0, 1}), c10::Error);
+  EXPECT_THROW(experts->forward_groups(x, {3, 7}, {5, 2}), c10::Error);
+}

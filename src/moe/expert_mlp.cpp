@@ -119,6 +119,35 @@ torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x, const torch::Tensor
              fc2_weight.index_select(0, expert_ids), fc2_bias.index_select(0, expert_ids));
 }
 
+torch::Tensor ExpertMlpImpl::forward_groups(const torch::Tensor& x, const std::vector<int64_t>& experts,
+                                            const std::vector<int64_t>& rows) {
+  TORCH_CHECK(experts.size() == rows.size(), "ExpertMlp: ", experts.size(), " experts but ", rows.size(),
+              " row counts");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == dim, "ExpertMlp: expected rows [R, ", dim, "], got ", x.sizes());
+  int64_t total = 0;
+  for (size_t i = 0; i < experts.size(); ++i) {
+    TORCH_CHECK(experts[i] >= 0 && experts[i] < num_experts, "ExpertMlp: expert id ", experts[i], " out of range");
+    TORCH_CHECK(rows[i] >= 0, "ExpertMlp: negative row count for expert ", experts[i]);
+    total += rows[i];
+  }
+  TORCH_CHECK(total == x.size(0), "ExpertMlp: the row counts add up to ", total, " but x has ", x.size(0), " rows");
+  std::vector<torch::Tensor> outs;
+  outs.reserve(experts.size());
+  int64_t offset = 0;
+  for (size_t i = 0; i < experts.size(); ++i) {
+    if (rows[i] == 0) {
+      continue;
+    }
+    const int64_t e = experts[i];
+    auto seg = x.narrow(0, offset, rows[i]).unsqueeze(0);  // one expert's rows: [1, rows, D]
+    outs.push_back(run(seg, fc1_weight.narrow(0, e, 1), fc1_bias.narrow(0, e, 1), fc2_weight.narrow(0, e, 1),
+                       fc2_bias.narrow(0, e, 1))
+                       .squeeze(0));
+    offset += rows[i];
+  }
+  return outs.empty() ? x.new_empty({0, dim}) : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
+}
+
 double ExpertMlpImpl::macs(double tokens_per_expert) const {
   return 2.0 * tokens_per_expert * static_cast<double>(num_experts) * static_cast<double>(dim) *
          static_cast<double>(hidden);

@@ -47,40 +47,40 @@ torch::Tensor PerImageMoe::forward(const torch::Tensor& x) {
     last_aux_loss = torch::zeros({}, x.options());
     return (out * routing_.weights.view({B, k, 1, 1}).to(x.scalar_type())).sum(1);
   }
-  torch::Tensor active, slot, gather;
-  int64_t A = 0, cap = 0;
+  // The (image, choice) pairs sorted by expert (stable): each expert then runs on exactly its
+  // images. Padding every expert to the busiest one's count, as a batched GEMM needs, cost 29%
+  // more expert compute at the main job's loads (0.23 / 0.37 / 0.41).
+  std::vector<int64_t> experts_run, rows;
+  torch::Tensor gather, position;
   {
     torch::NoGradGuard ng;
     auto choice = routing_.experts.reshape({P}).to(torch::kCPU).contiguous();
     const int64_t* c = choice.data_ptr<int64_t>();
-    // Active experts (ascending), and each pair's rank among the pairs of its expert: its slot
-    // in that expert's padded buffer.
-    std::vector<int64_t> count(options.num_experts, 0), index(options.num_experts, -1), ids;
+    std::vector<int64_t> count(options.num_experts, 0);
     for (int64_t p = 0; p < P; ++p) {
       TORCH_CHECK(c[p] >= 0 && c[p] < options.num_experts, "PerImageMoe: expert id ", c[p], " out of range");
       count[c[p]]++;
     }
-    for (int64_t e = 0; e < options.num_experts; ++e) {
+    std::vector<int64_t> next(options.num_experts, 0);
+    for (int64_t e = 0, offset = 0; e < options.num_experts; ++e) {
+      next[e] = offset;
+      offset += count[e];
       if (count[e] > 0) {
-        index[e] = A++;
-        ids.push_back(e);
-        cap = std::max(cap, count[e]);
+        experts_run.push_back(e);
+        rows.push_back(count[e] * N);
       }
     }
-    std::vector<int64_t> fill(A, 0), slots(P), src(A * cap, B);  // B = the zero padding image
+    std::vector<int64_t> source(P), where(P);  // sorted position -> image; pair -> sorted position
     for (int64_t p = 0; p < P; ++p) {
-      const int64_t a = index[c[p]];
-      slots[p] = a * cap + fill[a]++;
-      src[slots[p]] = p / k;
+      where[p] = next[c[p]]++;
+      source[where[p]] = p / k;
     }
-    active = torch::tensor(ids, torch::kLong).to(x.device());
-    slot = torch::tensor(slots, torch::kLong).to(x.device());
-    gather = torch::tensor(src, torch::kLong).to(x.device());
+    gather = torch::tensor(source, torch::kLong).to(x.device());
+    position = torch::tensor(where, torch::kLong).to(x.device());
   }
-  auto padded = torch::cat({x, torch::zeros({1, N, D}, x.options())}, 0);
-  auto in = padded.index_select(0, gather).view({A, cap * N, D});
-  auto out = experts->forward(in, active).view({A * cap, N, D});
-  auto per_pair = out.index_select(0, slot).view({B, k, N, D});
+  auto in = x.index_select(0, gather).reshape({P * N, D});
+  auto out = experts->forward_groups(in, experts_run, rows).view({P, N, D});
+  auto per_pair = out.index_select(0, position).view({B, k, N, D});
   auto y = (per_pair * routing_.weights.view({B, k, 1, 1}).to(x.scalar_type())).sum(1);
 
   last_aux_loss = report_aux_loss_ ? routing_.aux_loss : torch::zeros({}, x.options());

@@ -3,12 +3,16 @@
 // [E, H], fc2 weight [E, D, H], bias [E, D] — each expert is a timm Mlp (fc1 -> GELU -> fc2),
 // and all of them run as two batched GEMMs over the expert dimension (baddbmm), never a loop of
 // per-expert matmuls. Core and universal experts of SpheroMoE's dual path are two such groups.
+// Per-image routing gives each expert a different number of whole images: forward_groups runs
+// each chosen expert on exactly its rows (a few large GEMMs), where a batched GEMM would pad every
+// expert to the busiest one's count.
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
 #include <string>
+#include <vector>
 
 namespace moejet::moe {
 
@@ -25,6 +29,10 @@ class ExpertMlpImpl : public torch::nn::Module {
   /// Only the experts listed in `expert_ids` ([A] int64): x [A, T, D] -> [A, T, D]. Experts not
   /// listed are not touched (per-image routing runs just the chosen ones).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& expert_ids);
+  /// Rows grouped by expert: x [R, D] holds rows[i] rows for expert experts[i], in that order
+  /// (R = the sum of rows) -> [R, D]. One GEMM pair per listed expert, each over its own rows.
+  torch::Tensor forward_groups(const torch::Tensor& x, const std::vector<int64_t>& experts,
+                               const std::vector<int64_t>& rows);
   /// Multiply-accumulates for `tokens_per_expert` rows through every expert.
   double macs(double tokens_per_expert) const;
 

@@ -1,8 +1,8 @@
 #pragma once
 // The MoE block of Mobile V-MoE: E expert MLPs of which each image uses the k that the per-image
 // router (image_router.h) chose for it; the same choice holds in every MoE block of the model.
-// Images are grouped by expert and each active expert runs once, as one batched GEMM over the
-// active experts ([A, images * tokens, D], padded to the busiest expert). Experts that no image
+// Images are sorted by expert and each active expert runs once on exactly its images' tokens
+// (ExpertMlp::forward_groups: no padding to the busiest expert). Experts that no image
 // of the batch chose are neither read nor computed: at batch size 1 exactly k experts run, which
 // is the inference saving the paper is about. Output: sum over the k choices of gate * expert(x).
 
