@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  build-essential cmake ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread           # libtorch + a fast BLAS (the reference one is ~70x slower)
   libdnnl-dev                                 # oneDNN's headers: the fp32 CPU matrix products
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev
@@ -41,7 +41,14 @@ if [[ "$blas" != *openblas* ]] && [ -e /usr/lib/x86_64-linux-gnu/openblas-pthrea
 fi
 
 BUILD_DIR=${MOEJET_BUILD_DIR:-build}
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release > /dev/null
+# Ninja compiles the areas' sources side by side; Make waits for each library before the next
+# one's sources (a fresh build of the tool on 2 cores, no ccache: 6.2 min against 7.9 min, 2026-12-02). A
+# build folder keeps the generator it was made with.
+generator=()
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && command -v ninja > /dev/null; then
+  generator=(-G Ninja)
+fi
+cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release > /dev/null
 if [[ "${1:-}" == "--main" ]]; then
   # The main job needs the tool only; the tests and benchmarks are built by scripts/test.sh.
   cmake --build "$BUILD_DIR" -j"$(nproc)" --target moejet
