@@ -24,6 +24,7 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--cases", default="vit_tiny,vjetmoe,fmnist")
 ap.add_argument("--precisions", default="fp32,bf16")
 ap.add_argument("--reps", type=int, default=3)
+ap.add_argument("--warmup", type=int, default=1, help="untimed steps per precision first (moejet bench --warmup)")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--out", default="")
 args = ap.parse_args()
@@ -90,7 +91,8 @@ for name in args.cases.split(","):
         return time.perf_counter() - t
 
     for p in precisions:
-        step(p)
+        for _ in range(args.warmup):
+            step(p)
     times = {p: [] for p in precisions}
     for _ in range(args.reps):
         for p in precisions:
