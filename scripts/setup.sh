@@ -42,8 +42,8 @@ fi
 
 BUILD_DIR=${MOEJET_BUILD_DIR:-build}
 # Ninja compiles the areas' sources side by side; Make waits for each library before the next
-# one's sources (a fresh build of the tool on 2 cores, no ccache: 6.2 min against 7.9 min, 2026-12-02). A
-# build folder keeps the generator it was made with.
+# one's sources (a fresh build of the tool on 2 cores, no ccache: 6.2 min against 7.9 min,
+# 2026-12-02). A build folder keeps the generator it was made with.
 generator=()
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && command -v ninja > /dev/null; then
   generator=(-G Ninja)
