@@ -131,19 +131,20 @@ torch::Tensor ExpertMlpImpl::forward_groups(const torch::Tensor& x, const std::v
     total += rows[i];
   }
   TORCH_CHECK(total == x.size(0), "ExpertMlp: the row counts add up to ", total, " but x has ", x.size(0), " rows");
+  // split, not narrow (as soft_route): split's backward assembles one gradient of the whole
+  // tensor, where each narrow's would zero-fill a full-size one and add it.
+  const auto segments = x.split_with_sizes(rows, 0);
+  const auto w1 = fc1_weight.split(1, 0), b1 = fc1_bias.split(1, 0), w2 = fc2_weight.split(1, 0),
+             b2 = fc2_bias.split(1, 0);
   std::vector<torch::Tensor> outs;
   outs.reserve(experts.size());
-  int64_t offset = 0;
   for (size_t i = 0; i < experts.size(); ++i) {
     if (rows[i] == 0) {
       continue;
     }
     const int64_t e = experts[i];
-    auto seg = x.narrow(0, offset, rows[i]).unsqueeze(0);  // one expert's rows: [1, rows, D]
-    outs.push_back(run(seg, fc1_weight.narrow(0, e, 1), fc1_bias.narrow(0, e, 1), fc2_weight.narrow(0, e, 1),
-                       fc2_bias.narrow(0, e, 1))
-                       .squeeze(0));
-    offset += rows[i];
+    // One expert's rows, [1, rows, D], through its weights.
+    outs.push_back(run(segments[i].unsqueeze(0), w1[e], b1[e], w2[e], b2[e]).squeeze(0));
   }
   return outs.empty() ? x.new_empty({0, dim}) : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
 }
