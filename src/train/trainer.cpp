@@ -407,7 +407,7 @@ class Trainer {
       }
       progress->advance(1, fmt::format("loss {:.4f} lr {:.2e}", loss_value, schedule_->at(state_.step)));
     }
-    train_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    train_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     progress->finish();
   }
 
@@ -480,7 +480,7 @@ class Trainer {
     }
     if (state_.step % tc_.log_every == 0) {
       auto now = std::chrono::steady_clock::now();
-      double secs = std::chrono::duration<double>(now - window.start).count();
+      double secs = seconds_between(window.start, now);
       if (dist_) {  // the window's loss is the mean over all ranks, images their total
         auto w = dist_->sum(torch::tensor({window.loss, window.aux, window.images}, torch::kDouble));
         window.loss = w[0].item<double>() / dist_->world_size();
