@@ -103,6 +103,12 @@ int set_compute_threads(int threads) {
   if (torch::get_num_threads() != threads) {
     torch::set_num_threads(threads);
   }
+  // OpenBLAS keeps its own pool, sized when it loaded (OMP_NUM_THREADS or every CPU); left alone,
+  // `--threads 1` in two processes sharing two cores would still run their fp32 GEMMs on two
+  // threads each.
+  if (const auto set_blas = openblas_set_num_threads_fn(); set_blas != nullptr && openblas_num_threads() != threads) {
+    set_blas(threads);
+  }
   return threads;
 }
 

@@ -25,10 +25,11 @@ struct SystemInfo {
 
 SystemInfo system_info();
 
-/// Sets libtorch's intra-op (OpenMP) threads: `threads` when > 0, otherwise one per CPU this
-/// process may run on (or OMP_NUM_THREADS when set, as `--nproc` sets it for its workers). libtorch's own default
-/// counts physical cores as cpuinfo sees them, which is 1 on some 2-vCPU virtual machines, and the matrix products
-/// (oneDNN) run on this pool: a ViT-T train step took 2x as long on 1 thread as on 2 there. Returns the count set.
+/// Sets libtorch's intra-op (OpenMP) threads, and OpenBLAS's when it is the BLAS: `threads` when > 0, otherwise one per
+/// CPU this process may run on (or OMP_NUM_THREADS when set, as `--nproc` sets it for its workers). libtorch's own
+/// default counts physical cores as cpuinfo sees them, which is 1 on some 2-vCPU virtual machines, and the matrix
+/// products (oneDNN) run on this pool: a ViT-T train step took 2x as long on 1 thread as on 2 there. Returns the count
+/// set.
 int set_compute_threads(int threads);
 
 /// Parses "cpu", "cuda", "cuda:1"; throws ConfigError for unknown or unavailable devices.
