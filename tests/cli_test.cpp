@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -814,12 +815,18 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
     write_json_file(dir.file("configs/" + name + ".json"), cfg);
   }
   const std::string build_dir = std::filesystem::path(MOEJET_BINARY).parent_path().parent_path().string();
-  const std::string cmd = "MOEJET_BUILD_DIR=" + build_dir + " MOEJET_MAIN_CONFIGS=" + dir.file("configs") +
-                          " MOEJET_RUNS=" + dir.file("runs") + " MOEJET_MAIN_SEEDS='0 1' bash " + src +
-                          "/scripts/main_job.sh";
-  auto r = run_shell(cmd);
+  const auto job = [&](const std::string& configs, int slots) {
+    return "MOEJET_BUILD_DIR=" + build_dir + " MOEJET_MAIN_CONFIGS=" + configs + " MOEJET_RUNS=" + dir.file("runs") +
+           " MOEJET_MAIN_SEEDS='0 1' MOEJET_MAIN_JOBS=" + std::to_string(slots) + " bash " + src +
+           "/scripts/main_job.sh";
+  };
+  // Three runs side by side: every one must still wait for its inputs (the recycled checkpoints,
+  // the super-classes from the fine-tuned dense run).
+  auto r = run_shell(job(dir.file("configs"), 3));
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string output = r.output;
+  EXPECT_TRUE(contains(output, "3 at a time")) << output;
+  EXPECT_TRUE(contains(output, "[14/14] ")) << output;  // upstream, 2 recycles, super-classes, 10 runs
 
   const std::string runs = dir.file("runs/main");
   for (std::string f : {"upstream5/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
@@ -843,6 +850,7 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
       EXPECT_EQ(evals, 3) << run;
       EXPECT_EQ(start, 1) << run;
       EXPECT_EQ(read_json_file(runs + "/" + run + "/config.json")["train"]["seed"], seed == "seed0" ? 0 : 1);
+      EXPECT_TRUE(file_exists(runs + "/logs/" + name + "-" + seed + ".log")) << run;
     }
   }
   auto recycle_report = read_json_file(runs + "/init/jetmoe.recycle.json");
@@ -867,10 +875,41 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   const std::string s(svg.begin(), svg.end());
   EXPECT_EQ(std::count(s.begin(), s.end(), '\n') > 10, true);
   EXPECT_TRUE(contains(s, "<polyline")) << s.substr(0, 300);
-  // A rerun reuses the upstream checkpoint instead of training it again.
-  r = run_shell(cmd);
+  // A rerun reuses the upstream checkpoint instead of training it again, and one run at a time
+  // gives the numbers three side by side gave: each run has its own single thread.
+  std::map<std::string, std::vector<std::string>> losses;
+  const auto eval_losses = [&](const std::string& run) {
+    std::vector<std::string> out;
+    std::ifstream log(runs + "/" + run + "/metrics.jsonl");
+    for (std::string line; std::getline(log, line);) {
+      const auto j = json::parse(line);
+      if (j["event"] == "eval")
+        out.push_back(j["loss"].dump());
+    }
+    return out;
+  };
+  const std::vector<std::string> compared = {"jetmoe/seed1", "mobile_vmoe/seed0", "softmoe_scratch/seed1"};
+  for (const auto& run : compared)
+    losses[run] = eval_losses(run);
+  r = run_shell(job(dir.file("configs"), 1));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "reusing")) << r.output;
+  EXPECT_TRUE(contains(r.output, "1 at a time")) << r.output;
+  for (const auto& run : compared) {
+    EXPECT_EQ(eval_losses(run), losses[run]) << run;
+    EXPECT_EQ(losses[run].size(), 3u) << run;
+  }
+
+  // A run that fails stops the job: it names the run and shows the end of its log, and no report
+  // is written over the last one.
+  std::filesystem::copy(dir.file("configs"), dir.file("broken"));
+  { std::ofstream(dir.file("broken/softmoe_scratch.json")) << "{ not json"; }
+  std::filesystem::remove_all(runs + "/report");
+  r = run_shell(job(dir.file("broken"), 2));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "!! softmoe_scratch-seed")) << r.output;
+  EXPECT_TRUE(contains(r.output, "softmoe_scratch.json")) << r.output;  // the log's end names the file
+  EXPECT_FALSE(file_exists(runs + "/report/report.md"));
 }
 
 TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
