@@ -27,6 +27,10 @@ CONFIGS=${MOEJET_MAIN_CONFIGS:-configs/main}
 RUNS=${MOEJET_RUNS:-runs}/main
 SEEDS=${MOEJET_MAIN_SEEDS:-0 1 2}
 JOBS=${MOEJET_MAIN_JOBS:-$(nproc)}
+if ! [[ "$JOBS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "main job: MOEJET_MAIN_JOBS='$JOBS': expected how many runs at a time, 1 or more" >&2
+  exit 2
+fi
 export OMP_NUM_THREADS=${MOEJET_MAIN_THREADS:-1}  # libtorch's and OpenBLAS's threads, per run
 LOGS=$RUNS/logs
 start=$(date +%s)

@@ -820,9 +820,14 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
            " MOEJET_MAIN_SEEDS='0 1' MOEJET_MAIN_JOBS=" + std::to_string(slots) + " bash " + src +
            "/scripts/main_job.sh";
   };
+  // A slot count below one is refused before anything is written.
+  auto r = run_shell(job(dir.file("configs"), 0));
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "MOEJET_MAIN_JOBS='0'")) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("runs")));
   // Three runs side by side: every one must still wait for its inputs (the recycled checkpoints,
   // the super-classes from the fine-tuned dense run).
-  auto r = run_shell(job(dir.file("configs"), 3));
+  r = run_shell(job(dir.file("configs"), 3));
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string output = r.output;
   EXPECT_TRUE(contains(output, "3 at a time")) << output;
