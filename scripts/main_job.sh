@@ -58,7 +58,9 @@ superclasses() {  # Mobile V-MoE's super-classes: the classes the fine-tuned den
   "$BIN" superclasses --confusion "$run/eval_train/confusion.csv" --experts 3 --out "$RUNS/superclasses.json"
 }
 
-if [ -f "$RUNS/upstream5/best.safetensors" ]; then
+# Reused only when it finished: a run that was stopped has a best.safetensors too, and resumes.
+if [ -f "$RUNS/upstream5/best.safetensors" ] &&
+  tail -n 1 "$RUNS/upstream5/metrics.jsonl" 2> /dev/null | grep -q '"event":"done"'; then
   echo "== 1. upstream dense ViT: reusing $RUNS/upstream5/best.safetensors"
   state[upstream]=done
 else

@@ -905,6 +905,19 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
     EXPECT_EQ(losses[run].size(), 3u) << run;
   }
 
+  // An upstream run that did not finish (stopped, its metrics.jsonl without the "done" line) is
+  // resumed, not reused: a stopped run has a best.safetensors too.
+  {
+    std::vector<std::string> lines;
+    std::ifstream in(runs + "/upstream5/metrics.jsonl");
+    for (std::string line; std::getline(in, line);)
+      lines.push_back(line);
+    ASSERT_TRUE(contains(lines.back(), "\"event\":\"done\"")) << lines.back();
+    lines.pop_back();
+    std::ofstream out(runs + "/upstream5/metrics.jsonl");
+    for (const auto& line : lines)
+      out << line << "\n";
+  }
   // A run that fails stops the job: it names the run and shows the end of its log, and no report
   // is written over the last one.
   std::filesystem::copy(dir.file("configs"), dir.file("broken"));
@@ -914,6 +927,8 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "!! softmoe_scratch-seed")) << r.output;
   EXPECT_TRUE(contains(r.output, "softmoe_scratch.json")) << r.output;  // the log's end names the file
+  EXPECT_TRUE(contains(r.output, "upstream dense ViT: pre-training")) << r.output;
+  EXPECT_FALSE(contains(r.output, "reusing")) << r.output;
   EXPECT_FALSE(file_exists(runs + "/report/report.md"));
 }
 
