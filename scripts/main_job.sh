@@ -17,7 +17,7 @@
 # (MOEJET_MAIN_THREADS), in the order their inputs allow; each writes its log to runs/main/logs/.
 # On 2 cores, two one-thread runs side by side did 1.4-1.6x the work of one two-thread run at a
 # time, and a run's numbers do not depend on how many run beside it.
-# The upstream run lives in runs/main/upstream5 (five classes), reused when present.
+# The upstream run lives in runs/main/upstream5 (five classes), reused when it finished.
 # Extra arguments go to every downstream `moejet train` (e.g. --set train.epochs=4).
 # MOEJET_MAIN_CONFIGS and MOEJET_RUNS point the job at other configs / another output directory.
 set -euo pipefail

@@ -7,8 +7,8 @@
 namespace {
 
 TEST(System, ComputeThreadsSetOpenBlasThreadsToo) {
-  // `--threads 1` is how the main job runs two trainings side by side on two cores; an OpenBLAS
-  // still on its load-time pool would put two threads per process on the fp32 GEMMs.
+  // Two `--threads 1` trainings side by side on two cores (performance.md) must not each put two
+  // OpenBLAS threads on their fp32 GEMMs, as an OpenBLAS still on its load-time pool would.
   if (moejet::openblas_num_threads() < 0) {
     GTEST_SKIP() << "BLAS here: " << moejet::system_info().blas;
   }
