@@ -105,6 +105,7 @@ while ((finished < total)); do
     ((ready)) || continue
     ( eval "${cmd[$name]}" ) > "$LOGS/$name.log" 2>&1 &
     name_of[$!]=$name state[$name]=running began[$name]=$SECONDS
+    printf '%*s %-26s started\n' $((5 + ${#total})) "" "$name"  # under the names of the lines below
     running=$((running + 1))
   done
   if ((running == 0)); then

@@ -832,6 +832,10 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   const std::string output = r.output;
   EXPECT_TRUE(contains(output, "3 at a time")) << output;
   EXPECT_TRUE(contains(output, "[14/14] ")) << output;  // upstream, 2 recycles, super-classes, 10 runs
+  size_t started = 0;
+  for (auto at = output.find(" started\n"); at != std::string::npos; at = output.find(" started\n", at + 1))
+    ++started;
+  EXPECT_EQ(started, 14u) << output;  // and a line when each one starts
 
   const std::string runs = dir.file("runs/main");
   for (std::string f : {"upstream5/best.safetensors", "init/jetmoe.safetensors", "init/jetmoe.recycle.json",
