@@ -76,7 +76,10 @@ job recycle-jetmoe upstream "$BIN" recycle -q --dense "$RUNS/upstream5/best.safe
   --model "$CONFIGS/jetmoe.json" --method importance --out "$RUNS/init/jetmoe.safetensors"
 job recycle-mobile_vmoe upstream "$BIN" recycle -q --dense "$RUNS/upstream5/best.safetensors" \
   --model "$CONFIGS/mobile_vmoe.json" --method copy --out "$RUNS/init/mobile_vmoe.safetensors"
-job "dense_finetune-seed$first" upstream train dense_finetune "$first" --init "$RUNS/upstream5/best.safetensors"
+dense_finetune_job() {  # seed
+  job "dense_finetune-seed$1" upstream train dense_finetune "$1" --init "$RUNS/upstream5/best.safetensors"
+}
+dense_finetune_job "$first"  # early: the super-classes come from it
 for s in $SEEDS; do job "jetmoe-seed$s" recycle-jetmoe train jetmoe "$s" --init "$RUNS/init/jetmoe.safetensors"; done
 job superclasses "dense_finetune-seed$first" superclasses "$first"
 for s in $SEEDS; do
@@ -84,12 +87,12 @@ for s in $SEEDS; do
     --init "$RUNS/init/mobile_vmoe.safetensors" --set "train.superclasses=$RUNS/superclasses.json"
 done
 for s in $SEEDS; do
-  [ "$s" = "$first" ] || job "dense_finetune-seed$s" upstream train dense_finetune "$s" --init "$RUNS/upstream5/best.safetensors"
+  [ "$s" = "$first" ] || dense_finetune_job "$s"
 done
 for s in $SEEDS; do job "dense_scratch-seed$s" "" train dense_scratch "$s"; done
 
 # The scheduler: start every job whose inputs are done while a slot is free, then wait for one.
-total=${#order[@]} finished=0 running=0
+total=${#order[@]} finished=0  # the running jobs are name_of's entries
 set -m  # each job in its own process group, so that stopping it stops the moejet it runs
 stop_all() {
   for pid in "${!name_of[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
@@ -98,7 +101,7 @@ stop_all() {
 trap 'stop_all; exit 130' INT TERM
 while ((finished < total)); do
   for name in "${order[@]}"; do
-    ((running < JOBS)) || break
+    ((${#name_of[@]} < JOBS)) || break
     [ -z "${state[$name]:-}" ] || continue
     ready=1
     for d in ${deps[$name]}; do [ "${state[$d]:-}" = done ] || ready=0; done
@@ -106,9 +109,8 @@ while ((finished < total)); do
     ( eval "${cmd[$name]}" ) > "$LOGS/$name.log" 2>&1 &
     name_of[$!]=$name state[$name]=running began[$name]=$SECONDS
     printf '%*s %-26s started\n' $((5 + ${#total})) "" "$name"  # under the names of the lines below
-    running=$((running + 1))
   done
-  if ((running == 0)); then
+  if ((${#name_of[@]} == 0)); then
     echo "main job: nothing can start (a job waits for one that is not in the list)" >&2
     exit 1
   fi
@@ -116,7 +118,7 @@ while ((finished < total)); do
   wait -n -p pid || rc=$?
   name=${name_of[$pid]}
   unset "name_of[$pid]"
-  running=$((running - 1)) finished=$((finished + 1))
+  finished=$((finished + 1))
   if ((rc != 0)); then
     echo "!! $name failed (exit $rc); the end of $LOGS/$name.log:" >&2
     tail -n 20 "$LOGS/$name.log" >&2
