@@ -406,6 +406,39 @@ TEST(Cli, TrainThenEvalWritesCheckpointMetricsAndConfusionMatrix) {
   EXPECT_TRUE(contains(header, "\"T-shirt/top\"")) << header;
 }
 
+// The score a run logs is the score `moejet eval` gives its checkpoint: the same eval_limit images
+// whatever train.seed (seed 1 used to score a subset drawn with seed 2, and `eval --limit` one
+// drawn with 0), in the precision the run evaluated in.
+TEST(Cli, EvalOfARunsCheckpointReproducesTheScoreTheRunLogged) {
+  moejet::testing::TempDir dir;
+  std::vector<std::string> precisions{"fp32"};
+  if (moejet::kernels::bf16_native(torch::kCPU)) {
+    precisions.push_back("bf16");
+  }
+  for (const auto& precision : precisions) {
+    const std::string out = dir.file("run-" + precision);
+    auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" + " --out " +
+                 out +
+                 " --epochs 1 --set data.train_limit=256 --set data.eval_limit=300 --set model.depth=1"
+                 " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64 --set train.seed=1"
+                 " --set train.precision=" +
+                 precision);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto logged = read_json_file(out + "/eval.json");
+    r = run("eval " + out + "/last.safetensors --limit 300 -q --precision " + precision + " --out " + out + "/cli");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto again = read_json_file(out + "/cli/eval.json");
+    EXPECT_EQ(again["precision"], precision);
+    EXPECT_EQ(again["count"], 300);
+    EXPECT_EQ(again["confusion"], logged["confusion"]) << precision;
+    EXPECT_DOUBLE_EQ(again["top1"].get<double>(), logged["top1"].get<double>()) << precision;
+    EXPECT_NEAR(again["loss"].get<double>(), logged["loss"].get<double>(), 1e-5) << precision;
+  }
+  auto r = run("eval " + dir.file("run-fp32") + "/last.safetensors --limit 300 -q --precision fp16");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "--precision: expected")) << r.output;
+}
+
 TEST(Cli, TrainsViTsWithSpheroMoeSoftMoeAndTopKBlocksAndLogsRouting) {
   moejet::testing::TempDir dir;
   for (std::string name : {"vit_fmnist_sphero", "vit_fmnist_softmoe", "vit_fmnist_topk"}) {

@@ -12,6 +12,7 @@
 #include "moejet/data/loader.h"
 #include "moejet/eval/checkpoint_inputs.h"
 #include "moejet/eval/evaluate.h"
+#include "moejet/kernels/precision.h"
 #include "moejet/models/model_file.h"
 
 namespace moejet::cli {
@@ -20,7 +21,7 @@ namespace {
 
 struct EvalArgs {
   ModelSource src;
-  std::string out, device = "cpu", superclasses;
+  std::string out, device = "cpu", superclasses, precision = "fp32";
   eval::DataOverrides data;
   eval::PreprocessOverrides pre;
   int64_t batch_size = 256;
@@ -47,6 +48,10 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_option("--workers", a->workers)->capture_default_str();
   add_preprocess_flags(*sub, a->pre);
   sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_option("--precision", a->precision,
+                  "precision of the matrix products: fp32, bf16 (what a run with train.precision bf16 "
+                  "scores between epochs) or auto (bf16 where the device has it)")
+      ->capture_default_str();
   sub->add_option("--superclasses", a->superclasses,
                   "Mobile V-MoE: super-class file for router accuracy (default: the one stored in "
                   "the checkpoint by training)");
@@ -54,6 +59,8 @@ Runner add_eval_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
+    const auto precision = kernels::resolve_precision(a->precision, device, "--precision");
+    kernels::require_precision(precision, device);
     const auto im = load_inference_model(a->src, device, a->pre);
     const auto& cfg = im.loaded.config;
     const auto& meta = im.loaded.metadata;
@@ -79,6 +86,7 @@ Runner add_eval_command(CLI::App& app) {
       router = [&]() { return model->last_routing.logits; };
     }
     TerminalProgress bar;
+    kernels::PrecisionScope scope(precision);
     auto r = eval::evaluate([&](const torch::Tensor& x) { return model->forward(x); }, loader, cfg.num_classes(),
                             device, a->quiet ? nullptr : &bar, router, superclass_of);
     fmt::print("{}", r.summary(d.dataset->describe(), names, ways));
@@ -87,6 +95,7 @@ Runner add_eval_command(CLI::App& app) {
       j.update({{"checkpoint", a->src.checkpoint},
                 {"data", d.config.dataset},
                 {"split", d.split},
+                {"precision", kernels::to_string(precision)},
                 {"preprocessing", data::to_pretrained_cfg(pre.preprocess)}});
       write_json_file(a->out + "/eval.json", j);
       eval::write_confusion_csv(a->out + "/confusion.csv", r.confusion, names);

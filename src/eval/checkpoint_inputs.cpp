@@ -75,7 +75,7 @@ EvalData open_eval_data(const io::Metadata& metadata, const std::string& checkpo
   }
   if (o.max_image_pixels >= 0)
     dc.max_image_pixels = o.max_image_pixels;
-  d.dataset = data::open_split(dc, d.split, o.limit, 0);
+  d.dataset = data::open_split(dc, d.split, o.limit, data::kEvalSubsetSeed);
   const auto& ds = d.dataset;
   check<ConfigError>(ds->num_classes() == model.num_classes(), "{} has {} classes but the model has {} outputs",
                      ds->describe(), ds->num_classes(), model.num_classes());

@@ -177,7 +177,7 @@ class Trainer {
  private:
   void set_up_data() {
     train_ds_ = data::open_split(cfg_.data, cfg_.data.train_split, cfg_.data.train_limit, tc_.seed);
-    eval_ds_ = data::open_split(cfg_.data, cfg_.data.eval_split, cfg_.data.eval_limit, tc_.seed + 1);
+    eval_ds_ = data::open_split(cfg_.data, cfg_.data.eval_split, cfg_.data.eval_limit, data::kEvalSubsetSeed);
     spdlog::info("train data: {}", train_ds_->describe());
     spdlog::info("eval data: {}", eval_ds_->describe());
     {

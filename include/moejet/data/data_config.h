@@ -21,6 +21,9 @@ struct DataConfig {
   std::vector<int64_t> classes;
   /// Use at most this many training images (a seeded, class-stratified subset); 0 = all.
   int64_t train_limit = 0;
+  /// Evaluate on at most this many images: a class-stratified subset drawn with kEvalSubsetSeed,
+  /// not train.seed, so that every run of every seed, and `moejet eval --limit`, score the same
+  /// images; 0 = all.
   int64_t eval_limit = 0;
   /// Only images [start, end) of the training split (before class filtering and the limit):
   /// disjoint parts of one data set for upstream pre-training and downstream fine-tuning.
@@ -39,6 +42,10 @@ struct DataConfig {
   /// Throws ConfigError naming the key of a value out of range.
   void validate() const;
 };
+
+/// The seed of data.eval_limit's subset (and of `moejet eval --limit`'s): fixed, as the held-out
+/// part of val_split is. Seeds differ in how a model trains, not in what it is scored on.
+inline constexpr uint64_t kEvalSubsetSeed = 0;
 
 /// One split of the configured data set with the range, class filter, held-out part and a
 /// seeded, class-stratified limit applied.
