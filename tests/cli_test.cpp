@@ -227,6 +227,67 @@ TEST(Cli, RunsAreNeverOverwrittenAndAKilledRunResumesBitIdentical) {
   EXPECT_EQ(runs, 1);
 }
 
+// train.checkpoint_every: the resumable checkpoint only every N epochs, at the end and when the
+// run is stopped; a kill in between resumes from the last one written, bit-identical as ever.
+TEST(Cli, CheckpointEveryNEpochsWritesLessAndAKilledRunStillResumesBitIdentical) {
+  moejet::testing::TempDir dir;
+  const std::string train = "train -q --config " + std::string(MOEJET_SOURCE_DIR) +
+                            "/configs/vit_fmnist.json --set data.train_limit=128 --set data.eval_limit=64"
+                            " --set model.depth=1 --set model.embed_dim=16 --set model.num_heads=2 --batch-size 64"
+                            " --epochs 3 --set train.eval_at_start=true";  // 2 steps an epoch
+  auto r = run(train + " --out " + dir.file("ref"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto reference = read_file_bytes(dir.file("ref/last.safetensors"));
+  const auto with = [&](const std::string& fault, const std::string& every, const std::string& out) {
+    return run_shell((fault.empty() ? "" : "MOEJET_FAULT=" + fault + " ") + std::string(MOEJET_BINARY) + " " + train +
+                     " --set train.checkpoint_every=" + every + " --out " + dir.file(out));
+  };
+  const auto eval_records = [&](const std::string& out, int64_t epoch) {
+    std::ifstream in(dir.file(out + "/metrics.jsonl"));
+    int n = 0;
+    for (std::string line; std::getline(in, line);) {
+      const auto j = json::parse(line);
+      n += j.value("event", "") == "eval" && j.value("epoch", int64_t{-2}) == epoch;
+    }
+    return n;
+  };
+
+  // Every 2 epochs: nothing is written after epoch 1 (step 2), so a fault there never fires.
+  r = with("state-written:2", "2", "every2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_file_bytes(dir.file("every2/last.safetensors")), reference);
+  EXPECT_TRUE(file_exists(dir.file("every2/best.safetensors")));
+
+  // Killed after step 5: resumes from epoch 2's checkpoint (step 4).
+  r = with("step:5", "2", "killed");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(file_exists(dir.file("killed/last.state-4.pt")));
+  r = run(train + " --set train.checkpoint_every=2 --out " + dir.file("killed") + " --resume");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "after step 4: epoch 3/3, batch 0")) << r.output;
+  EXPECT_EQ(read_file_bytes(dir.file("killed/last.safetensors")), reference);
+  EXPECT_EQ(eval_records("killed", 2), 1) << "epoch 3's evaluation is logged once";
+
+  // Ctrl-C after step 3 writes the checkpoint of that step, due or not.
+  r = with("interrupt:3", "2", "ctrl-c");
+  EXPECT_EQ(r.code, 130) << r.output;
+  EXPECT_TRUE(file_exists(dir.file("ctrl-c/last.state-3.pt")));
+
+  // 0: only at the end. Killed before that, --resume starts again, with a fresh log.
+  r = with("step:5", "0", "end-only");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_FALSE(file_exists(dir.file("end-only/last.safetensors")));
+  r = run(train + " --set train.checkpoint_every=0 --out " + dir.file("end-only") + " --resume");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "nothing to resume")) << r.output;
+  EXPECT_EQ(read_file_bytes(dir.file("end-only/last.safetensors")), reference);
+  EXPECT_EQ(eval_records("end-only", -1), 1) << "the start evaluation is logged once";
+
+  r = run(train + " --set train.checkpoint_every=-1 --out " + dir.file("bad"));
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "train.checkpoint_every")) << r.output;
+}
+
 TEST(Cli, EvalPreprocessesAndPicksDataAsTheModelWasTrained) {
   // Trained with its own mean and std: eval without flags scores what training's own eval scored,
   // on the same (full) test set, which it takes from the checkpoint.
@@ -417,8 +478,7 @@ TEST(Cli, EvalOfARunsCheckpointReproducesTheScoreTheRunLogged) {
   }
   for (const auto& precision : precisions) {
     const std::string out = dir.file("run-" + precision);
-    auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" + " --out " +
-                 out +
+    auto r = run("train -q --config " + std::string(MOEJET_SOURCE_DIR) + "/configs/vit_fmnist.json" + " --out " + out +
                  " --epochs 1 --set data.train_limit=256 --set data.eval_limit=300 --set model.depth=1"
                  " --set model.embed_dim=32 --set model.num_heads=2 --batch-size 64 --set train.seed=1"
                  " --set train.precision=" +

@@ -355,7 +355,9 @@ class Trainer {
     }
     if (main_rank_) {
       write_json_file(run_->file("config.json"), to_json(cfg_));
-      log_file_.emplace(run_->file("metrics.jsonl"), options_.resume ? state_.step : -1);
+      // A resumed run keeps the records up to its step; with nothing to resume, a fresh log (a run
+      // killed before its first checkpoint had logged its start evaluation, which comes again).
+      log_file_.emplace(run_->file("metrics.jsonl"), resume_state ? state_.step : -1);
     }
     model_json_ = cfg_.model;
     result_.out_dir = run_->dir();
@@ -561,7 +563,15 @@ class Trainer {
       write_json_file(run_->file("eval.json"), r.to_json(eval_ds_->class_names()));
       checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     }
-    if (main_rank_) {
+    if (!result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
+      result_.interrupted_by = interrupt_agreed();  // a signal during the evaluation
+    }
+    const bool stop_asked = options_.stop_after_epochs > 0 && result_.epochs_run >= options_.stop_after_epochs;
+    // Every checkpoint_every-th epoch, and whenever the run ends or stops: a stopped run always
+    // resumes from where it stopped, a killed one from its last checkpoint.
+    const bool due = (tc_.checkpoint_every > 0 && epoch_done && state_.epoch % tc_.checkpoint_every == 0) || stop_ ||
+                     state_.epoch >= tc_.epochs || result_.interrupted_by || stop_asked;
+    if (main_rank_ && due) {
       const auto t0 = std::chrono::steady_clock::now();
       // The state of this step first, under its own name; the weights' rename then switches the
       // run to it (see run_dir.h), so a kill anywhere leaves a pair that resumes.
@@ -575,8 +585,8 @@ class Trainer {
     if (dist_) {
       dist_->barrier();  // the others wait while rank 0 evaluates and writes
     }
-    if (!result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
-      result_.interrupted_by = interrupt_agreed();  // a signal during the evaluation or the write
+    if (due && !result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
+      result_.interrupted_by = interrupt_agreed();  // a signal during the write: it is written
     }
     if (result_.interrupted_by) {
       log({{"event", "interrupted"},
@@ -589,7 +599,7 @@ class Trainer {
           result_.interrupted_by == SIGINT ? "Ctrl-C" : "SIGTERM", state_.step, run_->dir());
       return false;
     }
-    if (options_.stop_after_epochs > 0 && result_.epochs_run >= options_.stop_after_epochs) {
+    if (stop_asked) {
       spdlog::info("stopping after {} epoch(s) as asked; continue with --resume", result_.epochs_run);
       return false;
     }
