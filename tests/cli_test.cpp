@@ -243,10 +243,8 @@ TEST(Cli, CheckpointEveryNEpochsWritesLessAndAKilledRunStillResumesBitIdentical)
                      " --set train.checkpoint_every=" + every + " --out " + dir.file(out));
   };
   const auto eval_records = [&](const std::string& out, int64_t epoch) {
-    std::ifstream in(dir.file(out + "/metrics.jsonl"));
     int n = 0;
-    for (std::string line; std::getline(in, line);) {
-      const auto j = json::parse(line);
+    for (const auto& j : moejet::testing::read_jsonl(dir.file(out + "/metrics.jsonl"))) {
       n += j.value("event", "") == "eval" && j.value("epoch", int64_t{-2}) == epoch;
     }
     return n;
@@ -508,15 +506,12 @@ TEST(Cli, TrainsViTsWithSpheroMoeSoftMoeAndTopKBlocksAndLogsRouting) {
             " --epochs 1 --set data.train_limit=256 --set data.eval_limit=100 --set model.embed_dim=32"
             " --set model.num_heads=2 --set train.log_every=1 --batch-size 64");
     ASSERT_EQ(r.code, 0) << name << "\n" << r.output;
-    std::ifstream log(out + "/metrics.jsonl");
-    std::string line;
     bool saw_routing = false;
-    while (std::getline(log, line)) {
-      auto j = json::parse(line);
+    for (const auto& j : moejet::testing::read_jsonl(out + "/metrics.jsonl")) {
       if (j["event"] == "train") {
-        ASSERT_TRUE(j.contains("moe")) << line;
-        ASSERT_EQ(j["moe"].size(), 3u) << line;
-        EXPECT_GE(j["moe"][0]["load_max_over_mean"].get<double>(), 1.0) << line;
+        ASSERT_TRUE(j.contains("moe")) << j;
+        ASSERT_EQ(j["moe"].size(), 3u) << j;
+        EXPECT_GE(j["moe"][0]["load_max_over_mean"].get<double>(), 1.0) << j;
         saw_routing = true;
       }
     }
@@ -839,13 +834,10 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
   r = run("train -q --config " + src + "/configs/vit_fmnist_mobile_vmoe.json --out " + dir.file("mv") +
           " --epochs 1 --set train.superclasses=" + dir.file("sc.json") + " --set train.log_every=1" + small);
   ASSERT_EQ(r.code, 0) << r.output;
-  std::ifstream log(dir.file("mv/metrics.jsonl"));
-  std::string line;
   bool saw_router = false;
-  while (std::getline(log, line)) {
-    auto j = json::parse(line);
+  for (const auto& j : moejet::testing::read_jsonl(dir.file("mv/metrics.jsonl"))) {
     if (j["event"] == "eval") {
-      ASSERT_TRUE(j.contains("router_top1")) << line;
+      ASSERT_TRUE(j.contains("router_top1")) << j;
       saw_router = true;
     }
   }
@@ -859,7 +851,8 @@ TEST(Cli, MobileVMoeSuperClassesFromConfusionThenRouterSupervisedTraining) {
           "/cifar10_jpg/test/dog --format jsonl -k 3");
   ASSERT_EQ(r.code, 0) << r.output;
   int predicted = 0;
-  for (std::istringstream lines(r.output); std::getline(lines, line);) {
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
     if (line.empty() || line[0] != '{') {
       continue;
     }
@@ -941,11 +934,8 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
     for (std::string seed : {"seed0", "seed1"}) {
       const std::string run = name + "/" + seed;
       EXPECT_TRUE(file_exists(runs + "/" + run + "/best.safetensors")) << run;
-      std::ifstream log(runs + "/" + run + "/metrics.jsonl");
       int evals = 0, start = 0;
-      std::string line;
-      while (std::getline(log, line)) {
-        const auto j = json::parse(line);
+      for (const auto& j : moejet::testing::read_jsonl(runs + "/" + run + "/metrics.jsonl")) {
         evals += j["event"] == "eval";
         start += j["event"] == "eval" && j["epoch"] == -1 && j["step"] == 0;
       }
@@ -982,9 +972,7 @@ TEST(Cli, MainJobPipelineRunsEndToEndAndWritesEveryArtefact) {
   std::map<std::string, std::vector<std::string>> losses;
   const auto eval_losses = [&](const std::string& run) {
     std::vector<std::string> out;
-    std::ifstream log(runs + "/" + run + "/metrics.jsonl");
-    for (std::string line; std::getline(log, line);) {
-      const auto j = json::parse(line);
+    for (const auto& j : moejet::testing::read_jsonl(runs + "/" + run + "/metrics.jsonl")) {
       if (j["event"] == "eval")
         out.push_back(j["loss"].dump());
     }
@@ -1042,14 +1030,11 @@ TEST(Cli, TwoProcessDataParallelMatchesOneProcessWithTheSameGlobalBatch) {
   r = run(common + " --batch-size 64 --out " + dir.file("two") + " --nproc 2");
   ASSERT_EQ(r.code, 0) << r.output;
   // The ranks agree with each other (checked by all-reduce at the epoch end) ...
-  std::ifstream log(dir.file("two/metrics.jsonl"));
-  std::string line;
   bool synced = false;
-  while (std::getline(log, line)) {
-    auto j = json::parse(line);
+  for (const auto& j : moejet::testing::read_jsonl(dir.file("two/metrics.jsonl"))) {
     if (j["event"] == "sync") {
       EXPECT_EQ(j["world_size"], 2);
-      EXPECT_EQ(j["max_param_divergence"].get<double>(), 0.0) << line;
+      EXPECT_EQ(j["max_param_divergence"].get<double>(), 0.0) << j;
       synced = true;
     }
   }

@@ -7,11 +7,13 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "moejet/core/error.h"
+#include "moejet/core/json_util.h"
 #include "moejet/models/vit_config.h"
 #include "moejet/moe/moe_config.h"
 
@@ -51,6 +53,16 @@ struct ScopedTorchThreads {
   ScopedTorchThreads& operator=(const ScopedTorchThreads&) = delete;
   int previous;
 };
+
+/// The records of a JSON-lines file (a run's metrics.jsonl), in order; none when it is missing.
+inline std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> records;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    records.push_back(json::parse(line));
+  }
+  return records;
+}
 
 /// A fresh temporary directory removed when the object goes out of scope.
 struct TempDir {

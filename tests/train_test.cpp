@@ -442,20 +442,16 @@ TEST(Trainer, AnInitHeadForOtherClassesIsDroppedAndTheStartIsEvaluated) {
   const auto after = io::read_checkpoint(dir.file("down/last.safetensors"));
   EXPECT_TRUE(after["blocks.0.attn.qkv.weight"].allclose(before["blocks.0.attn.qkv.weight"], 1e-6, 1e-6));
   EXPECT_FALSE(after["head.weight"].allclose(before["head.weight"], 1e-3, 1e-3)) << "the old head was kept";
-  std::ifstream log(dir.file("down/metrics.jsonl"));
-  std::string line;
-  ASSERT_TRUE(std::getline(log, line));
   bool start_eval = false;
-  do {
-    auto j = json::parse(line);
+  for (const auto& j : moejet::testing::read_jsonl(dir.file("down/metrics.jsonl"))) {
     if (j["event"] == "eval") {
-      EXPECT_EQ(j["epoch"], -1) << line;
-      EXPECT_EQ(j["step"], 0) << line;
+      EXPECT_EQ(j["epoch"], -1) << j;
+      EXPECT_EQ(j["step"], 0) << j;
       start_eval = true;
       break;
     }
-    EXPECT_NE(j["event"], "train") << "trained before the start evaluation: " << line;
-  } while (std::getline(log, line));
+    EXPECT_NE(j["event"], "train") << "trained before the start evaluation: " << j;
+  }
   EXPECT_TRUE(start_eval);
   // With the same classes, the head is the checkpoint's.
   auto same = tiny_config(dir.file("same"));
@@ -738,12 +734,10 @@ TEST(Trainer, TheDoneRecordSaysWhereTheWallTimeWent) {
   cfg.train.epochs = 2;
   cfg.train.eval_at_start = true;
   run_training(cfg, TrainOptions{});
-  std::ifstream log(dir.file("run/metrics.jsonl"));
-  std::string line, last;
-  while (std::getline(log, line)) {
-    last = line;
-  }
-  const auto done = json::parse(last);
+  const auto records = moejet::testing::read_jsonl(dir.file("run/metrics.jsonl"));
+  ASSERT_FALSE(records.empty());
+  const auto& done = records.back();
+  const auto last = done.dump();
   ASSERT_EQ(done["event"], "done") << last;
   ASSERT_TRUE(done.contains("seconds")) << last;
   const auto& s = done["seconds"];

@@ -27,6 +27,11 @@ __attribute__((target("avx512f,avx512bf16"))) void fp32_to_bf16_avx512(const flo
   }
 }
 
+// GCC 12's avx512fintrin.h seeds the unused source of these intrinsics with a self-initialised
+// `__Y = __Y`, and -Wmaybe-uninitialized then warns on every build (GCC bug 105593): a false
+// alarm, silenced here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 __attribute__((target("avx512f"))) void bf16_to_fp32_avx512(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -38,6 +43,7 @@ __attribute__((target("avx512f"))) void bf16_to_fp32_avx512(const uint16_t* src,
     std::memcpy(dst + i, &bits, sizeof(float));
   }
 }
+#pragma GCC diagnostic pop
 
 bool has_avx512_bf16() {
   static const bool yes = [] {
