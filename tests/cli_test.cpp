@@ -238,9 +238,10 @@ TEST(Cli, CheckpointEveryNEpochsWritesLessAndAKilledRunStillResumesBitIdentical)
   auto r = run(train + " --out " + dir.file("ref"));
   ASSERT_EQ(r.code, 0) << r.output;
   const auto reference = read_file_bytes(dir.file("ref/last.safetensors"));
-  const auto with = [&](const std::string& fault, const std::string& every, const std::string& out) {
+  const auto with = [&](const std::string& fault, const std::string& every, const std::string& out,
+                        const std::string& extra = "") {
     return run_shell((fault.empty() ? "" : "MOEJET_FAULT=" + fault + " ") + std::string(MOEJET_BINARY) + " " + train +
-                     " --set train.checkpoint_every=" + every + " --out " + dir.file(out));
+                     " --set train.checkpoint_every=" + every + " --out " + dir.file(out) + extra);
   };
   const auto eval_records = [&](const std::string& out, int64_t epoch) {
     int n = 0;
@@ -260,7 +261,7 @@ TEST(Cli, CheckpointEveryNEpochsWritesLessAndAKilledRunStillResumesBitIdentical)
   r = with("step:5", "2", "killed");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(file_exists(dir.file("killed/last.state-4.pt")));
-  r = run(train + " --set train.checkpoint_every=2 --out " + dir.file("killed") + " --resume");
+  r = with("", "2", "killed", " --resume");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "after step 4: epoch 3/3, batch 0")) << r.output;
   EXPECT_EQ(read_file_bytes(dir.file("killed/last.safetensors")), reference);
@@ -275,13 +276,13 @@ TEST(Cli, CheckpointEveryNEpochsWritesLessAndAKilledRunStillResumesBitIdentical)
   r = with("step:5", "0", "end-only");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_FALSE(file_exists(dir.file("end-only/last.safetensors")));
-  r = run(train + " --set train.checkpoint_every=0 --out " + dir.file("end-only") + " --resume");
+  r = with("", "0", "end-only", " --resume");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "nothing to resume")) << r.output;
   EXPECT_EQ(read_file_bytes(dir.file("end-only/last.safetensors")), reference);
   EXPECT_EQ(eval_records("end-only", -1), 1) << "the start evaluation is logged once";
 
-  r = run(train + " --set train.checkpoint_every=-1 --out " + dir.file("bad"));
+  r = with("", "-1", "bad");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "train.checkpoint_every")) << r.output;
 }

@@ -563,9 +563,14 @@ class Trainer {
       write_json_file(run_->file("eval.json"), r.to_json(eval_ds_->class_names()));
       checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
     }
-    if (!result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
-      result_.interrupted_by = interrupt_agreed();  // a signal during the evaluation
-    }
+    // A signal that came during the evaluation or the write stops the run at this epoch's end,
+    // unless the run ends here anyway. Every rank calls it at the same points (an all-reduce).
+    const auto check_signal = [&] {
+      if (!result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
+        result_.interrupted_by = interrupt_agreed();
+      }
+    };
+    check_signal();  // before deciding to write: a stopped run always gets its checkpoint
     const bool stop_asked = options_.stop_after_epochs > 0 && result_.epochs_run >= options_.stop_after_epochs;
     // Every checkpoint_every-th epoch, and whenever the run ends or stops: a stopped run always
     // resumes from where it stopped, a killed one from its last checkpoint.
@@ -585,8 +590,8 @@ class Trainer {
     if (dist_) {
       dist_->barrier();  // the others wait while rank 0 evaluates and writes
     }
-    if (due && !result_.interrupted_by && !stop_ && epoch + 1 < tc_.epochs) {
-      result_.interrupted_by = interrupt_agreed();  // a signal during the write: it is written
+    if (due) {
+      check_signal();  // a signal during the write: it is written
     }
     if (result_.interrupted_by) {
       log({{"event", "interrupted"},
