@@ -72,9 +72,13 @@ dnnl::memory::desc describe(const torch::Tensor& t) {
 }
 
 dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                                         const torch::Tensor& out) {
+                                         const torch::Tensor& out, float alpha = 1.0f) {
   // oneDNN keeps its own cache of primitives keyed by these descriptors, so a repeated shape
   // costs a lookup, not a JIT compilation.
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) {
+    attr.set_output_scales(0, {alpha});  // oneDNN 2.x; onednn_matmul_out scales otherwise
+  }
   if (bias.defined()) {
     dnnl::memory::dims bias_dims(static_cast<size_t>(out.dim()), 1);
     bias_dims.back() = out.size(-1);
@@ -83,32 +87,43 @@ dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Te
     return dnnl::matmul::primitive_desc(
         dnnl::matmul::desc(describe(a), describe(b),
                            dnnl::memory::desc(bias_dims, dnnl::memory::data_type::f32, bias_strides), describe(out)),
-        cpu_engine());
+        attr, cpu_engine());
   }
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(describe(a), describe(b), describe(out)), cpu_engine());
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(describe(a), describe(b), describe(out)), attr, cpu_engine());
 }
 
 }  // namespace
 #endif
 
 void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       const torch::Tensor& out) {
+                       const torch::Tensor& out, double alpha) {
   TORCH_CHECK(onednn_matmul_supports(a, b), "onednn_matmul: unsupported operands ", a.sizes(), " ", a.dtype(), " x ",
               b.sizes(), " ", b.dtype());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1) && bias.is_cpu()),
               "onednn_matmul: expected bias [", b.size(-1), "], got ", bias.sizes());
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  TORCH_CHECK(out.sizes() == c10::IntArrayRef(sizes) && out.scalar_type() == torch::kFloat && out.is_contiguous(),
-              "onednn_matmul: expected a contiguous fp32 out ", c10::IntArrayRef(sizes), ", got ", out.sizes(), " ",
-              out.dtype());
+  TORCH_CHECK(out.sizes() == c10::IntArrayRef(sizes) &&
+                  (out.scalar_type() == torch::kFloat || out.scalar_type() == torch::kBFloat16) && out.is_cpu() &&
+                  plain_matrix(out),
+              "onednn_matmul: expected an fp32 or bf16 out ", c10::IntArrayRef(sizes),
+              " whose matrices are row- or column-major, got ", out.sizes(), " ", out.dtype(), " strides ",
+              out.strides());
 #ifdef MOEJET_HAVE_ONEDNN
   RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
   const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
-  const auto pd = matmul_desc(a, b, fbias, out);
+#if DNNL_VERSION_MAJOR < 3
+  const float scale = static_cast<float>(alpha);
+#else
+  const float scale = 1.0f;  // output scales became per-argument scales in 3.x: scaled below
+#endif
+  const auto pd = matmul_desc(a, b, fbias, out, scale);
   if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
     // oneDNN's reference kernel is orders of magnitude slower than any BLAS: ATen's product.
     auto r = torch::matmul(a.to(torch::kFloat), b.to(torch::kFloat));
+    if (alpha != 1.0) {
+      r.mul_(alpha);
+    }
     out.copy_(fbias.defined() ? r.add_(fbias) : r);
     return;
   }
@@ -122,6 +137,11 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
   dnnl::stream stream(eng);
   dnnl::matmul(pd).execute(stream, args);
   stream.wait();
+  if (scale != static_cast<float>(alpha)) {
+    out.mul_(alpha);
+  }
+#else
+  (void)alpha;
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "moejet/core/error.h"
+#include "moejet/kernels/attention.h"
 #include "moejet/kernels/matmul.h"
 #include "moejet/models/vit_checkpoint.h"
 #include "moejet/nn/products.h"
@@ -42,26 +43,29 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads, bool qkv_bias, doub
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2);
   const int64_t hd = D / num_heads;
-  // [B, N, 3, H, hd] -> [3, B, H, N, hd]
-  // unbind, not three selects: its backward is one stack instead of three full-size zero
-  // tensors with a slice copied into each (~5% of a small ViT's train step).
-  auto qkv_t = nn::linear(*qkv, x, kernels::ProductOut::compute)
-                   .reshape({B, N, 3, num_heads, hd})
-                   .permute({2, 0, 3, 1, 4})
-                   .unbind(0);
-  const auto& q = qkv_t[0];
-  const auto& k = qkv_t[1];
-  const auto& v = qkv_t[2];
-  // Scaling q (N x hd) rather than the N x N scores saves work for N > hd.
-  // In bf16, q, k, v, the scores and the probabilities stay bf16 (kernels::ProductOut): each only
-  // feeds a bf16 product; softmax computes in fp32 inside.
-  auto attn = kernels::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1),
-                              kernels::ProductOut::compute);
-  attn = attn.softmax(-1);
-  if (attn_drop > 0) {
-    attn = nn::dropout(attn, attn_drop, is_training());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  auto packed = nn::linear(*qkv, x, kernels::ProductOut::compute);
+  torch::Tensor out;
+  if (kernels::fused_attention(packed) && !(attn_drop > 0 && is_training())) {
+    out = kernels::attention(packed, num_heads, scale);
+  } else {
+    // [B, N, 3, H, hd] -> [3, B, H, N, hd]
+    // unbind, not three selects: its backward is one stack instead of three full-size zero
+    // tensors with a slice copied into each (~5% of a small ViT's train step).
+    auto qkv_t = packed.reshape({B, N, 3, num_heads, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+    const auto& q = qkv_t[0];
+    const auto& k = qkv_t[1];
+    const auto& v = qkv_t[2];
+    // Scaling q (N x hd) rather than the N x N scores saves work for N > hd.
+    // In bf16, q, k, v, the scores and the probabilities stay bf16 (kernels::ProductOut): each
+    // only feeds a bf16 product; softmax computes in fp32 inside.
+    auto attn = kernels::matmul(q * scale, k.transpose(-2, -1), kernels::ProductOut::compute);
+    attn = attn.softmax(-1);
+    if (attn_drop > 0) {
+      attn = nn::dropout(attn, attn_drop, is_training());
+    }
+    out = kernels::matmul(attn, v, kernels::ProductOut::compute).transpose(1, 2).reshape({B, N, D});
   }
-  auto out = kernels::matmul(attn, v, kernels::ProductOut::compute).transpose(1, 2).reshape({B, N, D});
   if (on_context) {
     on_context(out);
   }

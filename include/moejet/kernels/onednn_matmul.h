@@ -27,9 +27,12 @@ bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b);
 /// Throws when !onednn_matmul_supports(a, b).
 torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
-/// onednn_matmul into `out` (contiguous fp32 [..., M, N], e.g. one expert's slice of a batch).
+/// alpha * (a x b) (+ bias) into `out`: fp32 or bf16 [..., M, N] whose matrices are row- or
+/// column-major with any batch strides (e.g. one expert's slice of a batch, or attention heads
+/// written straight into a [B, N, H, hd] tensor). Products accumulate in fp32 and are rounded
+/// once into a bf16 `out`.
 void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       const torch::Tensor& out);
+                       const torch::Tensor& out, double alpha = 1.0);
 
 /// The implementation oneDNN picks for these operands, e.g. "brg:avx512_core" ("" without oneDNN):
 /// tests check that no shape falls to a reference kernel.
