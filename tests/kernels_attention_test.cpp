@@ -7,6 +7,7 @@
 
 namespace k = moejet::kernels;
 using moejet::testing::all_close;
+using moejet::testing::output_and_grad;
 
 namespace {
 
@@ -16,19 +17,6 @@ torch::Tensor attention_ops(const torch::Tensor& qkv, int64_t heads, double scal
   auto t = qkv.reshape({B, N, 3, heads, D / heads}).permute({2, 0, 3, 1, 4}).unbind(0);
   auto attn = torch::matmul(t[0], t[1].transpose(-2, -1)).mul(scale).softmax(-1);
   return torch::matmul(attn, t[2]).transpose(1, 2).reshape({B, N, D});
-}
-
-struct Result {
-  torch::Tensor out, grad;
-};
-
-// Output and gradient of qkv for the upstream gradient g, through `fn`.
-template <class Fn>
-Result run(const torch::Tensor& qkv0, const torch::Tensor& g, Fn fn) {
-  auto qkv = qkv0.detach().clone().requires_grad_(true);
-  auto out = fn(qkv);
-  out.backward(g.to(out.scalar_type()));
-  return {out.detach(), qkv.grad()};
 }
 
 double max_error(const torch::Tensor& a, const torch::Tensor& reference) {
@@ -53,9 +41,9 @@ TEST(Attention, Fp32MatchesTheTensorOpsInDoubleWithGradients) {
     const auto g = torch::randn({c.B, c.N, c.heads * c.hd});
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.hd));
     ASSERT_TRUE(k::fused_attention(qkv));
-    const auto fused = run(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, c.heads, scale); });
-    const auto ref =
-        run(qkv.to(torch::kDouble), g, [&](const torch::Tensor& x) { return attention_ops(x, c.heads, scale); });
+    const auto fused = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, c.heads, scale); });
+    const auto ref = output_and_grad(qkv.to(torch::kDouble), g,
+                                     [&](const torch::Tensor& x) { return attention_ops(x, c.heads, scale); });
     EXPECT_EQ(fused.out.scalar_type(), torch::kFloat);
     EXPECT_TRUE(all_close(fused.out, ref.out, 1e-4, 1e-5)) << c.N << " tokens";
     EXPECT_TRUE(all_close(fused.grad, ref.grad, 1e-3, 1e-4)) << c.N << " tokens";
@@ -64,9 +52,10 @@ TEST(Attention, Fp32MatchesTheTensorOpsInDoubleWithGradients) {
   // close to double as the fp32 tensor ops (whose scores carry the same rounding).
   const auto big = torch::randn({2, 50, 3 * 192}) * 12;
   const auto g = torch::randn({2, 50, 192});
-  const auto fused = run(big, g, [&](const torch::Tensor& x) { return k::attention(x, 3, 0.125); });
-  const auto ops = run(big, g, [&](const torch::Tensor& x) { return attention_ops(x, 3, 0.125); });
-  const auto ref = run(big.to(torch::kDouble), g, [&](const torch::Tensor& x) { return attention_ops(x, 3, 0.125); });
+  const auto fused = output_and_grad(big, g, [&](const torch::Tensor& x) { return k::attention(x, 3, 0.125); });
+  const auto ops = output_and_grad(big, g, [&](const torch::Tensor& x) { return attention_ops(x, 3, 0.125); });
+  const auto ref =
+      output_and_grad(big.to(torch::kDouble), g, [&](const torch::Tensor& x) { return attention_ops(x, 3, 0.125); });
   ASSERT_TRUE(torch::isfinite(fused.out).all().item<bool>() && torch::isfinite(fused.grad).all().item<bool>());
   EXPECT_LE(max_error(fused.out, ref.out), 2 * max_error(ops.out, ref.out) + 1e-6);
   EXPECT_LE(max_error(fused.grad, ref.grad), 2 * max_error(ops.grad, ref.grad) + 1e-6);
@@ -82,11 +71,11 @@ TEST(Attention, Bf16IsAtLeastAsCloseToDoubleAsTheBf16TensorOps) {
   const auto qkv = torch::randn({4, 197, 3 * 192}).to(torch::kBFloat16);
   const auto g = torch::randn({4, 197, 192});
   const double scale = 0.125;
-  const auto fused = run(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, heads, scale); });
+  const auto fused = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, heads, scale); });
   // The tensor ops this kernel replaced ran every product and the softmax on bf16 tensors.
-  const auto ops = run(qkv, g, [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
-  const auto ref = run(qkv.to(torch::kDouble), g.to(torch::kBFloat16).to(torch::kDouble),
-                       [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
+  const auto ops = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
+  const auto ref = output_and_grad(qkv.to(torch::kDouble), g.to(torch::kBFloat16).to(torch::kDouble),
+                                   [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
   EXPECT_EQ(fused.out.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(fused.grad.scalar_type(), torch::kBFloat16);
   const double out_err = max_error(fused.out, ref.out), ops_out_err = max_error(ops.out, ref.out);

@@ -135,4 +135,17 @@ inline std::string fixture_path(const std::string& relative) {
   return test_data_dir() + "/fixtures/" + relative;
 }
 
+/// An op's output and its input's gradient for the upstream gradient g (cast to the output's
+/// dtype), run on a fresh leaf copy of x0.
+struct OutputAndGrad {
+  torch::Tensor out, grad;
+};
+template <class Fn>
+OutputAndGrad output_and_grad(const torch::Tensor& x0, const torch::Tensor& g, Fn fn) {
+  auto x = x0.detach().clone().requires_grad_(true);
+  auto out = fn(x);
+  out.backward(g.to(out.scalar_type()));
+  return {out.detach(), x.grad()};
+}
+
 }  // namespace moejet::testing

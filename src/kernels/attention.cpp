@@ -4,13 +4,9 @@
 
 #include <torch/torch.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define MOEJET_X86_AVX512 1
-#endif
-
 #include <cmath>
 
+#include "avx512_rows.h"
 #include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/parallel.h"
@@ -27,51 +23,8 @@ int64_t min_rows(int64_t n) {
 }
 
 #ifdef MOEJET_X86_AVX512
-// GCC 12's AVX-512 headers set off a false -Wmaybe-uninitialized (GCC bug 105593; see
-// bf16_cast.cpp): silenced for these kernels only.
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// exp on 16 lanes for softmax arguments (x <= 0): 2^n * p(r) with n = round(x / ln 2),
-// r = x - n ln 2 in two parts, p the degree-6 Taylor polynomial (relative error < 2e-7 on
-// |r| <= ln2 / 2); below -87.3 the result flushes to 0.
-__attribute__((target("avx512f"))) inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void store_row(float* dst, int64_t i,
-                                                                                      __mmask16 m, __m512 v) {
-  _mm512_mask_storeu_ps(dst + i, m, v);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void store_row(uint16_t* dst, int64_t i,
-                                                                                      __mmask16 m, __m512 v) {
-  _mm256_mask_storeu_epi16(dst + i, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline __m512 load_row(const float* src, int64_t i,
-                                                                                       __mmask16 m) {
-  return _mm512_maskz_loadu_ps(m, src + i);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline __m512 load_row(const uint16_t* src, int64_t i,
-                                                                                       __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, src + i)), 16));
-}
-
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-}
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // see avx512_rows.h
 
 // Softmax of `rows` rows of n fp32 scores into p (fp32 or bf16); `work` holds one row.
 template <typename Out>
@@ -82,21 +35,21 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void softmax_row
     const float* x = s + r * n;
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = tail_mask(n - i);
+      const __mmask16 m = avx512_rows::tail_mask(n - i);
       mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + i));
     }
     const __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = tail_mask(n - i);
-      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
+      const __mmask16 m = avx512_rows::tail_mask(n - i);
+      const __m512 e = avx512_rows::exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
       sum = _mm512_mask_add_ps(sum, m, sum, e);
       _mm512_mask_storeu_ps(work + i, m, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = tail_mask(n - i);
-      store_row(p + r * n, i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, work + i), inv));
+      const __mmask16 m = avx512_rows::tail_mask(n - i);
+      avx512_rows::store_row(p + r * n, i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, work + i), inv));
     }
   }
 }
@@ -112,26 +65,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void softmax_bac
     const T* y = p + r * n;
     __m512 dot = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = tail_mask(n - i);
-      dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g + i), load_row(y, i, m), dot);
+      const __mmask16 m = avx512_rows::tail_mask(n - i);
+      dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g + i), avx512_rows::load_row(y, i, m), dot);
     }
     const __m512 vdot = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
     for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = tail_mask(n - i);
-      store_row(ds + r * n, i, m,
-                _mm512_mul_ps(load_row(y, i, m), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, g + i), vdot)));
+      const __mmask16 m = avx512_rows::tail_mask(n - i);
+      avx512_rows::store_row(
+          ds + r * n, i, m,
+          _mm512_mul_ps(avx512_rows::load_row(y, i, m), _mm512_sub_ps(_mm512_maskz_loadu_ps(m, g + i), vdot)));
     }
   }
 }
 
-bool avx512_row_kernels() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-  }();
-  return yes;
-}
 #pragma GCC diagnostic pop
 #endif
 
@@ -146,7 +92,7 @@ torch::Tensor heads(const torch::Tensor& qkv5, int64_t which) {
 torch::Tensor softmax_rows(const torch::Tensor& s, torch::ScalarType type) {
   const int64_t n = s.size(-1), rows = s.numel() / n;
 #ifdef MOEJET_X86_AVX512
-  if (avx512_row_kernels()) {
+  if (avx512_rows::cpu_has_avx512_rows()) {
     auto p = torch::empty(s.sizes(), s.options().dtype(type));
     const float* sp = s.data_ptr<float>();
     parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
@@ -174,7 +120,7 @@ torch::Tensor softmax_rows(const torch::Tensor& s, torch::ScalarType type) {
 torch::Tensor softmax_backward_rows(const torch::Tensor& dp, const torch::Tensor& p) {
   const int64_t n = p.size(-1), rows = p.numel() / n;
 #ifdef MOEJET_X86_AVX512
-  if (avx512_row_kernels()) {
+  if (avx512_rows::cpu_has_avx512_rows()) {
     auto ds = torch::empty_like(p);
     const float* gp = dp.data_ptr<float>();
     parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {

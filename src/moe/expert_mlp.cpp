@@ -6,6 +6,7 @@
 
 #include "moejet/kernels/bf16_cast.h"
 #include "moejet/kernels/expert_bmm.h"
+#include "moejet/kernels/gelu.h"
 #include "moejet/kernels/precision.h"
 #include "moejet/kernels/tracing.h"
 #include "moejet/nn/dropout.h"
@@ -83,7 +84,7 @@ torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1
     auto h = torch::gelu(torch::baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2)));
     return torch::baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2));
   }
-  auto h = nn::dropout(torch::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
+  auto h = nn::dropout(kernels::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
   return nn::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
 }
 

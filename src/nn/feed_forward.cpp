@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "moejet/kernels/gelu.h"
 #include "moejet/nn/dropout.h"
 #include "moejet/nn/products.h"
 
@@ -17,7 +18,7 @@ torch::Tensor Mlp::forward(const torch::Tensor& x) {
     on_input(x);
   }
   // GELU computes in fp32 inside; its output only feeds fc2 (kernels::ProductOut).
-  auto h = torch::gelu(linear(*fc1, x, kernels::ProductOut::compute));
+  auto h = kernels::gelu(linear(*fc1, x, kernels::ProductOut::compute));
   if (on_hidden) {
     on_hidden(h);
   }
