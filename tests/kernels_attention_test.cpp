@@ -120,4 +120,6 @@ TEST(OnednnMatmul, ScaledProductsIntoStridedFp32AndBf16Outputs) {
   }
   auto not_plain = torch::empty({2, 3, 7, 10}).slice(3, 0, 10, 2);
   EXPECT_THROW(k::onednn_matmul_out(a, b, {}, not_plain), c10::Error);
+  auto out = torch::empty({2, 3, 7, 5});
+  EXPECT_THROW(k::onednn_matmul_out(a, b, torch::zeros({5}), out, 0.5), c10::Error);  // scale and bias
 }

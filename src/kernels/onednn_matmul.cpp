@@ -77,7 +77,7 @@ dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Te
   // costs a lookup, not a JIT compilation.
   dnnl::primitive_attr attr;
   if (alpha != 1.0f) {
-    attr.set_output_scales(0, {alpha});  // oneDNN 2.x; onednn_matmul_out scales otherwise
+    attr.set_output_scales(0, {alpha});
   }
   if (bias.defined()) {
     dnnl::memory::dims bias_dims(static_cast<size_t>(out.dim()), 1);
@@ -101,6 +101,7 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
               b.sizes(), " ", b.dtype());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1) && bias.is_cpu()),
               "onednn_matmul: expected bias [", b.size(-1), "], got ", bias.sizes());
+  TORCH_CHECK(!bias.defined() || alpha == 1.0, "onednn_matmul: a scale and a bias together are not supported");
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
   TORCH_CHECK(out.sizes() == c10::IntArrayRef(sizes) &&
@@ -112,12 +113,7 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
 #ifdef MOEJET_HAVE_ONEDNN
   RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
   const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
-#if DNNL_VERSION_MAJOR < 3
-  const float scale = static_cast<float>(alpha);
-#else
-  const float scale = 1.0f;  // output scales became per-argument scales in 3.x: scaled below
-#endif
-  const auto pd = matmul_desc(a, b, fbias, out, scale);
+  const auto pd = matmul_desc(a, b, fbias, out, static_cast<float>(alpha));
   if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
     // oneDNN's reference kernel is orders of magnitude slower than any BLAS: ATen's product.
     auto r = torch::matmul(a.to(torch::kFloat), b.to(torch::kFloat));
@@ -137,9 +133,6 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
   dnnl::stream stream(eng);
   dnnl::matmul(pd).execute(stream, args);
   stream.wait();
-  if (scale != static_cast<float>(alpha)) {
-    out.mul_(alpha);
-  }
 #else
   (void)alpha;
 #endif
