@@ -50,6 +50,17 @@ TEST(Gelu, Bf16KeepsItsDtypeAndMatchesTheErfFormInDouble) {
   EXPECT_TRUE(all_close(fp32_grad.grad, ref.grad, 2e-2, 2e-3));
 }
 
+TEST(Gelu, WithoutGradientsItIsTheSameOutput) {
+  torch::manual_seed(2);
+  for (const auto type : {torch::kFloat, torch::kBFloat16}) {
+    const auto x = torch::randn({1000}).to(type);
+    const auto with_grad = moejet::kernels::gelu(x.clone().requires_grad_(true)).detach();
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(moejet::kernels::gelu(x), with_grad));
+    EXPECT_TRUE(torch::equal(moejet::kernels::gelu(x.clone().requires_grad_(true)), with_grad));
+  }
+}
+
 TEST(Gelu, OtherDtypesRunTorchsGelu) {
   const auto x = torch::randn({7}, torch::kDouble);
   EXPECT_TRUE(torch::equal(moejet::kernels::gelu(x), torch::gelu(x)));

@@ -1,10 +1,10 @@
 #include "moejet/kernels/attention.h"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include <torch/torch.h>
-
-#include <cmath>
 
 #include "avx512_rows.h"
 #include "moejet/kernels/bf16_cast.h"

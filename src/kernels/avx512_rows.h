@@ -9,6 +9,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #define MOEJET_X86_AVX512 1
 
@@ -62,8 +64,13 @@ inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
+// MOEJET_AVX512_ROWS=0 turns the kernels off (the tests run the ATen paths that way).
 inline bool cpu_has_avx512_rows() {
   static const bool yes = [] {
+    const char* env = std::getenv("MOEJET_AVX512_ROWS");
+    if (env != nullptr && std::strcmp(env, "0") == 0) {
+      return false;
+    }
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");

@@ -42,7 +42,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void gelu_avx512
                         _mm512_and_si512(_mm512_castps_si512(sign_bit), _mm512_castps_si512(v))));  // erf is odd
     const __m512 cdf = _mm512_mul_ps(half, _mm512_add_ps(one, erf));
     avx512_rows::store_row(y, i, m, _mm512_mul_ps(v, cdf));
-    avx512_rows::store_row(dy, i, m, _mm512_fmadd_ps(_mm512_mul_ps(v, e), inv_sqrt_2pi, cdf));
+    if (dy != nullptr) {
+      avx512_rows::store_row(dy, i, m, _mm512_fmadd_ps(_mm512_mul_ps(v, e), inv_sqrt_2pi, cdf));
+    }
   }
 }
 
@@ -70,19 +72,27 @@ uint16_t* bf16_bits(const torch::Tensor& t) {
   return reinterpret_cast<uint16_t*>(t.data_ptr());
 }
 
+// y = gelu(x) and, when `dy` is defined, the derivative into it (x contiguous, all alike).
+void gelu_forward(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& dy) {
+#ifdef MOEJET_X86_AVX512
+  gelu_chunks(x.numel(), [&](int64_t b, int64_t e) {
+    if (x.scalar_type() == torch::kBFloat16) {
+      gelu_avx512(bf16_bits(x) + b, bf16_bits(y) + b, dy.defined() ? bf16_bits(dy) + b : nullptr, e - b);
+    } else {
+      gelu_avx512(x.data_ptr<float>() + b, y.data_ptr<float>() + b, dy.defined() ? dy.data_ptr<float>() + b : nullptr,
+                  e - b);
+    }
+  });
+#else
+  (void)x, (void)y, (void)dy;
+#endif
+}
+
 struct GeluFn : torch::autograd::Function<GeluFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input) {
     const auto x = input.contiguous();
     auto y = torch::empty_like(x), dy = torch::empty_like(x);
-#ifdef MOEJET_X86_AVX512
-    gelu_chunks(x.numel(), [&](int64_t b, int64_t e) {
-      if (x.scalar_type() == torch::kBFloat16) {
-        gelu_avx512(bf16_bits(x) + b, bf16_bits(y) + b, bf16_bits(dy) + b, e - b);
-      } else {
-        gelu_avx512(x.data_ptr<float>() + b, y.data_ptr<float>() + b, dy.data_ptr<float>() + b, e - b);
-      }
-    });
-#endif
+    gelu_forward(x, y, dy);
     ctx->save_for_backward({dy});
     return y;
   }
@@ -124,7 +134,14 @@ bool fused(const torch::Tensor& x) {
 
 torch::Tensor gelu(const torch::Tensor& x) {
   if (fused(x)) {
-    return GeluFn::apply(x);
+    if (torch::GradMode::is_enabled() && x.requires_grad()) {
+      return GeluFn::apply(x);
+    }
+    // Nothing will ask for the gradient (evaluation, inference): no derivative to keep.
+    const auto xc = x.contiguous();
+    auto y = torch::empty_like(xc);
+    gelu_forward(xc, y, torch::Tensor());
+    return y;
   }
   return torch::gelu(x);
 }
