@@ -122,4 +122,9 @@ TEST(OnednnMatmul, ScaledProductsIntoStridedFp32AndBf16Outputs) {
   EXPECT_THROW(k::onednn_matmul_out(a, b, {}, not_plain), c10::Error);
   auto out = torch::empty({2, 3, 7, 5});
   EXPECT_THROW(k::onednn_matmul_out(a, b, torch::zeros({5}), out, 0.5), c10::Error);  // scale and bias
+  // A multiplier like out, applied inside the product.
+  const auto m = torch::randn({2, 3, 7, 5});
+  k::onednn_matmul_out(a, b, {}, out, 1.0, m);
+  EXPECT_TRUE(all_close(out, torch::matmul(a, b) * m, 1e-5, 1e-5));
+  EXPECT_THROW(k::onednn_matmul_out(a, b, {}, out, 1.0, torch::randn({2, 3, 7, 4})), c10::Error);
 }

@@ -65,3 +65,36 @@ TEST(Gelu, OtherDtypesRunTorchsGelu) {
   const auto x = torch::randn({7}, torch::kDouble);
   EXPECT_TRUE(torch::equal(moejet::kernels::gelu(x), torch::gelu(x)));
 }
+
+TEST(GeluLinear, IsLinearOfGeluWithGradientsInBothPrecisions) {
+  moejet::testing::ScopedTorchThreads threads(2);
+  torch::manual_seed(3);
+  const auto w0 = torch::randn({48, 96}) * 0.1, b0 = torch::randn({48});
+  for (const auto type : {torch::kFloat, torch::kBFloat16}) {
+    const auto x0 = torch::randn({2, 37, 96}).to(type);
+    if (!moejet::kernels::fused_gelu_linear(x0, w0, b0)) {
+      GTEST_SKIP() << "no AVX-512 BF16 or oneDNN here";
+    }
+    const auto g = torch::randn({2, 37, 48});
+    auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    auto y = moejet::kernels::gelu_linear(x, w, b);
+    y.backward(g);
+    // The reference in double, on the operands the products see (bf16-rounded weight).
+    const auto wr = w0.to(type).to(torch::kDouble);
+    auto rx = x0.to(torch::kDouble).requires_grad_(true), rw = wr.clone().requires_grad_(true),
+         rb = b0.to(torch::kDouble).requires_grad_(true);
+    auto ry = torch::linear(torch::gelu(rx), rw, rb);
+    ry.backward(g.to(type).to(torch::kDouble));
+    EXPECT_EQ(y.scalar_type(), torch::kFloat);
+    EXPECT_EQ(x.grad().scalar_type(), type);
+    EXPECT_EQ(w.grad().scalar_type(), torch::kFloat);
+    const double tol = type == torch::kFloat ? 1e-4 : 3e-2;
+    EXPECT_TRUE(all_close(y, ry, tol, tol)) << type;
+    EXPECT_TRUE(all_close(x.grad(), rx.grad(), tol, tol)) << type;
+    EXPECT_TRUE(all_close(w.grad(), rw.grad(), tol, tol)) << type;
+    EXPECT_TRUE(all_close(b.grad(), rb.grad(), tol, tol)) << type;
+  }
+  // Without autograd the MLP takes the separate path.
+  torch::NoGradGuard no_grad;
+  EXPECT_FALSE(moejet::kernels::fused_gelu_linear(torch::randn({4, 96}), w0, b0));
+}

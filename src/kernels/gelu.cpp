@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include "avx512_rows.h"
+#include "moejet/kernels/bf16_cast.h"
+#include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/tracing.h"
 
@@ -120,6 +122,50 @@ struct GeluFn : torch::autograd::Function<GeluFn> {
   }
 };
 
+// linear(gelu(x), weight, bias) with products in x's dtype and an fp32 result. Backward: the
+// input gradient (g W) * gelu'(x) in one product with the multiplication as its post-op, the
+// weight gradient g^T gelu(x) straight to fp32.
+struct GeluLinearFn : torch::autograd::Function<GeluLinearFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               const torch::Tensor& weight, const torch::Tensor& bias) {
+    const int64_t H = input.size(-1), D = weight.size(0);
+    const auto x = input.reshape({-1, H}).contiguous();
+    auto y = torch::empty_like(x), dy = torch::empty_like(x);
+    gelu_forward(x, y, dy);
+    // The products' operand: bf16 under bf16 products.
+    const auto w = x.scalar_type() == torch::kBFloat16 ? to_bf16(weight) : weight;
+    auto out = torch::empty({x.size(0), D}, x.options().dtype(torch::kFloat));
+    onednn_matmul_out(y, w.t(), bias, out);
+    ctx->save_for_backward({y, dy, w});
+    ctx->saved_data["sizes"] = input.sizes().vec();
+    auto sizes = input.sizes().vec();
+    sizes.back() = D;
+    return out.view(sizes);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &y = saved[0], &dy = saved[1], &w = saved[2];
+    const auto g32 = grads[0].reshape({-1, w.size(0)}).contiguous();
+    const auto g = y.scalar_type() == torch::kBFloat16 ? to_bf16(g32) : g32.to(y.scalar_type());
+    torch::autograd::variable_list out(3);
+    if (ctx->needs_input_grad(0)) {
+      auto dx = torch::empty_like(y);
+      onednn_matmul_out(g, w, {}, dx, 1.0, dy);
+      out[0] = dx.view(ctx->saved_data["sizes"].toIntVector());
+    }
+    if (ctx->needs_input_grad(1)) {
+      out[1] = torch::empty(w.sizes(), w.options().dtype(torch::kFloat));
+      onednn_matmul_out(g.t(), y, {}, out[1]);
+    }
+    if (ctx->needs_input_grad(2)) {
+      out[2] = g32.sum(0, false, torch::kFloat);
+    }
+    return out;
+  }
+};
+
 bool fused(const torch::Tensor& x) {
 #ifdef MOEJET_X86_AVX512
   return !tracing() && avx512_rows::cpu_has_avx512_rows() && x.is_cpu() &&
@@ -144,6 +190,18 @@ torch::Tensor gelu(const torch::Tensor& x) {
     return y;
   }
   return torch::gelu(x);
+}
+
+bool fused_gelu_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return fused(x) && onednn_available() && torch::GradMode::is_enabled() && x.dim() >= 2 && x.numel() > 0 &&
+         weight.dim() == 2 && weight.size(1) == x.size(-1) && weight.scalar_type() == torch::kFloat &&
+         weight.is_cpu() && bias.defined() && bias.scalar_type() == torch::kFloat && bias.is_cpu();
+}
+
+torch::Tensor gelu_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  TORCH_CHECK(fused_gelu_linear(x, weight, bias), "gelu_linear: no fused kernel for x ", x.sizes(), " ", x.dtype(),
+              ", weight ", weight.sizes(), " ", weight.dtype(), " (check fused_gelu_linear first)");
+  return GeluLinearFn::apply(x, weight, bias);
 }
 
 }  // namespace moejet::kernels

@@ -72,12 +72,17 @@ dnnl::memory::desc describe(const torch::Tensor& t) {
 }
 
 dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                                         const torch::Tensor& out, float alpha = 1.0f) {
+                                         const torch::Tensor& out, float alpha = 1.0f, const torch::Tensor& mul = {}) {
   // oneDNN keeps its own cache of primitives keyed by these descriptors, so a repeated shape
   // costs a lookup, not a JIT compilation.
   dnnl::primitive_attr attr;
   if (alpha != 1.0f) {
     attr.set_output_scales(0, {alpha});
+  }
+  if (mul.defined()) {
+    dnnl::post_ops ops;
+    ops.append_binary(dnnl::algorithm::binary_mul, describe(mul));
+    attr.set_post_ops(ops);
   }
   if (bias.defined()) {
     dnnl::memory::dims bias_dims(static_cast<size_t>(out.dim()), 1);
@@ -96,12 +101,13 @@ dnnl::matmul::primitive_desc matmul_desc(const torch::Tensor& a, const torch::Te
 #endif
 
 void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       const torch::Tensor& out, double alpha) {
+                       const torch::Tensor& out, double alpha, const torch::Tensor& mul) {
   TORCH_CHECK(onednn_matmul_supports(a, b), "onednn_matmul: unsupported operands ", a.sizes(), " ", a.dtype(), " x ",
               b.sizes(), " ", b.dtype());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1) && bias.is_cpu()),
               "onednn_matmul: expected bias [", b.size(-1), "], got ", bias.sizes());
-  TORCH_CHECK(!bias.defined() || alpha == 1.0, "onednn_matmul: a scale and a bias together are not supported");
+  TORCH_CHECK(!bias.defined() || (alpha == 1.0 && !mul.defined()),
+              "onednn_matmul: a scale or a multiplier with a bias is not supported");
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
   TORCH_CHECK(out.sizes() == c10::IntArrayRef(sizes) &&
@@ -110,15 +116,23 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
               "onednn_matmul: expected an fp32 or bf16 out ", c10::IntArrayRef(sizes),
               " whose matrices are row- or column-major, got ", out.sizes(), " ", out.dtype(), " strides ",
               out.strides());
+  TORCH_CHECK(!mul.defined() ||
+                  (mul.sizes() == out.sizes() && mul.is_cpu() &&
+                   (mul.scalar_type() == torch::kFloat || mul.scalar_type() == torch::kBFloat16) && plain_matrix(mul)),
+              "onednn_matmul: expected a multiplier like out ", out.sizes(), ", got ",
+              mul.defined() ? mul.sizes() : c10::IntArrayRef{});
 #ifdef MOEJET_HAVE_ONEDNN
   RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
   const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
-  const auto pd = matmul_desc(a, b, fbias, out, static_cast<float>(alpha));
+  const auto pd = matmul_desc(a, b, fbias, out, static_cast<float>(alpha), mul);
   if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
     // oneDNN's reference kernel is orders of magnitude slower than any BLAS: ATen's product.
     auto r = torch::matmul(a.to(torch::kFloat), b.to(torch::kFloat));
     if (alpha != 1.0) {
       r.mul_(alpha);
+    }
+    if (mul.defined()) {
+      r.mul_(mul.to(torch::kFloat));
     }
     out.copy_(fbias.defined() ? r.add_(fbias) : r);
     return;
@@ -130,11 +144,14 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
   if (fbias.defined()) {
     args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), eng, fbias.data_ptr()));
   }
+  if (mul.defined()) {
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, dnnl::memory(describe(mul), eng, mul.data_ptr()));
+  }
   dnnl::stream stream(eng);
   dnnl::matmul(pd).execute(stream, args);
   stream.wait();
 #else
-  (void)alpha;
+  (void)alpha, (void)mul;
 #endif
 }
 

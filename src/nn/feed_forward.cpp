@@ -18,7 +18,11 @@ torch::Tensor Mlp::forward(const torch::Tensor& x) {
     on_input(x);
   }
   // GELU computes in fp32 inside; its output only feeds fc2 (kernels::ProductOut).
-  auto h = kernels::gelu(linear(*fc1, x, kernels::ProductOut::compute));
+  auto pre = linear(*fc1, x, kernels::ProductOut::compute);
+  if (!on_hidden && (drop == 0 || !is_training()) && kernels::fused_gelu_linear(pre, fc2->weight, fc2->bias)) {
+    return kernels::gelu_linear(pre, fc2->weight, fc2->bias);
+  }
+  auto h = kernels::gelu(pre);
   if (on_hidden) {
     on_hidden(h);
   }

@@ -14,4 +14,14 @@ namespace moejet::kernels {
 /// GELU (erf form) of x, differentiable; the result has x's dtype.
 torch::Tensor gelu(const torch::Tensor& x);
 
+/// Whether gelu_linear() runs: gelu() fused for x, oneDNN built in, autograd on, fp32 weight
+/// [out, in] and bias on the CPU.
+bool fused_gelu_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
+/// An MLP's second half, linear(gelu(x), weight, bias), as one autograd function with fp32
+/// results: products in x's dtype (bf16 under bf16 products), and in the backward the GELU's
+/// derivative multiplies the input gradient inside its product (a oneDNN post-op) instead of in
+/// a pass of its own. Throws where !fused_gelu_linear(...).
+torch::Tensor gelu_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
 }  // namespace moejet::kernels

@@ -30,9 +30,11 @@ torch::Tensor onednn_matmul(const torch::Tensor& a, const torch::Tensor& b, cons
 /// alpha * (a x b) (+ bias) into `out`: fp32 or bf16 [..., M, N] whose matrices are row- or
 /// column-major with any batch strides (e.g. one expert's slice of a batch, or attention heads
 /// written straight into a [B, N, H, hd] tensor). Products accumulate in fp32 and are rounded
-/// once into a bf16 `out`. A scale other than 1 takes no bias.
+/// once into a bf16 `out`. `mul` (a tensor like out) multiplies the result element by element
+/// inside the product (a oneDNN post-op, no pass of its own). A scale other than 1 or a
+/// multiplier takes no bias.
 void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       const torch::Tensor& out, double alpha = 1.0);
+                       const torch::Tensor& out, double alpha = 1.0, const torch::Tensor& mul = {});
 
 /// The implementation oneDNN picks for these operands, e.g. "brg:avx512_core" ("" without oneDNN):
 /// tests check that no shape falls to a reference kernel.
