@@ -65,11 +65,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void mul_avx512(
 // Values per thread below which splitting costs more than it saves (as bf16_cast).
 constexpr int64_t kGeluMinChunk = 1 << 14;
 
-template <typename Fn>
-void gelu_chunks(int64_t n, const Fn& fn) {
-  parallel_chunks(n, kGeluMinChunk, fn);
-}
-
 uint16_t* bf16_bits(const torch::Tensor& t) {
   return reinterpret_cast<uint16_t*>(t.data_ptr());
 }
@@ -77,7 +72,7 @@ uint16_t* bf16_bits(const torch::Tensor& t) {
 // y = gelu(x) and, when `dy` is defined, the derivative into it (x contiguous, all alike).
 void gelu_forward(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& dy) {
 #ifdef MOEJET_X86_AVX512
-  gelu_chunks(x.numel(), [&](int64_t b, int64_t e) {
+  parallel_chunks(x.numel(), kGeluMinChunk, [&](int64_t b, int64_t e) {
     if (x.scalar_type() == torch::kBFloat16) {
       gelu_avx512(bf16_bits(x) + b, bf16_bits(y) + b, dy.defined() ? bf16_bits(dy) + b : nullptr, e - b);
     } else {
@@ -108,7 +103,7 @@ struct GeluFn : torch::autograd::Function<GeluFn> {
     }
     auto gx = torch::empty_like(dy);
 #ifdef MOEJET_X86_AVX512
-    gelu_chunks(dy.numel(), [&](int64_t b, int64_t e) {
+    parallel_chunks(dy.numel(), kGeluMinChunk, [&](int64_t b, int64_t e) {
       if (dy.scalar_type() == torch::kFloat) {
         mul_avx512(g.data_ptr<float>() + b, dy.data_ptr<float>() + b, gx.data_ptr<float>() + b, e - b);
       } else if (g.scalar_type() == torch::kFloat) {

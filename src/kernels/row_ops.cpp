@@ -5,9 +5,9 @@
 
 #include <torch/torch.h>
 
-#include "moejet/kernels/tracing.h"
-
 #include "moejet/kernels/parallel.h"
+#include "moejet/kernels/tracing.h"
+#include "softmax_rows.h"
 
 namespace moejet::kernels {
 
@@ -15,11 +15,6 @@ namespace {
 
 bool fused(const torch::Tensor& x) {
   return !tracing() && x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 1 && x.size(-1) > 0;
-}
-
-// Rows of at least this many elements per thread: below it a thread costs more than it saves.
-int64_t min_rows(int64_t n) {
-  return std::max<int64_t>(1, 16384 / n);
 }
 
 struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
@@ -32,7 +27,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
     const float* xp = x.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     float* ip = inv.data_ptr<float>();
-    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+    parallel_chunks(rows, min_rows_per_thread(n), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = xp + r * n;
         float ss = 0;
@@ -67,7 +62,7 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
     const float* ip = inv.data_ptr<float>();
     const float* gp = g.data_ptr<float>();
     float* op = gx.data_ptr<float>();
-    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
+    parallel_chunks(rows, min_rows_per_thread(n), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* yr = yp + r * n;
         const float* gr = gp + r * n;
@@ -95,37 +90,17 @@ struct L2NormalizeFn : torch::autograd::Function<L2NormalizeFn> {
   }
 };
 
-// libtorch's own vectorised softmax kernels, run on disjoint row ranges by parallel_chunks.
+// softmax_rows.h's rows, with autograd.
 struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input) {
-    auto x = input.contiguous();
-    const int64_t n = x.size(-1), rows = x.numel() / n;
-    auto x2 = x.view({rows, n});
-    auto y = torch::empty_like(x);  // returned as is (not a view), row ranges written through y2
-    auto y2 = y.view({rows, n});
-    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
-      torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the caller, not here
-      auto out = y2.narrow(0, r0, r1 - r0);
-      at::_softmax_out(out, x2.narrow(0, r0, r1 - r0), 1, false);
-    });
+    auto y = softmax_rows(input.contiguous(), torch::kFloat);
     ctx->save_for_backward({y});
     return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto y = ctx->get_saved_variables()[0];
-    const int64_t n = y.size(-1), rows = y.numel() / n;
-    auto g2 = grads[0].contiguous().view({rows, n});
-    auto y2 = y.view({rows, n});
-    auto gx = torch::empty_like(y);
-    auto gx2 = gx.view({rows, n});
-    parallel_chunks(rows, min_rows(n), [&](int64_t r0, int64_t r1) {
-      torch::NoGradGuard no_grad;
-      auto out = gx2.narrow(0, r0, r1 - r0);
-      at::_softmax_backward_data_out(out, g2.narrow(0, r0, r1 - r0), y2.narrow(0, r0, r1 - r0), 1, torch::kFloat);
-    });
-    return {gx};
+    return {softmax_backward_rows(grads[0].to(torch::kFloat).contiguous(), ctx->get_saved_variables()[0])};
   }
 };
 

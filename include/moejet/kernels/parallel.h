@@ -38,4 +38,10 @@ void parallel_chunks(int64_t n, int64_t min_chunk, const Fn& fn) {
   detail::run_chunks(n, chunks, std::cref(fn));
 }
 
+/// Rows of `row_len` elements to give each thread at least: row kernels below 16k elements a
+/// thread cost more in waking threads than they save.
+inline int64_t min_rows_per_thread(int64_t row_len) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(row_len, 1));
+}
+
 }  // namespace moejet::kernels
