@@ -242,6 +242,7 @@ TEST(TrainConfigJson, NonsenseValuesAreErrorsNotSilentlyChanged) {
   rejects([](json& j) { j["train"]["epochs"] = 1.5; }, "fractional epochs (would truncate to 1)");
   rejects([](json& j) { j["train"]["epochs"] = 4611686018427387904LL; }, "2^62 epochs (steps overflow to 0)");
   rejects([](json& j) { j["train"]["batch_size"] = -5; }, "a negative batch");
+  rejects([](json& j) { j["train"]["eval_batch_size"] = -1; }, "a negative evaluation batch");
   rejects([](json& j) { j["optim"]["min_lr"] = -1e-5; }, "a negative min_lr");
   rejects([](json& j) { j["optim"]["warmup_lr"] = -1e-5; }, "a negative warmup_lr");
   rejects([](json& j) { j["data"]["eval_limit"] = -3; }, "a negative eval_limit");
@@ -718,11 +719,26 @@ TEST(Trainer, ReportsEachEpochAndEvaluationToTheCallersProgressReporter) {
   auto cfg = tiny_config(dir.file("run"));
   cfg.train.epochs = 2;
   run_training(cfg, options);
-  // 192 images in batches of 32: 6 batches an epoch; 100 eval images in one batch of 256.
+  // 192 images in batches of 32: 6 batches an epoch; 100 eval images in batches of 32 too (the
+  // training batch, as timm evaluates by default), the last one short.
   using Ended = std::tuple<std::string, int64_t, int64_t, bool>;
   EXPECT_EQ(recorder.ended,
             (std::vector<Ended>{
-                {"epoch 1/2", 6, 6, true}, {"eval", 1, 1, true}, {"epoch 2/2", 6, 6, true}, {"eval", 1, 1, true}}));
+                {"epoch 1/2", 6, 6, true}, {"eval", 4, 4, true}, {"epoch 2/2", 6, 6, true}, {"eval", 4, 4, true}}));
+  // train.eval_batch_size sets the evaluation's own batch, and the score does not depend on it.
+  RecordingProgress by50;
+  options.progress = &by50;
+  auto cfg50 = tiny_config(dir.file("run50"));
+  cfg50.train.epochs = 1;
+  cfg50.train.eval_batch_size = 50;
+  const auto r50 = run_training(cfg50, options);
+  EXPECT_EQ(by50.ended, (std::vector<Ended>{{"epoch 1/1", 6, 6, true}, {"eval", 2, 2, true}}));
+  RecordingProgress by32;
+  options.progress = &by32;
+  auto cfg32 = tiny_config(dir.file("run32"));
+  cfg32.train.epochs = 1;
+  const auto r32 = run_training(cfg32, options);
+  EXPECT_DOUBLE_EQ(r50.final_top1, r32.final_top1);
 }
 
 TEST(Trainer, TheDoneRecordSaysWhereTheWallTimeWent) {

@@ -34,6 +34,8 @@ void TrainConfig::validate() const {
                      model.moe().type());
   check<ConfigError>(t.router_loss_weight >= 0, "config 'train.router_loss_weight': must be >= 0");
   check<ConfigError>(t.log_every > 0 && t.eval_every > 0, "config 'train.log_every'/'train.eval_every': must be > 0");
+  check<ConfigError>(t.eval_batch_size >= 0,
+                     "config 'train.eval_batch_size': must be >= 0 (0 = train.batch_size), got {}", t.eval_batch_size);
   check<ConfigError>(t.checkpoint_every >= 0, "config 'train.checkpoint_every': must be >= 0, got {}",
                      t.checkpoint_every);
   check<ConfigError>(o.opt == "adamw" || o.opt == "sgd",

@@ -220,7 +220,7 @@ class Trainer {
     data::LoaderOptions elo = lo;
     elo.shard = 0;  // rank 0 evaluates the whole eval set
     elo.shards = 1;
-    elo.batch_size = std::max<int64_t>(tc_.batch_size, 256);
+    elo.batch_size = tc_.eval_batch_size > 0 ? tc_.eval_batch_size : tc_.batch_size;
     elo.shuffle = false;
     elo.drop_last = false;
     eval_loader_ =
