@@ -4,6 +4,7 @@
 #include "moejet/core/system.h"
 #include "moejet/kernels/blas.h"
 #include "moejet/kernels/expert_bmm.h"
+#include "moejet/kernels/onednn_matmul.h"
 #include "test_util.h"
 
 namespace {
@@ -55,6 +56,37 @@ TEST(ExpertBmm, HandlesDegenerateSizesDoublesAndBadShapes) {
   EXPECT_TRUE(all_close(expert_bmm(ad, bd), torch::bmm(ad, bd), 0, 1e-12));  // torch path
   EXPECT_THROW(expert_bmm(torch::randn({2, 3, 4}), torch::randn({2, 5, 6})), c10::Error);
   EXPECT_THROW(expert_bmm(torch::randn({2, 3, 4}), torch::randn({2, 4, 6}), torch::randn({2, 5})), c10::Error);
+}
+
+TEST(ExpertBmm, ComputeOutputIsTheFp32ResultRoundedToBf16) {
+  // ProductOut::compute: an expert MLP's bf16 hidden layer. With oneDNN, the bias is added to the
+  // fp32 products before the one rounding, so the result is the fp32 one rounded. ATen's bf16 bmm
+  // (no oneDNN) rounds its products to bf16 itself: the bias then adds a second rounding.
+  torch::manual_seed(2);
+  const bool onednn = moejet::kernels::onednn_available();
+  for (int64_t E : {1, 4}) {
+    auto a = torch::randn({E, 9, 24}).to(torch::kBFloat16), b = torch::randn({E, 24, 40}).to(torch::kBFloat16);
+    auto bias = torch::randn({E, 40});
+    const auto exact = (torch::bmm(a.to(torch::kDouble), b.to(torch::kDouble)) + bias.to(torch::kDouble).unsqueeze(1));
+    for (const auto& bi : {bias, torch::Tensor()}) {
+      const auto ref = bi.defined() ? exact : exact - bias.to(torch::kDouble).unsqueeze(1);
+      auto y = expert_bmm(a, b, bi, true, moejet::kernels::ProductOut::compute);
+      ASSERT_EQ(y.scalar_type(), torch::kBFloat16) << E;
+      auto y32 = expert_bmm(a, b, bi);
+      ASSERT_EQ(y32.scalar_type(), torch::kFloat);
+      // One bf16 rounding is 2^-9 relative. ATen's path rounds the products
+      // before the bias: up to 2^-9 |p| more, absolute (|p| < 20 here).
+      EXPECT_TRUE(all_close(y.to(torch::kDouble), ref, 1.0 / 256, onednn ? 1e-3 : 0.05))
+          << E << " bias " << bi.defined();
+      if (onednn) {
+        EXPECT_TRUE(all_close(y32.to(torch::kDouble), ref, 1e-5, 1e-5));
+        EXPECT_TRUE(torch::equal(y, y32.to(torch::kBFloat16))) << E << " bias " << bi.defined();
+      }
+    }
+  }
+  // fp32 operands outside a bf16 scope: compute is fp32.
+  auto a = torch::randn({3, 5, 6}), b = torch::randn({3, 6, 2});
+  EXPECT_EQ(expert_bmm(a, b, {}, true, moejet::kernels::ProductOut::compute).scalar_type(), torch::kFloat);
 }
 
 TEST(ExpertBmm, BatchedMatmulGradientsMatchTorchBmm) {

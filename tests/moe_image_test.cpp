@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "moejet/kernels/precision.h"
 #include "moejet/models/vit.h"
 #include "moejet/moe/expert_mlp.h"
 #include "moejet/moe/per_image_moe.h"
@@ -140,6 +141,44 @@ TEST(ExpertMlp, ConsecutiveExpertIdsAreAViewWithTheSameResultAsAGather) {
   // One expert, as at batch 1 (the single-expert product takes the dense layers' kernel).
   EXPECT_TRUE(
       torch::allclose(experts->forward(x.narrow(0, 0, 1), torch::tensor({4})), on0[4].unsqueeze(0), 1e-5, 1e-6));
+}
+
+TEST(ExpertMlp, Bf16MatchesFp32WithFp32GradientsForTheMasterWeights) {
+  // In bf16 the hidden layer stays bf16 (GELU and dropout on bf16, its gradient bf16): the
+  // output and every gradient still agree with fp32 to bf16's precision, and come back fp32.
+  torch::manual_seed(8);
+  moe::ExpertMlp experts(4, 32, 64, 0.0, "trunc_normal");
+  auto x0 = torch::randn({4, 10, 32});
+  auto gy = torch::randn({4, 10, 32});
+  auto run = [&](kernels::Precision p) {
+    kernels::PrecisionScope scope(p);
+    experts->zero_grad();
+    auto x = x0.clone().requires_grad_(true);
+    auto y = experts->forward(x);
+    y.backward(gy);
+    return std::vector<torch::Tensor>{y.detach(),
+                                      x.grad(),
+                                      experts->fc1_weight.grad().clone(),
+                                      experts->fc1_bias.grad().clone(),
+                                      experts->fc2_weight.grad().clone(),
+                                      experts->fc2_bias.grad().clone()};
+  };
+  const auto ref = run(kernels::Precision::fp32), bf = run(kernels::Precision::bf16);
+  const char* names[] = {"y", "dx", "dW1", "db1", "dW2", "db2"};
+  for (size_t i = 0; i < ref.size(); ++i) {
+    EXPECT_EQ(bf[i].scalar_type(), torch::kFloat) << names[i];
+    const double err = (bf[i] - ref[i]).abs().max().item<double>(), scale = ref[i].abs().max().item<double>();
+    EXPECT_LT(err, 0.03 * scale) << names[i];
+  }
+  // With dropout, in training: the same seed, the same mask in both precisions.
+  moe::ExpertMlp dropped(4, 32, 64, 0.2, "trunc_normal");
+  auto masked = [&](kernels::Precision p) {
+    kernels::PrecisionScope scope(p);
+    torch::manual_seed(3);
+    return dropped->forward(x0).detach();
+  };
+  const auto d32 = masked(kernels::Precision::fp32), d16 = masked(kernels::Precision::bf16);
+  EXPECT_LT((d16 - d32).abs().max().item<double>(), 0.03 * d32.abs().max().item<double>());
 }
 
 TEST(ExpertMlp, GroupedRowsMatchEachExpertOnItsOwnRowsForwardAndBackward) {

@@ -48,24 +48,32 @@ bool fits_int(int64_t v) {
 // at 32 GFLOP/s, one 2-d product per expert at 140; copied row-major first (a pass over E x T x
 // out, small beside the product), one batched primitive runs it at 205 (bf16: 169 -> 272):
 // `moejet_bench --benchmark_filter=ExpertBmm_WeightGrad`.
-torch::Tensor onednn_expert_bmm(const torch::Tensor& a0, const torch::Tensor& b, const torch::Tensor& bias) {
+// `type`: the result's dtype (fp32, or bf16 for ProductOut::compute).
+torch::Tensor onednn_expert_bmm(const torch::Tensor& a0, const torch::Tensor& b, const torch::Tensor& bias,
+                                torch::ScalarType type) {
   const int64_t E = a0.size(0), M = a0.size(1), N = b.size(2);
   const bool a_transposed = a0.stride(2) != 1 && a0.size(2) > 1;
   const auto a = a_transposed && E > 1 ? a0.contiguous() : a0;
-  auto out = torch::empty({E, M, N}, a.options().dtype(torch::kFloat));
   if (E == 1) {
+    auto out = torch::empty({E, M, N}, a.options().dtype(type));
     onednn_matmul_out(a[0], b[0], bias.defined() ? bias[0] : bias, out[0]);
     return out;
   }
+  // A per-expert bias is no broadcast oneDNN's batched matmul runs fast (its reference kernel):
+  // added to the fp32 products, which are then rounded once.
+  auto out = torch::empty({E, M, N}, a.options().dtype(bias.defined() ? torch::kFloat : type));
   onednn_matmul_out(a, b, torch::Tensor(), out);
-  // A per-expert bias is no broadcast oneDNN's batched matmul runs fast (its reference kernel).
-  return bias.defined() ? out.add_(bias.unsqueeze(1)) : out;
+  if (!bias.defined()) {
+    return out;
+  }
+  out.add_(bias.unsqueeze(1));
+  return type == torch::kBFloat16 ? to_bf16(out) : out;
 }
 
 }  // namespace
 
 torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                         bool thread_per_matrix) {
+                         bool thread_per_matrix, ProductOut out_type) {
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
               "expert_bmm: expected a [E, M, K] and b [E, K, N], got ", a.sizes(), " and ", b.sizes());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 2 && bias.size(0) == a.size(0) && bias.size(1) == b.size(2)),
@@ -78,13 +86,17 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
   const bool bf16 = a.scalar_type() == torch::kBFloat16 || b.scalar_type() == torch::kBFloat16 ||
                     (gemm_precision() == Precision::bf16 && a.is_floating_point());
   const auto A0 = bf16 ? to_bf16(a) : a, B0 = bf16 ? to_bf16(b) : b;
+  const auto type = bf16 && out_type == ProductOut::compute ? torch::kBFloat16 : torch::kFloat;
   if (onednn_matmul_supports(A0, B0) && (!bias.defined() || bias.is_cpu())) {
-    return onednn_expert_bmm(A0, B0, bias);
+    return onednn_expert_bmm(A0, B0, bias, type);
   }
   if (bf16) {
-    // bf16 products (ATen's bmm), accumulated and returned in fp32.
+    // bf16 products (ATen's bmm), accumulated in fp32.
     auto out = to_fp32(torch::bmm(A0, B0));
-    return bias.defined() ? out.add_(bias.unsqueeze(1)) : out;
+    if (bias.defined()) {
+      out.add_(bias.unsqueeze(1));
+    }
+    return type == torch::kBFloat16 ? to_bf16(out) : out;
   }
   const SgemmFn sgemm = blas_sgemm();
   const bool direct = sgemm != nullptr && a.is_cpu() && b.is_cpu() && a.scalar_type() == torch::kFloat &&

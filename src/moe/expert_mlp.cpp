@@ -30,14 +30,19 @@ struct BatchedLinearParams : torch::nn::Module {
 // transposed view, which AccumulateGrad then copies into a contiguous tensor: for the paper's
 // 265 M expert parameters that copy alone cost more than the expert GEMMs.
 struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
+  // `hidden`: the result feeds the GELU and the next product only, so in bf16 it stays bf16
+  // (kernels::ProductOut::compute, as the dense MLP's fc1): no fp32 hidden layer to write, cast
+  // and read again, forward or backward.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& bias) {
+                               const torch::Tensor& weight, const torch::Tensor& bias, bool hidden) {
     // In bf16, backward multiplies by the same rounded operands: saved once (half the memory),
     // not re-cast; the weights' gradient still comes back fp32 for the fp32 master weights.
     const bool bf16 = kernels::gemm_precision() == kernels::Precision::bf16;
     const auto xs = bf16 ? kernels::to_bf16(x) : x, ws = bf16 ? kernels::to_bf16(weight) : weight;
     ctx->save_for_backward({xs, ws});
-    return kernels::expert_bmm(xs, ws.transpose(1, 2), bias);
+    ctx->saved_data["x_bf16"] = x.scalar_type() == torch::kBFloat16;
+    return kernels::expert_bmm(xs, ws.transpose(1, 2), bias, true,
+                               hidden ? kernels::ProductOut::compute : kernels::ProductOut::fp32);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -45,10 +50,12 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
     const auto& x = saved[0];
     const auto& weight = saved[1];
     auto gy = grads[0];
-    auto gx = kernels::expert_bmm(gy, weight);             // [E, T, out] x [E, out, in]
-    auto gw = kernels::expert_bmm(gy.transpose(1, 2), x);  // [E, out, T] x [E, T, in]
-    auto gb = gy.sum(1);                                   // [E, out]
-    return {gx, gw, gb};
+    // x's gradient in x's dtype: a bf16 hidden layer's comes back bf16 with no cast in between.
+    const auto gx_out = ctx->saved_data["x_bf16"].toBool() ? kernels::ProductOut::compute : kernels::ProductOut::fp32;
+    auto gx = kernels::expert_bmm(gy, weight, {}, true, gx_out);  // [E, T, out] x [E, out, in]
+    auto gw = kernels::expert_bmm(gy.transpose(1, 2), x);         // [E, out, T] x [E, T, in]
+    auto gb = gy.sum(1, false, torch::kFloat);                    // [E, out], summed in fp32
+    return {gx, gw, gb, torch::Tensor()};
   }
 };
 
@@ -84,8 +91,8 @@ torch::Tensor ExpertMlpImpl::run(const torch::Tensor& x, const torch::Tensor& w1
     auto h = torch::gelu(torch::baddbmm(b1.unsqueeze(1), x, w1.transpose(1, 2)));
     return torch::baddbmm(b2.unsqueeze(1), h, w2.transpose(1, 2));
   }
-  auto h = nn::dropout(kernels::gelu(BatchedLinearFn::apply(x, w1, b1)), drop, is_training());
-  return nn::dropout(BatchedLinearFn::apply(h, w2, b2), drop, is_training());
+  auto h = nn::dropout(kernels::gelu(BatchedLinearFn::apply(x, w1, b1, true)), drop, is_training());
+  return nn::dropout(BatchedLinearFn::apply(h, w2, b2, false), drop, is_training());
 }
 
 torch::Tensor ExpertMlpImpl::forward(const torch::Tensor& x) {

@@ -11,7 +11,8 @@ torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
     return x;
   }
   TORCH_CHECK(p < 1.0, "dropout: p must be in [0, 1), got ", p);
-  if (x.is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble)) {
+  if (x.is_cpu() &&
+      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble || x.scalar_type() == torch::kBFloat16)) {
     return kernels::fused_dropout(x, p);
   }
   auto mask = torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));

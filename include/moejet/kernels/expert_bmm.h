@@ -6,9 +6,12 @@
 // operand is copied. Without oneDNN, in fp32 with a BLAS in the process (kernels/blas.h): one sgemm
 // per batch entry on the tensors' memory; everywhere else torch::bmm / baddbmm. In bf16 (either
 // operand bf16, or this thread's precision bf16: kernels/precision.h) the operands are rounded to
-// bf16 and the products accumulated in fp32.
+// bf16 and the products accumulated in fp32; `out` = ProductOut::compute then returns the result
+// (bias included) rounded once to bf16, for an expert MLP's hidden layer (as kernels/matmul.h).
 
 #include <torch/types.h>
+
+#include "moejet/kernels/matmul.h"
 
 namespace moejet::kernels {
 
@@ -21,7 +24,7 @@ namespace moejet::kernels {
 /// ([294 x 196] x [196 x 192] per image) 1.13x, once OpenBLAS's idle workers stop spinning
 /// (core/blas_runtime.h: before that, OpenBLAS's own split was the faster one for those).
 torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = torch::Tensor(),
-                         bool thread_per_matrix = true);
+                         bool thread_per_matrix = true, ProductOut out = ProductOut::fp32);
 
 /// Differentiable a [E, M, K] x b [E, K, N] on expert_bmm, forward and backward (the routing
 /// products of Soft MoE / SpheroMoE: slots = dispatch x, out = combine y).
