@@ -136,7 +136,8 @@ Upstream: a dense ViT (6 blocks, width 192, patch 7) pre-trained on the Fashion-
 T-shirt/top, Trouser, Pullover, Dress and Coat (training images 0-29999). Downstream: the five
 other classes (Sandal, Shirt, Sneaker, Bag, Ankle boot), which the checkpoint never saw: 3000
 labelled images (class-balanced) from training images 30000-59999, 8 epochs for every run, test
-top-1 on 2000 test images of those classes; every initialised run gets a new head. What the recycled
+top-1 on 2000 test images of those classes, before training and after every second epoch; every
+initialised run gets a new head. What the recycled
 and fine-tuned runs gain over the from-scratch runs is upstream knowledge that transfers to new
 classes. Each method runs with several seeds (its count in the table). Configs: configs/main/*.json;
 command: scripts/main_job.sh.
