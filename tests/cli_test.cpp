@@ -361,6 +361,30 @@ TEST(Cli, PredictNamesTheClassesOfImageFilesAsEvalScoresThem) {
   }
   EXPECT_EQ(rows, 23);
   EXPECT_NEAR(100.0 * hits / rows, top1, 1e-6);
+  // In bf16, predict's top-1 is what eval --precision bf16 scores; a precision it cannot run is
+  // an error naming the flag.
+  if (moejet::kernels::bf16_native(torch::kCPU)) {
+    r = run("eval -q " + out + "/best.safetensors --precision bf16 --out " + dir.file("ev16"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    const double top1_bf16 = read_json_file(dir.file("ev16/eval.json"))["top1"].get<double>();
+    r = run("predict -q " + out + "/best.safetensors " + imgs + " --format csv -k 1 --precision bf16 -o " +
+            dir.file("p16.csv"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    std::ifstream csv16(dir.file("p16.csv"));
+    std::getline(csv16, line);
+    int hits16 = 0, rows16 = 0;
+    while (std::getline(csv16, line)) {
+      ++rows16;
+      const auto c1 = line.find(','), c2 = line.find(',', c1 + 1), c3 = line.find(',', c2 + 1);
+      const std::string file = line.substr(0, c1), name = line.substr(c2 + 1, c3 - c2 - 1);
+      hits16 += name == std::filesystem::path(file).parent_path().filename().string();
+    }
+    EXPECT_EQ(rows16, 23);
+    EXPECT_NEAR(100.0 * hits16 / rows16, top1_bf16, 1e-6);
+  }
+  r = run("predict -q " + out + "/best.safetensors " + imgs + " --precision fp16");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "--precision")) << r.output;
   // A list file and a single image, as a table on stdout; a missing file is named.
   { std::ofstream(dir.file("list.txt")) << imgs << "/dog/0003.jpg\n"; }
   r = run("predict -q " + out + "/best.safetensors " + dir.file("list.txt") + " " + imgs + "/cat/0000.jpg -k 1");

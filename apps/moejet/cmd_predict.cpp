@@ -13,6 +13,7 @@
 #include "moejet/data/loader.h"
 #include "moejet/eval/checkpoint_inputs.h"
 #include "moejet/eval/predict.h"
+#include "moejet/kernels/precision.h"
 #include "moejet/models/model_file.h"
 
 namespace moejet::cli {
@@ -21,7 +22,7 @@ namespace {
 
 struct PredictArgs {
   ModelSource src;
-  std::string out, device = "cpu", superclasses, format = "table";
+  std::string out, device = "cpu", superclasses, format = "table", precision = "fp32";
   std::vector<std::string> inputs;
   eval::PreprocessOverrides pre;
   int64_t topk = 5, batch_size = 64, max_image_pixels = data::kDefaultMaxImagePixels;
@@ -54,9 +55,15 @@ Runner add_predict_command(CLI::App& app) {
                   "Mobile V-MoE: super-class file naming each expert's classes (default: the one stored in the "
                   "checkpoint by training)");
   sub->add_option("--device", a->device)->capture_default_str();
+  sub->add_option("--precision", a->precision,
+                  "precision of the matrix products: fp32, bf16 (as eval --precision bf16 scores) or auto (bf16 "
+                  "where the device has it)")
+      ->capture_default_str();
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
   return [a]() {
     auto device = parse_device(a->device);
+    const auto precision = kernels::resolve_precision(a->precision, device, "--precision");
+    kernels::require_precision(precision, device);
     const auto im = load_inference_model(a->src, device, a->pre);
     const auto& loaded = im.loaded;
     const auto& pre = im.pre;
@@ -86,6 +93,7 @@ Runner add_predict_command(CLI::App& app) {
     lo.num_workers = a->workers;
     data::Loader loader(images, data::make_eval_transform(data::eval_augment(pre.preprocess), channels), lo);
     TerminalProgress bar;
+    kernels::PrecisionScope scope(precision);
     const auto predictions = eval::predict([&](const torch::Tensor& x) { return model->forward(x); }, loader, a->topk,
                                            device, a->quiet ? nullptr : &bar, router);
     const auto text = eval::format_predictions(files, predictions, labels, a->format);
