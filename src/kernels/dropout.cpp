@@ -15,7 +15,7 @@ namespace {
 
 // Bytes of the keep mask (1 keep, 0 drop) and y = x * keep * scale for the elements of words
 // [w0, w1) (word w covers elements 2w and 2w + 1 of the n). S: the type the product is taken in
-// (float for bf16, whose own 1 / (1 - p) would be off by up to 0.4%).
+// (float for bf16, whose own 1 / (1 - p) would be off by up to 0.2%).
 template <class T, class S>
 void dropout_words(const T* x, T* y, uint8_t* keep, int64_t n, int64_t w0, int64_t w1, uint64_t seed,
                    uint64_t drop_below, S scale) {
