@@ -8,6 +8,7 @@
 
 #include "moejet/core/error.h"
 #include "moejet/kernels/attention.h"
+#include "moejet/kernels/layer_norm.h"
 #include "moejet/kernels/matmul.h"
 #include "moejet/models/vit_checkpoint.h"
 #include "moejet/nn/products.h"
@@ -95,12 +96,18 @@ void BlockImpl::set_mlp(std::shared_ptr<nn::FeedForward> new_mlp) {
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  auto h = attn(norm1(x));
+  // The norms' outputs feed bf16 products only (qkv, a dense MLP's fc1): written in bf16 under
+  // bf16 products. A MoE layer routes on its input in fp32, so it gets fp32.
+  const auto norm = [](const torch::nn::LayerNorm& ln, const torch::Tensor& t, kernels::ProductOut out) {
+    return kernels::layer_norm(t, ln->weight, ln->bias, ln->options.eps(), out);
+  };
+  auto h = attn(norm(norm1, x, kernels::ProductOut::compute));
   if (ls1) {
     h = ls1(h);
   }
   auto y = x + nn::drop_path(h, drop_path_rate, is_training());
-  h = mlp->forward(norm2(y));
+  const bool dense_mlp = std::dynamic_pointer_cast<nn::Mlp>(mlp) != nullptr;
+  h = mlp->forward(norm(norm2, y, dense_mlp ? kernels::ProductOut::compute : kernels::ProductOut::fp32));
   if (ls2) {
     h = ls2(h);
   }
