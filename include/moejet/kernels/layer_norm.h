@@ -1,14 +1,15 @@
 #pragma once
 // LayerNorm over the last dim as one pass per row on the CPU (AVX-512 BF16 CPUs), forward and
-// backward. libtorch 1.13's kernel took 2 ms for forward + backward of a ViT-T block's
-// [6304, 192] on 2 threads (more than on one), and under bf16 products its output was then cast
-// to bf16 by the next layer, and that layer's bf16 input gradient cast back: 25 norms a ViT-T step.
-// Here the forward writes the normalised rows in the dtype the next product takes (bf16 under
-// bf16 products when asked, as kernels/matmul.h's ProductOut::compute), keeps each row's mean and
-// 1/std, and the backward takes a bf16 or fp32 output gradient and returns x's gradient in fp32;
-// the weight and bias gradients are summed per block of rows and then over the blocks in a fixed
-// order, so any thread count gives the same sums. Elsewhere (CUDA, no AVX-512 BF16, other
-// dtypes, tracing, MOEJET_AVX512_ROWS=0) it is torch's layer_norm, in fp32.
+// backward. Under bf16 products a ViT block's norms feed bf16 products (qkv, fc1): libtorch's
+// kernel wrote fp32 rows that the next layer cast to bf16, and that layer's bf16 input gradient
+// was cast back before the norm's backward; on ViT-T's [6304, 192] at 2 threads, 1.07 ms forward
+// + backward with the casts. Here the forward writes the normalised rows in the dtype the next
+// product takes (bf16 under bf16 products when asked, as kernels/matmul.h's ProductOut::compute;
+// 0.49 ms), keeps each row's mean and 1/std, and the backward takes a bf16 or fp32 output
+// gradient and returns x's gradient in fp32. The weight and bias gradients are summed per block
+// of rows and then over the blocks in a fixed order, so any thread count gives the same sums.
+// Elsewhere (CUDA, no AVX-512 BF16, other dtypes, tracing, MOEJET_AVX512_ROWS=0) it is torch's
+// layer_norm, in fp32.
 
 #include <torch/types.h>
 
