@@ -1,9 +1,5 @@
 #include "moejet/kernels/attention.h"
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
 #include <torch/torch.h>
 
 #include "moejet/kernels/onednn_matmul.h"
