@@ -562,7 +562,8 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
       bf16 ? std::vector<std::string>{"fp32", "bf16"} : std::vector<std::string>{"fp32"};
   auto r = run("bench --models " + src + "/configs/vit_fmnist.json " + src +
                "/configs/vit_fmnist_sphero.json --batch 4,2 --steps 2 --warmup 0 --precision " +
-               (bf16 ? "fp32,bf16" : "fp32") + " --out " + dir.file("bench.json") + " --trace " + dir.file("trace"));
+               (bf16 ? "fp32,bf16" : "fp32") + " --out " + dir.file("bench.json") + " --trace " + dir.file("trace") +
+               " --floor");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "ratio")) << r.output;
   auto result = read_json_file(dir.file("bench.json"));
@@ -598,6 +599,24 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
     EXPECT_GT(result["gemm_peak_gflops"][p].get<double>(), 1.0);
     EXPECT_TRUE(contains(r.output, "GEMM peak " + p + ": ")) << r.output;
   }
+  // --floor: each model's products of one step at the last batch size, timed alone, in each precision.
+  EXPECT_TRUE(contains(r.output, "products alone at batch 2")) << r.output;
+  const auto& alone = result["products_alone"];
+  ASSERT_EQ(alone.size(), 2u * precisions.size());
+  for (const auto& row : alone) {
+    EXPECT_EQ(row["batch"].get<int64_t>(), 2);
+    EXPECT_GT(row["product_calls"].get<int64_t>(), 0) << row;
+    EXPECT_GE(row["product_calls"].get<int64_t>(), row["distinct_products"].get<int64_t>()) << row;
+    EXPECT_GT(row["products_seconds"].get<double>(), 0.0) << row;
+    EXPECT_GT(row["products_flops"].get<double>(), 0.0) << row;
+    EXPECT_NEAR(row["rest_seconds"].get<double>(),
+                row["step_seconds_median"].get<double>() - row["products_seconds"].get<double>(), 1e-12);
+  }
+  // The same step's medians as the timing table's last batch.
+  EXPECT_DOUBLE_EQ(alone[1]["step_seconds_median"].get<double>(),
+                   result["runs"][1]["models"][1]["step_seconds_median"].get<double>());
+  // The MoE has more products than the dense model (its experts and routing).
+  EXPECT_GT(alone[1]["product_calls"].get<int64_t>(), alone[0]["product_calls"].get<int64_t>());
   // The trace names the experts' batched GEMMs.
   auto trace = read_file_bytes(dir.file("trace/1.trace.json"));
   auto events = json::parse(std::string(trace.begin(), trace.end()));

@@ -13,6 +13,7 @@
 #include "moejet/core/system.h"
 #include "moejet/eval/inference_timing.h"
 #include "moejet/kernels/matmul.h"
+#include "moejet/kernels/product_floor.h"
 #include "moejet/models/model_config.h"
 #include "moejet/train/step_timing.h"
 
@@ -26,7 +27,7 @@ struct BenchArgs {
   std::vector<int64_t> batches{32, 64, 128};
   std::vector<std::string> precisions;  // empty: fp32, and bf16 where the device has it
   int64_t steps = 5, warmup = 1;
-  bool infer = false;
+  bool infer = false, floor = false;
   int64_t infer_batch = 64, latency_reps = 30, trace_steps = 1;
   std::string device = "cpu", out, trace_dir;
 };
@@ -102,6 +103,49 @@ json bench_inference(std::vector<train::TimedTrainStep>& subjects, const std::ve
   return rows;
 }
 
+// Each model's products in one step, timed alone (kernels/product_floor.h), beside its step:
+// how much of the step its products take, and so how much faster any other code around them
+// could make it. `step_seconds` [precision][model]: the medians just measured at `batch`.
+json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
+                          const std::vector<kernels::Precision>& precisions, int64_t batch,
+                          const std::vector<std::vector<double>>& step_seconds) {
+  constexpr int kReps = 5;
+  fmt::print(
+      "products alone at batch {}: every matrix product of one step, each timed apart on warm operands of its "
+      "shape (median of {}) and summed, the floor of a step on these kernels; rest: the step beyond them (norms, "
+      "activations, routing, convolutions, optimizer, autograd)\n",
+      batch, kReps);
+  fmt::print("{:<36} {:>5} {:>9} {:>12} {:>6} {:>9} {:>6} {:>8} {:>8}\n", "model", "prec", "step (s)", "products (s)",
+             "share", "rest (s)", "calls", "distinct", "GFLOP/s");
+  json rows = json::array();
+  for (size_t p = 0; p < precisions.size(); ++p) {
+    for (size_t m = 0; m < subjects.size(); ++m) {
+      subjects[m].set_precision(precisions[p]);
+      std::vector<kernels::ProductCall> calls;
+      {
+        kernels::ProductRecorder recorder;
+        subjects[m].step();
+        calls = recorder.calls();
+      }
+      const auto f = kernels::product_floor(calls, kReps);
+      const double step = step_seconds[p][m];
+      rows.push_back({{"model", subjects[m].name()},
+                      {"precision", kernels::to_string(precisions[p])},
+                      {"batch", batch},
+                      {"step_seconds_median", step},
+                      {"products_seconds", f.seconds},
+                      {"products_flops", f.flops},
+                      {"product_calls", f.calls},
+                      {"distinct_products", f.distinct},
+                      {"rest_seconds", step - f.seconds}});
+      fmt::print("{:<36} {:>5} {:>9.3f} {:>12.3f} {:>5.0f}% {:>9.3f} {:>6} {:>8} {:>8.1f}\n", subjects[m].name(),
+                 kernels::to_string(precisions[p]), step, f.seconds, 100 * f.seconds / step, step - f.seconds, f.calls,
+                 f.distinct, f.seconds > 0 ? f.flops / f.seconds / 1e9 : 0.0);
+    }
+  }
+  return rows;
+}
+
 }  // namespace
 
 Runner add_bench_command(CLI::App& app) {
@@ -127,6 +171,9 @@ Runner add_bench_command(CLI::App& app) {
   sub->add_option("--infer-batch", a->infer_batch, "batch of the inference throughput")->capture_default_str();
   sub->add_option("--latency-reps", a->latency_reps, "batch-1 forwards per model for the latency percentiles")
       ->capture_default_str();
+  sub->add_flag("--floor", a->floor,
+                "after timing, also time each model's matrix products alone (one step's, at the last batch "
+                "size, in each precision): the share of the step they take and the rest");
   sub->add_option("--trace", a->trace_dir,
                   "after timing, profile --trace-steps more steps per model (at the last batch size and "
                   "precision) into DIR/<n>.trace.json (chrome://tracing / Perfetto)");
@@ -185,6 +232,7 @@ Runner add_bench_command(CLI::App& app) {
     fmt::print("{:<36} {:>5} {:>6} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>6} {:>8} {:>8} {:>8}\n", "model", "prec",
                "batch", "Param (M)", "step (s)", "img/s", "ratio", "x fp32", "GFLOP/s", "peak", "fwd (s)", "bwd (s)",
                "opt (s)");
+    std::vector<std::vector<double>> last_steps;  // [precision][model] medians at the last batch size
     for (const int64_t batch : a->batches) {
       // [precision][model], stepped interleaved so that machine noise (other load, thermal state)
       // hits every model and precision alike.
@@ -208,6 +256,7 @@ Runner add_bench_command(CLI::App& app) {
         }
       }
       json run = {{"batch", batch}, {"models", json::array()}};
+      last_steps.assign(precisions.size(), std::vector<double>(subjects.size()));
       for (size_t p = 0; p < precisions.size(); ++p) {
         const double first = samples[p].front().median().total;
         for (size_t m = 0; m < subjects.size(); ++m) {
@@ -221,6 +270,7 @@ Runner add_bench_command(CLI::App& app) {
             j["speedup_over_fp32"] = speedup;
           }
           run["models"].push_back(j);
+          last_steps[p][m] = r.median.total;
           fmt::print(
               "{:<36} {:>5} {:>6} {:>9.2f} {:>9.3f} {:>8.1f} {:>7.3f} {:>6} {:>8.1f} {:>5.0f}% {:>8.3f} {:>8.3f} "
               "{:>8.3f}\n",
@@ -232,6 +282,9 @@ Runner add_bench_command(CLI::App& app) {
       }
       std::fflush(stdout);
       result["runs"].push_back(run);
+    }
+    if (a->floor) {
+      result["products_alone"] = bench_products_alone(subjects, precisions, a->batches.back(), last_steps);
     }
     if (!a->trace_dir.empty()) {
       std::filesystem::create_directories(a->trace_dir);

@@ -122,7 +122,8 @@ void onednn_matmul_out(const torch::Tensor& a, const torch::Tensor& b, const tor
               "onednn_matmul: expected a multiplier like out ", out.sizes(), ", got ",
               mul.defined() ? mul.sizes() : c10::IntArrayRef{});
 #ifdef MOEJET_HAVE_ONEDNN
-  RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b}));
+  // All operands, so that observers (kernels/product_floor.h) can replay the product as it ran.
+  RECORD_FUNCTION("moejet::onednn_matmul", std::vector<c10::IValue>({a, b, out, bias, mul, alpha}));
   const auto fbias = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
   const auto pd = matmul_desc(a, b, fbias, out, static_cast<float>(alpha), mul);
   if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) {
