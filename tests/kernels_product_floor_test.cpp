@@ -43,6 +43,13 @@ void expect_linear_step_recorded(moejet::kernels::Precision p) {
   EXPECT_EQ(floor.distinct, 3);  // three different shapes
   EXPECT_DOUBLE_EQ(floor.flops, 3 * 2.0 * M * K * N);
   EXPECT_GT(floor.seconds, 0.0);
+  // Each call's own time in the step, summed beside the time alone.
+  double in_step = 0;
+  for (const auto& c : calls) {
+    EXPECT_GT(c.seconds, 0.0) << c.key();
+    in_step += c.seconds;
+  }
+  EXPECT_DOUBLE_EQ(floor.in_step, in_step);
 }
 
 TEST(ProductFloor, RecordsEveryProductOfALinearStepInFp32) {

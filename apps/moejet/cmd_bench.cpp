@@ -103,44 +103,54 @@ json bench_inference(std::vector<train::TimedTrainStep>& subjects, const std::ve
   return rows;
 }
 
-// Each model's products in one step, timed alone (kernels/product_floor.h), beside its step:
-// how much of the step its products take, and so how much faster any other code around them
-// could make it. `step_seconds` [precision][model]: the medians just measured at `batch`.
+// Each model's products in one step (kernels/product_floor.h), timed alone and as they ran, beside
+// the step: how much of the step its products take, and how much other code around them does.
+// `step_seconds` [precision][model]: the medians just measured at `batch`.
 json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
                           const std::vector<kernels::Precision>& precisions, int64_t batch,
-                          const std::vector<std::vector<double>>& step_seconds) {
+                          const std::vector<std::vector<double>>& step_seconds, torch::Device device) {
   constexpr int kReps = 5;
+  // On CUDA a product's time in the step is its launch: only the time alone means anything.
+  const bool cpu = device.is_cpu();
   fmt::print(
-      "products alone at batch {}: every matrix product of one step, each timed apart on warm operands of its "
-      "shape (median of {}) and summed, the floor of a step on these kernels; rest: the step beyond them (norms, "
-      "activations, routing, convolutions, optimizer, autograd)\n",
+      "products at batch {}: every matrix product of one more step, recorded as it ran (in step; other: that "
+      "step's time beyond its products: norms, activations, routing, convolutions, optimizer, autograd) and timed "
+      "apart on warm operands of its shape (alone, median of {}): the floor of a step on these kernels\n",
       batch, kReps);
-  fmt::print("{:<36} {:>5} {:>9} {:>12} {:>6} {:>9} {:>6} {:>8} {:>8}\n", "model", "prec", "step (s)", "products (s)",
-             "share", "rest (s)", "calls", "distinct", "GFLOP/s");
+  fmt::print("{:<36} {:>5} {:>9} {:>10} {:>6} {:>12} {:>10} {:>6} {:>8} {:>8}\n", "model", "prec", "step (s)",
+             "alone (s)", "share", "in step (s)", "other (s)", "calls", "distinct", "GFLOP/s");
   json rows = json::array();
   for (size_t p = 0; p < precisions.size(); ++p) {
     for (size_t m = 0; m < subjects.size(); ++m) {
       subjects[m].set_precision(precisions[p]);
       std::vector<kernels::ProductCall> calls;
+      double recorded_step = 0;
       {
         kernels::ProductRecorder recorder;
-        subjects[m].step();
+        recorded_step = subjects[m].step().total;
         calls = recorder.calls();
       }
       const auto f = kernels::product_floor(calls, kReps);
       const double step = step_seconds[p][m];
-      rows.push_back({{"model", subjects[m].name()},
-                      {"precision", kernels::to_string(precisions[p])},
-                      {"batch", batch},
-                      {"step_seconds_median", step},
-                      {"products_seconds", f.seconds},
-                      {"products_flops", f.flops},
-                      {"product_calls", f.calls},
-                      {"distinct_products", f.distinct},
-                      {"rest_seconds", step - f.seconds}});
-      fmt::print("{:<36} {:>5} {:>9.3f} {:>12.3f} {:>5.0f}% {:>9.3f} {:>6} {:>8} {:>8.1f}\n", subjects[m].name(),
-                 kernels::to_string(precisions[p]), step, f.seconds, 100 * f.seconds / step, step - f.seconds, f.calls,
-                 f.distinct, f.seconds > 0 ? f.flops / f.seconds / 1e9 : 0.0);
+      json row = {{"model", subjects[m].name()},
+                  {"precision", kernels::to_string(precisions[p])},
+                  {"batch", batch},
+                  {"step_seconds_median", step},
+                  {"products_seconds", f.seconds},
+                  {"products_flops", f.flops},
+                  {"product_calls", f.calls},
+                  {"distinct_products", f.distinct}};
+      if (cpu) {
+        row["recorded_step_seconds"] = recorded_step;
+        row["products_in_step_seconds"] = f.in_step;
+        row["other_seconds"] = recorded_step - f.in_step;
+      }
+      rows.push_back(row);
+      fmt::print("{:<36} {:>5} {:>9.3f} {:>10.3f} {:>5.0f}% {:>12} {:>10} {:>6} {:>8} {:>8.1f}\n", subjects[m].name(),
+                 kernels::to_string(precisions[p]), step, f.seconds, 100 * f.seconds / step,
+                 cpu ? fmt::format("{:.3f}", f.in_step) : "-",
+                 cpu ? fmt::format("{:.3f}", recorded_step - f.in_step) : "-", f.calls, f.distinct,
+                 f.seconds > 0 ? f.flops / f.seconds / 1e9 : 0.0);
     }
   }
   return rows;
@@ -172,8 +182,9 @@ Runner add_bench_command(CLI::App& app) {
   sub->add_option("--latency-reps", a->latency_reps, "batch-1 forwards per model for the latency percentiles")
       ->capture_default_str();
   sub->add_flag("--floor", a->floor,
-                "after timing, also time each model's matrix products alone (one step's, at the last batch "
-                "size, in each precision): the share of the step they take and the rest");
+                "after timing, record one more step of each model in each precision (at the last batch size) "
+                "and time each of its matrix products alone: the step's floor on these kernels, and what "
+                "the step spends beyond its products");
   sub->add_option("--trace", a->trace_dir,
                   "after timing, profile --trace-steps more steps per model (at the last batch size and "
                   "precision) into DIR/<n>.trace.json (chrome://tracing / Perfetto)");
@@ -284,7 +295,7 @@ Runner add_bench_command(CLI::App& app) {
       result["runs"].push_back(run);
     }
     if (a->floor) {
-      result["products_alone"] = bench_products_alone(subjects, precisions, a->batches.back(), last_steps);
+      result["products_alone"] = bench_products_alone(subjects, precisions, a->batches.back(), last_steps, device);
     }
     if (!a->trace_dir.empty()) {
       std::filesystem::create_directories(a->trace_dir);

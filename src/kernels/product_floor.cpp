@@ -47,6 +47,7 @@ std::atomic<Recording*> g_recording{nullptr};
 struct Frame : at::ObserverContext {
   ProductCall call;
   bool has_inner = false;
+  std::chrono::steady_clock::time_point start;
 };
 thread_local std::vector<Frame*> t_open;
 
@@ -85,6 +86,7 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
     t_open.back()->has_inner = true;
   }
   t_open.push_back(frame.get());
+  frame->start = std::chrono::steady_clock::now();  // last: the observer's own work is not timed
   return frame;
 }
 
@@ -93,6 +95,7 @@ void on_end(const at::RecordFunction& /*fn*/, at::ObserverContext* ctx) {
     return;
   }
   auto* frame = static_cast<Frame*>(ctx);
+  frame->call.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - frame->start).count();
   if (!t_open.empty() && t_open.back() == frame) {
     t_open.pop_back();
   }
@@ -212,6 +215,7 @@ ProductFloor product_floor(const std::vector<ProductCall>& calls, int reps) {
     d.first = &c;
     ++d.second;
     floor.flops += c.flops();
+    floor.in_step += c.seconds;
     ++floor.calls;
   }
   floor.distinct = static_cast<int64_t>(distinct.size());

@@ -33,6 +33,8 @@ struct ProductCall {
   std::string op;
   std::vector<TensorShape> operands;
   double alpha = 1.0;
+  /// How long it took where it ran (CPU: the product itself; CUDA: only its launch).
+  double seconds = 0;
   /// 2 x the multiply-accumulates of the product.
   double flops() const;
   /// Identical calls share a key: op, dtypes, sizes and strides.
@@ -57,6 +59,7 @@ class ProductRecorder {
 /// The products of a recording, each distinct call timed alone.
 struct ProductFloor {
   double seconds = 0;    ///< sum over calls of the call's median time alone
+  double in_step = 0;    ///< sum of the calls' own `seconds`, as they ran in the step
   double flops = 0;      ///< sum of the calls' flops()
   int64_t calls = 0;     ///< products recorded
   int64_t distinct = 0;  ///< distinct keys among them (each timed once)
