@@ -614,6 +614,16 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
     EXPECT_NEAR(row["other_seconds"].get<double>() + row["products_in_step_seconds"].get<double>(),
                 row["recorded_step_seconds"].get<double>(), 1e-12);
     EXPECT_GT(row["other_seconds"].get<double>(), 0.0) << row;
+    // Each distinct product with its calls: all the calls, all the time alone.
+    int64_t calls = 0;
+    double alone = 0;
+    for (const auto& g : row["products"]) {
+      calls += g["calls"].get<int64_t>();
+      alone += g["seconds"].get<double>();
+    }
+    EXPECT_EQ(row["products"].size(), row["distinct_products"].get<size_t>()) << row;
+    EXPECT_EQ(calls, row["product_calls"].get<int64_t>()) << row;
+    EXPECT_NEAR(alone, row["products_seconds"].get<double>(), 1e-12) << row;
   }
   // The same step's medians as the timing table's last batch.
   EXPECT_DOUBLE_EQ(alone[1]["step_seconds_median"].get<double>(),

@@ -50,6 +50,17 @@ void expect_linear_step_recorded(moejet::kernels::Precision p) {
     in_step += c.seconds;
   }
   EXPECT_DOUBLE_EQ(floor.in_step, in_step);
+  ASSERT_EQ(floor.groups.size(), 3u);
+  double alone = 0;
+  for (size_t i = 0; i < floor.groups.size(); ++i) {
+    EXPECT_EQ(floor.groups[i].calls, 1);
+    EXPECT_DOUBLE_EQ(floor.groups[i].flops, 2.0 * M * K * N);
+    alone += floor.groups[i].seconds;
+    if (i > 0) {  // the most time in the step first
+      EXPECT_GE(floor.groups[i - 1].in_step, floor.groups[i].in_step);
+    }
+  }
+  EXPECT_DOUBLE_EQ(floor.seconds, alone);
 }
 
 TEST(ProductFloor, RecordsEveryProductOfALinearStepInFp32) {
@@ -111,6 +122,11 @@ TEST(ProductFloor, SumsEachDistinctCallTimedOnceOverItsCalls) {
   const auto floor = moejet::kernels::product_floor(calls, 3);
   EXPECT_EQ(floor.calls, 3);
   EXPECT_EQ(floor.distinct, 2);
+  ASSERT_EQ(floor.groups.size(), 2u);
+  const auto& mm = floor.groups[0].key == calls[0].key() ? floor.groups[0] : floor.groups[1];
+  EXPECT_EQ(mm.key, calls[0].key());
+  EXPECT_EQ(mm.calls, 2);
+  EXPECT_DOUBLE_EQ(mm.in_step, calls[0].seconds + calls[1].seconds);
   EXPECT_DOUBLE_EQ(floor.flops, 3 * 2.0 * 64 * 32 * 16);
   EXPECT_GT(floor.seconds, 0.0);
   EXPECT_THROW(moejet::kernels::product_floor(calls, 0), c10::Error);

@@ -140,6 +140,14 @@ json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
                   {"products_flops", f.flops},
                   {"product_calls", f.calls},
                   {"distinct_products", f.distinct}};
+      row["products"] = json::array();
+      for (const auto& g : f.groups) {
+        json group = {{"key", g.key}, {"calls", g.calls}, {"seconds", g.seconds}, {"flops", g.flops}};
+        if (cpu) {
+          group["in_step_seconds"] = g.in_step;
+        }
+        row["products"].push_back(group);
+      }
       if (cpu) {
         row["recorded_step_seconds"] = recorded_step;
         row["products_in_step_seconds"] = f.in_step;

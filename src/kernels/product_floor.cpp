@@ -208,19 +208,21 @@ std::vector<ProductCall> ProductRecorder::calls() const {
 
 ProductFloor product_floor(const std::vector<ProductCall>& calls, int reps) {
   TORCH_CHECK(reps >= 1, "product_floor: reps must be >= 1, got ", reps);
-  std::map<std::string, std::pair<const ProductCall*, int64_t>> distinct;
+  std::map<std::string, std::pair<const ProductCall*, ProductGroup>> distinct;
   ProductFloor floor;
   for (const auto& c : calls) {
-    auto& d = distinct[c.key()];
-    d.first = &c;
-    ++d.second;
+    auto& [first, group] = distinct[c.key()];
+    first = &c;
+    ++group.calls;
+    group.in_step += c.seconds;
+    group.flops += c.flops();
     floor.flops += c.flops();
     floor.in_step += c.seconds;
     ++floor.calls;
   }
   floor.distinct = static_cast<int64_t>(distinct.size());
   torch::NoGradGuard no_grad;
-  for (const auto& [key, d] : distinct) {
+  for (auto& [key, d] : distinct) {
     const ProductCall& c = *d.first;
     std::vector<torch::Tensor> t;
     bool cuda = false;
@@ -242,8 +244,14 @@ ProductFloor product_floor(const std::vector<ProductCall>& calls, int reps) {
       seconds.push_back(time_once());
     }
     std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());
-    floor.seconds += seconds[seconds.size() / 2] * static_cast<double>(d.second);
+    auto& group = d.second;
+    group.key = key;
+    group.seconds = seconds[seconds.size() / 2] * static_cast<double>(group.calls);
+    floor.seconds += group.seconds;
+    floor.groups.push_back(group);
   }
+  std::sort(floor.groups.begin(), floor.groups.end(),
+            [](const ProductGroup& a, const ProductGroup& b) { return a.in_step > b.in_step; });
   return floor;
 }
 

@@ -56,13 +56,23 @@ class ProductRecorder {
   uint64_t handle_;
 };
 
+/// The calls that share one key.
+struct ProductGroup {
+  std::string key;
+  int64_t calls = 0;
+  double seconds = 0;  ///< alone: the median of one call, times `calls`
+  double in_step = 0;  ///< the calls' own times in the step, summed
+  double flops = 0;
+};
+
 /// The products of a recording, each distinct call timed alone.
 struct ProductFloor {
-  double seconds = 0;    ///< sum over calls of the call's median time alone
-  double in_step = 0;    ///< sum of the calls' own `seconds`, as they ran in the step
-  double flops = 0;      ///< sum of the calls' flops()
-  int64_t calls = 0;     ///< products recorded
-  int64_t distinct = 0;  ///< distinct keys among them (each timed once)
+  double seconds = 0;                ///< sum over calls of the call's median time alone
+  double in_step = 0;                ///< sum of the calls' own `seconds`, as they ran in the step
+  double flops = 0;                  ///< sum of the calls' flops()
+  int64_t calls = 0;                 ///< products recorded
+  int64_t distinct = 0;              ///< distinct keys among them (each timed once)
+  std::vector<ProductGroup> groups;  ///< one per key, the most time in the step first
 };
 
 /// Times each distinct call on fresh operands of its sizes, strides and dtypes (random values),
