@@ -121,6 +121,48 @@ TEST(Matmul, Bf16RoundsTheOperandsAndReturnsFp32) {
   EXPECT_TRUE(all_close(conv, torch::conv2d(bf16_round(img), bf16_round(kern), {}, 2), 2e-2, 5e-2));
 }
 
+TEST(Matmul, Bf16LinearOnOnednnAddsTheFp32BiasInsideAndKeepsFp32WeightGradients) {
+  if (!k::onednn_available() || !k::bf16_native(torch::kCPU)) {
+    GTEST_SKIP() << "bf16 linear layers take ATen's addmm here";
+  }
+  torch::manual_seed(3);
+  auto x = torch::randn({2, 33, 48}).requires_grad_(), w = torch::randn({20, 48}).requires_grad_(),
+       b = torch::randn({20}).requires_grad_();
+  auto g = torch::randn({2, 33, 20});
+  torch::Tensor y, y16;
+  {
+    PrecisionScope scope(Precision::bf16);
+    y = k::linear(x, w, b);
+    y16 = k::linear(x, w, b, k::ProductOut::compute);
+  }
+  const auto xr = bf16_round(x.detach()), wr = bf16_round(w.detach());
+  // One rounding of each operand, fp32 accumulation, and the bias added in fp32 (not rounded).
+  const auto exact = torch::linear(xr, wr, b.detach());
+  ASSERT_EQ(y.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(y, exact, 1e-5, 1e-4));
+  ASSERT_EQ(y16.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(all_close(y16.to(torch::kFloat), exact, 1.0 / 128, 1e-3));  // within one bf16 rounding
+  (y * g).sum().backward();
+  const auto gr = bf16_round(g).reshape({-1, 20});
+  // The weight's gradient straight from an fp32-output product: the bf16 operands' exact product,
+  // not rounded to bf16 on the way (a rounded gradient would equal its own rounding).
+  const auto gw = gr.t().mm(xr.reshape({-1, 48}));
+  ASSERT_EQ(w.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(w.grad(), gw, 1e-5, 1e-4));
+  EXPECT_GT((w.grad() - bf16_round(w.grad())).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(all_close(b.grad(), g.reshape({-1, 20}).sum(0), 1e-5, 1e-4));  // the fp32 gradient, summed
+  ASSERT_EQ(x.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(x.grad(), gr.mm(wr).view({2, 33, 48}), 1e-5, 1e-4));
+  // A bf16 input (a LayerNorm's compute output) gets its gradient in bf16.
+  auto xb = torch::randn({7, 48}).to(torch::kBFloat16).requires_grad_();
+  {
+    PrecisionScope scope(Precision::bf16);
+    k::linear(xb, w, b).sum().backward();
+  }
+  ASSERT_TRUE(xb.grad().defined());
+  EXPECT_EQ(xb.grad().scalar_type(), torch::kBFloat16);
+}
+
 TEST(Precision, AutoIsBf16WhereTheDeviceHasItNatively) {
   EXPECT_EQ(k::resolve_precision("auto", torch::kCPU), k::bf16_native(torch::kCPU) ? Precision::bf16 : Precision::fp32);
   EXPECT_EQ(k::resolve_precision("fp32", torch::kCPU), Precision::fp32);

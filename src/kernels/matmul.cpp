@@ -19,59 +19,77 @@ torch::Tensor plain_or_copy(const torch::Tensor& t) {
   return plain_matrix(t) ? t : t.contiguous();
 }
 
-// oneDNN's fp32 matmul in both directions. Autograd's own mm backward would run ATen's GEMMs
-// (OpenBLAS), which are the slower kernel this dispatch exists to avoid. Two Functions, with and
+// A Linear layer's three products on oneDNN. In fp32, autograd's own mm backward would run
+// ATen's GEMMs (OpenBLAS), the slower kernel this dispatch exists to avoid. In bf16, ATen's addmm
+// first writes the broadcast bias into its output and the product then accumulates onto it: a
+// pass over every output that `moejet bench --floor` measured at 1.4-2.8x the product's own time
+// in a ViT-T step; here oneDNN adds the fp32 bias inside the product, and the weight's gradient
+// comes out of its product in fp32, not rounded to bf16 and cast back as autocast's does.
+// `compute`: bf16 products, and a bf16 result (ProductOut::compute). Two Functions, with and
 // without a bias, because autograd takes no undefined tensor as an input.
 torch::Tensor linear_forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                             const torch::Tensor& bias) {
-  auto x2 = plain_or_copy(x.reshape({-1, x.size(-1)}));
-  ctx->save_for_backward({x2, weight});
+                             const torch::Tensor& bias, bool bf16, bool compute) {
+  auto x2 = plain_or_copy((bf16 ? to_bf16(x) : x).reshape({-1, x.size(-1)}));
+  const auto w = bf16 ? to_bf16(weight) : weight;
+  ctx->save_for_backward({x2, w});
   ctx->saved_data["x_sizes"] = x.sizes().vec();
-  auto y = onednn_matmul(x2, weight.t(), bias);
+  ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(0);
+  auto y =
+      torch::empty({x2.size(0), weight.size(0)}, x.options().dtype(bf16 && compute ? torch::kBFloat16 : torch::kFloat));
+  onednn_matmul_out(x2, w.t(), bias, y);
   return y.view(sizes);
 }
 
-// Gradients of x, weight and (with_bias) bias.
+// Gradients of x (in x's dtype), weight and (with_bias) bias, the latter two in fp32.
 torch::autograd::variable_list linear_backward(torch::autograd::AutogradContext* ctx, const torch::Tensor& grad,
                                                bool with_bias) {
   auto saved = ctx->get_saved_variables();
   const auto& x2 = saved[0];
-  const auto& weight = saved[1];
-  auto gy = plain_or_copy(grad.reshape({-1, weight.size(0)}));
+  const auto& w = saved[1];
+  const bool bf16 = w.scalar_type() == torch::kBFloat16;
+  auto g = grad.reshape({-1, w.size(0)});
+  auto gy = plain_or_copy(bf16 ? to_bf16(g) : g);
   torch::autograd::variable_list out(with_bias ? 3 : 2);
   if (ctx->needs_input_grad(0)) {
-    out[0] = onednn_matmul(gy, weight).view(ctx->saved_data["x_sizes"].toIntVector());
+    const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
+    auto gx = torch::empty({gy.size(0), w.size(1)}, gy.options().dtype(x_type));
+    onednn_matmul_out(gy, w, {}, gx);
+    out[0] = gx.view(ctx->saved_data["x_sizes"].toIntVector());
   }
   if (ctx->needs_input_grad(1)) {
     out[1] = onednn_matmul(gy.t(), x2);
   }
   if (with_bias && ctx->needs_input_grad(2)) {
-    out[2] = gy.sum(0);
+    out[2] = g.sum(0, false, torch::kFloat);
   }
   return out;
 }
 
 struct OnednnLinearFn : torch::autograd::Function<OnednnLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& bias) {
-    return linear_forward(ctx, x, weight, bias);
+                               const torch::Tensor& weight, const torch::Tensor& bias, bool bf16, bool compute) {
+    return linear_forward(ctx, x, weight, bias, bf16, compute);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    return linear_backward(ctx, grads[0], true);
+    auto out = linear_backward(ctx, grads[0], true);
+    out.resize(5);  // none for the flags
+    return out;
   }
 };
 
 struct OnednnLinearNoBiasFn : torch::autograd::Function<OnednnLinearNoBiasFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight) {
-    return linear_forward(ctx, x, weight, torch::Tensor());
+                               const torch::Tensor& weight, bool bf16, bool compute) {
+    return linear_forward(ctx, x, weight, torch::Tensor(), bf16, compute);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    return linear_backward(ctx, grads[0], false);
+    auto out = linear_backward(ctx, grads[0], false);
+    out.resize(4);
+    return out;
   }
 };
 
@@ -101,13 +119,20 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   if (tracing()) {
     return torch::linear(x, weight, bias);
   }
-  if (use_bf16(x)) {
+  const bool bf16 = use_bf16(x);
+  // What onednn_matmul_supports asks of the operands as linear_forward hands them over.
+  if (onednn_available() && x.is_cpu() && weight.is_cpu() && x.dim() >= 1 && x.numel() > 0 && weight.dim() == 2 &&
+      weight.numel() > 0 && x.size(-1) == weight.size(1) && plain_matrix(weight) &&
+      weight.scalar_type() == torch::kFloat &&
+      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16) &&
+      (!bias.defined() || (bias.is_cpu() && bias.scalar_type() == torch::kFloat))) {
+    const bool compute = out == ProductOut::compute;
+    return bias.defined() ? OnednnLinearFn::apply(x, weight, bias, bf16, compute)
+                          : OnednnLinearNoBiasFn::apply(x, weight, bf16, compute);
+  }
+  if (bf16) {
     auto y = torch::linear(to_bf16(x), to_bf16(weight), to_bf16(bias));
     return out == ProductOut::compute ? y : to_fp32(y);
-  }
-  if (x.dim() >= 1 && x.numel() > 0 && x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
-      onednn_matmul_supports(x.reshape({-1, x.size(-1)}), weight.t())) {
-    return bias.defined() ? OnednnLinearFn::apply(x, weight, bias) : OnednnLinearNoBiasFn::apply(x, weight);
   }
   return torch::linear(x, weight, bias);
 }

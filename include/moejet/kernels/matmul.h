@@ -5,7 +5,9 @@
 //
 //   CPU, fp32, oneDNN built in   oneDNN matmul on the tensors' memory (kernels/onednn_matmul.h),
 //                                forward and both backward products
-//   bf16 (any device)            operands rounded to bf16, ATen's op in bf16 (oneDNN's bf16/AMX
+//   CPU, bf16, oneDNN, Linear    the same in bf16: operands rounded once, the fp32 bias added
+//                                inside the product, the weight's gradient returned in fp32
+//   bf16 (otherwise)             operands rounded to bf16, ATen's op in bf16 (oneDNN's bf16/AMX
 //                                kernels on the CPU, cuBLAS on CUDA), the result returned in fp32
 //   otherwise (CUDA fp32, ...)   ATen's op unchanged (cuBLAS)
 //
