@@ -255,4 +255,24 @@ TEST(Bf16Cast, RoundsToNearestEvenLikeAtenBothWaysWithGradients) {
   EXPECT_TRUE(torch::equal(k::to_bf16(t), t.to(torch::kBFloat16)));
 }
 
+TEST(Bf16Cast, SumsInFp32WithoutConvertingFirst) {
+  torch::manual_seed(5);
+  // Rows split over threads (one slice), one slice a thread (an expert's), a middle dim, a tail.
+  for (const auto& [sizes, dim] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
+           {{6304, 768}, 0}, {{98, 32, 768}, 1}, {{3, 5, 7}, 1}, {{3, 5, 7}, -1}, {{40000, 3}, 0}, {{5, 0}, 0}}) {
+    const auto x = torch::randn(sizes).to(torch::kBFloat16);
+    const auto s = k::sum_fp32(x, dim);
+    ASSERT_EQ(s.scalar_type(), torch::kFloat);
+    const auto ref = x.to(torch::kDouble).sum(dim).to(torch::kFloat);
+    ASSERT_EQ(s.sizes(), ref.sizes());
+    // fp32 accumulation of exact bf16 values: far inside a bf16 rounding of the result.
+    EXPECT_TRUE(all_close(s, ref, 1e-5, 1e-3)) << x.sizes() << " dim " << dim;
+  }
+  // fp32 and strided inputs take ATen's sum.
+  const auto f = torch::randn({9, 4});
+  EXPECT_TRUE(torch::allclose(k::sum_fp32(f, 0), f.sum(0)));
+  const auto t = torch::randn({4, 9}).to(torch::kBFloat16).t();
+  EXPECT_TRUE(all_close(k::sum_fp32(t, 0), t.to(torch::kFloat).sum(0), 1e-5, 1e-4));
+}
+
 }  // namespace

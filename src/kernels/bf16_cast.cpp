@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -10,6 +12,9 @@
 #endif
 
 #include <ATen/Parallel.h>
+#include <ATen/WrapDimUtils.h>
+
+#include "moejet/kernels/parallel.h"
 
 namespace moejet::kernels {
 
@@ -121,6 +126,66 @@ torch::Tensor to_bf16(const torch::Tensor& x) {
 
 torch::Tensor to_fp32(const torch::Tensor& x) {
   return cast(x, torch::kFloat);
+}
+
+torch::Tensor sum_fp32(const torch::Tensor& x, int64_t dim) {
+  dim = at::maybe_wrap_dim(dim, x.dim());
+  if (x.scalar_type() != torch::kBFloat16 || !x.is_cpu() || !x.is_contiguous()) {
+    return x.sum(dim, false, torch::kFloat);
+  }
+  // x as [outer, rows, inner]; the sum runs over rows.
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d) {
+    outer *= x.size(d);
+  }
+  for (int64_t d = dim + 1; d < x.dim(); ++d) {
+    inner *= x.size(d);
+  }
+  const int64_t rows = x.size(dim);
+  auto sizes = x.sizes().vec();
+  sizes.erase(sizes.begin() + dim);
+  auto out = torch::zeros(sizes, x.options().dtype(torch::kFloat));
+  if (out.numel() == 0 || rows == 0) {
+    return out;
+  }
+  const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  float* dst = out.data_ptr<float>();
+  // acc[0, inner) += rows r0..r1 of one [rows, inner] slice: bf16 widened exactly to fp32.
+  auto add_rows = [inner](const uint16_t* slice, int64_t r0, int64_t r1, float* acc) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint16_t* row = slice + r * inner;
+      for (int64_t i = 0; i < inner; ++i) {
+        const uint32_t bits = static_cast<uint32_t>(row[i]) << 16;
+        float v;
+        std::memcpy(&v, &bits, sizeof(float));
+        acc[i] += v;
+      }
+    }
+  };
+  if (outer > 1) {  // an expert's bias gradient: one slice a thread
+    parallel_chunks(outer, std::max<int64_t>(1, min_rows_per_thread(rows * inner)), [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        add_rows(src + o * rows * inner, 0, rows, dst + o * inner);
+      }
+    });
+    return out;
+  }
+  // One slice (a dense layer's bias gradient): the rows split over the threads, each summing into
+  // its own partial, the partials added after.
+  const int64_t parts =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / min_rows_per_thread(inner)));
+  std::vector<float> partial(static_cast<size_t>((parts - 1) * inner), 0.0f);
+  parallel_chunks(parts, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      add_rows(src, rows * p / parts, rows * (p + 1) / parts, p == 0 ? dst : partial.data() + (p - 1) * inner);
+    }
+  });
+  for (int64_t p = 1; p < parts; ++p) {
+    for (int64_t i = 0; i < inner; ++i) {
+      dst[i] += partial[static_cast<size_t>((p - 1) * inner + i)];
+    }
+  }
+  return out;
 }
 
 }  // namespace moejet::kernels

@@ -62,7 +62,7 @@ torch::autograd::variable_list linear_backward(torch::autograd::AutogradContext*
     out[1] = onednn_matmul(gy.t(), x2);
   }
   if (with_bias && ctx->needs_input_grad(2)) {
-    out[2] = g.sum(0, false, torch::kFloat);
+    out[2] = sum_fp32(g, 0);
   }
   return out;
 }

@@ -54,7 +54,7 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
     const auto gx_out = ctx->saved_data["x_bf16"].toBool() ? kernels::ProductOut::compute : kernels::ProductOut::fp32;
     auto gx = kernels::expert_bmm(gy, weight, {}, true, gx_out);  // [E, T, out] x [E, out, in]
     auto gw = kernels::expert_bmm(gy.transpose(1, 2), x);         // [E, out, T] x [E, T, in]
-    auto gb = gy.sum(1, false, torch::kFloat);                    // [E, out], summed in fp32
+    auto gb = kernels::sum_fp32(gy, 1);                           // [E, out], summed in fp32
     return {gx, gw, gb, torch::Tensor()};
   }
 };
