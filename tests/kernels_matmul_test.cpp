@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
+#include <cmath>
 
 #include "moejet/core/error.h"
 #include "moejet/kernels/bf16_cast.h"
@@ -245,6 +247,15 @@ TEST(Bf16Cast, RoundsToNearestEvenLikeAtenBothWaysWithGradients) {
   }
   auto ties = torch::tensor({1.00390625f, 1.01171875f, -2.0078125f, 3.4e38f, 1e-40f, 0.0f, -0.0f});
   EXPECT_TRUE(torch::equal(k::to_bf16(ties), ties.to(torch::kBFloat16)));
+  // The same in the vector body (whose instruction alone would flush denormals), with infinities.
+  auto body = torch::randn({64});
+  const std::vector<float> odd = {1e-40f, -1e-40f, 1.1e-38f, -0.0f, INFINITY, -INFINITY, 0.0f, 3e-39f};
+  for (size_t i = 0; i < odd.size(); ++i) {
+    body[static_cast<int64_t>(5 * i)] = odd[i];
+  }
+  EXPECT_TRUE(torch::equal(k::to_bf16(body).view(torch::kShort), body.to(torch::kBFloat16).view(torch::kShort)));
+  body[7] = NAN;
+  EXPECT_TRUE(k::to_fp32(k::to_bf16(body))[7].isnan().item<bool>());
   auto leaf = torch::randn({5, 7}).requires_grad_(true);
   auto y = k::to_fp32(k::to_bf16(leaf) * 2);
   y.sum().backward();

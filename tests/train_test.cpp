@@ -15,6 +15,8 @@
 #include "moejet/core/fs.h"
 #include "moejet/data/superclasses.h"
 #include "moejet/io/checkpoint_file.h"
+#include "moejet/kernels/bf16_cast.h"
+#include "moejet/kernels/bf16_weights.h"
 #include "moejet/kernels/precision.h"
 #include "moejet/models/model_config.h"
 #include "moejet/models/vit.h"
@@ -495,6 +497,50 @@ TEST(Trainer, ClassCountMismatchIsAConfigError) {
   auto cfg = tiny_config(dir.file("run"));
   cfg.model.as<models::VitConfig>().num_classes = 7;
   EXPECT_THROW(run_training(cfg, {}), ConfigError);
+}
+
+// The fused step writes the weights through their pointers, where ATen's in-place ops would bump
+// the version counter: without its own bump a graph that saved a weight would not notice the change,
+// and an evaluation after the step would multiply by the bf16 copy of the weights before it.
+TEST(FusedAdamW, BumpsTheVersionSoThatTheBf16CopyOfAWeightIsMadeAgain) {
+  torch::manual_seed(11);
+  auto w = torch::randn({48, 32}).requires_grad_(true);
+  FusedAdamW opt({w}, torch::optim::AdamWOptions(0.1));
+  const auto before = moejet::kernels::bf16_weight(w).clone();
+  const auto version = w._version();
+  w.mutable_grad() = torch::randn({48, 32});
+  opt.step();
+  EXPECT_GT(w._version(), version);
+  const auto after = moejet::kernels::bf16_weight(w);
+  EXPECT_TRUE(torch::equal(after.view(torch::kShort), moejet::kernels::to_bf16(w.detach()).view(torch::kShort)));
+  EXPECT_FALSE(torch::equal(after.view(torch::kShort), before.view(torch::kShort)));
+}
+
+// With a bf16 copy kept and nobody holding it, the step writes it: the next forward converts
+// nothing, and multiplies by exactly what a conversion would give.
+TEST(FusedAdamW, WritesTheBf16CopyOfAWeightAsItUpdatesIt) {
+  torch::manual_seed(12);
+  auto w = torch::randn({300, 70}).requires_grad_(true);
+  FusedAdamW opt({w}, torch::optim::AdamWOptions(0.05));
+  moejet::kernels::bf16_weight(w);  // a copy, held by nobody
+  for (int step = 0; step < 3; ++step) {
+    w.mutable_grad() = torch::randn({300, 70});
+    opt.step();
+    const auto conversions = moejet::kernels::bf16_weight_cache_stats().conversions;
+    const auto copy = moejet::kernels::bf16_weight(w);
+    EXPECT_EQ(moejet::kernels::bf16_weight_cache_stats().conversions, conversions) << "step " << step;
+    EXPECT_TRUE(torch::equal(copy.view(torch::kShort), moejet::kernels::to_bf16(w.detach()).view(torch::kShort)));
+  }
+  // A copy still held (a graph saved it) is not written: the next forward converts again.
+  auto held = moejet::kernels::bf16_weight(w);
+  const auto held_bits = held.clone();
+  w.mutable_grad() = torch::randn({300, 70});
+  opt.step();
+  EXPECT_TRUE(torch::equal(held.view(torch::kShort), held_bits.view(torch::kShort)));
+  const auto conversions = moejet::kernels::bf16_weight_cache_stats().conversions;
+  const auto copy = moejet::kernels::bf16_weight(w);
+  EXPECT_EQ(moejet::kernels::bf16_weight_cache_stats().conversions, conversions + 1);
+  EXPECT_TRUE(torch::equal(copy.view(torch::kShort), moejet::kernels::to_bf16(w.detach()).view(torch::kShort)));
 }
 
 TEST(FusedAdamW, MatchesTorchAdamWAndSharesItsStateFormat) {

@@ -21,11 +21,29 @@ namespace moejet::kernels {
 namespace {
 
 #ifdef MOEJET_X86_BF16
+// Lanes of x that are denormal (|x|'s bits in [1, 0x7fffff]) or NaN (above 0x7f800000).
+__attribute__((target("avx512f"))) inline __mmask16 denormal_or_nan(__m512 x) {
+  const __m512i a = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
+  return static_cast<__mmask16>(
+      _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fffff)) |
+      _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7f800000)));
+}
+
+// VCVTNE2PS2BF16 rounds to nearest even as ATen (c10::BFloat16) does, but for denormals, which it
+// flushes to zero, and NaNs, whose payload it keeps: those lanes, rare, are redone as ATen does,
+// so that the result never depends on the path (kernels::adamw_update writes weights' bf16
+// copies with ATen's rounding too).
 __attribute__((target("avx512f,avx512bf16"))) void fp32_to_bf16_avx512(const float* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    const __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
+    const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
     _mm512_storeu_si512(reinterpret_cast<void*>(dst + i), reinterpret_cast<__m512i>(v));
+    if ((denormal_or_nan(lo) | denormal_or_nan(hi)) != 0) {
+      for (int64_t j = i; j < i + 32; ++j) {
+        dst[j] = c10::BFloat16(src[j]).x;
+      }
+    }
   }
   for (; i < n; ++i) {
     dst[i] = c10::BFloat16(src[i]).x;
@@ -67,8 +85,10 @@ bool fast_path(const torch::Tensor& x) {
 #endif
 }
 
-// At least 64 K values per thread: below that a thread costs more than it saves. ATen's (OpenMP)
-// pool, the one oneDNN's products run on, so that the two never compete for the cores.
+// At least 64 K values per thread: below that a thread costs more than it saves. On the OpenMP team
+// that oneDNN's products run on (kernels/parallel.h), so that the two never compete for the cores.
+// Not at::parallel_for: its OpenMP branch is in a header, and this file is compiled without
+// OpenMP, so it ran on one thread (2.5x ATen's own conversion on 2 cores).
 constexpr int64_t kMinChunk = 1 << 16;
 
 torch::Tensor convert(const torch::Tensor& x, torch::ScalarType to) {
@@ -78,18 +98,14 @@ torch::Tensor convert(const torch::Tensor& x, torch::ScalarType to) {
 #ifdef MOEJET_X86_BF16
   if (fast_path(x) && x.scalar_type() == torch::kFloat && to == torch::kBFloat16) {
     auto out = torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16));
-    const float* src = x.data_ptr<float>();
-    auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr());
-    at::parallel_for(0, x.numel(), kMinChunk,
-                     [&](int64_t b, int64_t e) { fp32_to_bf16_avx512(src + b, dst + b, e - b); });
+    to_bf16_into(x, out);
     return out;
   }
   if (fast_path(x) && x.scalar_type() == torch::kBFloat16 && to == torch::kFloat) {
     auto out = torch::empty(x.sizes(), x.options().dtype(torch::kFloat));
     const auto* src = reinterpret_cast<const uint16_t*>(x.data_ptr());
     float* dst = out.data_ptr<float>();
-    at::parallel_for(0, x.numel(), kMinChunk,
-                     [&](int64_t b, int64_t e) { bf16_to_fp32_avx512(src + b, dst + b, e - b); });
+    parallel_chunks(x.numel(), kMinChunk, [&](int64_t b, int64_t e) { bf16_to_fp32_avx512(src + b, dst + b, e - b); });
     return out;
   }
 #endif
@@ -119,6 +135,23 @@ torch::Tensor cast(const torch::Tensor& x, torch::ScalarType to) {
 }
 
 }  // namespace
+
+void to_bf16_into(const torch::Tensor& x, torch::Tensor& out) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && out.scalar_type() == torch::kBFloat16 && out.is_contiguous() &&
+                  out.sizes() == x.sizes() && out.device() == x.device(),
+              "to_bf16_into: expected an fp32 source and a contiguous bf16 destination of its sizes, got ",
+              x.scalar_type(), " ", x.sizes(), " into ", out.scalar_type(), " ", out.sizes());
+#ifdef MOEJET_X86_BF16
+  if (fast_path(x)) {
+    const float* src = x.data_ptr<float>();
+    auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr());
+    parallel_chunks(x.numel(), kMinChunk, [&](int64_t b, int64_t e) { fp32_to_bf16_avx512(src + b, dst + b, e - b); });
+    return;
+  }
+#endif
+  torch::NoGradGuard no_grad;
+  out.copy_(x);
+}
 
 torch::Tensor to_bf16(const torch::Tensor& x) {
   return cast(x, torch::kBFloat16);

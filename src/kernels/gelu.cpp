@@ -4,6 +4,7 @@
 
 #include "avx512_rows.h"
 #include "moejet/kernels/bf16_cast.h"
+#include "moejet/kernels/bf16_weights.h"
 #include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/parallel.h"
 #include "moejet/kernels/tracing.h"
@@ -128,7 +129,7 @@ struct GeluLinearFn : torch::autograd::Function<GeluLinearFn> {
     auto y = torch::empty_like(x), dy = torch::empty_like(x);
     gelu_forward(x, y, dy);
     // The products' operand: bf16 under bf16 products.
-    const auto w = x.scalar_type() == torch::kBFloat16 ? to_bf16(weight) : weight;
+    const auto w = x.scalar_type() == torch::kBFloat16 ? bf16_weight(weight) : weight;
     auto out = torch::empty({x.size(0), D}, x.options().dtype(torch::kFloat));
     onednn_matmul_out(y, w.t(), bias, out);
     ctx->save_for_backward({y, dy, w});
@@ -161,7 +162,7 @@ struct GeluLinearFn : torch::autograd::Function<GeluLinearFn> {
   }
 };
 
-bool fused(const torch::Tensor& x) {
+bool gelu_fused(const torch::Tensor& x) {
 #ifdef MOEJET_X86_AVX512
   return !tracing() && avx512_rows::cpu_has_avx512_rows() && x.is_cpu() &&
          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16);
@@ -174,7 +175,7 @@ bool fused(const torch::Tensor& x) {
 }  // namespace
 
 torch::Tensor gelu(const torch::Tensor& x) {
-  if (fused(x)) {
+  if (gelu_fused(x)) {
     if (torch::GradMode::is_enabled() && x.requires_grad()) {
       return GeluFn::apply(x);
     }
@@ -188,7 +189,7 @@ torch::Tensor gelu(const torch::Tensor& x) {
 }
 
 bool fused_gelu_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  return fused(x) && onednn_available() && torch::GradMode::is_enabled() && x.dim() >= 2 && x.numel() > 0 &&
+  return gelu_fused(x) && onednn_available() && torch::GradMode::is_enabled() && x.dim() >= 2 && x.numel() > 0 &&
          weight.dim() == 2 && weight.size(1) == x.size(-1) && weight.scalar_type() == torch::kFloat &&
          weight.is_cpu() && bias.defined() && bias.scalar_type() == torch::kFloat && bias.is_cpu();
 }

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "moejet/kernels/bf16_cast.h"
+#include "moejet/kernels/bf16_weights.h"
 #include "moejet/kernels/onednn_matmul.h"
 #include "moejet/kernels/tracing.h"
 
@@ -30,7 +31,7 @@ torch::Tensor plain_or_copy(const torch::Tensor& t) {
 torch::Tensor linear_forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                              const torch::Tensor& bias, bool bf16, bool compute) {
   auto x2 = plain_or_copy((bf16 ? to_bf16(x) : x).reshape({-1, x.size(-1)}));
-  const auto w = bf16 ? to_bf16(weight) : weight;
+  const auto w = bf16 ? bf16_weight(weight) : weight;
   ctx->save_for_backward({x2, w});
   ctx->saved_data["x_sizes"] = x.sizes().vec();
   ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());

@@ -13,7 +13,7 @@ namespace moejet::kernels {
 
 namespace {
 
-bool fused(const torch::Tensor& x) {
+bool rows_fused(const torch::Tensor& x) {
   return !tracing() && x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() >= 1 && x.size(-1) > 0;
 }
 
@@ -107,7 +107,7 @@ struct RowSoftmaxFn : torch::autograd::Function<RowSoftmaxFn> {
 }  // namespace
 
 torch::Tensor l2_normalize(const torch::Tensor& x, double eps, bool additive) {
-  if (fused(x)) {
+  if (rows_fused(x)) {
     return L2NormalizeFn::apply(x, eps, additive);
   }
   if (additive) {
@@ -117,7 +117,7 @@ torch::Tensor l2_normalize(const torch::Tensor& x, double eps, bool additive) {
 }
 
 torch::Tensor row_softmax(const torch::Tensor& x) {
-  if (fused(x)) {
+  if (rows_fused(x)) {
     return RowSoftmaxFn::apply(x);
   }
   return torch::softmax(x, -1);

@@ -120,6 +120,7 @@ void Distributed::broadcast(const std::vector<torch::Tensor>& tensors) {
     for (const auto& t : tensors) {
       std::vector<torch::Tensor> v{t.data()};
       impl_->pg->broadcast(v)->wait();
+      torch::autograd::impl::bump_version(t);  // written by the backend, unseen by ATen
     }
   });
 }

@@ -1,6 +1,7 @@
 #include "moejet/train/fused_adamw.h"
 
 #include "moejet/kernels/adamw.h"
+#include "moejet/kernels/bf16_weights.h"
 #include "moejet/kernels/parallel.h"
 
 #include <algorithm>
@@ -82,8 +83,17 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const float* gp = grad.data_ptr<float>();
       float* mp = m.data_ptr<float>();
       float* vp = v.data_ptr<float>();
-      auto update = [=](int64_t begin, int64_t end) { kernels::adamw_update(pp, gp, mp, vp, begin, end, c); };
+      // p's copy for bf16 products, when one is kept, written here with p at hand: the forward then
+      // does not read p again to convert it.
+      uint16_t* pb = kernels::bf16_weight_to_write(p);
+      auto update = [=](int64_t begin, int64_t end) { kernels::adamw_update(pp, gp, mp, vp, begin, end, c, pb); };
       kernels::parallel_chunks(p.numel(), int64_t{1} << 18, update);
+      // Written through its pointer, which ATen does not see: bumped as an in-place op would, so
+      // that a graph that saved p refuses it and a bf16 copy not written above is made again.
+      torch::autograd::impl::bump_version(p);
+      if (pb != nullptr) {
+        kernels::bf16_weight_written(p);
+      }
     }
   }
   return loss;

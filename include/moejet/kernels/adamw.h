@@ -19,6 +19,9 @@ struct AdamWCoefficients {
 
 /// For i in [begin, end): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 /// p = p * decay - step_size * m / (sqrt(v) / sqrt(bc2) + eps). torch::optim::AdamW's maths.
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamWCoefficients& c);
+/// With p_bf16, also p_bf16 = p rounded to bf16 as kernels::to_bf16 rounds it (a parameter's copy
+/// for bf16 products, kernels/bf16_weights.h), written while p is at hand.
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamWCoefficients& c,
+                  uint16_t* p_bf16 = nullptr);
 
 }  // namespace moejet::kernels

@@ -13,6 +13,10 @@ namespace moejet::kernels {
 /// x as bf16 (x itself when already bf16); the gradient flows back as x's dtype.
 torch::Tensor to_bf16(const torch::Tensor& x);
 
+/// x's values rounded to bf16 into `out` (contiguous, bf16, x's sizes), as to_bf16 rounds them.
+/// Not differentiable.
+void to_bf16_into(const torch::Tensor& x, torch::Tensor& out);
+
 /// x as fp32 (x itself when already fp32); the gradient flows back as x's dtype.
 torch::Tensor to_fp32(const torch::Tensor& x);
 
