@@ -379,6 +379,13 @@ TEST(Trainer, ResumeContinuesExactlyAsAnUninterruptedRun) {
   io::read_safetensors(dir.file("full/last.safetensors"), &meta);
   auto cfg = models::vit_config_from_json(models::model_config_from_metadata(meta));
   EXPECT_EQ(cfg.embed_dim, 16);
+  EXPECT_EQ(meta.at("moejet.step"), "9");
+  // When the last evaluation was the best, best.safetensors was written at that same step, and
+  // last.safetensors is another name for it (no second write of the same bytes).
+  io::Metadata best_meta;
+  io::read_safetensors(dir.file("full/best.safetensors"), &best_meta);
+  EXPECT_EQ(std::filesystem::equivalent(dir.file("full/last.safetensors"), dir.file("full/best.safetensors")),
+            best_meta.at("moejet.step") == "9");
 }
 
 TEST(Trainer, Bf16TrainsAsWellAsFp32AndWritesFp32Checkpoints) {

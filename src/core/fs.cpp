@@ -51,6 +51,21 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
   }
 }
 
+void link_atomic(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp." + std::to_string(::getpid());
+  std::remove(tmp.c_str());
+  if (::link(from.c_str(), tmp.c_str()) == 0) {
+    if (std::rename(tmp.c_str(), to.c_str()) != 0) {
+      const int err = errno;
+      std::remove(tmp.c_str());
+      throw Error(fmt::format("{}: cannot rename into place: {}", to, std::strerror(err)));
+    }
+    return;
+  }
+  const auto bytes = read_file_bytes(from);
+  write_atomic(to, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
+}
+
 namespace {
 
 std::ifstream open_file(const std::string& path, std::ios::openmode mode) {

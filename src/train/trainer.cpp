@@ -559,6 +559,7 @@ class Trainer {
       if (r.top1 > state_.best_top1) {
         state_.best_top1 = r.top1;
         save_model_checkpoint(run_->best(), *model_, model_json_, state_, checkpoint_extra_);
+        best_step_ = state_.step;
       }
       write_json_file(run_->file("eval.json"), r.to_json(eval_ds_->class_names()));
       checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
@@ -582,7 +583,11 @@ class Trainer {
       // run to it (see run_dir.h), so a kill anywhere leaves a pair that resumes.
       save_train_state(run_->state_for(state_.step), *opt_.optimizer, state_);
       fault_point("state-written", state_.step);
-      save_model_checkpoint(run_->last(), *model_, model_json_, state_, checkpoint_extra_);
+      if (best_step_ == state_.step) {  // the same bytes, just written: the run's end, mostly
+        link_atomic(run_->best(), run_->last());
+      } else {
+        save_model_checkpoint(run_->last(), *model_, model_json_, state_, checkpoint_extra_);
+      }
       fault_point("weights-written", state_.step);
       run_->prune_states(state_.step);
       checkpoint_seconds_ += seconds_between(t0, std::chrono::steady_clock::now());
@@ -642,6 +647,7 @@ class Trainer {
   bool stop_ = false;
   const std::chrono::steady_clock::time_point created_;
   double images_seen_ = 0, train_seconds_ = 0, eval_seconds_ = 0, checkpoint_seconds_ = 0;
+  int64_t best_step_ = -1;  // the step whose weights best() holds, when this process wrote them
 };
 
 }  // namespace

@@ -16,6 +16,12 @@ namespace moejet {
 /// `path` (if any) is untouched.
 void write_atomic(const std::string& path, const std::function<void(std::ostream&)>& writer);
 
+/// Makes `to` another name for the file `from` as it is now: a hard link, made under a temporary
+/// name and renamed over `to` (no bytes written). Both are only ever replaced whole (write_atomic),
+/// never changed in place, so a later write of either leaves the other as it was. Where the file
+/// system has no hard links, the bytes are copied through write_atomic.
+void link_atomic(const std::string& from, const std::string& to);
+
 /// Reads a whole file; throws moejet::Error naming the file if it cannot be opened.
 std::vector<char> read_file_bytes(const std::string& path);
 
