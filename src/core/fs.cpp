@@ -17,13 +17,22 @@ namespace moejet {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Where write_atomic and link_atomic prepare `path` before renaming it into place.
+std::string temporary_path(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+}  // namespace
+
 void write_atomic(const std::string& path, const std::function<void(std::ostream&)>& writer) {
   fs::path target(path);
   if (target.has_parent_path()) {
     std::error_code ec;
     fs::create_directories(target.parent_path(), ec);
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = temporary_path(path);
   try {
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -52,7 +61,7 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
 }
 
 void link_atomic(const std::string& from, const std::string& to) {
-  const std::string tmp = to + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = temporary_path(to);
   std::remove(tmp.c_str());
   if (::link(from.c_str(), tmp.c_str()) == 0) {
     if (std::rename(tmp.c_str(), to.c_str()) != 0) {

@@ -37,6 +37,13 @@ bool cacheable(const torch::Tensor& w) {
          w.requires_grad() && !w.is_inference();
 }
 
+// The copy may be written in place for p: it has p's sizes, and no tensor handed out still shares
+// its storage (an autograd graph that saved it), whose values must not change under it.
+bool writable_for(const Copy& copy, const torch::Tensor& p) {
+  return copy.bf16.defined() && copy.bf16.sizes() == p.sizes() && copy.bf16.storage().use_count() == 1 &&
+         copy.bf16.use_count() == 1;
+}
+
 torch::Tensor convert_now(const torch::Tensor& w) {
   torch::NoGradGuard no_grad;
   return to_bf16(w);
@@ -65,15 +72,10 @@ torch::Tensor bf16_weight(const torch::Tensor& w) {
   }
   auto& copy = c.copies[impl];
   torch::NoGradGuard no_grad;
-  // In place only when no tensor handed out still shares the copy's storage (an autograd graph
-  // that saved it): what it saw must not change under it.
-  if (copy.bf16.defined() && copy.bf16.sizes() == w.sizes() && copy.bf16.storage().use_count() == 1 &&
-      copy.bf16.use_count() == 1) {
-    to_bf16_into(w, copy.bf16);
-  } else {
+  if (!writable_for(copy, w)) {
     copy.bf16 = torch::empty(w.sizes(), w.options().dtype(torch::kBFloat16));
-    to_bf16_into(w, copy.bf16);
   }
+  to_bf16_into(w, copy.bf16);
   copy.owner = c10::weak_intrusive_ptr<c10::TensorImpl>(w.getIntrusivePtr());
   copy.data = w.data_ptr();
   copy.version = w._version();
@@ -91,8 +93,7 @@ uint16_t* bf16_weight_to_write(const torch::Tensor& p) {
     return nullptr;
   }
   auto& copy = it->second;
-  if (copy.data != p.data_ptr() || copy.bf16.sizes() != p.sizes() || copy.bf16.storage().use_count() != 1 ||
-      copy.bf16.use_count() != 1) {
+  if (copy.data != p.data_ptr() || !writable_for(copy, p)) {
     return nullptr;
   }
   copy.version = -1;  // stale until bf16_weight_written
