@@ -2,6 +2,8 @@
 // batched products through kernels::matmul, softmax, heads merged by a copy), forward and
 // backward, on ViT-T's attention at batch 32: qkv [32, 197, 576], 3 heads of 64, fp32 and bf16.
 //
+// "Ours" is what kernels::attention picks here; HeadsInPlace and HeadsCopied time both layouts.
+//
 //   build/bench/moejet_bench --benchmark_filter=Attention
 
 #include <cmath>
@@ -44,9 +46,9 @@ void attention_forward_backward(benchmark::State& state, k::Precision precision,
                             6.0 * 2 * kAttnBatch * kAttnHeads * kAttnTokens * kAttnTokens * (kAttnDim / kAttnHeads));
 }
 
-void attention_fused(benchmark::State& s, k::Precision p) {
+void attention_fused(benchmark::State& s, k::Precision p, k::AttentionHeads layout = k::AttentionHeads::automatic) {
   attention_forward_backward(
-      s, p, [](const torch::Tensor& qkv, double scale) { return k::attention(qkv, kAttnHeads, scale); });
+      s, p, [layout](const torch::Tensor& qkv, double scale) { return k::attention(qkv, kAttnHeads, scale, layout); });
 }
 void attention_ops(benchmark::State& s, k::Precision p) {
   attention_forward_backward(s, p, attention_tensor_ops);
@@ -63,10 +65,27 @@ void BM_Attention_Bf16_Ours(benchmark::State& s) {
 void BM_Attention_Bf16_TensorOps(benchmark::State& s) {
   attention_ops(s, k::Precision::bf16);
 }
+// Both layouts of the heads, whichever "Ours" takes on this machine (kernels::attention_heads_for).
+void BM_Attention_Fp32_HeadsInPlace(benchmark::State& s) {
+  attention_fused(s, k::Precision::fp32, k::AttentionHeads::in_place);
+}
+void BM_Attention_Fp32_HeadsCopied(benchmark::State& s) {
+  attention_fused(s, k::Precision::fp32, k::AttentionHeads::copied);
+}
+void BM_Attention_Bf16_HeadsInPlace(benchmark::State& s) {
+  attention_fused(s, k::Precision::bf16, k::AttentionHeads::in_place);
+}
+void BM_Attention_Bf16_HeadsCopied(benchmark::State& s) {
+  attention_fused(s, k::Precision::bf16, k::AttentionHeads::copied);
+}
 
 BENCHMARK(BM_Attention_Fp32_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Attention_Fp32_TensorOps)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Attention_Bf16_Ours)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Attention_Bf16_TensorOps)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Attention_Fp32_HeadsInPlace)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Attention_Fp32_HeadsCopied)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Attention_Bf16_HeadsInPlace)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Attention_Bf16_HeadsCopied)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -23,6 +23,13 @@ double max_error(const torch::Tensor& a, const torch::Tensor& reference) {
   return (a.to(torch::kDouble) - reference).abs().max().item<double>();
 }
 
+// Both layouts run on every machine, whichever attention_heads_for picks here.
+constexpr k::AttentionHeads kLayouts[] = {k::AttentionHeads::in_place, k::AttentionHeads::copied};
+
+const char* name(k::AttentionHeads layout) {
+  return layout == k::AttentionHeads::copied ? "heads copied" : "heads in place";
+}
+
 }  // namespace
 
 TEST(Attention, Fp32MatchesTheTensorOpsInDoubleWithGradients) {
@@ -41,12 +48,15 @@ TEST(Attention, Fp32MatchesTheTensorOpsInDoubleWithGradients) {
     const auto g = torch::randn({c.B, c.N, c.heads * c.hd});
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.hd));
     ASSERT_TRUE(k::fused_attention(qkv));
-    const auto fused = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, c.heads, scale); });
     const auto ref = output_and_grad(qkv.to(torch::kDouble), g,
                                      [&](const torch::Tensor& x) { return attention_ops(x, c.heads, scale); });
-    EXPECT_EQ(fused.out.scalar_type(), torch::kFloat);
-    EXPECT_TRUE(all_close(fused.out, ref.out, 1e-4, 1e-5)) << c.N << " tokens";
-    EXPECT_TRUE(all_close(fused.grad, ref.grad, 1e-3, 1e-4)) << c.N << " tokens";
+    for (const auto layout : kLayouts) {
+      const auto fused =
+          output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, c.heads, scale, layout); });
+      EXPECT_EQ(fused.out.scalar_type(), torch::kFloat);
+      EXPECT_TRUE(all_close(fused.out, ref.out, 1e-4, 1e-5)) << c.N << " tokens, " << name(layout);
+      EXPECT_TRUE(all_close(fused.grad, ref.grad, 1e-3, 1e-4)) << c.N << " tokens, " << name(layout);
+    }
   }
   // Scores in the hundreds, where an exp without the row's max taken off would overflow: as
   // close to double as the fp32 tensor ops (whose scores carry the same rounding).
@@ -71,20 +81,43 @@ TEST(Attention, Bf16IsAtLeastAsCloseToDoubleAsTheBf16TensorOps) {
   const auto qkv = torch::randn({4, 197, 3 * 192}).to(torch::kBFloat16);
   const auto g = torch::randn({4, 197, 192});
   const double scale = 0.125;
-  const auto fused = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, heads, scale); });
   // The tensor ops this kernel replaced ran every product and the softmax on bf16 tensors.
   const auto ops = output_and_grad(qkv, g, [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
   const auto ref = output_and_grad(qkv.to(torch::kDouble), g.to(torch::kBFloat16).to(torch::kDouble),
                                    [&](const torch::Tensor& x) { return attention_ops(x, heads, scale); });
-  EXPECT_EQ(fused.out.scalar_type(), torch::kBFloat16);
-  EXPECT_EQ(fused.grad.scalar_type(), torch::kBFloat16);
-  const double out_err = max_error(fused.out, ref.out), ops_out_err = max_error(ops.out, ref.out);
-  const double grad_err = max_error(fused.grad, ref.grad), ops_grad_err = max_error(ops.grad, ref.grad);
-  EXPECT_LE(out_err, ops_out_err * 1.05) << "fused " << out_err << ", tensor ops " << ops_out_err;
-  EXPECT_LE(grad_err, ops_grad_err * 1.05) << "fused " << grad_err << ", tensor ops " << ops_grad_err;
-  // And both are bf16-close: a few units in the last place of values of order 1.
-  EXPECT_LT(out_err, 0.05);
-  EXPECT_LT(grad_err, 0.1 * ref.grad.abs().max().item<double>());
+  const double ops_out_err = max_error(ops.out, ref.out), ops_grad_err = max_error(ops.grad, ref.grad);
+  for (const auto layout : kLayouts) {
+    const auto fused =
+        output_and_grad(qkv, g, [&](const torch::Tensor& x) { return k::attention(x, heads, scale, layout); });
+    EXPECT_EQ(fused.out.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(fused.grad.scalar_type(), torch::kBFloat16);
+    const double out_err = max_error(fused.out, ref.out), grad_err = max_error(fused.grad, ref.grad);
+    EXPECT_LE(out_err, ops_out_err * 1.05) << name(layout) << ": " << out_err << ", tensor ops " << ops_out_err;
+    EXPECT_LE(grad_err, ops_grad_err * 1.05) << name(layout) << ": " << grad_err << ", tensor ops " << ops_grad_err;
+    // And both are bf16-close: a few units in the last place of values of order 1.
+    EXPECT_LT(out_err, 0.05);
+    EXPECT_LT(grad_err, 0.1 * ref.grad.abs().max().item<double>());
+  }
+}
+
+// Copied heads are for AMX: there oneDNN runs the batched products of dense heads on its AMX
+// kernels, and those of heads in place on one without (3x slower in all, measured). Elsewhere the
+// copies buy nothing and bf16 stays in place, as fp32 does everywhere.
+TEST(Attention, Bf16CopiesTheHeadsExactlyWhereTheirProductsRunOnAmx) {
+  if (!k::onednn_available()) {
+    GTEST_SKIP() << "built without oneDNN";
+  }
+  EXPECT_EQ(k::attention_heads_for(torch::kFloat), k::AttentionHeads::in_place);
+  EXPECT_EQ(k::attention_heads_for(torch::kBFloat16),
+            k::onednn_amx() ? k::AttentionHeads::copied : k::AttentionHeads::in_place);
+  if (!k::onednn_amx()) {
+    GTEST_SKIP() << "no AMX here: nothing more to check";
+  }
+  const auto qkv5 = torch::randn({4, 197, 3, 3, 64}).to(torch::kBFloat16);
+  const auto in_place = qkv5.permute({2, 0, 3, 1, 4});
+  const auto copied = in_place.contiguous();
+  EXPECT_NE(k::onednn_matmul_impl(copied[0], copied[1].transpose(-2, -1)).find("amx"), std::string::npos);
+  EXPECT_EQ(k::onednn_matmul_impl(in_place[0], in_place[1].transpose(-2, -1)).find("amx"), std::string::npos);
 }
 
 TEST(Attention, OtherDtypesAreLeftToTheTensorOpsAndBadShapesNamed) {

@@ -29,6 +29,22 @@ bool onednn_available() {
 #endif
 }
 
+bool onednn_amx() {
+#ifdef MOEJET_HAVE_ONEDNN
+  static const bool amx = [] {
+    if (!onednn_available()) {
+      return false;
+    }
+    // The ISA enum is a set of bits, each ISA's value a superset of those it extends.
+    const auto bits = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & bits) == bits;
+  }();
+  return amx;
+#else
+  return false;
+#endif
+}
+
 bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b) {
   if (!onednn_available() || !a.defined() || !b.defined() || !a.is_cpu() || !b.is_cpu()) {
     return false;

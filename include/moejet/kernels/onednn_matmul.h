@@ -15,6 +15,11 @@ namespace moejet::kernels {
 /// True when oneDNN is compiled in and not turned off by MOEJET_ONEDNN=0.
 bool onednn_available();
 
+/// True when oneDNN runs bf16 products on AMX tiles here (Sapphire Rapids and later). Its AMX
+/// kernels (brgemm) take only matrices whose batch dims are dense; a batched product of strided
+/// views (attention heads in place) falls to a kernel without AMX.
+bool onednn_amx();
+
 /// Whether a tensor's last two dims are a row- or column-major matrix (either may have stride 1;
 /// a size-1 dim's stride is arbitrary), the layouts onednn_matmul describes without a copy.
 bool plain_matrix(const torch::Tensor& t);
