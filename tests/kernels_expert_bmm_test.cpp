@@ -5,6 +5,7 @@
 #include "moejet/kernels/blas.h"
 #include "moejet/kernels/expert_bmm.h"
 #include "moejet/kernels/onednn_matmul.h"
+#include "moejet/kernels/precision.h"
 #include "test_util.h"
 
 namespace {
@@ -102,6 +103,36 @@ TEST(ExpertBmm, BatchedMatmulGradientsMatchTorchBmm) {
   auto c = b0.clone().requires_grad_(true);
   batched_matmul(a0, c).sum().backward();
   EXPECT_TRUE(c.grad().defined());
+}
+
+// Soft routing's slots, [E, B, D] viewed out of [B, E, D]: rounded as to_bf16 rounds them; where
+// oneDNN has AMX a dense batch, which its AMX kernels take and the strided one is not given to.
+TEST(ExpertBmm, Bf16BatchOperandIsDenseWhereOnednnHasAmx) {
+  namespace k = moejet::kernels;
+  torch::manual_seed(2);
+  const auto slots = torch::randn({32, 12, 64}).permute({1, 0, 2});
+  const auto op = k::bf16_batch_operand(slots);
+  EXPECT_EQ(op.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(op, slots.to(torch::kBFloat16)));
+  EXPECT_EQ(op.is_contiguous(), k::onednn_amx());
+  if (k::onednn_amx()) {
+    const auto w = torch::randn({12, 64, 48}).to(torch::kBFloat16);
+    EXPECT_NE(k::onednn_matmul_impl(op, w).find("amx"), std::string::npos);
+    EXPECT_EQ(k::onednn_matmul_impl(slots.to(torch::kBFloat16), w).find("amx"), std::string::npos)
+        << "oneDNN now runs the strided batch on AMX: the copy may no longer be needed";
+  }
+  // The batched product of that view and its gradients, in bf16: within bf16 rounding of fp32.
+  k::PrecisionScope scope(k::Precision::bf16);
+  auto base = torch::randn({32, 12, 64}).requires_grad_(true);
+  auto b = torch::randn({12, 64, 8}).requires_grad_(true);
+  const auto g = torch::randn({12, 32, 8});
+  const auto a = base.permute({1, 0, 2});
+  const auto y = batched_matmul(a, b);
+  (y * g).sum().backward();
+  const auto a0 = a.detach(), b0 = b.detach();
+  EXPECT_TRUE(all_close(y, torch::bmm(a0, b0), 2e-2, 1e-1));
+  EXPECT_TRUE(all_close(base.grad().permute({1, 0, 2}), torch::bmm(g, b0.transpose(1, 2)), 2e-2, 1e-1));
+  EXPECT_TRUE(all_close(b.grad(), torch::bmm(a0.transpose(1, 2), g), 2e-2, 1e-1));
 }
 
 }  // namespace

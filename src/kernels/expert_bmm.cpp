@@ -159,13 +159,19 @@ torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const t
   return out;
 }
 
+torch::Tensor bf16_batch_operand(const torch::Tensor& t) {
+  // Without AMX no copy: oneDNN's kernel for the strided batch uses the instructions its others
+  // would (attention's heads ran fastest in place there, kernels/attention.h).
+  return to_bf16(onednn_amx() ? t.contiguous() : t);
+}
+
 namespace {
 
 struct BatchedMatmulFn : torch::autograd::Function<BatchedMatmulFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
     // In bf16, the rounded operands are what backward multiplies by: saved once, not re-cast.
     const bool bf16 = gemm_precision() == Precision::bf16;
-    const auto as = bf16 ? to_bf16(a) : a, bs = bf16 ? to_bf16(b) : b;
+    const auto as = bf16 ? bf16_batch_operand(a) : a, bs = bf16 ? bf16_batch_operand(b) : b;
     ctx->save_for_backward({as, bs});
     return expert_bmm(as, bs);
   }

@@ -39,9 +39,7 @@ struct BatchedLinearFn : torch::autograd::Function<BatchedLinearFn> {
     // In bf16, backward multiplies by the same rounded operands: saved once (half the memory),
     // not re-cast; the weights' gradient still comes back fp32 for the fp32 master weights.
     const bool bf16 = kernels::gemm_precision() == kernels::Precision::bf16;
-    // The rounded x is a dense [E, T, in] batch whatever x's strides (soft routing's slots arrive as
-    // a transposed view of the dispatch product): oneDNN's AMX kernels take dense batches only.
-    const auto xs = bf16 ? kernels::to_bf16(x.contiguous()) : x, ws = bf16 ? kernels::bf16_weight(weight) : weight;
+    const auto xs = bf16 ? kernels::bf16_batch_operand(x) : x, ws = bf16 ? kernels::bf16_weight(weight) : weight;
     ctx->save_for_backward({xs, ws});
     ctx->saved_data["x_bf16"] = x.scalar_type() == torch::kBFloat16;
     return kernels::expert_bmm(xs, ws.transpose(1, 2), bias, true,

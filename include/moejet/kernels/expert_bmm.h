@@ -26,6 +26,15 @@ namespace moejet::kernels {
 torch::Tensor expert_bmm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = torch::Tensor(),
                          bool thread_per_matrix = true, ProductOut out = ProductOut::fp32);
 
+/// `t` rounded to bf16 as an operand of a batched product; where oneDNN has AMX (onednn_amx()),
+/// laid out as a dense batch, the only batch layout its AMX kernels take. Soft routing's slots and
+/// expert outputs arrive as transposed views ([E, B, D] of a [B, E, D] tensor), which oneDNN ran
+/// on gemm:jit, without AMX (V-JetMoE-T's expert products 1.4-2x their time on the dense batch).
+/// The forward products take their operands through it; their backward takes the gradients as
+/// they come (made dense too, the V-JetMoE-T bf16 step was 4% slower in six alternating pairs).
+/// Not differentiable.
+torch::Tensor bf16_batch_operand(const torch::Tensor& t);
+
 /// Differentiable a [E, M, K] x b [E, K, N] on expert_bmm, forward and backward (the routing
 /// products of Soft MoE / SpheroMoE: slots = dispatch x, out = combine y).
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);
