@@ -165,6 +165,50 @@ TEST(Matmul, Bf16LinearOnOnednnAddsTheFp32BiasInsideAndKeepsFp32WeightGradients)
   EXPECT_EQ(xb.grad().scalar_type(), torch::kBFloat16);
 }
 
+// Routing and attention products (kernels::matmul) in bf16: the rounded operands' exact product
+// in fp32, and gradients in their inputs' dtypes straight from their products, not rounded to bf16
+// on the way as ATen's bf16 matmul and autograd's casts back to fp32 would.
+TEST(Matmul, Bf16MatmulOnOnednnReturnsFp32ProductsAndGradients) {
+  if (!k::onednn_available() || !k::bf16_native(torch::kCPU)) {
+    GTEST_SKIP() << "bf16 products take ATen's matmul here";
+  }
+  torch::manual_seed(4);
+  auto a = torch::randn({3, 40, 24}).requires_grad_(), b = torch::randn({24, 17}).requires_grad_();
+  const auto g = torch::randn({3, 40, 17});
+  torch::Tensor y, y16;
+  {
+    PrecisionScope scope(Precision::bf16);
+    y = k::matmul(a, b.t().contiguous().t());  // a column-major b, as the routing's queries().t()
+    y16 = k::matmul(a, b, k::ProductOut::compute);
+  }
+  const auto ar = bf16_round(a.detach()), br = bf16_round(b.detach());
+  const auto exact = torch::matmul(ar, br);
+  ASSERT_EQ(y.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(y, exact, 1e-5, 1e-4));
+  EXPECT_GT((y - bf16_round(y)).abs().max().item<double>(), 0.0) << "the fp32 result was rounded to bf16";
+  ASSERT_EQ(y16.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(all_close(y16.to(torch::kFloat), exact, 1.0 / 128, 1e-3));
+  (y * g).sum().backward();
+  const auto gr = bf16_round(g);
+  ASSERT_EQ(a.grad().scalar_type(), torch::kFloat);
+  ASSERT_EQ(b.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(a.grad(), torch::matmul(gr, br.t()), 1e-5, 1e-4));
+  EXPECT_TRUE(all_close(b.grad(), ar.reshape({-1, 24}).t().mm(gr.reshape({-1, 17})), 1e-5, 1e-4));
+  EXPECT_GT((b.grad() - bf16_round(b.grad())).abs().max().item<double>(), 0.0);
+  // Batched bf16 operands (attention's q and k as compute outputs) get bf16 gradients.
+  auto q = torch::randn({2, 3, 9, 8}).to(torch::kBFloat16).requires_grad_(),
+       kt = torch::randn({2, 3, 8, 9}).to(torch::kBFloat16).requires_grad_();
+  {
+    PrecisionScope scope(Precision::bf16);
+    k::matmul(q, kt, k::ProductOut::compute).to(torch::kFloat).sum().backward();
+  }
+  EXPECT_EQ(q.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(kt.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(all_close(q.grad().to(torch::kFloat),
+                        torch::ones({2, 3, 9, 9}).matmul(kt.detach().to(torch::kFloat).transpose(-2, -1)), 1.0 / 128,
+                        1e-2));
+}
+
 TEST(Precision, AutoIsBf16WhereTheDeviceHasItNatively) {
   EXPECT_EQ(k::resolve_precision("auto", torch::kCPU), k::bf16_native(torch::kCPU) ? Precision::bf16 : Precision::fp32);
   EXPECT_EQ(k::resolve_precision("fp32", torch::kCPU), Precision::fp32);

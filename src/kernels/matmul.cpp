@@ -94,25 +94,61 @@ struct OnednnLinearNoBiasFn : torch::autograd::Function<OnednnLinearNoBiasFn> {
   }
 };
 
+// a x b on oneDNN, forward and backward. In bf16 the operands are rounded inside (saved rounded,
+// for the backward's products), the result comes back fp32 (bf16 for ProductOut::compute) and the
+// gradients in their inputs' dtypes, straight from the products: ATen's bf16 matmul rounds its
+// result to bf16 and autograd's casts then convert it and both gradients back to fp32.
 struct OnednnMatmulFn : torch::autograd::Function<OnednnMatmulFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
-    ctx->save_for_backward({a, b});
-    return onednn_matmul(a, b);
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b,
+                               bool bf16, bool compute) {
+    const auto as = plain_or_copy(bf16 ? to_bf16(a) : a), bs = plain_or_copy(bf16 ? to_bf16(b) : b);
+    ctx->save_for_backward({as, bs});
+    ctx->saved_data["a_type"] = static_cast<int64_t>(a.scalar_type());
+    ctx->saved_data["b_type"] = static_cast<int64_t>(b.scalar_type());
+    auto sizes = as.sizes().vec();
+    sizes.back() = bs.size(-1);
+    auto out = torch::empty(sizes, as.options().dtype(bf16 && compute ? torch::kBFloat16 : torch::kFloat));
+    onednn_matmul_out(as, bs, {}, out);
+    return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto g = plain_or_copy(grads[0]);
+    const auto& as = saved[0];
+    const auto& bs = saved[1];
+    auto g = plain_or_copy(grads[0].to(as.scalar_type()));
     torch::Tensor ga, gb;
     if (ctx->needs_input_grad(0)) {
-      ga = onednn_matmul(g, saved[1].transpose(-2, -1));
+      ga = torch::empty(as.sizes(),
+                        as.options().dtype(static_cast<torch::ScalarType>(ctx->saved_data["a_type"].toInt())));
+      onednn_matmul_out(g, bs.transpose(-2, -1), {}, ga);
     }
     if (ctx->needs_input_grad(1)) {
-      gb = onednn_matmul(saved[0].transpose(-2, -1), g);
+      gb = torch::empty(bs.sizes(),
+                        bs.options().dtype(static_cast<torch::ScalarType>(ctx->saved_data["b_type"].toInt())));
+      onednn_matmul_out(as.transpose(-2, -1), g, {}, gb);
     }
-    return {ga, gb};
+    return {ga, gb, torch::Tensor(), torch::Tensor()};
   }
 };
+
+// What onednn_matmul_supports asks of the operands once OnednnMatmulFn has rounded them (bf16) and
+// copied a matrix that is neither row- nor column-major.
+bool onednn_matmul_takes(const torch::Tensor& a, const torch::Tensor& b, bool bf16) {
+  const auto fp = [&](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kFloat || (bf16 && t.scalar_type() == torch::kBFloat16);
+  };
+  if (!onednn_available() || !a.is_cpu() || !b.is_cpu() || !fp(a) || !fp(b) || a.dim() < 2 || a.dim() > 4 ||
+      b.dim() != a.dim() || a.size(-1) != b.size(-2) || a.numel() == 0 || b.numel() == 0) {
+    return false;
+  }
+  for (int64_t d = 0; d + 2 < a.dim(); ++d) {
+    if (a.size(d) != b.size(d)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -147,15 +183,13 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, ProductOut 
     sizes.back() = b.size(1);
     return kernels::matmul(a.reshape({-1, a.size(-1)}), b, out).view(sizes);
   }
-  if (use_bf16(a)) {
+  const bool bf16 = use_bf16(a);
+  if (onednn_matmul_takes(a, b, bf16)) {
+    return OnednnMatmulFn::apply(a, b, bf16, out == ProductOut::compute);
+  }
+  if (bf16) {
     auto y = torch::matmul(to_bf16(a), to_bf16(b));
     return out == ProductOut::compute ? y : to_fp32(y);
-  }
-  if (a.scalar_type() == torch::kFloat && a.dim() >= 2 && b.dim() >= 2) {
-    const auto pa = plain_or_copy(a), pb = plain_or_copy(b);
-    if (onednn_matmul_supports(pa, pb)) {
-      return OnednnMatmulFn::apply(pa, pb);
-    }
   }
   return torch::matmul(a, b);
 }
@@ -172,10 +206,14 @@ std::string gemm_kernel(const c10::Device& device, Precision p) {
   if (device.is_cuda()) {
     return "cuBLAS " + to_string(p);
   }
-  if (p == Precision::bf16) {
+  if (p == Precision::bf16 && !onednn_available()) {
     return "oneDNN bf16 (ATen)";
   }
   if (onednn_available()) {
+    if (p == Precision::bf16) {
+      const auto a = torch::empty({256, 256}, torch::kBFloat16), b = torch::empty({256, 256}, torch::kBFloat16);
+      return "oneDNN bf16 (" + onednn_matmul_impl(a, b) + ")";
+    }
     const auto a = torch::empty({256, 256}), b = torch::empty({256, 256});
     return "oneDNN fp32 (" + onednn_matmul_impl(a, b) + ")";
   }

@@ -5,10 +5,11 @@
 //
 //   CPU, fp32, oneDNN built in   oneDNN matmul on the tensors' memory (kernels/onednn_matmul.h),
 //                                forward and both backward products
-//   CPU, bf16, oneDNN, Linear    the same in bf16: operands rounded once, the fp32 bias added
-//                                inside the product, the weight's gradient returned in fp32
-//   bf16 (otherwise)             operands rounded to bf16, ATen's op in bf16 (oneDNN's bf16/AMX
-//                                kernels on the CPU, cuBLAS on CUDA), the result returned in fp32
+//   CPU, bf16, oneDNN            the same in bf16: operands rounded once, results and gradients
+//                                straight from the products in fp32 (or the inputs' dtypes);
+//                                a Linear layer's fp32 bias added inside the product
+//   bf16 (otherwise)             operands rounded to bf16, ATen's op in bf16 (cuBLAS on CUDA;
+//                                ATen's bf16 kernels on a CPU without oneDNN), the result in fp32
 //   otherwise (CUDA fp32, ...)   ATen's op unchanged (cuBLAS)
 //
 // Expert GEMMs keep their own batched kernel (kernels/expert_bmm.h), which follows the same
