@@ -138,16 +138,7 @@ bool onednn_matmul_takes(const torch::Tensor& a, const torch::Tensor& b, bool bf
   const auto fp = [&](const torch::Tensor& t) {
     return t.scalar_type() == torch::kFloat || (bf16 && t.scalar_type() == torch::kBFloat16);
   };
-  if (!onednn_available() || !a.is_cpu() || !b.is_cpu() || !fp(a) || !fp(b) || a.dim() < 2 || a.dim() > 4 ||
-      b.dim() != a.dim() || a.size(-1) != b.size(-2) || a.numel() == 0 || b.numel() == 0) {
-    return false;
-  }
-  for (int64_t d = 0; d + 2 < a.dim(); ++d) {
-    if (a.size(d) != b.size(d)) {
-      return false;
-    }
-  }
-  return true;
+  return onednn_matmul_shapes(a, b) && fp(a) && fp(b);
 }
 
 }  // namespace

@@ -45,12 +45,8 @@ bool onednn_amx() {
 #endif
 }
 
-bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b) {
+bool onednn_matmul_shapes(const torch::Tensor& a, const torch::Tensor& b) {
   if (!onednn_available() || !a.defined() || !b.defined() || !a.is_cpu() || !b.is_cpu()) {
-    return false;
-  }
-  const auto t = a.scalar_type();
-  if ((t != torch::kFloat && t != torch::kBFloat16) || b.scalar_type() != t) {
     return false;
   }
   if (a.dim() < 2 || a.dim() > 4 || b.dim() != a.dim() || a.size(-1) != b.size(-2) || a.numel() == 0 ||
@@ -61,6 +57,17 @@ bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b) {
     if (a.size(d) != b.size(d)) {
       return false;
     }
+  }
+  return true;
+}
+
+bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!onednn_matmul_shapes(a, b)) {
+    return false;
+  }
+  const auto t = a.scalar_type();
+  if ((t != torch::kFloat && t != torch::kBFloat16) || b.scalar_type() != t) {
+    return false;
   }
   return plain_matrix(a) && plain_matrix(b);
 }

@@ -24,6 +24,10 @@ bool onednn_amx();
 /// a size-1 dim's stride is arbitrary), the layouts onednn_matmul describes without a copy.
 bool plain_matrix(const torch::Tensor& t);
 
+/// Whether oneDNN is on and the operands' shapes make a product onednn_matmul takes: CPU, 2 to 4
+/// dims with equal batch dims, a [..., M, K] x [..., K, N], neither empty (dtypes and layouts aside).
+bool onednn_matmul_shapes(const torch::Tensor& a, const torch::Tensor& b);
+
 /// Whether onednn_matmul takes these operands: CPU, both fp32 or both bf16, 2 to 4 dims with
 /// equal batch dims, each matrix (last two dims) row- or column-major.
 bool onednn_matmul_supports(const torch::Tensor& a, const torch::Tensor& b);
