@@ -591,6 +591,12 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
                   1e-9 * rate);
       EXPECT_NEAR(moe["fraction_of_gemm_peak"].get<double>(),
                   rate / result["gemm_peak_gflops"][precisions[p]].get<double>(), 1e-12);
+      // The optimizer against the memory's rate of the same run: 28 bytes per trained parameter.
+      EXPECT_EQ(moe["optimizer_bytes"].get<int64_t>(), 28 * moe["params"].get<int64_t>());
+      EXPECT_NEAR(moe["optimizer_floor_seconds"].get<double>(),
+                  moe["optimizer_bytes"].get<double>() / (result["memory_gbps"].get<double>() * 1e9), 1e-15);
+      EXPECT_NEAR(moe["optimizer_fraction_of_memory_rate"].get<double>(),
+                  moe["optimizer_floor_seconds"].get<double>() / moe["optimizer_seconds_median"].get<double>(), 1e-12);
       EXPECT_NEAR(moe["speedup_over_fp32"].get<double>(),
                   models[1]["step_seconds_median"].get<double>() / moe["step_seconds_median"].get<double>(), 1e-12);
     }
@@ -599,6 +605,8 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
     EXPECT_GT(result["gemm_peak_gflops"][p].get<double>(), 1.0);
     EXPECT_TRUE(contains(r.output, "GEMM peak " + p + ": ")) << r.output;
   }
+  EXPECT_GT(result["memory_gbps"].get<double>(), 0.0);
+  EXPECT_TRUE(contains(r.output, "memory: ")) << r.output;
   // --floor: each model's products of one step at the last batch size, timed alone, in each precision.
   EXPECT_TRUE(contains(r.output, "products at batch 2")) << r.output;
   const auto& alone = result["products_alone"];
@@ -609,6 +617,10 @@ TEST(Cli, BenchPrintsRatiosWritesJsonAndAChromeTrace) {
     EXPECT_GE(row["product_calls"].get<int64_t>(), row["distinct_products"].get<int64_t>()) << row;
     EXPECT_GT(row["products_seconds"].get<double>(), 0.0) << row;
     EXPECT_GT(row["products_flops"].get<double>(), 0.0) << row;
+    // The step's floor: its products alone and its optimizer at the memory's rate.
+    EXPECT_GT(row["optimizer_floor_seconds"].get<double>(), 0.0) << row;
+    EXPECT_NEAR(row["floor_seconds"].get<double>(),
+                row["products_seconds"].get<double>() + row["optimizer_floor_seconds"].get<double>(), 1e-12);
     // The recorded step splits into its products as they ran and the other work.
     EXPECT_GT(row["products_in_step_seconds"].get<double>(), 0.0) << row;
     EXPECT_NEAR(row["other_seconds"].get<double>() + row["products_in_step_seconds"].get<double>(),

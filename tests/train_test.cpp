@@ -856,4 +856,33 @@ TEST(StepTiming, PhasesAddUpAndMediansAreTakenPerPhase) {
   EXPECT_DOUBLE_EQ(r.gflops_per_second(), 6 * macs * 4 / 26 / 1e9);
   EXPECT_DOUBLE_EQ(r.to_json()["fraction_of_gemm_peak"].get<double>(), r.gflops_per_second() / 100.0);
   EXPECT_GT(train::gemm_gflops(torch::kCPU, kernels::Precision::fp32, 64, 2), 0.0);
+  // Without a memory rate the report has no optimizer floor; with one, the floor is the
+  // optimizer's bytes at that rate, read against the optimizer's median.
+  EXPECT_EQ(r.optimizer_floor_seconds(), 0.0);
+  EXPECT_FALSE(r.to_json().contains("optimizer_floor_seconds"));
+  const auto with_memory = train::report_step(step, samples, 13.0, 100.0, 20.0);
+  EXPECT_EQ(with_memory.optimizer_bytes, step.optimizer_bytes());
+  EXPECT_DOUBLE_EQ(with_memory.optimizer_floor_seconds(), static_cast<double>(step.optimizer_bytes()) / 20e9);
+  const auto j = with_memory.to_json();
+  EXPECT_DOUBLE_EQ(j["optimizer_floor_seconds"].get<double>(), with_memory.optimizer_floor_seconds());
+  EXPECT_DOUBLE_EQ(j["optimizer_fraction_of_memory_rate"].get<double>(), with_memory.optimizer_floor_seconds() / 5);
+  EXPECT_GT(train::memory_gbps(torch::kCPU, 1 << 16, 2), 0.0);
+}
+
+TEST(StepTiming, OptimizerBytesCountWhatAdamwStreamsForTheParametersItTrains) {
+  torch::manual_seed(0);
+  auto model = models::make_model(moejet::testing::tiny_vit());
+  int64_t all = 0, frozen = 0;
+  for (const auto& np : model->named_parameters()) {
+    all += np.value().numel();
+    if (np.key().rfind("patch_embed.", 0) == 0) {
+      np.value().set_requires_grad(false);
+      frozen += np.value().numel();
+    }
+  }
+  ASSERT_GT(frozen, 0);
+  train::TimedTrainStep step("tiny", model, torch::kCPU);
+  // Value, gradient and both moments read, value and moments written, 4 bytes each; a frozen
+  // parameter is not the optimizer's and costs it nothing.
+  EXPECT_EQ(step.optimizer_bytes(), 28 * (all - frozen));
 }

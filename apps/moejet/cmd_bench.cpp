@@ -105,20 +105,24 @@ json bench_inference(std::vector<train::TimedTrainStep>& subjects, const std::ve
 
 // Each model's products in one step (kernels/product_floor.h), timed alone and as they ran, beside
 // the step: how much of the step its products take, and how much other code around them does.
+// With the optimizer's floor at the run's memory rate, their sum is a floor of the whole step.
 // `step_seconds` [precision][model]: the medians just measured at `batch`.
 json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
                           const std::vector<kernels::Precision>& precisions, int64_t batch,
-                          const std::vector<std::vector<double>>& step_seconds, torch::Device device) {
+                          const std::vector<std::vector<double>>& step_seconds, torch::Device device,
+                          double memory_rate) {
   constexpr int kReps = 5;
   // On CUDA a product's time in the step is its launch: only the time alone means anything.
   const bool cpu = device.is_cpu();
   fmt::print(
       "products at batch {}: every matrix product of one more step, recorded as it ran (in step; other: that "
       "step's time beyond its products: norms, activations, routing, convolutions, optimizer, autograd) and timed "
-      "apart on warm operands of its shape (alone, median of {}): the floor of a step on these kernels\n",
+      "apart on warm operands of its shape (alone, median of {}); opt floor: the optimizer's bytes at the memory's "
+      "rate; floor: alone + opt floor, the least a step can take on these kernels and this memory\n",
       batch, kReps);
-  fmt::print("{:<36} {:>5} {:>9} {:>10} {:>6} {:>12} {:>10} {:>6} {:>8} {:>8}\n", "model", "prec", "step (s)",
-             "alone (s)", "share", "in step (s)", "other (s)", "calls", "distinct", "GFLOP/s");
+  fmt::print("{:<36} {:>5} {:>9} {:>10} {:>6} {:>12} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8}\n", "model", "prec",
+             "step (s)", "alone (s)", "share", "in step (s)", "other (s)", "opt floor", "floor (s)", "calls",
+             "distinct", "GFLOP/s");
   json rows = json::array();
   for (size_t p = 0; p < precisions.size(); ++p) {
     for (size_t m = 0; m < subjects.size(); ++m) {
@@ -132,12 +136,15 @@ json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
       }
       const auto f = kernels::product_floor(calls, kReps);
       const double step = step_seconds[p][m];
+      const double opt_floor = static_cast<double>(subjects[m].optimizer_bytes()) / (memory_rate * 1e9);
       json row = {{"model", subjects[m].name()},
                   {"precision", kernels::to_string(precisions[p])},
                   {"batch", batch},
                   {"step_seconds_median", step},
                   {"products_seconds", f.seconds},
                   {"products_flops", f.flops},
+                  {"optimizer_floor_seconds", opt_floor},
+                  {"floor_seconds", f.seconds + opt_floor},
                   {"product_calls", f.calls},
                   {"distinct_products", f.distinct}};
       row["products"] = json::array();
@@ -154,11 +161,11 @@ json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
         row["other_seconds"] = recorded_step - f.in_step;
       }
       rows.push_back(row);
-      fmt::print("{:<36} {:>5} {:>9.3f} {:>10.3f} {:>5.0f}% {:>12} {:>10} {:>6} {:>8} {:>8.1f}\n", subjects[m].name(),
-                 kernels::to_string(precisions[p]), step, f.seconds, 100 * f.seconds / step,
+      fmt::print("{:<36} {:>5} {:>9.3f} {:>10.3f} {:>5.0f}% {:>12} {:>10} {:>10.3f} {:>10.3f} {:>6} {:>8} {:>8.1f}\n",
+                 subjects[m].name(), kernels::to_string(precisions[p]), step, f.seconds, 100 * f.seconds / step,
                  cpu ? fmt::format("{:.3f}", f.in_step) : "-",
-                 cpu ? fmt::format("{:.3f}", recorded_step - f.in_step) : "-", f.calls, f.distinct,
-                 f.seconds > 0 ? f.flops / f.seconds / 1e9 : 0.0);
+                 cpu ? fmt::format("{:.3f}", recorded_step - f.in_step) : "-", opt_floor, f.seconds + opt_floor,
+                 f.calls, f.distinct, f.seconds > 0 ? f.flops / f.seconds / 1e9 : 0.0);
     }
   }
   return rows;
@@ -245,12 +252,17 @@ Runner add_bench_command(CLI::App& app) {
       }
       return 0;
     }
+    // The optimizer streams its state through memory: its yardstick is the memory's rate.
+    const double memory_rate = train::memory_gbps(device);
+    result["memory_gbps"] = memory_rate;
+    fmt::print("memory: {:.1f} GB/s (a += b in place, fp32, 2 x 256 MB, this run)\n", memory_rate);
     fmt::print(
         "a step counts 6 x its forward MACs; ratio: to the first model in the same precision; "
-        "x fp32: the same model's fp32 step over this one\n");
-    fmt::print("{:<36} {:>5} {:>6} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>6} {:>8} {:>8} {:>8}\n", "model", "prec",
-               "batch", "Param (M)", "step (s)", "img/s", "ratio", "x fp32", "GFLOP/s", "peak", "fwd (s)", "bwd (s)",
-               "opt (s)");
+        "x fp32: the same model's fp32 step over this one; mem: the optimizer's floor (28 bytes a parameter at "
+        "that rate) over its time\n");
+    fmt::print("{:<36} {:>5} {:>6} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>6} {:>8} {:>8} {:>8} {:>5}\n", "model",
+               "prec", "batch", "Param (M)", "step (s)", "img/s", "ratio", "x fp32", "GFLOP/s", "peak", "fwd (s)",
+               "bwd (s)", "opt (s)", "mem");
     std::vector<std::vector<double>> last_steps;  // [precision][model] medians at the last batch size
     for (const int64_t batch : a->batches) {
       // [precision][model], stepped interleaved so that machine noise (other load, thermal state)
@@ -280,7 +292,7 @@ Runner add_bench_command(CLI::App& app) {
         const double first = samples[p].front().median().total;
         for (size_t m = 0; m < subjects.size(); ++m) {
           subjects[m].set_precision(precisions[p]);
-          const auto r = train::report_step(subjects[m], samples[p][m], first, peak[precisions[p]]);
+          const auto r = train::report_step(subjects[m], samples[p][m], first, peak[precisions[p]], memory_rate);
           // The same model's fp32 step over this one, when fp32 was timed (it is then first).
           const bool with_fp32 = precisions.front() == kernels::Precision::fp32;
           const double speedup = samples.front()[m].median().total / r.median.total;
@@ -292,18 +304,19 @@ Runner add_bench_command(CLI::App& app) {
           last_steps[p][m] = r.median.total;
           fmt::print(
               "{:<36} {:>5} {:>6} {:>9.2f} {:>9.3f} {:>8.1f} {:>7.3f} {:>6} {:>8.1f} {:>5.0f}% {:>8.3f} {:>8.3f} "
-              "{:>8.3f}\n",
+              "{:>8.3f} {:>4.0f}%\n",
               r.model, r.precision, batch, static_cast<double>(r.params) / 1e6, r.median.total, r.images_per_second(),
               r.ratio_to_first, with_fp32 ? fmt::format("{:.2f}", speedup) : std::string("-"), r.gflops_per_second(),
-              100 * r.gflops_per_second() / r.gemm_peak_gflops, r.median.forward, r.median.backward,
-              r.median.optimizer);
+              100 * r.gflops_per_second() / r.gemm_peak_gflops, r.median.forward, r.median.backward, r.median.optimizer,
+              100 * r.optimizer_floor_seconds() / r.median.optimizer);
         }
       }
       std::fflush(stdout);
       result["runs"].push_back(run);
     }
     if (a->floor) {
-      result["products_alone"] = bench_products_alone(subjects, precisions, a->batches.back(), last_steps, device);
+      result["products_alone"] =
+          bench_products_alone(subjects, precisions, a->batches.back(), last_steps, device, memory_rate);
     }
     if (!a->trace_dir.empty()) {
       std::filesystem::create_directories(a->trace_dir);

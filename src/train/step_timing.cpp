@@ -87,6 +87,37 @@ StepTimes TimedTrainStep::step() {
   return {seconds(t0, t1), seconds(t1, t2), seconds(t2, t3), seconds(t0, t3)};
 }
 
+int64_t TimedTrainStep::optimizer_bytes() const {
+  // The optimizer's own list: frozen parameters are not in it and cost it nothing.
+  int64_t elements = 0;
+  for (const auto& group : opt_.optimizer->param_groups()) {
+    for (const auto& p : group.params()) {
+      elements += p.numel();
+    }
+  }
+  constexpr int64_t kFp32TensorsRead = 4, kFp32TensorsWritten = 3;  // p, g, m, v; p, m, v
+  return elements * (kFp32TensorsRead + kFp32TensorsWritten) * 4;
+}
+
+double memory_gbps(torch::Device device, int64_t elements, int reps) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({elements}, device), b = torch::randn({elements}, device);
+  auto run = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    a.add_(b);
+    if (device.is_cuda()) {
+      torch::cuda::synchronize();
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  run();  // warm-up: the pages are touched and the threads started
+  std::vector<double> seconds;
+  for (int i = 0; i < reps; ++i) {
+    seconds.push_back(run());
+  }
+  return 12.0 * static_cast<double>(elements) / median(seconds) / 1e9;
+}
+
 double gemm_gflops(torch::Device device, kernels::Precision precision, int64_t n, int reps) {
   torch::NoGradGuard no_grad;
   kernels::require_precision(precision, device);
@@ -125,10 +156,16 @@ json StepReport::to_json() const {
   if (gemm_peak_gflops > 0) {
     j["fraction_of_gemm_peak"] = gflops_per_second() / gemm_peak_gflops;
   }
+  j["optimizer_bytes"] = optimizer_bytes;
+  if (memory_gbps > 0) {
+    j["optimizer_floor_seconds"] = optimizer_floor_seconds();
+    j["optimizer_fraction_of_memory_rate"] = optimizer_floor_seconds() / median.optimizer;
+  }
   return j;
 }
 
-StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak) {
+StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak,
+                       double memory_rate) {
   StepReport r;
   r.model = step.name();
   r.precision = kernels::to_string(step.precision());
@@ -139,6 +176,8 @@ StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double 
   r.step_seconds = samples.totals();
   r.ratio_to_first = r.median.total / first_seconds;
   r.gemm_peak_gflops = gemm_peak;
+  r.optimizer_bytes = step.optimizer_bytes();
+  r.memory_gbps = memory_rate;
   return r;
 }
 

@@ -57,6 +57,11 @@ class TimedTrainStep {
     return precision_;
   }
   void set_precision(kernels::Precision p);
+  /// The bytes its AdamW step must move at the least: each trained parameter's value, gradient
+  /// and two moments read and its value and moments written, all fp32, so 28 per element. The
+  /// fused AdamW also writes the bf16 copies it keeps (kernels/bf16_weights.h); a floor leaves
+  /// them out.
+  int64_t optimizer_bytes() const;
 
  private:
   std::string name_;
@@ -76,6 +81,13 @@ double median(std::vector<double> values);
 double gemm_gflops(torch::Device device, kernels::Precision precision = kernels::Precision::fp32, int64_t n = 2048,
                    int reps = 5);
 
+/// What this machine's memory streams: `a += b` in place on fp32 tensors of `elements` each, far
+/// beyond the caches (12 bytes per element: a and b read, a written), as the median of `reps` runs
+/// after a warm-up, in GB/s. The optimizer's step does a few flops per byte, so this rate, not the
+/// GEMM peak, is what its time is read against: TimedTrainStep::optimizer_bytes() at this rate is
+/// the least time any AdamW can step in.
+double memory_gbps(torch::Device device, int64_t elements = int64_t{1} << 26, int reps = 5);
+
 /// A train step's floating-point operations: 2 per multiply-accumulate, and a backward of twice the
 /// forward's, so 6 x the forward MACs of each image (the papers' and timm's counting of MACs).
 inline double train_step_flops(double macs_per_image, int64_t batch) {
@@ -92,6 +104,8 @@ struct StepReport {
   std::vector<double> step_seconds;
   double ratio_to_first = 1;
   double gemm_peak_gflops = 0;  ///< gemm_gflops() of the same run; 0 when not measured
+  int64_t optimizer_bytes = 0;  ///< TimedTrainStep::optimizer_bytes()
+  double memory_gbps = 0;       ///< memory_gbps() of the same run; 0 when not measured
 
   double images_per_second() const {
     return static_cast<double>(batch) / median.total;
@@ -100,10 +114,16 @@ struct StepReport {
   double gflops_per_second() const {
     return train_step_flops(macs_per_image, batch) / median.total / 1e9;
   }
+  /// optimizer_bytes at memory_gbps: the optimizer's floor (0 when the rate was not measured).
+  double optimizer_floor_seconds() const {
+    return memory_gbps > 0 ? static_cast<double>(optimizer_bytes) / (memory_gbps * 1e9) : 0.0;
+  }
   json to_json() const;
 };
 
-/// `step`'s report from its samples; `first_seconds` is the first model's median step.
-StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak);
+/// `step`'s report from its samples; `first_seconds` is the first model's median step, `gemm_peak`
+/// and `memory_rate` the run's gemm_gflops() and memory_gbps().
+StepReport report_step(TimedTrainStep& step, const StepSamples& samples, double first_seconds, double gemm_peak,
+                       double memory_rate = 0);
 
 }  // namespace moejet::train
