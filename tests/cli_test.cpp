@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "moejet/core/blas_runtime.h"
 #include "moejet/core/fs.h"
@@ -55,19 +56,24 @@ bool contains(const std::string& s, const std::string& sub) {
 }  // namespace
 
 TEST(Cli, ComputingCommandsShortenOpenblasIdleSpinUnlessTheUserSetIt) {
-  if (openblas_num_threads() <= 1 || !openblas_thread_timeout().empty()) {
-    GTEST_SKIP() << "needs a multi-threaded OpenBLAS and no OPENBLAS_THREAD_TIMEOUT in the environment";
+  // The test suite runs with OMP_NUM_THREADS=1, which OpenBLAS reads too: the commands here get two
+  // threads of their own, since the spin is reported (and matters) only with BLAS workers.
+  if (openblas_num_threads() < 0 || std::thread::hardware_concurrency() < 2 || !openblas_thread_timeout().empty()) {
+    GTEST_SKIP() << "needs OpenBLAS, 2 CPUs and no OPENBLAS_THREAD_TIMEOUT in the environment";
   }
   moejet::testing::TempDir dir;
   { std::ofstream(dir.file("broken.json")) << "{"; }
+  const std::string two_threads = "OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 ";
   const std::string broken = " --config " + dir.file("broken.json");
-  auto r = run("train" + broken);  // fails after the start-up report, which names the spin
+  // Fails after the start-up report, which names the spin.
+  auto r = run_shell(two_threads + std::string(MOEJET_BINARY) + " train" + broken);
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, std::string("idle spin 2^") + kOpenblasThreadTimeout + " cycles")) << r.output;
   EXPECT_EQ(r.output.find("libtorch "), r.output.rfind("libtorch ")) << "one start-up report: " << r.output;
-  auto user = run_shell("OPENBLAS_THREAD_TIMEOUT=20 " + std::string(MOEJET_BINARY) + " train" + broken);
+  auto user = run_shell(two_threads + "OPENBLAS_THREAD_TIMEOUT=20 " + std::string(MOEJET_BINARY) + " train" + broken);
   EXPECT_TRUE(contains(user.output, "idle spin 2^20 cycles")) << user.output;
-  auto info = run("info --model vit_tiny_patch16_224");  // prints only: not worth a second start
+  // info prints only: not worth a second start.
+  auto info = run_shell(two_threads + std::string(MOEJET_BINARY) + " info --model vit_tiny_patch16_224");
   EXPECT_TRUE(contains(info.output, "idle spin: OpenBLAS default")) << info.output;
 }
 
