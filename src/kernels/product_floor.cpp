@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "moejet/core/stopwatch.h"
 #include "moejet/kernels/onednn_matmul.h"
 
 namespace moejet::kernels {
@@ -230,23 +231,11 @@ ProductFloor product_floor(const std::vector<ProductCall>& calls, int reps) {
       t.push_back(make_operand(s));
       cuda = cuda || (s.defined && s.device.is_cuda());
     }
-    auto time_once = [&] {
-      const auto t0 = std::chrono::steady_clock::now();
-      replay(c, t);
-      if (cuda) {
-        torch::cuda::synchronize();
-      }
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    time_once();  // warm-up: the kernel's set-up and the operands in cache
-    std::vector<double> seconds;
-    for (int r = 0; r < reps; ++r) {
-      seconds.push_back(time_once());
-    }
-    std::nth_element(seconds.begin(), seconds.begin() + seconds.size() / 2, seconds.end());
+    // The untimed first call sets the kernel up and brings the operands into cache.
+    const double seconds = median_seconds([&] { replay(c, t); }, reps, cuda);
     auto& group = d.second;
     group.key = key;
-    group.seconds = seconds[seconds.size() / 2] * static_cast<double>(group.calls);
+    group.seconds = seconds * static_cast<double>(group.calls);
     floor.seconds += group.seconds;
     floor.groups.push_back(group);
   }

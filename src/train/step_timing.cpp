@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "moejet/core/stopwatch.h"
 #include "moejet/kernels/matmul.h"
 #include "moejet/train/trainer.h"
 
@@ -102,20 +103,8 @@ int64_t TimedTrainStep::optimizer_bytes() const {
 double memory_gbps(torch::Device device, int64_t elements, int reps) {
   torch::NoGradGuard no_grad;
   auto a = torch::randn({elements}, device), b = torch::randn({elements}, device);
-  auto run = [&] {
-    const auto t0 = std::chrono::steady_clock::now();
-    a.add_(b);
-    if (device.is_cuda()) {
-      torch::cuda::synchronize();
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  run();  // warm-up: the pages are touched and the threads started
-  std::vector<double> seconds;
-  for (int i = 0; i < reps; ++i) {
-    seconds.push_back(run());
-  }
-  return 12.0 * static_cast<double>(elements) / median(seconds) / 1e9;
+  // The untimed first call touches the pages and starts the threads.
+  return 12.0 * static_cast<double>(elements) / median_seconds([&] { a.add_(b); }, reps, device.is_cuda()) / 1e9;
 }
 
 double gemm_gflops(torch::Device device, kernels::Precision precision, int64_t n, int reps) {
@@ -124,20 +113,8 @@ double gemm_gflops(torch::Device device, kernels::Precision precision, int64_t n
   kernels::PrecisionScope scope(precision);
   const auto type = precision == kernels::Precision::bf16 ? torch::kBFloat16 : torch::kFloat;
   auto a = torch::randn({n, n}, device).to(type), b = torch::randn({n, n}, device).to(type);
-  auto run = [&] {
-    const auto t0 = std::chrono::steady_clock::now();
-    kernels::matmul(a, b);
-    if (device.is_cuda()) {
-      torch::cuda::synchronize();
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  run();  // warm-up: thread pools and caches
-  std::vector<double> seconds;
-  for (int i = 0; i < reps; ++i) {
-    seconds.push_back(run());
-  }
-  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / median(seconds) / 1e9;
+  const double seconds = median_seconds([&] { kernels::matmul(a, b); }, reps, device.is_cuda());
+  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / seconds / 1e9;
 }
 
 json StepReport::to_json() const {
