@@ -136,7 +136,7 @@ json bench_products_alone(std::vector<train::TimedTrainStep>& subjects,
       }
       const auto f = kernels::product_floor(calls, kReps);
       const double step = step_seconds[p][m];
-      const double opt_floor = static_cast<double>(subjects[m].optimizer_bytes()) / (memory_rate * 1e9);
+      const double opt_floor = train::optimizer_floor_seconds(subjects[m].optimizer_bytes(), memory_rate);
       json row = {{"model", subjects[m].name()},
                   {"precision", kernels::to_string(precisions[p])},
                   {"batch", batch},

@@ -88,6 +88,12 @@ double gemm_gflops(torch::Device device, kernels::Precision precision = kernels:
 /// the least time any AdamW can step in.
 double memory_gbps(torch::Device device, int64_t elements = int64_t{1} << 26, int reps = 5);
 
+/// `optimizer_bytes` at `memory_gbps`: the least time an optimizer moving them can step in (0
+/// when the rate was not measured).
+inline double optimizer_floor_seconds(int64_t optimizer_bytes, double memory_gbps) {
+  return memory_gbps > 0 ? static_cast<double>(optimizer_bytes) / (memory_gbps * 1e9) : 0.0;
+}
+
 /// A train step's floating-point operations: 2 per multiply-accumulate, and a backward of twice the
 /// forward's, so 6 x the forward MACs of each image (the papers' and timm's counting of MACs).
 inline double train_step_flops(double macs_per_image, int64_t batch) {
@@ -114,9 +120,9 @@ struct StepReport {
   double gflops_per_second() const {
     return train_step_flops(macs_per_image, batch) / median.total / 1e9;
   }
-  /// optimizer_bytes at memory_gbps: the optimizer's floor (0 when the rate was not measured).
+  /// train::optimizer_floor_seconds of this step's optimizer at the run's memory rate.
   double optimizer_floor_seconds() const {
-    return memory_gbps > 0 ? static_cast<double>(optimizer_bytes) / (memory_gbps * 1e9) : 0.0;
+    return train::optimizer_floor_seconds(optimizer_bytes, memory_gbps);
   }
   json to_json() const;
 };
