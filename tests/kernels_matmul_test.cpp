@@ -209,6 +209,21 @@ TEST(Matmul, Bf16MatmulOnOnednnReturnsFp32ProductsAndGradients) {
                         1e-2));
 }
 
+TEST(Matmul, GemmKernelNamesTheKernelOfEachPrecision) {
+  // What `moejet bench` prints beside its GEMM peaks: the kernel kernels::matmul takes there.
+  EXPECT_EQ(k::gemm_kernel(c10::Device(c10::DeviceType::CUDA), Precision::bf16), "cuBLAS bf16");
+  const auto fp32 = k::gemm_kernel(torch::kCPU, Precision::fp32);
+  const auto bf16 = k::gemm_kernel(torch::kCPU, Precision::bf16);
+  if (k::onednn_available()) {
+    EXPECT_EQ(fp32.rfind("oneDNN fp32 (", 0), 0u) << fp32;
+    EXPECT_EQ(bf16.rfind("oneDNN bf16 (", 0), 0u) << bf16;
+    EXPECT_EQ(bf16.find("ATen"), std::string::npos) << bf16;  // moejet's oneDNN product, named by oneDNN
+  } else {
+    EXPECT_EQ(fp32, "BLAS fp32 (ATen)");
+    EXPECT_EQ(bf16, "oneDNN bf16 (ATen)");
+  }
+}
+
 TEST(Precision, AutoIsBf16WhereTheDeviceHasItNatively) {
   EXPECT_EQ(k::resolve_precision("auto", torch::kCPU), k::bf16_native(torch::kCPU) ? Precision::bf16 : Precision::fp32);
   EXPECT_EQ(k::resolve_precision("fp32", torch::kCPU), Precision::fp32);

@@ -197,18 +197,12 @@ std::string gemm_kernel(const c10::Device& device, Precision p) {
   if (device.is_cuda()) {
     return "cuBLAS " + to_string(p);
   }
-  if (p == Precision::bf16 && !onednn_available()) {
-    return "oneDNN bf16 (ATen)";
-  }
   if (onednn_available()) {
-    if (p == Precision::bf16) {
-      const auto a = torch::empty({256, 256}, torch::kBFloat16), b = torch::empty({256, 256}, torch::kBFloat16);
-      return "oneDNN bf16 (" + onednn_matmul_impl(a, b) + ")";
-    }
-    const auto a = torch::empty({256, 256}), b = torch::empty({256, 256});
-    return "oneDNN fp32 (" + onednn_matmul_impl(a, b) + ")";
+    const auto type = p == Precision::bf16 ? torch::kBFloat16 : torch::kFloat;
+    const auto a = torch::empty({256, 256}, type), b = torch::empty({256, 256}, type);
+    return "oneDNN " + to_string(p) + " (" + onednn_matmul_impl(a, b) + ")";
   }
-  return "BLAS fp32 (ATen)";
+  return p == Precision::bf16 ? "oneDNN bf16 (ATen)" : "BLAS fp32 (ATen)";
 }
 
 }  // namespace moejet::kernels
